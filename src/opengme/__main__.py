@@ -1,0 +1,3 @@
+from opengme.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""The app registry: GME's console, kept in SQLite in the data directory.
+
+Every read goes to the database, so a change made by ``opengme app set`` from another process
+is seen by the server's next request without a restart.
+"""
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_NAME = "opengme.db"
+KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_LENGTH = 16
+_MAX_APP_ID = 0xFFFFFFFF  # the v1 AuthBuffer carries the AppID as a u32
+SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid")
+
+
+@dataclass(frozen=True)
+class App:
+    """One GME application: its AppID, permission key and console switches."""
+
+    app_id: str
+    key: str
+    name: str
+    voice: bool
+    ptt: bool
+    stt: bool
+    arrears: bool
+    string_openid: bool
+    created_at: float
+    updated_at: float
+
+    def public_dict(self) -> dict[str, object]:
+        """Fields safe to print or log: everything but the key."""
+        return {
+            "app_id": self.app_id,
+            "name": self.name,
+            "voice": self.voice,
+            "ptt": self.ptt,
+            "stt": self.stt,
+            "arrears": self.arrears,
+            "string_openid": self.string_openid,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+class AppStoreError(ValueError):
+    """A registry request that cannot be carried out; the message says what to fix."""
+
+
+def validate_app_id(app_id: str) -> str:
+    """AppIDs are numeric strings that fit a u32, as GME's AuthBuffer requires."""
+    if not isinstance(app_id, str) or not app_id.isdigit() or not app_id.isascii():
+        raise AppStoreError(f"AppID must be a numeric string such as 1400123456, got {app_id!r}")
+    if int(app_id) == 0 or int(app_id) > _MAX_APP_ID:
+        raise AppStoreError(f"AppID must be between 1 and {_MAX_APP_ID}, got {app_id}")
+    return str(int(app_id))
+
+
+def validate_key(key: str) -> str:
+    """Permission keys are 16 printable ASCII characters, used directly as the TEA key."""
+    if not isinstance(key, str) or len(key) != KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise AppStoreError(f"a permission key must be {KEY_LENGTH} printable ASCII characters")
+    return key
+
+
+def new_key() -> str:
+    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
+
+
+class AppStore:
+    """SQLite-backed apps; safe to share between threads of one process."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / DB_NAME
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS apps (
+                app_id TEXT PRIMARY KEY,
+                key TEXT NOT NULL,
+                name TEXT NOT NULL,
+                voice INTEGER NOT NULL DEFAULT 1,
+                ptt INTEGER NOT NULL DEFAULT 1,
+                stt INTEGER NOT NULL DEFAULT 1,
+                arrears INTEGER NOT NULL DEFAULT 0,
+                string_openid INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )"""
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, name: str, app_id: str | None = None, key: str | None = None) -> App:
+        """Create an app; ``app_id``/``key`` import an existing GME app so its signing backend keeps working."""
+        if not name or not name.strip():
+            raise AppStoreError("an app needs a non-empty name")
+        key = validate_key(key) if key is not None else new_key()
+        now = time.time()
+        with self._lock:
+            if app_id is None:
+                app_id = self._free_app_id()
+            else:
+                app_id = validate_app_id(app_id)
+            try:
+                self._db.execute(
+                    "INSERT INTO apps (app_id, key, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (app_id, key, name.strip(), now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise AppStoreError(f"an app with AppID {app_id} already exists") from None
+        return self.require(app_id)
+
+    def _free_app_id(self) -> str:
+        while True:  # GME AppIDs look like 1400xxxxxx
+            candidate = str(1_400_000_000 + secrets.randbelow(1_000_000))
+            if self._db.execute("SELECT 1 FROM apps WHERE app_id = ?", (candidate,)).fetchone() is None:
+                return candidate
+
+    def get(self, app_id: str) -> App | None:
+        try:
+            app_id = validate_app_id(app_id)
+        except AppStoreError:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+        return _row_to_app(row) if row else None
+
+    def require(self, app_id: str) -> App:
+        app = self.get(app_id)
+        if app is None:
+            raise AppStoreError(f"no app with AppID {app_id}; see `opengme app list`")
+        return app
+
+    def list(self) -> list[App]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM apps ORDER BY created_at, app_id").fetchall()
+        return [_row_to_app(r) for r in rows]
+
+    def set(self, app_id: str, **switches: bool) -> App:
+        """Change console switches (voice, ptt, stt, arrears, string_openid)."""
+        unknown = set(switches) - set(SWITCHES)
+        if unknown:
+            raise AppStoreError(f"unknown switch(es): {', '.join(sorted(unknown))}")
+        app = self.require(app_id)
+        if switches:
+            cols = ", ".join(f"{k} = ?" for k in switches)
+            with self._lock:
+                self._db.execute(
+                    f"UPDATE apps SET {cols}, updated_at = ? WHERE app_id = ?",
+                    (*(int(bool(v)) for v in switches.values()), time.time(), app.app_id),
+                )
+        return self.require(app.app_id)
+
+    def rotate_key(self, app_id: str) -> App:
+        app = self.require(app_id)
+        with self._lock:
+            self._db.execute(
+                "UPDATE apps SET key = ?, updated_at = ? WHERE app_id = ?", (new_key(), time.time(), app.app_id)
+            )
+        return self.require(app.app_id)
+
+
+def _row_to_app(row: sqlite3.Row) -> App:
+    return App(
+        app_id=row["app_id"],
+        key=row["key"],
+        name=row["name"],
+        voice=bool(row["voice"]),
+        ptt=bool(row["ptt"]),
+        stt=bool(row["stt"]),
+        arrears=bool(row["arrears"]),
+        string_openid=bool(row["string_openid"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
