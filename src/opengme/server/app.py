@@ -1,0 +1,117 @@
+"""Wiring of ``opengme serve``: one asyncio process with the HTTP/WebSocket server and its parts.
+
+Each part (signalling, admin API, media relay …) is a module with a ``setup(server)`` function that
+adds its routes and start/stop hooks, so this file stays the table of contents.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from opengme import __version__
+from opengme.config import Settings
+from opengme.logs import fields
+from opengme.server.metrics import Metrics
+from opengme.store import App, AppStore
+
+log = logging.getLogger("opengme.server")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Server:
+    """The running server's shared state: settings, app registry, metrics and the aiohttp app."""
+
+    settings: Settings
+    store: AppStore
+    metrics: Metrics = field(default_factory=Metrics)
+    web_app: web.Application = field(default_factory=web.Application)
+    started_at: float = field(default_factory=time.time)
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    base_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.web_app.router.add_get("/healthz", self._healthz)
+        self.web_app.router.add_get("/metrics", self._metrics)
+        self.metrics.gauge("opengme_uptime_seconds", "Seconds since the server started.", self.uptime)
+        self.metrics.gauge("opengme_apps", "Apps in the registry.", lambda: len(self.store.list()))
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__, "uptime": round(self.uptime(), 3)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def build_server(settings: Settings, store: AppStore | None = None) -> Server:
+    """Create the server with every part attached (also used by in-process tests)."""
+    from opengme.server import admin, signalling
+
+    server = Server(settings=settings, store=store or AppStore(settings.data_dir))
+    for part in (signalling, admin):
+        part.setup(server)
+    return server
+
+
+def ensure_dev_app(store: AppStore) -> App | None:
+    """On a first start with no app, create a ``dev`` app so a newcomer can go on at once."""
+    if store.list():
+        return None
+    return store.create("dev")
+
+
+async def serve(settings: Settings, ready: Callable[[Server], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop every part cleanly."""
+    server = build_server(settings)
+    runner = web.AppRunner(server.web_app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    server.base_url = f"http://{_url_host(host)}:{port}"
+    for hook in server.on_start:
+        await hook()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening", extra=fields(url=server.base_url, data_dir=str(settings.data_dir), version=__version__))
+    if ready is not None:
+        ready(server)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        for hook in reversed(server.on_stop):
+            await hook()
+        await runner.cleanup()
+        server.store.close()
+        log.info("stopped")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def run(settings: Settings, ready: Callable[[Server], None] | None = None) -> None:
+    """Blocking entry point used by ``opengme serve``; uvloop when available."""
+    try:
+        import uvloop
+
+        runner: Callable[..., None] = uvloop.run
+    except ImportError:  # pragma: no cover - Windows has no uvloop
+        runner = asyncio.run
+    runner(serve(settings, ready))
+    sys.stdout.flush()
