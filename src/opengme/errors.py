@@ -1,11 +1,19 @@
 """GME's error codes: the one registry every layer raises from.
 
 The names and values are GME's (``../shared/seed`` is the contract), misspellings included,
-so that code written against GME keeps working.
+so that code written against GME keeps working; corrected spellings are enum aliases. The texts
+(description, cause, solution) are package data (``data/errors.json``) so that errors, the SDK's
+``error_info`` and ``opengme errors`` all explain a code the same way.
 """
 from __future__ import annotations
 
-from enum import IntEnum
+import json
+import re
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from functools import cache
+from importlib.resources import files
+from typing import Any
 
 
 class ErrorCode(IntEnum):
@@ -98,15 +106,177 @@ class ErrorCode(IntEnum):
     QAVPTTERROR_ERR_VOICE_STREAMIN_RUNING_ERROR = 32786
     QAVPTTERROR_ERR_VOICE_STREAMING_ASR_ERROR = 50012
 
+    # Corrected spellings, as aliases: ``ErrorCode(7006).name`` stays GME's ``AV_ERR_AUTH_FIALD``.
+    AV_ERR_INVITE_FAILED = 1801
+    AV_ERR_ACCEPT_FAILED = 1802
+    AV_ERR_NET_REQUEST_FAILED = 7004
+    AV_ERR_AUTH_FAILED = 7006
+    QAVPTTERROR_ERR_VOICE_STREAMIN_RUNNING_ERROR = 32786
 
-class GmeError(Exception):
-    """An operation failed with a GME error code; ``detail`` says what exactly went wrong."""
 
-    def __init__(self, code: ErrorCode, detail: str = "") -> None:
-        self.code = ErrorCode(code)
-        self.detail = detail
-        super().__init__(str(self))
+class Category(StrEnum):
+    """The seed table a code comes from."""
+
+    GENERAL = "general"
+    VOICE_CHAT_CLIENT = "voice_chat_client"
+    VOICE_CHAT_SERVER = "voice_chat_server"
+    PTT_STT = "ptt_stt"  # voice messages (record, upload, download, play) and speech-to-text
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A place where the registry deliberately differs from the seed's text, and why."""
+
+    field: str  # "description", "causes" or "solutions"
+    seed: str  # what the seed says
+    fixed: str  # what the registry says instead
+    reason: str
 
     def __str__(self) -> str:
-        text = f"{self.code.name} ({int(self.code)})"
-        return f"{text}: {self.detail}" if self.detail else text
+        return f"seed's {self.field} {self.seed!r} corrected: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Everything known about one code. ``causes``/``solutions`` hold one entry per seed row (two
+    for the codes the seed lists twice); ``seed_text`` and ``derived`` mark the General table, whose
+    single combined column was split into description/cause/solution by us."""
+
+    code: ErrorCode
+    name: str
+    value: int
+    category: Category
+    description: str
+    causes: tuple[str, ...]
+    solutions: tuple[str, ...]
+    corrections: tuple[Correction, ...] = ()
+    seed_text: str | None = None
+    derived: bool = False
+
+    @property
+    def cause(self) -> str:
+        return _join(self.causes)
+
+    @property
+    def solution(self) -> str:
+        return _join(self.solutions)
+
+    @property
+    def correction(self) -> str | None:
+        return "; ".join(map(str, self.corrections)) or None
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Other enum names for this code (corrected spellings)."""
+        return tuple(n for n, m in ErrorCode.__members__.items() if m is self.code and n != self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the same keys for every code so consumers need no special cases."""
+        return {
+            "name": self.name,
+            "value": self.value,
+            "category": str(self.category),
+            "description": self.description,
+            "causes": list(self.causes),
+            "solutions": list(self.solutions),
+            "aliases": list(self.aliases),
+            "corrections": [vars(c) for c in self.corrections],
+            "seed_text": self.seed_text,
+            "derived": self.derived,
+        }
+
+    def matches(self, term: str) -> bool:
+        """One search term: a number is compared with the value, a word is looked for in every text."""
+        if term.isdigit():
+            return int(term) == self.value
+        texts = (self.name, *self.aliases, self.category, self.description, *self.causes,
+                 *self.solutions, self.seed_text or "")
+        return any(term.lower() in text.lower() for text in texts)
+
+
+_SUCCESS = ErrorInfo(ErrorCode.AV_OK, "AV_OK", 0, Category.GENERAL, "Success", (), ())
+_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]*)\)")
+
+
+def _join(texts: tuple[str, ...]) -> str:
+    """Alternatives on one line; identical texts (8195 repeats its solution) only once."""
+    return " / ".join(dict.fromkeys(texts))
+
+
+def plain(text: str) -> str:
+    """The seed's markdown as plain text for terminals and one-line messages: ``[t](u)`` -> ``t (u)``."""
+    return _MARKDOWN_LINK.sub(r"\1 (\2)", text).replace("`", "")
+
+
+@cache
+def _registry() -> dict[ErrorCode, ErrorInfo]:
+    """Read the package data once; a code missing from the enum fails loudly here."""
+    entries = json.loads(files("opengme").joinpath("data/errors.json").read_text(encoding="utf-8"))
+    return {
+        ErrorCode(e["value"]): ErrorInfo(
+            code=ErrorCode(e["value"]),
+            name=e["name"],
+            value=e["value"],
+            category=Category(e["category"]),
+            description=e["description"],
+            causes=tuple(e["causes"]),
+            solutions=tuple(e["solutions"]),
+            corrections=tuple(Correction(**c) for c in e.get("corrections", ())),
+            seed_text=e.get("seed_text"),
+            derived=e.get("derived", False),
+        )
+        for e in entries
+    }
+
+
+def info(code: int | ErrorCode) -> ErrorInfo:
+    """The entry for ``code`` (``AV_OK`` included); ``ValueError`` if GME has no such code."""
+    try:
+        code = ErrorCode(code)
+    except ValueError:
+        raise ValueError(f"unknown GME error code {code}") from None
+    return _SUCCESS if code is ErrorCode.AV_OK else _registry()[code]
+
+
+def all_errors() -> list[ErrorInfo]:
+    """Every error code (not ``AV_OK``), by value."""
+    return sorted(_registry().values(), key=lambda e: e.value)
+
+
+def search(words: str) -> list[ErrorInfo]:
+    """Entries matching every word (case-insensitive substring of the name, an alias, the category or
+    any of GME's texts; a number must equal the value), by value. No words match everything."""
+    terms = words.split()
+    return [e for e in all_errors() if all(e.matches(t) for t in terms)]
+
+
+def describe(code: int | ErrorCode) -> str:
+    """One line for an SDK event's ``error_info``: empty for ``AV_OK``, as GME sends on success."""
+    entry = info(code)
+    return "" if entry.code is ErrorCode.AV_OK else _headline(entry)
+
+
+def _headline(entry: ErrorInfo) -> str:
+    return f"{entry.name} ({entry.value}): {plain(entry.description).rstrip('.')}"
+
+
+class GmeError(Exception):
+    """An operation failed with a GME error code; ``detail`` says what exactly went wrong.
+
+    ``str()`` is one line: name, value, description, cause, what to do, then the detail.
+    """
+
+    def __init__(self, code: ErrorCode | int, detail: str = "") -> None:
+        self.code = ErrorCode(code)
+        self.detail = detail
+        super().__init__(self.code, detail)  # args that rebuild the error (pickling, copy)
+
+    @property
+    def info(self) -> ErrorInfo:
+        return info(self.code)
+
+    def __str__(self) -> str:
+        entry = self.info
+        parts = (_headline(entry), plain(entry.cause), plain(entry.solution))
+        text = " — ".join(p for p in parts if p)
+        return f"{text} [detail: {self.detail}]" if self.detail else text
