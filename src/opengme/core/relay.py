@@ -1,0 +1,219 @@
+"""The media relay core: authenticate, route and re-seal voice datagrams (pure: no sockets, no clock).
+
+The UDP server (``server.media``) feeds every datagram to ``Relay.handle_datagram`` with the sender
+address and the current time, and sends what comes back. The relay never decodes audio: it opens
+the sender's packet with the sender's key, then seals one copy per listener with that listener's
+key and counter, keeping the speaker's tinyid, sequence, timestamp and audio level in the header.
+
+Address rules: a member's UDP address is unknown until an authenticated BIND arrives from it (the
+relay acknowledges each BIND, so the client knows the path works). Later, any authenticated packet
+that advances the member's packet index moves the address (NAT rebinding); forged, replayed or
+stale packets never do. Nothing that arrives from the network can make ``handle_datagram`` raise.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opengme.protocol.media import (
+    BIND_MAGIC,
+    DIRECTION_BIT,
+    HEADER_SIZE,
+    TYPE_MASK,
+    DropReason,
+    MediaCrypto,
+    MediaPacketError,
+    PacketType,
+)
+
+Addr = tuple[str, int]
+Outgoing = list[tuple[bytes, Addr]]
+RouteFilter = Callable[[int, int], bool]
+"""``(speaker tinyid, listener tinyid) -> hears``: the hook for hearing rules (teams, range, routes)."""
+
+_DATA = int(PacketType.DATA)
+_BIND = int(PacketType.BIND)
+_KEEPALIVE = int(PacketType.KEEPALIVE)
+_DOWNLINK_FIRST = tuple(bytes((b | DIRECTION_BIT,)) for b in range(256))
+
+
+@dataclass(slots=True)
+class RelayCounters:
+    """Packets seen and why dropped; ``forwarded`` counts datagrams sent to listeners."""
+
+    received: int = 0
+    forwarded: int = 0
+    replies: int = 0
+    rebinds: int = 0
+    dropped_malformed: int = 0
+    dropped_unknown_member: int = 0
+    dropped_unknown_addr: int = 0
+    dropped_auth: int = 0
+    dropped_replay: int = 0
+    dropped_muted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MemberActivity:
+    """A member's media state for speaking detection (times are the ``now`` values passed in)."""
+
+    tinyid: int
+    room_id: str
+    addr: Addr | None
+    muted: bool
+    level: int
+    last_voice: float | None
+    last_packet: float | None
+
+
+class _Member:
+    __slots__ = ("tinyid", "room", "crypto", "addr", "muted", "level", "last_voice", "last_packet")
+
+    def __init__(self, tinyid: int, room: _Room, crypto: MediaCrypto) -> None:
+        self.tinyid = tinyid
+        self.room = room
+        self.crypto = crypto
+        self.addr: Addr | None = None
+        self.muted = False
+        self.level = 127
+        self.last_voice: float | None = None
+        self.last_packet: float | None = None
+
+
+class _Room:
+    __slots__ = ("room_id", "members")
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        self.members: list[_Member] = []
+
+
+class Relay:
+    """Sessions ``{tinyid: member}`` and rooms ``{room_id: members}`` plus the per-datagram hot path."""
+
+    def __init__(self, window: int = 128) -> None:
+        self._window = window
+        self._members: dict[int, _Member] = {}
+        self._rooms: dict[str, _Room] = {}
+        self._route_filter: RouteFilter | None = None
+        self.counters = RelayCounters()
+
+    # -- membership (called by signalling) ---------------------------------------------------
+
+    def add_member(self, room_id: str, tinyid: int, key: bytes) -> None:
+        """Open a media session; the key is the one signalling handed to the member on entry."""
+        if not 0 <= tinyid <= 0xFFFFFFFF:
+            raise ValueError(f"tinyid {tinyid} is not a u32")
+        if tinyid in self._members:
+            raise ValueError(f"tinyid {tinyid} already has a media session")
+        crypto = MediaCrypto.for_server(key, self._window)
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = _Room(room_id)
+        member = _Member(tinyid, room, crypto)
+        room.members.append(member)
+        self._members[tinyid] = member
+
+    def remove_member(self, tinyid: int) -> bool:
+        """Close a session (exit, kick, room switch); False if there was none."""
+        member = self._members.pop(tinyid, None)
+        if member is None:
+            return False
+        room = member.room
+        room.members.remove(member)
+        if not room.members:
+            del self._rooms[room.room_id]
+        return True
+
+    def set_muted(self, tinyid: int, muted: bool) -> None:
+        """Server-side mute: the member still hears, but its voice is dropped."""
+        self._member(tinyid).muted = muted
+
+    def set_route_filter(self, route_filter: RouteFilter | None) -> None:
+        self._route_filter = route_filter
+
+    def members(self, room_id: str) -> list[int]:
+        room = self._rooms.get(room_id)
+        return [m.tinyid for m in room.members] if room else []
+
+    def activity(self, tinyid: int) -> MemberActivity:
+        m = self._member(tinyid)
+        return MemberActivity(m.tinyid, m.room.room_id, m.addr, m.muted, m.level, m.last_voice, m.last_packet)
+
+    def speakers(self, room_id: str, now: float, hold: float = 0.5) -> list[int]:
+        """Members whose voice-activity bit was set within ``hold`` seconds (HAS_AUDIO detection)."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return []
+        return [m.tinyid for m in room.members if m.last_voice is not None and now - m.last_voice <= hold]
+
+    def _member(self, tinyid: int) -> _Member:
+        member = self._members.get(tinyid)
+        if member is None:
+            raise KeyError(f"no media session for tinyid {tinyid}")
+        return member
+
+    # -- hot path ----------------------------------------------------------------------------
+
+    def handle_datagram(self, data: bytes, addr: Addr, now: float) -> Outgoing:
+        """Process one received datagram; returns the datagrams to send. Never raises for bad input."""
+        counters = self.counters
+        counters.received += 1
+        if len(data) < HEADER_SIZE:
+            counters.dropped_malformed += 1
+            return []
+        member = self._members.get(int.from_bytes(data[8:12]))
+        if member is None:
+            counters.dropped_unknown_member += 1
+            return []
+        crypto = member.crypto
+        ptype = data[0] & TYPE_MASK
+        new_path = addr != member.addr
+        if new_path and member.addr is None and ptype != _BIND:
+            counters.dropped_unknown_addr += 1
+            return []
+        top_before = crypto.window.top
+        try:
+            payload = crypto.open_payload(data)
+        except MediaPacketError as exc:
+            reason = exc.reason
+            if reason is DropReason.AUTH:
+                counters.dropped_auth += 1
+            elif reason is DropReason.REPLAY:
+                counters.dropped_replay += 1
+            else:
+                counters.dropped_malformed += 1
+            return []
+        if new_path:
+            if crypto.window.top == top_before:
+                counters.dropped_unknown_addr += 1  # genuine but late packet from a path left behind
+                return []
+            if member.addr is not None:
+                counters.rebinds += 1
+            member.addr = addr
+        member.last_packet = now
+        head = _DOWNLINK_FIRST[data[0]] + data[1:14]
+        if ptype == _DATA:
+            if member.muted:
+                counters.dropped_muted += 1
+                return []
+            level = data[12]
+            member.level = level & 0x7F
+            if level & 0x80:
+                member.last_voice = now
+            tinyid = member.tinyid
+            route = self._route_filter
+            out: Outgoing = []
+            for listener in member.room.members:
+                if listener is member or listener.addr is None:
+                    continue
+                if route is not None and not route(tinyid, listener.tinyid):
+                    continue
+                out.append((listener.crypto.seal_raw(head, tinyid, payload), listener.addr))
+            counters.forwarded += len(out)
+            return out
+        if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
+            counters.replies += 1
+            return [(crypto.seal_raw(head, member.tinyid, payload), addr)]
+        counters.dropped_malformed += 1
+        return []

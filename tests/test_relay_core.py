@@ -1,0 +1,274 @@
+"""The pure relay: sessions, address learning, routing, mute, counters (opengme.core.relay)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opengme.core.relay import Addr, Relay
+from opengme.protocol.media import (
+    BIND_MAGIC,
+    Direction,
+    MediaCrypto,
+    MediaHeader,
+    PacketType,
+)
+
+
+@dataclass
+class Client:
+    """A member as the relay sees it: tinyid, key, UDP address, and its own send state."""
+
+    tinyid: int
+    key: bytes
+    addr: Addr
+    crypto: MediaCrypto = field(init=False)
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.crypto = MediaCrypto.for_client(self.key)
+
+    def voice(self, payload: bytes = b"opus", level: int = 30, voice: bool = True) -> bytes:
+        self.seq += 1
+        return self.crypto.seal(
+            MediaHeader(PacketType.DATA, self.tinyid, seq=self.seq, timestamp=self.seq * 960, level=level,
+                        voice=voice),
+            payload,
+        )
+
+    def bind(self) -> bytes:
+        return self.crypto.seal_bind(self.tinyid)
+
+
+def join(relay: Relay, room: str, tinyid: int, port: int, bind: bool = True) -> Client:
+    client = Client(tinyid, os.urandom(32), ("127.0.0.1", port))
+    relay.add_member(room, tinyid, client.key)
+    if bind:
+        [(ack, to)] = relay.handle_datagram(client.bind(), client.addr, 0.0)
+        assert to == client.addr and client.crypto.open(ack)[1] == BIND_MAGIC
+    return client
+
+
+def open_all(clients: dict[Addr, Client], out: list[tuple[bytes, Addr]]) -> dict[int, tuple[int, bytes]]:
+    """Listener tinyid -> (speaker tinyid, payload), opened with each listener's own key."""
+    got = {}
+    for datagram, addr in out:
+        listener = clients[addr]
+        header, payload = listener.crypto.open(datagram)
+        assert header.direction is Direction.SERVER_TO_CLIENT
+        assert listener.tinyid not in got
+        got[listener.tinyid] = (header.tinyid, payload)
+    return got
+
+
+def test_room_of_five_each_speaker_reaches_the_four_others_only() -> None:
+    relay = Relay()
+    room = [join(relay, "r1", 100 + i, 5000 + i) for i in range(5)]
+    other = [join(relay, "r2", 200 + i, 6000 + i) for i in range(3)]
+    by_addr = {c.addr: c for c in room + other}
+    for speaker in room:
+        payload = os.urandom(80)
+        out = relay.handle_datagram(speaker.voice(payload), speaker.addr, 1.0)
+        got = open_all(by_addr, out)
+        assert set(got) == {c.tinyid for c in room} - {speaker.tinyid}
+        assert all(v == (speaker.tinyid, payload) for v in got.values())
+    assert relay.counters.forwarded == 20
+
+
+def test_forwarded_header_keeps_speaker_media_fields() -> None:
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    a.seq = 41
+    [(datagram, _)] = relay.handle_datagram(a.voice(level=12), a.addr, 0.0)
+    header, _ = b.crypto.open(datagram)
+    assert (header.tinyid, header.seq, header.timestamp, header.level, header.voice) == (1, 42, 42 * 960, 12, True)
+
+
+def test_each_listener_gets_its_own_counter_sequence() -> None:
+    """Downlink nonces come from the listener's counter, so two speakers never collide under its key."""
+    relay = Relay()
+    a, b, c = (join(relay, "r", t, t) for t in (1, 2, 3))
+    counters = []
+    for speaker in (a, b, a, b):
+        for datagram, addr in relay.handle_datagram(speaker.voice(), speaker.addr, 0.0):
+            if addr == c.addr:
+                counters.append(c.crypto.open(datagram)[0].counter)
+    assert counters == [1, 2, 3, 4]  # 0 was c's BIND ack
+
+
+def test_bind_learns_address_and_is_acknowledged() -> None:
+    relay = Relay()
+    a = join(relay, "r", 1, 1, bind=False)
+    b = join(relay, "r", 2, 2)
+    assert relay.handle_datagram(a.voice(), a.addr, 0.0) == []  # valid DATA, but no BIND yet
+    assert relay.counters.dropped_unknown_addr == 1
+    assert relay.handle_datagram(b.voice(), b.addr, 0.0) == []  # a is not reachable yet
+    [(ack, to)] = relay.handle_datagram(a.bind(), a.addr, 0.0)
+    assert to == a.addr
+    header, payload = a.crypto.open(ack)
+    assert (header.ptype, payload) == (PacketType.BIND, BIND_MAGIC)
+    assert relay.activity(1).addr == a.addr
+    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.0)] == [a.addr]
+
+
+def test_forged_bind_does_not_learn_an_address() -> None:
+    relay = Relay()
+    a = join(relay, "r", 1, 1, bind=False)
+    impostor = Client(1, os.urandom(32), ("127.0.0.1", 666))
+    assert relay.handle_datagram(impostor.bind(), impostor.addr, 0.0) == []
+    assert relay.activity(1).addr is None
+    assert relay.counters.dropped_auth == 1
+    relay.handle_datagram(a.bind(), a.addr, 0.0)
+    assert relay.activity(1).addr == a.addr
+
+
+def test_nat_rebinding_after_authentication_only() -> None:
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    moved = ("127.0.0.1", 9999)
+    stale = a.voice()
+    forged = bytearray(a.voice())
+    forged[-1] ^= 1
+    assert relay.handle_datagram(bytes(forged), moved, 0.0) == []
+    assert relay.activity(1).addr == a.addr
+    fresh = a.voice()
+    assert [to for _, to in relay.handle_datagram(fresh, moved, 0.0)] == [b.addr]
+    assert relay.activity(1).addr == moved and relay.counters.rebinds == 1
+    # An older genuine packet still on the old path is accepted as audio but cannot move the address back.
+    assert relay.handle_datagram(stale, a.addr, 0.0) == []
+    assert relay.activity(1).addr == moved
+    # A replay from anywhere is dropped.
+    assert relay.handle_datagram(fresh, ("127.0.0.1", 7777), 0.0) == []
+    assert relay.counters.dropped_replay == 1
+    # Audio to a now goes to the new address.
+    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.0)] == [moved]
+
+
+def test_replayed_data_is_dropped_and_counted() -> None:
+    relay = Relay()
+    a, _ = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    packet = a.voice()
+    assert len(relay.handle_datagram(packet, a.addr, 0.0)) == 1
+    assert relay.handle_datagram(packet, a.addr, 0.0) == []
+    assert relay.counters.dropped_replay == 1 and relay.counters.forwarded == 1
+
+
+def test_reordered_data_within_window_is_forwarded() -> None:
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    packets = [a.voice(bytes([i])) for i in range(10)]
+    got = []
+    for p in reversed(packets):
+        [(datagram, _)] = relay.handle_datagram(p, a.addr, 0.0)
+        got.append(b.crypto.open(datagram)[1][0])
+    assert got == list(range(9, -1, -1))
+
+
+def test_muted_member_is_dropped_but_still_hears() -> None:
+    relay = Relay()
+    a, b, c = (join(relay, "r", t, t) for t in (1, 2, 3))
+    relay.set_muted(1, True)
+    assert relay.handle_datagram(a.voice(), a.addr, 0.0) == []
+    assert relay.counters.dropped_muted == 1
+    assert {to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.0)} == {a.addr, c.addr}
+    relay.set_muted(1, False)
+    assert {to for _, to in relay.handle_datagram(a.voice(), a.addr, 0.0)} == {b.addr, c.addr}
+
+
+def test_route_filter_decides_who_hears_whom() -> None:
+    relay = Relay()
+    clients = [join(relay, "r", t, t) for t in (1, 2, 3, 4)]
+    teams = {1: "red", 2: "red", 3: "blue", 4: "blue"}
+    relay.set_route_filter(lambda speaker, listener: teams[speaker] == teams[listener])
+    assert [to for _, to in relay.handle_datagram(clients[0].voice(), clients[0].addr, 0.0)] == [clients[1].addr]
+    relay.set_route_filter(None)
+    assert len(relay.handle_datagram(clients[0].voice(), clients[0].addr, 0.0)) == 3
+
+
+def test_unknown_member_wrong_key_and_garbage_are_counted() -> None:
+    relay = Relay()
+    a, _ = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    stranger = Client(55, os.urandom(32), ("127.0.0.1", 55))
+    relay.handle_datagram(stranger.voice(), stranger.addr, 0.0)
+    wrong_key = Client(1, os.urandom(32), a.addr)
+    wrong_key.crypto.send_index = 10  # a fresh index, so it reaches the AEAD rather than the window
+    relay.handle_datagram(wrong_key.voice(), a.addr, 0.0)
+    relay.handle_datagram(b"\x00" * 5, a.addr, 0.0)
+    c = relay.counters
+    assert (c.dropped_unknown_member, c.dropped_auth, c.dropped_malformed, c.forwarded) == (1, 1, 1, 0)
+
+
+def test_speaking_detection_from_the_level_byte() -> None:
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    relay.handle_datagram(a.voice(level=25, voice=True), a.addr, 10.0)
+    relay.handle_datagram(b.voice(level=90, voice=False), b.addr, 10.0)
+    assert relay.speakers("r", 10.2) == [1]
+    assert relay.speakers("r", 11.0) == []
+    act = relay.activity(2)
+    assert (act.level, act.last_voice, act.last_packet) == (90, None, 10.0)
+    assert relay.activity(1).level == 25
+
+
+def test_keepalive_is_echoed_to_the_sender() -> None:
+    relay = Relay()
+    a = join(relay, "r", 1, 1)
+    ka = a.crypto.seal(MediaHeader(PacketType.KEEPALIVE, 1, timestamp=1234), b"")
+    [(reply, to)] = relay.handle_datagram(ka, a.addr, 3.0)
+    header, _ = a.crypto.open(reply)
+    assert (to, header.ptype, header.timestamp) == (a.addr, PacketType.KEEPALIVE, 1234)
+    assert relay.activity(1).last_packet == 3.0
+
+
+def test_membership_changes() -> None:
+    relay = Relay()
+    a, b, c = (join(relay, "r", t, t) for t in (1, 2, 3))
+    with pytest.raises(ValueError):
+        relay.add_member("x", 1, os.urandom(32))
+    with pytest.raises(ValueError):
+        relay.add_member("x", 1 << 32, os.urandom(32))
+    assert relay.remove_member(2) and not relay.remove_member(2)
+    assert relay.members("r") == [1, 3]
+    assert [to for _, to in relay.handle_datagram(a.voice(), a.addr, 0.0)] == [c.addr]
+    assert relay.handle_datagram(b.voice(), b.addr, 0.0) == []  # session gone
+    relay.remove_member(1)
+    relay.remove_member(3)
+    assert relay.members("r") == []
+    with pytest.raises(KeyError):
+        relay.set_muted(1, True)
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=200), st.integers(0, 3))
+def test_garbage_never_raises(blob: bytes, splice: int) -> None:
+    relay = Relay()
+    a, _ = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    # Splice a known tinyid / valid first byte into some inputs so they reach the AEAD.
+    data = bytearray(blob)
+    if splice and len(data) >= 16:
+        data[8:12] = (1).to_bytes(4, "big")
+        if splice > 1:
+            data[0] = 0x41
+    before = relay.counters.received
+    assert relay.handle_datagram(bytes(data), a.addr, 0.0) == []
+    c = relay.counters
+    assert c.received == before + 1
+    dropped = c.dropped_malformed + c.dropped_unknown_member + c.dropped_auth + c.dropped_replay
+    assert dropped == 1
+
+
+@settings(max_examples=60)
+@given(st.permutations(list(range(40))), st.lists(st.integers(0, 39), max_size=20))
+def test_any_arrival_order_forwards_each_packet_exactly_once(order: list[int], repeats: list[int]) -> None:
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    packets = [a.voice(bytes([i])) for i in range(40)]
+    heard = []
+    for i in order + repeats:
+        for datagram, _ in relay.handle_datagram(packets[i], a.addr, 0.0):
+            heard.append(b.crypto.open(datagram)[1][0])
+    assert sorted(heard) == list(range(40))
+    assert relay.counters.dropped_replay == len(repeats)
