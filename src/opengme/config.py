@@ -22,6 +22,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8090
     data_dir: Path = Path("opengme-data")
+    udp_port: int = 0  # media relay; 0 = the same number as the HTTP port (or any free port)
     log_level: str = "info"
     # Signalling (GME: 30 s entry timeout, 90 s heartbeat loss, 60 min of reconnect attempts).
     entry_timeout: float = 30.0
