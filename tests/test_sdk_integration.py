@@ -1,0 +1,478 @@
+"""The SDK against a real OpenGME server on 127.0.0.1: in-process (own thread and loop) or a subprocess."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from aiohttp import web
+
+from conftest import ServeProcess, start_server
+from opengme.authbuffer import gen_auth_buffer
+from opengme.config import Settings
+from opengme.errors import ErrorCode
+from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent, RoomType, UserUpdateEvent
+from opengme.protocol import admin as admin_signing
+from opengme.protocol import signalling as proto
+from opengme.sdk import Context
+from opengme.server.app import build_server
+from opengme.store import App, AppStore
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[EventType, dict[str, Any]]] = []
+
+    def __call__(self, event: EventType, data: dict[str, Any]) -> None:
+        self.events.append((event, data))
+
+    def of(self, event: EventType) -> list[dict[str, Any]]:
+        return [d for e, d in self.events if e is event]
+
+    def results(self, event: EventType) -> list[int]:
+        return [d["result"] for d in self.of(event)]
+
+    def users(self, event_id: UserUpdateEvent) -> list[str]:
+        return [o for d in self.of(EventType.USER_UPDATE) if d["event_id"] == event_id for o in d["user_list"]]
+
+
+@dataclass
+class Client:
+    ctx: Context
+    open_id: str
+    events: Recorder = field(default_factory=Recorder)
+
+
+def wait_for(clients: list[Client], predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Pump every client (GME's Poll) until ``predicate`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for c in clients:
+            c.ctx.poll()
+        if predicate():
+            return
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def pump(clients: list[Client], seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for c in clients:
+            c.ctx.poll()
+        time.sleep(0.005)
+
+
+class ThreadServer:
+    """``build_server`` + an aiohttp AppRunner on its own loop in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        self.store = AppStore(settings.data_dir)
+        self.app = self.store.create("sdk-tests")
+
+    async def _main(self) -> None:
+        server = build_server(self.settings)
+        # A short shutdown: the server's handlers linger ~2 s after a client closes first (see report).
+        runner = web.AppRunner(server.web_app, handle_signals=False, access_log=None, shutdown_timeout=0.2)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        for hook in server.on_start:
+            await hook()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+        for hook in reversed(server.on_stop):
+            await hook()
+        await runner.cleanup()
+        server.store.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self.store.close()
+
+    def auth(self, room_id: str, open_id: str, **kw: Any) -> bytes:
+        return gen_auth_buffer(self.app.app_id, room_id, open_id, self.app.key, **kw)
+
+    def admin(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        headers = admin_signing.signed_headers(self.app.app_id, self.app.key, "POST", path, data)
+        request = urllib.request.Request(self.url + path, data=data, method="POST",
+                                         headers={**headers, "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return json.loads(reply.read())
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ThreadServer]]:
+    servers: list[ThreadServer] = []
+
+    def make(**overrides: Any) -> ThreadServer:
+        settings = Settings(port=0, data_dir=tmp_path / f"data{len(servers)}", **overrides)
+        servers.append(ThreadServer(settings))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
+    return make_server()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Client]]:
+    """Contexts initialised on this thread; exited and uninitialised afterwards (threads must end)."""
+    made: list[Client] = []
+
+    def make(url: str, app: App, open_id: str, **options: Any) -> Client:
+        client = Client(Context(url, **options), open_id)
+        client.ctx.set_delegate(client.events)
+        assert client.ctx.init(app.app_id, open_id) == ErrorCode.AV_OK
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        if c.ctx.exit_room() == ErrorCode.AV_OK:
+            wait_for([c], lambda: not c.ctx.is_room_entered() and bool(c.events.of(EventType.EXIT_ROOM)
+                                                                          or c.events.of(EventType.ENTER_ROOM)))
+        c.ctx.uninit()
+    assert not [t for t in threading.enumerate() if t.name.startswith("opengme-sdk")]
+
+
+def enter(server: ThreadServer, client: Client, room_id: str, room_type: int = RoomType.FLUENCY) -> None:
+    count = len(client.events.of(EventType.ENTER_ROOM))
+    assert client.ctx.enter_room(room_id, room_type, server.auth(room_id, client.open_id)) == ErrorCode.AV_OK
+    wait_for([client], lambda: len(client.events.of(EventType.ENTER_ROOM)) > count)
+    assert client.events.of(EventType.ENTER_ROOM)[-1]["result"] == ErrorCode.AV_OK, client.events.events[-1]
+
+
+# --- rooms and members -----------------------------------------------------------------------------
+
+
+def test_entry_member_events_and_lookups(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a = clients(server.url, server.app, "10001", heartbeat_interval=0.1)  # an rtt for the tips soon
+    b = clients(server.url, server.app, "10002")
+    enter(server, a, "lobby")
+    assert a.ctx.is_room_entered() and a.ctx.get_room().get_room_id() == "lobby"
+    assert a.ctx.get_room().get_room_type() == RoomType.FLUENCY
+    enter(server, b, "lobby")
+    wait_for([a, b], lambda: a.events.users(UserUpdateEvent.ENTER) == ["10002"])
+    assert b.events.users(UserUpdateEvent.ENTER) == ["10001"]  # who was there already
+    room = a.ctx.get_room()
+    assert room.get_members() == ["10001", "10002"]
+    code, tinyid = room.get_tiny_id("10002")
+    assert code == ErrorCode.AV_OK and tinyid > 0 and room.get_open_id(tinyid) == (ErrorCode.AV_OK, "10002")
+    assert room.get_tiny_id("10999") == (ErrorCode.AV_ERR_OPENID_TO_TINYID_FAILED, 0)  # 1502
+    assert room.get_open_id(tinyid + 1000) == (ErrorCode.AV_ERR_TINYID_TO_OPENID_FAILED, "")  # 1501
+    assert room.request_view("10999") == ErrorCode.AV_ERR_ENDPOINT_NOT_EXIST  # 1401
+    assert room.request_view("10002") == ErrorCode.AV_ERR_ENDPOINT_HAS_NOT_VIDEO  # 1402
+    assert a.ctx.enter_room("lobby", 1, server.auth("lobby", "10001")) == ErrorCode.AV_ERR_HAS_IN_THE_STATE
+    assert a.ctx.enter_room("other", 1, server.auth("other", "10001")) == ErrorCode.AV_ERR_IN_OTHER_ROOM
+    assert a.ctx.uninit() == ErrorCode.AV_ERR_ROOM_NOT_EXITED  # 1202
+    wait_for([a, b], lambda: "rtt_ms: -" not in a.ctx.get_room().get_quality_tips(), timeout=8)
+    tips = a.ctx.get_room().get_quality_tips()
+    assert "room: lobby" in tips and "members: 2" in tips and server.url.split("//")[1] in tips
+    assert b.ctx.exit_room() == ErrorCode.AV_OK
+    wait_for([a, b], lambda: a.events.users(UserUpdateEvent.EXIT) == ["10002"])
+    assert b.events.results(EventType.EXIT_ROOM) == [ErrorCode.AV_OK] and not b.ctx.is_room_entered()
+    assert b.ctx.get_room().get_room_type() == 0
+
+
+def test_v1_buffer_and_v2_token_as_text_both_enter(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
+    v1 = server.auth("r", "10001", version=1)
+    assert a.ctx.enter_room("r", 1, v1) == ErrorCode.AV_OK
+    v2_text = server.auth("r", "10002").decode()
+    assert b.ctx.enter_room("r", 1, v2_text) == ErrorCode.AV_OK
+    wait_for([a, b], lambda: bool(a.events.of(EventType.ENTER_ROOM) and b.events.of(EventType.ENTER_ROOM)))
+    assert a.events.results(EventType.ENTER_ROOM) == b.events.results(EventType.ENTER_ROOM) == [ErrorCode.AV_OK]
+
+
+def test_room_type_adoption_and_change(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
+    enter(server, a, "r", RoomType.STANDARD)
+    enter(server, b, "r", RoomType.FLUENCY)
+    (adopted,) = b.events.of(EventType.CHANGE_ROOM_TYPE)
+    assert (adopted["sub_event_type"], adopted["new_room_type"]) == (ChangeRoomTypeSubEvent.ENTERROOM, 2)
+    assert b.ctx.get_room().get_room_type() == RoomType.STANDARD
+    assert a.ctx.get_room().change_room_type(RoomType.HIGHQUALITY) == ErrorCode.AV_OK
+    wait_for([a, b], lambda: len(b.events.of(EventType.CHANGE_ROOM_TYPE)) == 2
+             and len(a.events.of(EventType.CHANGE_ROOM_TYPE)) == 2)
+    assert [(d["sub_event_type"], d["new_room_type"]) for d in a.events.of(EventType.CHANGE_ROOM_TYPE)] == [
+        (ChangeRoomTypeSubEvent.START, 3), (ChangeRoomTypeSubEvent.COMPLETE, 3)]
+    assert b.events.of(EventType.CHANGE_ROOM_TYPE)[1]["sub_event_type"] == ChangeRoomTypeSubEvent.COMPLETE
+    assert a.ctx.get_room().get_room_type() == b.ctx.get_room().get_room_type() == RoomType.HIGHQUALITY
+
+
+def test_switch_room_and_2001(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
+    enter(server, a, "r1")
+    enter(server, b, "r1")
+    assert b.ctx.switch_room("r1", server.auth("r1", "10002")) == ErrorCode.AV_OK
+    assert b.ctx.exit_room() == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION  # 1002 during the switch
+    assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION
+    wait_for([a, b], lambda: bool(b.events.of(EventType.SWITCH_ROOM)))
+    (failed,) = b.events.of(EventType.SWITCH_ROOM)
+    assert failed["result"] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM and "already in room" in failed["error_info"]
+    assert b.ctx.get_room().get_room_id() == "r1"
+    assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_OK
+    wait_for([a, b], lambda: len(b.events.of(EventType.SWITCH_ROOM)) == 2 and a.events.users(UserUpdateEvent.EXIT))
+    assert b.events.results(EventType.SWITCH_ROOM)[1] == ErrorCode.AV_OK
+    assert b.ctx.get_room().get_room_id() == "r2" and b.ctx.get_room().get_members() == ["10002"]
+    assert b.events.users(UserUpdateEvent.EXIT) == ["10001"] and a.events.users(UserUpdateEvent.EXIT) == ["10002"]
+    bad = server.auth("r9", "10002")  # a buffer for another room
+    assert b.ctx.switch_room("r3", bad) == ErrorCode.AV_OK
+    wait_for([b], lambda: len(b.events.of(EventType.SWITCH_ROOM)) == 3)
+    assert b.events.results(EventType.SWITCH_ROOM)[2] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM
+    assert b.ctx.get_room().get_room_id() == "r2"
+
+
+def test_server_refusals_reach_enter_room(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a = clients(server.url, server.app, "10001")
+    a.ctx.enter_room("r", 1, server.auth("elsewhere", "10001"))
+    wait_for([a], lambda: bool(a.events.of(EventType.ENTER_ROOM)))
+    (refused,) = a.events.of(EventType.ENTER_ROOM)
+    assert refused["result"] == ErrorCode.AV_ERR_AUTH_FIALD and "room" in refused["error_info"].lower()
+    server.store.set(server.app.app_id, arrears=True)
+    a.ctx.enter_room("r", 1, server.auth("r", "10001"))
+    wait_for([a], lambda: len(a.events.of(EventType.ENTER_ROOM)) == 2)
+    server.store.set(server.app.app_id, arrears=False, voice=False)
+    a.ctx.enter_room("r", 1, server.auth("r", "10001"))
+    wait_for([a], lambda: len(a.events.of(EventType.ENTER_ROOM)) == 3)
+    assert a.events.results(EventType.ENTER_ROOM)[1:] == [ErrorCode.AV_ERR_CHARGE_OVERDUE,
+                                                          ErrorCode.AV_ERR_SERVICE_NOT_OPENED]
+    assert not a.ctx.is_room_entered()
+
+
+def test_string_openid_is_for_the_server_to_refuse(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a = clients(server.url, server.app, "player-one")
+    a.ctx.enter_room("r", 1, server.auth("r", "player-one"))
+    wait_for([a], lambda: bool(a.events.of(EventType.ENTER_ROOM)))
+    assert a.events.results(EventType.ENTER_ROOM) == [ErrorCode.AV_ERR_AUTH_FIALD]
+
+
+def test_kick_and_mute_through_the_admin_api(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
+    enter(server, a, "r")
+    enter(server, b, "r")
+    assert server.admin("/v1/admin/rooms/r/mute", {"open_ids": ["10002"], "muted": True})["code"] == 0
+    wait_for([a, b], lambda: b.ctx.get_room().is_server_muted())
+    assert server.admin("/v1/admin/rooms/r/kick", {"open_ids": ["10002"], "reason": "cheating"})["code"] == 0
+    wait_for([a, b], lambda: bool(b.events.of(EventType.ROOM_DISCONNECT)) and a.events.users(UserUpdateEvent.EXIT))
+    (kicked,) = b.events.of(EventType.ROOM_DISCONNECT)
+    assert kicked["result"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION and kicked["error_info"].endswith("cheating")
+    assert not b.ctx.is_room_entered() and not b.events.of(EventType.RECONNECT_START)
+
+
+def test_missed_heartbeats_drop_the_member(make_server: Callable[..., ThreadServer],
+                                           clients: Callable[..., Client]) -> None:
+    server = make_server(member_timeout=0.5, heartbeat_interval=0.2)
+    quiet = clients(server.url, server.app, "10001", heartbeat_interval=60.0)  # never pings
+    alive = clients(server.url, server.app, "10002")  # pings at the server's 0.2 s
+    enter(server, quiet, "r")
+    enter(server, alive, "r")
+    wait_for([quiet, alive], lambda: bool(quiet.events.of(EventType.ROOM_DISCONNECT)), timeout=3)
+    (dropped,) = quiet.events.of(EventType.ROOM_DISCONNECT)
+    assert dropped["result"] == ErrorCode.AV_ERR_SERVER_TIMEOUT  # 10004
+    wait_for([quiet, alive], lambda: alive.events.users(UserUpdateEvent.EXIT) == ["10001"])
+    pump([alive], 0.6)
+    assert alive.ctx.is_room_entered() and not alive.events.of(EventType.ROOM_DISCONNECT)
+
+
+def test_invitation_accepted_and_refused(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    host, guest = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
+    enter(server, host, "party")
+    enter(server, guest, "lobby")
+    assert host.ctx.invite("10002") == ErrorCode.AV_OK
+    wait_for([host, guest], lambda: bool(guest.events.of(EventType.INVITATION)))
+    (invited,) = guest.events.of(EventType.INVITATION)
+    assert (invited["sub_event_type"], invited["open_id"], invited["room_id"]) == (
+        InvitationSubEvent.RECEIVED, "10001", "party")
+    assert guest.ctx.accept_invitation(invited["invite_id"], server.auth("party", "10002")) == ErrorCode.AV_OK
+    wait_for([host, guest], lambda: bool(guest.events.of(EventType.SWITCH_ROOM))
+             and host.events.users(UserUpdateEvent.ENTER) == ["10002"])
+    assert guest.events.results(EventType.SWITCH_ROOM) == [ErrorCode.AV_OK]
+    assert guest.ctx.get_room().get_room_id() == "party"
+    (answer,) = host.events.of(EventType.INVITATION)
+    assert (answer["sub_event_type"], answer["open_id"]) == (InvitationSubEvent.ACCEPTED, "10002")
+    assert host.ctx.invite("10002") == ErrorCode.AV_OK  # already here: 1801
+    third = clients(server.url, server.app, "10003")
+    enter(server, third, "lobby")
+    assert host.ctx.invite("10003") == ErrorCode.AV_OK
+    wait_for([host, third], lambda: bool(third.events.of(EventType.INVITATION)) and len(host.events.of(EventType.INVITATION)) == 2)
+    assert host.events.of(EventType.INVITATION)[1]["result"] == ErrorCode.AV_ERR_INVITET_FAILED
+    assert third.ctx.refuse_invitation(third.events.of(EventType.INVITATION)[0]["invite_id"]) == ErrorCode.AV_OK
+    wait_for([host, third], lambda: len(host.events.of(EventType.INVITATION)) == 3)
+    assert host.events.of(EventType.INVITATION)[2]["sub_event_type"] == InvitationSubEvent.REFUSED
+
+
+def test_accepting_after_leaving_enters_the_inviters_room(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    host, guest = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
+    enter(server, host, "party")
+    enter(server, guest, "lobby")
+    host.ctx.invite("10002")
+    wait_for([host, guest], lambda: bool(guest.events.of(EventType.INVITATION)))
+    guest.ctx.exit_room()
+    wait_for([host, guest], lambda: bool(guest.events.of(EventType.EXIT_ROOM)))
+    invite_id = guest.events.of(EventType.INVITATION)[0]["invite_id"]
+    assert guest.ctx.accept_invitation(invite_id, server.auth("party", "10002")) == ErrorCode.AV_OK
+    wait_for([host, guest], lambda: len(guest.events.of(EventType.ENTER_ROOM)) == 2
+             and bool(host.events.of(EventType.INVITATION)))
+    assert guest.events.results(EventType.ENTER_ROOM) == [ErrorCode.AV_OK, ErrorCode.AV_OK]
+    assert guest.ctx.get_room().get_room_id() == "party"
+    assert host.events.of(EventType.INVITATION)[0]["sub_event_type"] == InvitationSubEvent.ACCEPTED
+
+
+def test_contexts_on_their_own_threads(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    """GME's threading rule per context: each one lives on the thread that called init."""
+    watcher = clients(server.url, server.app, "10001")
+    enter(server, watcher, "r")
+    outcomes: dict[str, list[int]] = {}
+
+    def player(open_id: str) -> None:
+        client = Client(Context(server.url), open_id)
+        client.ctx.set_delegate(client.events)
+        client.ctx.init(server.app.app_id, open_id)
+        client.ctx.enter_room("r", 1, server.auth("r", open_id))
+        wait_for([client], lambda: bool(client.events.of(EventType.ENTER_ROOM)))
+        pump([client], 0.2)
+        client.ctx.exit_room()
+        wait_for([client], lambda: bool(client.events.of(EventType.EXIT_ROOM)))
+        outcomes[open_id] = [*client.events.results(EventType.ENTER_ROOM), *client.events.results(EventType.EXIT_ROOM)]
+        client.ctx.uninit()
+
+    threads = [threading.Thread(target=player, args=(str(10002 + i),)) for i in range(3)]
+    for t in threads:
+        t.start()
+    wait_for([watcher], lambda: not any(t.is_alive() for t in threads), timeout=10)
+    assert outcomes == {o: [0, 0] for o in ("10002", "10003", "10004")}
+    wait_for([watcher], lambda: len(watcher.events.users(UserUpdateEvent.EXIT)) == 3)
+    assert sorted(watcher.events.users(UserUpdateEvent.ENTER)) == ["10002", "10003", "10004"]
+
+
+PLAYER_SCRIPT = """
+import json, sys, time
+from opengme.sdk import Context
+url, app_id, open_id, room, auth = sys.argv[1:6]
+ctx = Context(url)
+ctx.set_delegate(lambda e, d: print(json.dumps({"event": e.name, **{k: int(v) if isinstance(v, int) else v
+                                                                      for k, v in d.items()}}), flush=True))
+ctx.init(app_id, open_id)
+ctx.enter_room(room, 1, bytes.fromhex(auth))
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and ctx.get_room().get_members() != [open_id, "10001"]:
+    ctx.poll(); time.sleep(0.01)
+exited = []
+ctx.set_delegate(lambda e, d: (print(json.dumps({"event": e.name, **d}), flush=True), exited.append(e.name)))
+ctx.exit_room()
+while "EXIT_ROOM" not in exited:
+    ctx.poll(); time.sleep(0.01)
+sys.exit(ctx.uninit())
+"""
+
+
+def test_a_context_in_another_process(server: ThreadServer, clients: Callable[..., Client]) -> None:
+    a = clients(server.url, server.app, "10001")
+    enter(server, a, "r")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLAYER_SCRIPT, server.url, server.app.app_id, "10002", "r",
+         server.auth("r", "10002").hex()],
+        stdout=subprocess.PIPE, text=True,
+    )
+    wait_for([a], lambda: proc.poll() is not None, timeout=20)
+    events = [json.loads(line) for line in proc.stdout or ()]
+    assert proc.returncode == 0
+    assert events[0] == {"event": "ENTER_ROOM", "result": 0, "error_info": ""}
+    assert {"event": "USER_UPDATE", "event_id": 1, "user_list": ["10001"]} in events
+    assert events[-1] == {"event": "EXIT_ROOM", "result": 0, "error_info": ""}
+    wait_for([a], lambda: a.events.users(UserUpdateEvent.EXIT) == ["10002"])
+    assert a.events.users(UserUpdateEvent.ENTER) == ["10002"]
+
+
+# --- against a server process: restarts, stalls, protocol mismatch -------------------------------------
+
+
+def _dev_app(served: ServeProcess) -> App:
+    store = AppStore(served.data_dir)
+    try:
+        return store.list()[0]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_reconnect_after_the_server_restarts(tmp_path: Path, clients: Callable[..., Client]) -> None:
+    served = start_server(tmp_path / "data")
+    port = served.url.rsplit(":", 1)[1]
+    app = _dev_app(served)
+    a = clients(served.url, app, "10001")
+    b = clients(served.url, app, "10002")
+    for c in (a, b):
+        c.ctx.enter_room("r", 1, gen_auth_buffer(app.app_id, "r", c.open_id, app.key))
+    wait_for([a, b], lambda: a.ctx.get_room().get_members() == ["10001", "10002"])
+    served.stop(signal.SIGKILL)
+    try:
+        wait_for([a, b], lambda: bool(a.events.of(EventType.RECONNECT_START) and b.events.of(EventType.RECONNECT_START)))
+        assert a.ctx.is_room_entered()  # the room is kept while reconnecting
+        pump([a, b], 0.5)
+        served = start_server(tmp_path / "data", port=int(port))
+        wait_for([a, b], lambda: bool(a.events.of(EventType.RECONNECT_SUCCESS) and b.events.of(EventType.RECONNECT_SUCCESS)),
+                 timeout=15)
+        wait_for([a, b], lambda: a.ctx.get_room().get_members() == ["10001", "10002"])
+        assert not a.events.of(EventType.ROOM_DISCONNECT) and "reconnects: 1" in a.ctx.get_room().get_quality_tips()
+    finally:
+        served.stop()
+
+
+@pytest.mark.slow
+def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, clients: Callable[..., Client]) -> None:
+    served = start_server(tmp_path / "data")
+    app = _dev_app(served)
+    a = clients(served.url, app, "10001", heartbeat_interval=0.2, entry_timeout=2.0)
+    a.ctx.enter_room("r", 1, gen_auth_buffer(app.app_id, "r", "10001", app.key))
+    wait_for([a], lambda: a.ctx.is_room_entered())
+    os.kill(served.proc.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        wait_for([a], lambda: bool(a.events.of(EventType.RECONNECT_START)), timeout=3)
+        assert time.monotonic() - start < 1.5  # 3 heartbeat intervals, not the 90 s server timeout
+    finally:
+        os.kill(served.proc.pid, signal.SIGCONT)
+    try:
+        wait_for([a], lambda: bool(a.events.of(EventType.RECONNECT_SUCCESS)), timeout=10)
+        assert a.ctx.get_room().get_room_id() == "r"
+    finally:
+        served.stop()
+
+
+def test_protocol_mismatch_is_7015(served: ServeProcess, clients: Callable[..., Client],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _dev_app(served)
+    a = clients(served.url, app, "10001")
+    monkeypatch.setattr(proto, "PROTOCOL_VERSION", 2)  # an SDK from the future
+    a.ctx.enter_room("r", 1, gen_auth_buffer(app.app_id, "r", "10001", app.key))
+    wait_for([a], lambda: bool(a.events.of(EventType.ENTER_ROOM)))
+    (data,) = a.events.of(EventType.ENTER_ROOM)
+    assert data["result"] == ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE and "protocol 2" in data["error_info"]
