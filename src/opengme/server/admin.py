@@ -1,11 +1,245 @@
-"""Placeholder until the admin part lands."""
+"""The signed admin HTTP API (docs/protocol.md): room listing and info, kick, dissolve, server mute
+and in/out times — GME's DescribeRoomInfo, DeleteRoomMember, ModifyUserMicStatus and
+DescribeUserInAndOutTime, scoped to the app whose key signed the request.
+
+In/out times are recorded from the signalling part's room events into an ``inout`` table of the data
+directory's ``opengme.db`` (own connection, WAL), so they outlive the rooms and the process.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import logging
+import sqlite3
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiohttp import web
+
+from opengme.core.rooms import RoomEvent
+from opengme.errors import ErrorCode, GmeError
+from opengme.logs import fields
+from opengme.protocol import admin as signing
+from opengme.protocol.signalling import MAX_ID_CHARS, MAX_TEXT_CHARS, validate_room_id
+from opengme.server import signalling
+from opengme.store import DB_NAME
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
 
+log = logging.getLogger("opengme.admin")
+
+PREFIX = "/v1/admin"
+MAX_OPEN_IDS = 100  # per kick/mute request, like GME's batch APIs
+Handler = Callable[[web.Request, str], Awaitable[web.Response]]
+
+
+class InOutLog:
+    """Finished stays of members in rooms: (app, room, openid, start, end), one row per stay."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(Path(data_dir) / DB_NAME, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS inout (
+                app_id TEXT NOT NULL, room_id TEXT NOT NULL, open_id TEXT NOT NULL,
+                start REAL NOT NULL, end REAL NOT NULL
+            )"""
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS inout_member ON inout (app_id, room_id, open_id, start)")
+
+    def add(self, app_id: str, room_id: str, open_id: str, start: float, end: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO inout VALUES (?, ?, ?, ?, ?)", (app_id, room_id, open_id, start, end))
+
+    def stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, end FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start",
+                (app_id, room_id, open_id),
+            ).fetchall()
+        return [(start, end) for start, end in rows]
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        """Room listener: a member's stay is written when it ends."""
+        if event.kind == "leave":
+            m = event.member
+            self.add(m.app_id, m.room_id, m.open_id, m.entered_at, event.at)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+ADMIN: web.AppKey["Admin"] = web.AppKey("opengme.admin")
+
 
 def setup(server: "Server") -> None:
-    """Attach nothing yet."""
+    admin = Admin(server)
+    server.web_app[ADMIN] = admin
+    router = server.web_app.router
+    router.add_get(f"{PREFIX}/rooms", admin.signed(admin.rooms))
+    router.add_get(f"{PREFIX}/rooms/{{room_id}}", admin.signed(admin.room_info))
+    router.add_post(f"{PREFIX}/rooms/{{room_id}}/kick", admin.signed(admin.kick))
+    router.add_post(f"{PREFIX}/rooms/{{room_id}}/dissolve", admin.signed(admin.dissolve))
+    router.add_post(f"{PREFIX}/rooms/{{room_id}}/mute", admin.signed(admin.mute))
+    router.add_get(f"{PREFIX}/inout", admin.signed(admin.inout))
+    # First in the list, so last to run on stop: signalling's stop still records the final departures.
+    server.on_stop.insert(0, admin.stop)
+    server.metrics.describe("opengme_admin_requests_total", "counter", "Admin API requests, by outcome code.")
+
+
+class Admin:
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.signalling = signalling.get(server)
+        self.log = InOutLog(server.settings.data_dir)
+        self.nonces = signing.NonceCache()
+        self.signalling.room_listeners.append(self.log.on_room_event)
+
+    async def stop(self) -> None:
+        self.log.close()
+
+    def _key_of(self, app_id: str) -> str | None:
+        app = self.server.store.get(app_id)
+        return app.key if app is not None else None
+
+    def signed(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """Authenticate (401 + 7006 otherwise), then run ``handler`` for the signing app; a GmeError
+        becomes its JSON reply."""
+
+        async def wrapper(request: web.Request) -> web.Response:
+            body = await request.read()
+            try:
+                app_id = signing.verify_request(
+                    request.headers, request.method, request.raw_path, body, self._key_of, self.nonces,
+                    time.time(), self.server.settings.admin_max_skew,
+                )
+            except signing.AdminAuthError as exc:
+                log.info("admin request refused", extra=fields(path=request.path, reason=str(exc)))
+                return self._reply(ErrorCode.AV_ERR_AUTH_FIALD, str(exc), status=401)
+            try:
+                return await handler(request, app_id)
+            except GmeError as exc:
+                status = 404 if exc.code is ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST else 400
+                return self._reply(exc.code, exc.detail, status=status)
+
+        return wrapper
+
+    def _reply(self, code: ErrorCode, message: str, status: int) -> web.Response:
+        self.server.metrics.inc("opengme_admin_requests_total", code=int(code))
+        return web.json_response({"code": int(code), "message": message}, status=status)
+
+    def _ok(self, **data: Any) -> web.Response:
+        self.server.metrics.inc("opengme_admin_requests_total", code=0)
+        return web.json_response({"code": 0, **data})
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def rooms(self, request: web.Request, app_id: str) -> web.Response:
+        rooms = self.signalling.registry.rooms(app_id)
+        return self._ok(
+            rooms=[{"room_id": r.room_id, "room_type": int(r.room_type), "members": len(r.members)} for r in rooms]
+        )
+
+    async def room_info(self, request: web.Request, app_id: str) -> web.Response:
+        room = self.signalling.registry.room(app_id, _room_id(request))
+        members = [
+            {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": room.is_muted(m.open_id)}
+            for m in room.members.values()
+        ]
+        return self._ok(room_id=room.room_id, room_type=int(room.room_type), members=members)
+
+    async def kick(self, request: web.Request, app_id: str) -> web.Response:
+        body = await _body(request, required={"open_ids"}, optional={"reason"})
+        room_id = _room_id(request)
+        self.signalling.registry.room(app_id, room_id)  # 10009 for the whole request
+        reason = _reason(body, signalling.KICKED)
+        results = [
+            {"open_id": o, "code": int(_outcome(partial(self.signalling.kick, app_id, room_id, o, reason)))}
+            for o in _open_ids(body)
+        ]
+        return self._ok(results=results)
+
+    async def dissolve(self, request: web.Request, app_id: str) -> web.Response:
+        body = await _body(request, required=set(), optional={"reason"})
+        removed = self.signalling.dissolve(app_id, _room_id(request), _reason(body, signalling.DISSOLVED))
+        return self._ok(removed=removed)
+
+    async def mute(self, request: web.Request, app_id: str) -> web.Response:
+        body = await _body(request, required={"open_ids", "muted"}, optional={"reason"})
+        if not isinstance(body["muted"], bool):
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "muted must be true or false")
+        room_id = _room_id(request)
+        self.signalling.registry.room(app_id, room_id)
+        reason = _reason(body, "")
+        set_muted = partial(self.signalling.set_muted, app_id, room_id, muted=body["muted"], reason=reason)
+        results = [{"open_id": o, "code": int(_outcome(partial(set_muted, o)))} for o in _open_ids(body)]
+        return self._ok(results=results)
+
+    async def inout(self, request: web.Request, app_id: str) -> web.Response:
+        room_id, open_id = request.query.get("room_id"), request.query.get("open_id")
+        if room_id is None or open_id is None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "give both room_id and open_id query parameters")
+        stays: list[tuple[float, float | None]] = list(self.log.stays(app_id, room_id, open_id))
+        now = time.time()
+        current = self.signalling.registry.find(app_id, open_id)
+        if current is not None and current.room_id == room_id:
+            stays.append((current.entered_at, None))  # still in the room: no end yet
+        duration = sum((now if end is None else end) - start for start, end in stays)
+        return self._ok(in_out=[{"start": s, "end": e} for s, e in stays], duration=round(duration, 3))
+
+
+def _room_id(request: web.Request) -> str:
+    room_id = request.match_info["room_id"]
+    reason = validate_room_id(room_id)
+    if reason:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, reason)
+    return room_id
+
+
+async def _body(request: web.Request, required: set[str], optional: set[str]) -> dict[str, Any]:
+    """A JSON object body with exactly the allowed fields (an empty body counts as ``{}``)."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "the body must be a JSON object")
+    unknown, missing = set(body) - required - optional, required - set(body)
+    if unknown or missing:
+        problems = [f"unknown field(s) {', '.join(sorted(unknown))}"] if unknown else []
+        problems += [f"missing field(s) {', '.join(sorted(missing))}"] if missing else []
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "; ".join(problems))
+    return body
+
+
+def _open_ids(body: dict[str, Any]) -> list[str]:
+    open_ids = body["open_ids"]
+    if (
+        not isinstance(open_ids, list)
+        or not 1 <= len(open_ids) <= MAX_OPEN_IDS
+        or not all(isinstance(o, str) and 0 < len(o) <= MAX_ID_CHARS for o in open_ids)
+    ):
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"open_ids must be a list of 1-{MAX_OPEN_IDS} openids")
+    return open_ids
+
+
+def _reason(body: dict[str, Any], default: str) -> str:
+    reason = body.get("reason", default)
+    if not isinstance(reason, str) or len(reason) > MAX_TEXT_CHARS:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"reason must be a string of at most {MAX_TEXT_CHARS} characters")
+    return reason or default
+
+
+def _outcome(action: Callable[[], object]) -> ErrorCode:
+    """One openid's result in a batch: 0, or the GmeError's code (10010 not in the room)."""
+    try:
+        action()
+    except GmeError as exc:
+        return exc.code
+    return ErrorCode.AV_OK
