@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 from opengme.cli import CliError, data_dir
 from opengme.store import App, AppStore, AppStoreError
@@ -59,13 +60,18 @@ def _print_app(app: App, with_key: bool) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _create(args: argparse.Namespace) -> int:
+def _report(action: Callable[[AppStore], App], args: argparse.Namespace, with_key: bool) -> int:
+    """Run one registry action and print the app, turning a refusal into a one-line CLI error."""
     try:
-        app = _store(args).create(args.name, app_id=args.app_id, key=args.key)
+        app = action(_store(args))
     except AppStoreError as exc:
         raise CliError(str(exc)) from None
-    _print_app(app, with_key=True)
+    _print_app(app, with_key)
     return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    return _report(lambda store: store.create(args.name, app_id=args.app_id, key=args.key), args, with_key=True)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -81,11 +87,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    try:
-        _print_app(_store(args).require(args.app_id), with_key=True)
-    except AppStoreError as exc:
-        raise CliError(str(exc)) from None
-    return 0
+    return _report(lambda store: store.require(args.app_id), args, with_key=True)
 
 
 def _set(args: argparse.Namespace) -> int:
@@ -98,16 +100,8 @@ def _set(args: argparse.Namespace) -> int:
             changes[name] = value == "on"
     if not changes:
         raise CliError("nothing to change: give --arrears/--no-arrears, --voice, --ptt, --stt or --string-openid")
-    try:
-        _print_app(_store(args).set(args.app_id, **changes), with_key=False)
-    except AppStoreError as exc:
-        raise CliError(str(exc)) from None
-    return 0
+    return _report(lambda store: store.set(args.app_id, **changes), args, with_key=False)
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    try:
-        _print_app(_store(args).rotate_key(args.app_id), with_key=True)
-    except AppStoreError as exc:
-        raise CliError(str(exc)) from None
-    return 0
+    return _report(lambda store: store.rotate_key(args.app_id), args, with_key=True)
