@@ -1,0 +1,99 @@
+"""CPU cost of one client's media pipelines per 20 ms tick, and the voice quality they deliver.
+
+* Uplink: one member sending speech (ANS + Opus + seal in FLUENCY; Opus + seal in STANDARD).
+* Downlink: one member hearing 6 members talking at once (open + jitter buffer per packet, then per
+  tick decode/FEC/PLC of 6 streams, mix, meters). The 6 talkers' packets are made and re-sealed by
+  the real relay beforehand, outside the timed part.
+CPU is ``time.process_time`` over SECONDS of simulated audio, printed as % of one core (20 ms of
+CPU per 20 ms tick = 100 %). PESQ-WB as in tests/test_voice_quality.py, clean and with 10 % loss +
+30 ms jitter (several seeds: the spread matters more than one figure).
+Usage: .venv/bin/python bench/bench_client_cpu.py
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from test_uplink_downlink import START, TICK, SimRoom, frames_of, speech  # noqa: E402
+from test_voice_quality import measure  # noqa: E402
+
+from opengme.codec.opus import profile_for  # noqa: E402
+from opengme.core.impair import Impairment  # noqa: E402
+from opengme.events import RoomType  # noqa: E402
+
+SECONDS = 30
+TALKERS = 6
+SEEDS = (1, 2, 3, 4, 5)
+
+
+def looped_frames(rate: int, n: int, offset_s: float = 0.0) -> list[np.ndarray]:
+    """SECONDS of speech (the clip repeated), starting ``offset_s`` in, as 20 ms frames."""
+    clip = speech(rate)
+    start = round(offset_s * rate) % len(clip)
+    pcm = np.tile(np.roll(clip, -start), SECONDS // 16 + 2)[: SECONDS * rate]
+    return frames_of(pcm, n)
+
+
+def uplink_percent(room_type: RoomType) -> float:
+    room = SimRoom(room_type, (1,))
+    up = room.clients[1].uplink
+    frames = looped_frames(up.sample_rate, up.frame_samples)
+    begin = time.process_time()
+    for k, frame in enumerate(frames):
+        up.process(frame, START + k * TICK)
+    return (time.process_time() - begin) / (len(frames) * TICK) * 100
+
+
+def downlink_percent(room_type: RoomType) -> float:
+    listener = TALKERS + 1
+    room = SimRoom(room_type, (*range(1, TALKERS + 1), listener))
+    n = profile_for(room_type).frame_samples
+    talk = {t: looped_frames(profile_for(room_type).sample_rate, n, offset_s=2.5 * t) for t in range(1, TALKERS + 1)}
+    ticks = len(talk[1])
+    arriving: list[list[bytes]] = []
+    for k in range(ticks):  # untimed: talkers encode, the relay re-seals for the listener
+        now = START + k * TICK
+        this_tick = []
+        for tinyid, frames in talk.items():
+            datagram = room.clients[tinyid].uplink.process(frames[k], now)
+            if datagram is not None:
+                this_tick += [d for d, addr in room.relay.handle_datagram(datagram, room.clients[tinyid].addr, now)
+                              if addr == room.clients[listener].addr]
+        arriving.append(this_tick)
+    down = room.clients[listener].downlink
+    begin = time.process_time()
+    for k, datagrams in enumerate(arriving):
+        now = START + k * TICK
+        for datagram in datagrams:
+            down.receive(datagram, now)
+        down.render(now)
+    assert len(down.members()) == TALKERS and down.counters.dropped_auth == 0
+    return (time.process_time() - begin) / (ticks * TICK) * 100
+
+
+def main() -> None:
+    print(f"CPU per 20 ms tick, % of one core, over {SECONDS} s of audio")
+    for room_type in (RoomType.FLUENCY, RoomType.STANDARD):
+        up = uplink_percent(room_type)
+        down = downlink_percent(room_type)
+        ns = "with ANS" if room_type is RoomType.FLUENCY else "no ANS"
+        print(f"  {room_type.name:9s} uplink ({ns}): {up:5.2f} %   downlink ({TALKERS} talkers, 48 kHz mix): "
+              f"{down:5.2f} %   total {up + down:5.2f} %")
+    print("PESQ-WB (16 kHz) of the heard speech; longest gap in ms")
+    for room_type in (RoomType.FLUENCY, RoomType.STANDARD):
+        clean, gap = measure(room_type)
+        print(f"  {room_type.name:9s} clean: {clean:.2f} (gap {gap:.0f} ms)")
+        lossy = [measure(room_type, Impairment(loss=0.10, jitter_ms=30.0, seed=s)) for s in SEEDS]
+        scores = [s for s, _ in lossy]
+        print(f"  {room_type.name:9s} 10 % loss + 30 ms jitter, seeds {SEEDS}: "
+              + " ".join(f"{s:.2f}" for s in scores)
+              + f"  (mean {np.mean(scores):.2f}, min {min(scores):.2f}; longest gap {max(g for _, g in lossy):.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
