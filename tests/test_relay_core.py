@@ -272,3 +272,35 @@ def test_any_arrival_order_forwards_each_packet_exactly_once(order: list[int], r
             heard.append(b.crypto.open(datagram)[1][0])
     assert sorted(heard) == list(range(40))
     assert relay.counters.dropped_replay == len(repeats)
+
+
+def test_uplink_quality_counts_gaps_in_the_packet_index_per_window() -> None:
+    relay = Relay()
+    speaker = join(relay, "r1", 1, 5000)  # the BIND is index 0
+    join(relay, "r1", 2, 5001)
+    for i in range(1, 101):
+        datagram = speaker.voice()
+        if i % 10 != 5:  # one packet in ten is lost on the way
+            relay.handle_datagram(datagram, speaker.addr, 1.0)
+    [first] = [q for q in relay.take_uplink_quality() if q.tinyid == 1]
+    assert (first.received, first.expected) == (91, 101)
+    assert first.loss == pytest.approx(10 / 101)
+    assert {q.tinyid for q in relay.take_uplink_quality()} == set()  # nobody sent anything since
+    for _ in range(20):
+        relay.handle_datagram(speaker.voice(), speaker.addr, 2.0)
+    [second] = relay.take_uplink_quality()
+    assert (second.tinyid, second.received, second.expected, second.loss) == (1, 20, 20, 0.0)
+
+
+def test_uplink_quality_ignores_forgeries_and_clamps_late_arrivals() -> None:
+    relay = Relay()
+    speaker = join(relay, "r1", 1, 5000)
+    relay.take_uplink_quality()
+    late = speaker.voice()
+    relay.handle_datagram(speaker.voice(), speaker.addr, 1.0)
+    relay.handle_datagram(b"\x41" + os.urandom(40), speaker.addr, 1.0)
+    [q] = relay.take_uplink_quality()
+    assert (q.received, q.expected) == (1, 2)
+    relay.handle_datagram(late, speaker.addr, 1.5)  # arrives one window late: received, nothing new expected
+    [q] = relay.take_uplink_quality()
+    assert (q.received, q.expected, q.loss) == (1, 0, 0.0)

@@ -46,7 +46,8 @@ def test_every_request_builder_round_trips(message: dict) -> None:
 
 def test_type_sets_cover_the_doc() -> None:
     assert p.REQUEST_TYPES == {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply"}
-    assert p.PUSH_TYPES == {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result"}
+    assert p.PUSH_TYPES == {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
+                            "quality"}
     assert p.REPLY_TYPES == {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
                              "invite_sent", "invite_reply_ok"}
 

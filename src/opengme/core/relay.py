@@ -66,8 +66,24 @@ class MemberActivity:
     last_packet: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class UplinkQuality:
+    """One member's uplink over a report window: authenticated packets that arrived, and how many it
+    sent (the advance of its packet index, which every packet type consumes, so gaps are losses)."""
+
+    tinyid: int
+    received: int
+    expected: int
+
+    @property
+    def loss(self) -> float:
+        """Fraction lost, 0-1 (late packets counted in a later window can only lower it, never below 0)."""
+        return max(0.0, 1.0 - self.received / self.expected) if self.expected > 0 else 0.0
+
+
 class _Member:
-    __slots__ = ("tinyid", "room", "crypto", "addr", "muted", "level", "last_voice", "last_packet")
+    __slots__ = ("tinyid", "room", "crypto", "addr", "muted", "level", "last_voice", "last_packet",
+                 "received", "report_top")
 
     def __init__(self, tinyid: int, room: _Room, crypto: MediaCrypto) -> None:
         self.tinyid = tinyid
@@ -78,6 +94,8 @@ class _Member:
         self.level = 127
         self.last_voice: float | None = None
         self.last_packet: float | None = None
+        self.received = 0  # authenticated packets since the last quality report
+        self.report_top = -1  # the packet index window's top at the last quality report
 
 
 class _Room:
@@ -147,6 +165,18 @@ class Relay:
             return []
         return [m.tinyid for m in room.members if m.last_voice is not None and now - m.last_voice <= hold]
 
+    def take_uplink_quality(self) -> list[UplinkQuality]:
+        """Per member that sent anything since the previous call: received vs expected packets.
+        Starts a new report window (the server calls it every few seconds)."""
+        report = []
+        for member in self._members.values():
+            if member.received:
+                top = member.crypto.window.top
+                report.append(UplinkQuality(member.tinyid, member.received, top - member.report_top))
+                member.received = 0
+                member.report_top = top
+        return report
+
     def _member(self, tinyid: int) -> _Member:
         member = self._members.get(tinyid)
         if member is None:
@@ -184,6 +214,7 @@ class Relay:
             else:
                 counters.dropped_malformed += 1
             return []
+        member.received += 1
         if new_path:
             if crypto.window.top == top_before:
                 counters.dropped_unknown_addr += 1  # genuine but late packet from a path left behind

@@ -18,7 +18,9 @@ Both the server and the SDK import this module, so a message is described once. 
   ``exit_``, ``switch``, ``change_room_type``, ``ping``, ``invite``, ``invite_reply``. Replies:
   ``hello_ok``, ``error``, ``entered``, ``exited``, ``switched``, ``room_type_changed``, ``pong``,
   ``invite_sent``, ``invite_reply_ok``. Pushes: ``members_push``, ``room_type_push``, ``disconnect``,
-  ``mute``, ``invitation``, ``invitation_result``. Member lists are given as (tinyid, open_id) pairs.
+  ``mute``, ``invitation``, ``invitation_result``, ``quality``. Member lists are given as (tinyid,
+  open_id) pairs; ``entered``/``switched`` take the ``media`` section built by ``media_section``.
+- ``media_key(section) -> bytes``: the 32-byte session key of a validated ``media`` section.
 - ``REQUEST_TYPES`` / ``REPLY_TYPES`` / ``PUSH_TYPES``: the type names.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ _MAX_NUMERIC_OPEN_ID = 2**64 - 1
 CLOSE_TOO_BIG = 1009  # WebSocket "message too big"
 CLOSE_NORMAL = 1000
 MEMBER_EVENTS = ("enter", "exit")
+MEDIA_KEY_BYTES = 32  # opengme.protocol.media.KEY_SIZE (AES-256)
 ABILITIES = ("audio",)
 
 Json = dict[str, Any]
@@ -174,6 +177,27 @@ def _member_list(value: Any) -> str | None:
     return None
 
 
+def _count(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 0 else "must be a non-negative integer"
+
+
+def _fraction(value: Any) -> str | None:
+    return _number(value) or (None if 0 <= value <= 1 else "must be between 0 and 1")
+
+
+def _media_section(value: Any) -> str | None:
+    if not isinstance(value, dict) or set(value) != {"udp_port", "key"}:
+        return "media must be {udp_port, key}"
+    port = value["udp_port"]
+    if not _is_int(port) or not 1 <= port <= 65535:
+        return "media udp_port must be an integer 1-65535"
+    try:
+        media_key(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _member_event(value: Any) -> str | None:
     return None if value in MEMBER_EVENTS else f"event must be one of {list(MEMBER_EVENTS)}"
 
@@ -205,6 +229,7 @@ _ROOM_FIELDS = {
     "members": Field(_member_list),
     "resume_token": Field(_text("resume_token", MAX_TOKEN_CHARS, 1)),
     "muted": Field(_bool),
+    "media": Field(_media_section, required=False),  # absent from a server without a media relay
 }
 
 CLIENT_SCHEMAS: dict[str, dict[str, Field]] = {
@@ -254,10 +279,11 @@ SERVER_SCHEMAS: dict[str, dict[str, Field]] = {
     "mute": {"muted": Field(_bool), "reason": Field(_text("reason"))},
     "invitation": {"invite_id": _INVITE_ID, "from_open_id": Field(_open_id), "room_id": Field(validate_room_id)},
     "invitation_result": {"invite_id": _INVITE_ID, "open_id": Field(_open_id), "accepted": Field(_bool)},
+    "quality": {"uplink_loss": Field(_fraction), "received": Field(_count), "expected": Field(_count)},
 }
 
 REQUEST_TYPES = frozenset(CLIENT_SCHEMAS)
-PUSH_TYPES = frozenset({"members", "room_type", "disconnect", "mute", "invitation", "invitation_result"})
+PUSH_TYPES = frozenset({"members", "room_type", "disconnect", "mute", "invitation", "invitation_result", "quality"})
 REPLY_TYPES = frozenset(SERVER_SCHEMAS) - PUSH_TYPES
 
 
@@ -374,6 +400,18 @@ def decode_auth_buffer(text: str) -> bytes:
         raise ValueError("auth_buffer must be standard base64 of the AuthBuffer bytes") from None
 
 
+def media_key(section: Mapping[str, Any]) -> bytes:
+    """The session key of an ``entered``/``switched`` ``media`` section; ValueError when it is not
+    standard base64 of 32 bytes."""
+    try:
+        key = base64.b64decode(str(section["key"]).encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("media key must be standard base64") from None
+    if len(key) != MEDIA_KEY_BYTES:
+        raise ValueError(f"media key must be {MEDIA_KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
 # --- builders -----------------------------------------------------------------------------------
 
 MemberPairs = Iterable[tuple[int, str]]
@@ -459,10 +497,16 @@ def error(id: int | None, code: ErrorCode, message: str) -> Json:
     return {"type": "error", "id": id, "code": int(code), "message": _clip(message)}
 
 
+def media_section(udp_port: int, key: bytes) -> Json:
+    """The ``media`` field of ``entered``/``switched``: where to send UDP and the member's session key."""
+    return {"udp_port": udp_port, "key": base64.b64encode(key).decode("ascii")}
+
+
 def _room_reply(
-    kind: str, id: int, room_id: str, room_type: int, tinyid: int, members: MemberPairs, resume_token: str, muted: bool
+    kind: str, id: int, room_id: str, room_type: int, tinyid: int, members: MemberPairs, resume_token: str, muted: bool,
+    media: Json | None,
 ) -> Json:
-    return {
+    message: Json = {
         "type": kind,
         "id": id,
         "room_id": room_id,
@@ -472,19 +516,24 @@ def _room_reply(
         "resume_token": resume_token,
         "muted": muted,
     }
+    if media is not None:
+        message["media"] = media
+    return message
 
 
 def entered(
-    id: int, room_id: str, room_type: int, tinyid: int, members: MemberPairs, resume_token: str, muted: bool
+    id: int, room_id: str, room_type: int, tinyid: int, members: MemberPairs, resume_token: str, muted: bool,
+    media: Json | None = None,
 ) -> Json:
     """``members``: the others in the room, not the joiner; ``room_type``: the room's."""
-    return _room_reply("entered", id, room_id, room_type, tinyid, members, resume_token, muted)
+    return _room_reply("entered", id, room_id, room_type, tinyid, members, resume_token, muted, media)
 
 
 def switched(
-    id: int, room_id: str, room_type: int, tinyid: int, members: MemberPairs, resume_token: str, muted: bool
+    id: int, room_id: str, room_type: int, tinyid: int, members: MemberPairs, resume_token: str, muted: bool,
+    media: Json | None = None,
 ) -> Json:
-    return _room_reply("switched", id, room_id, room_type, tinyid, members, resume_token, muted)
+    return _room_reply("switched", id, room_id, room_type, tinyid, members, resume_token, muted, media)
 
 
 def exited(id: int) -> Json:
@@ -539,3 +588,8 @@ def invitation(invite_id: str, from_open_id: str, room_id: str) -> Json:
 
 def invitation_result(invite_id: str, open_id: str, accepted: bool) -> Json:
     return {"type": "invitation_result", "invite_id": invite_id, "open_id": open_id, "accepted": accepted}
+
+
+def quality(uplink_loss: float, received: int, expected: int) -> Json:
+    """Uplink quality of the last report window, as the relay saw it (docs/protocol.md "Media")."""
+    return {"type": "quality", "uplink_loss": round(uplink_loss, 4), "received": received, "expected": expected}

@@ -8,7 +8,9 @@ before the socket closes (the SDK reconnects only when the socket drops *without
 
 Entry points for the admin API: ``kick``, ``set_muted``, ``dissolve`` (reach them with ``get(server)``).
 ``Signalling.room_listeners`` are told of every member entering or leaving a room (``RoomEvent``):
-the admin API records in/out times there, and the media relay will learn of members there too.
+the admin API records in/out times there, and the media relay closes sessions there. The relay
+(``media``, a ``MediaPlane``) opens a session for each entry, so that the ``entered``/``switched``
+reply carries its key, and takes the binary frames of the WebSocket fallback.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import hashlib
 import hmac
 import logging
 import time
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable
+from collections import defaultdict, deque
+from itertools import count
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -38,9 +41,11 @@ log = logging.getLogger("opengme.signalling")
 
 PATH = "/v1/signal"
 OUTBOX_LIMIT = 1024  # frames queued for one client before it is dropped as too slow
+MEDIA_OUTBOX_LIMIT = 64  # media datagrams queued for one client (~0.3 s of 5 speakers) before the oldest go
 CLOSE_TIMEOUT = 1.0  # how long a closing socket waits for the client's close frame
 RoomListener = Callable[[RoomEvent], None]
 Json = dict[str, Any]
+_connection_ids = count(1)
 
 KICKED = "kicked by the server"
 TAKEN_OVER = "another client entered with the same openid"
@@ -72,26 +77,64 @@ def resume_token_problem(token: str, key: str, app_id: str, open_id: str, room_i
     return None
 
 
+class MediaPlane(Protocol):
+    """What signalling needs from the media relay (``opengme.server.media``); departures reach it
+    through ``room_listeners``."""
+
+    def open_session(self, member: Member, muted: bool) -> Json:
+        """Start the member's media session with a fresh key; returns the reply's ``media`` section."""
+        ...
+
+    def set_muted(self, member: Member, muted: bool) -> None: ...
+
+    def ws_datagram(self, conn: "Connection", data: bytes) -> None:
+        """A binary frame: one media datagram over the WebSocket fallback."""
+        ...
+
+    def forget_connection(self, conn: "Connection") -> None: ...
+
+
 # --- connections ---------------------------------------------------------------------------------
 
 
 class Connection:
-    """One client WebSocket: who it is (after ``hello``), its member (while in a room), its outbox."""
+    """One client WebSocket: who it is (after ``hello``), its member (while in a room), its outbox.
+
+    Two outboxes feed one writer task: control frames (JSON text, then maybe a close code), bounded by
+    OUTBOX_LIMIT, past which the client is dropped as too slow; and media datagrams (the WebSocket
+    fallback), a ring of MEDIA_OUTBOX_LIMIT where a lagging client loses its oldest voice instead.
+    Control goes first, so signalling never waits behind audio.
+    """
 
     def __init__(self, ws: web.WebSocketResponse, now: float) -> None:
+        self.id = next(_connection_ids)
         self.ws = ws
         self.app_id: str | None = None
         self.open_id: str | None = None
         self.member: Member | None = None
+        self.has_entered = False  # binary frames (media) are refused before the first room entry
         self.last_seen = now
         self.closing = False  # no more frames are queued once set
         self._close_queued = False
-        self._outbox: asyncio.Queue[str | int] = asyncio.Queue(OUTBOX_LIMIT)
+        self._control: deque[str | int] = deque()
+        self._media: deque[bytes] = deque(maxlen=MEDIA_OUTBOX_LIMIT)
+        self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write())
 
     def send(self, message: Json) -> None:
         if not self.closing:
             self._enqueue(proto.encode(message))
+
+    def send_media(self, datagram: bytes) -> bool:
+        """Queue one media datagram as a binary frame without waiting; False when it was not queued
+        (closing) or pushed the oldest one out (the client lags): the caller counts the drop."""
+        if self.closing:
+            return False
+        media = self._media
+        lagging = len(media) == MEDIA_OUTBOX_LIMIT
+        media.append(datagram)
+        self._wake.set()
+        return not lagging
 
     def close(self, code: int = WSCloseCode.OK) -> None:
         """Close after the frames already queued have been sent."""
@@ -100,30 +143,46 @@ class Connection:
             self.closing = self._close_queued = True
 
     def _enqueue(self, item: str | int) -> None:
-        try:
-            self._outbox.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._control) >= OUTBOX_LIMIT:
             log.warning("client too slow, dropping it", extra=fields(app_id=self.app_id, open_id=self.open_id))
             self.closing = True
             self._writer.cancel()
             asyncio.ensure_future(self.ws.close(code=WSCloseCode.POLICY_VIOLATION))
+            return
+        self._control.append(item)
+        self._wake.set()
 
     async def _write(self) -> None:
+        control, media, ws = self._control, self._media, self.ws
         try:
             while True:
-                item = await self._outbox.get()
-                if isinstance(item, int):
-                    await self.ws.close(code=item)
-                    return
-                await self.ws.send_str(item)
+                if control:
+                    item = control.popleft()
+                    if isinstance(item, int):
+                        await ws.close(code=item)
+                        return
+                    await ws.send_str(item)
+                elif media:
+                    await ws.send_bytes(media.popleft())
+                elif self.closing and not self._close_queued:
+                    return  # the reader is done and no close is pending: nothing left to deliver
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
         except (ConnectionError, RuntimeError):
             self.closing = True  # the peer is gone; the reader notices and cleans up
 
     async def finish(self) -> None:
-        """Let the frames before a queued close (a ``disconnect``, say) go out, then stop the writer."""
-        if self._close_queued and not self._writer.done():
+        """Called once the reader is done. Frames before a queued close (a ``disconnect``, say) still
+        go out, within CLOSE_TIMEOUT; otherwise the peer is gone, so the writer is woken to stop."""
+        self.closing = True
+        if not self._close_queued:
+            self._control.clear()
+            self._media.clear()
+        self._wake.set()
+        if not self._writer.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+                await asyncio.wait_for(asyncio.shield(self._writer), 2 * CLOSE_TIMEOUT)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 pass
         self._writer.cancel()
@@ -163,6 +222,7 @@ class Signalling:
         self.connections: set[Connection] = set()
         self.clients: dict[tuple[str, str], set[Connection]] = defaultdict(set)  # after hello
         self.room_listeners: list[RoomListener] = []
+        self.media: MediaPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._handlers: dict[str, Callable[[Connection, Json, float], None]] = {
             "hello": self._hello,
@@ -232,7 +292,7 @@ class Signalling:
                 if frame.type is WSMsgType.TEXT:
                     self._on_text(conn, frame.data)
                 elif frame.type is WSMsgType.BINARY:
-                    self._reply_error(conn, None, ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "text frames only")
+                    self._on_binary(conn, frame.data)
                 else:
                     break
         finally:
@@ -270,9 +330,22 @@ class Signalling:
         finally:
             self._flush()
 
+    def _on_binary(self, conn: Connection, data: bytes) -> None:
+        """Media datagrams of the WebSocket fallback. Before any room entry a binary frame is a client
+        bug (10002); afterwards stray ones (just after an exit, say) are the relay's to drop and count."""
+        if conn.closing:
+            return
+        if self.media is None or not conn.has_entered:
+            self._reply_error(conn, None, ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT,
+                              "binary frames carry media datagrams once in a room; send requests as text frames")
+            return
+        self.media.ws_datagram(conn, data)
+
     def _closed(self, conn: Connection) -> None:
         """The socket is gone: the member (if still current) leaves without clearing its mute."""
         self.connections.discard(conn)
+        if self.media is not None:
+            self.media.forget_connection(conn)
         if conn.app_id is not None and conn.open_id is not None:
             peers = self.clients.get((conn.app_id, conn.open_id))
             if peers is not None:
@@ -304,6 +377,7 @@ class Signalling:
         if entered.displaced is not None:
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         conn.member = entered.member
+        conn.has_entered = True
         conn.send(self._room_reply(proto.entered, msg["id"], app, entered.member, now))
         self.server.metrics.inc("opengme_entries_total")
         log.info("entered", extra=fields(app_id=app_id, room_id=msg["room_id"], open_id=open_id,
@@ -382,6 +456,8 @@ class Signalling:
     def set_muted(self, app_id: str, room_id: str, open_id: str, muted: bool, reason: str = "") -> None:
         """Server mute (GME ModifyUserMicStatus): the member is told with a ``mute`` push."""
         member = self.registry.set_muted(app_id, room_id, open_id, muted)
+        if self.media is not None:
+            self.media.set_muted(member, muted)
         text = reason or ("muted by the server" if muted else "unmuted by the server")
         self._conn(member).send(proto.mute(muted, text))
 
@@ -419,6 +495,7 @@ class Signalling:
     def _room_reply(self, build: Callable[..., Json], id: int, app: App, member: Member, now: float) -> Json:
         room = self.registry.room(member.app_id, member.room_id)
         expires = int(now + self.settings.reconnect_give_up)
+        muted = room.is_muted(member.open_id)
         return build(
             id,
             room.room_id,
@@ -426,7 +503,8 @@ class Signalling:
             member.tinyid,
             [(m.tinyid, m.open_id) for m in room.others(member)],
             make_resume_token(app.key, app.app_id, member.open_id, room.room_id, expires),
-            room.is_muted(member.open_id),
+            muted,
+            self.media.open_session(member, muted) if self.media is not None else None,
         )
 
     def _identity(self, conn: Connection) -> tuple[str, str]:

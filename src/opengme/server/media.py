@@ -1,0 +1,211 @@
+"""The media relay of ``opengme serve`` (docs/protocol.md "Media"): a thin I/O shell over the pure
+``opengme.core.relay.Relay``.
+
+- UDP: one asyncio datagram endpoint on ``settings.host``, port ``settings.udp_port`` (0 = the HTTP
+  port's number, or any free port when that one is taken). Each datagram goes through
+  ``Relay.handle_datagram`` and what comes back is sent at once: no task, queue or await per packet.
+- WebSocket fallback: a binary frame on the signalling socket is a datagram from the address
+  ``("ws", connection id)``; datagrams for such an address go out as binary frames through the
+  connection's bounded media outbox (a lagging client loses its oldest voice, counted).
+- Sessions: signalling calls ``open_session`` for every entry, switch and resume, which adds the member
+  to the relay under a fresh random key; departures of any kind arrive as room events.
+- Every ``quality_interval`` seconds, each member that sent media gets a ``quality`` push with its
+  uplink loss, and the relay's counters are copied into the ``/metrics`` counters.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from opengme.core.relay import Outgoing, Relay, RelayCounters
+from opengme.core.rooms import Member, RoomEvent
+from opengme.logs import fields
+from opengme.protocol import signalling as proto
+from opengme.protocol.media import KEY_SIZE, MAX_DATAGRAM
+from opengme.server import signalling
+from opengme.server.signalling import Connection, Json
+
+if TYPE_CHECKING:
+    from opengme.server.app import Server
+
+log = logging.getLogger("opengme.media")
+
+WS = "ws"  # the host part of a WebSocket-fallback address: ("ws", connection id)
+QUALITY_INTERVAL = 2.0
+SOCKET_BUFFER = 4 << 20  # bytes; bursts from many members at once fit in the kernel queue
+DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted")
+"""The relay's own drop counters (``RelayCounters.dropped_<reason>``); the shell adds ``oversized``
+(a binary frame above MAX_DATAGRAM), ``ws_lagging`` (a fallback client's media outbox overflowed),
+``ws_closed`` (for a fallback member whose socket is closing) and ``send_error`` (an ICMP error of a UDP
+send)."""
+
+RECEIVED = "opengme_media_packets_received_total"
+FORWARDED = "opengme_media_packets_forwarded_total"
+DROPPED = "opengme_media_packets_dropped_total"
+
+MEDIA: web.AppKey["Media"] = web.AppKey("opengme.media")
+
+
+def setup(server: "Server") -> None:
+    """Create the relay, attach it to signalling, start UDP after the HTTP site, add the metrics."""
+    media = Media(server)
+    server.web_app[MEDIA] = media
+    server.on_start.append(media.start)
+    server.on_stop.append(media.stop)
+    m = server.metrics
+    m.describe(RECEIVED, "counter", "Media datagrams received (UDP and WebSocket fallback).")
+    m.describe(FORWARDED, "counter", "Media datagrams sent to listeners.")
+    m.describe(DROPPED, "counter", "Media datagrams dropped, by reason.")
+    m.gauge("opengme_media_ws_fallback_members", "Members whose media goes over the WebSocket fallback.",
+            media.ws_fallback_members)
+
+
+def get(server: "Server") -> "Media":
+    return server.web_app[MEDIA]
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """Datagram in, datagrams out: the whole per-packet path of the UDP side."""
+
+    def __init__(self, media: "Media") -> None:
+        self.media = media
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.media.dispatch(self.media.relay.handle_datagram(data, addr, time.monotonic()))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors of earlier sends (a client that went away); nothing to do but count.
+        self.media.count_drop("send_error")
+
+
+class Media:
+    """The relay's sessions, its UDP endpoint and the fallback connections that sent media."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.signalling = signalling.get(server)
+        self.relay = Relay()
+        self.quality_interval = QUALITY_INTERVAL
+        self.udp_port = 0  # known once started
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sessions: dict[int, Member] = {}  # by tinyid
+        self._ws: dict[int, Connection] = {}  # fallback connections that sent media, by connection id
+        self._synced = RelayCounters()  # the relay counters as last copied into the metrics
+        self._ticker: asyncio.Task[None] | None = None
+        self.signalling.media = self
+        self.signalling.room_listeners.append(self._on_room_event)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.server.settings
+        loop = asyncio.get_running_loop()
+        preferred = settings.udp_port or (urlsplit(self.server.base_url).port or 0)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(settings.host, preferred))
+        except OSError as exc:
+            if not preferred:
+                raise
+            log.warning("UDP port taken, using a free one", extra=fields(port=preferred, error=str(exc)))
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(settings.host, 0))
+        self._transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        self.udp_port = sock.getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick_forever())
+        log.info("media relay listening", extra=fields(udp_port=self.udp_port))
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self.sync_metrics()
+
+    # --- sessions (signalling's MediaPlane) -----------------------------------------------------
+
+    def open_session(self, member: Member, muted: bool) -> Json:
+        key = os.urandom(KEY_SIZE)
+        self.relay.add_member(f"{member.app_id}\0{member.room_id}", member.tinyid, key)
+        self.relay.set_muted(member.tinyid, muted)
+        self._sessions[member.tinyid] = member
+        return proto.media_section(self.udp_port, key)
+
+    def set_muted(self, member: Member, muted: bool) -> None:
+        if member.tinyid in self._sessions:
+            self.relay.set_muted(member.tinyid, muted)
+
+    def ws_datagram(self, conn: Connection, data: bytes) -> None:
+        if len(data) > MAX_DATAGRAM:
+            self.count_drop("oversized")
+            return
+        self._ws[conn.id] = conn
+        self.dispatch(self.relay.handle_datagram(data, (WS, conn.id), time.monotonic()))
+
+    def forget_connection(self, conn: Connection) -> None:
+        self._ws.pop(conn.id, None)
+
+    def _on_room_event(self, event: RoomEvent) -> None:
+        if event.kind == "leave" and self._sessions.pop(event.member.tinyid, None) is not None:
+            self.relay.remove_member(event.member.tinyid)
+
+    # --- datagrams out --------------------------------------------------------------------------
+
+    def dispatch(self, out: Outgoing) -> None:
+        """Send the relay's output: UDP addresses by the socket, fallback ones as binary frames."""
+        transport = self._transport
+        for datagram, addr in out:
+            if addr[0] == WS:
+                conn = self._ws.get(addr[1])
+                if conn is None or conn.closing:
+                    self.count_drop("ws_closed")
+                elif not conn.send_media(datagram):
+                    self.count_drop("ws_lagging")
+            elif transport is not None:
+                transport.sendto(datagram, addr)
+
+    def count_drop(self, reason: str) -> None:
+        self.server.metrics.inc(DROPPED, reason=reason)
+
+    # --- periodic work --------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.quality_interval)
+            try:
+                self.push_quality()
+                self.sync_metrics()
+            except Exception:  # the ticker must outlive any bug in one pass
+                log.exception("media ticker failed")
+
+    def push_quality(self) -> None:
+        """``quality`` to every member that sent media since the previous push."""
+        for q in self.relay.take_uplink_quality():
+            member = self._sessions.get(q.tinyid)
+            if member is not None and isinstance(member.conn, Connection):
+                member.conn.send(proto.quality(q.loss, q.received, q.expected))
+
+    def sync_metrics(self) -> None:
+        """Copy the relay's counters into the metrics registry (increments since the last copy)."""
+        now, before, metrics = self.relay.counters, self._synced, self.server.metrics
+        metrics.inc(RECEIVED, now.received - before.received)
+        metrics.inc(FORWARDED, now.forwarded - before.forwarded)
+        for reason in DROP_REASONS:
+            name = f"dropped_{reason}"
+            metrics.inc(DROPPED, getattr(now, name) - getattr(before, name), reason=reason)
+        self._synced = replace(now)
+
+    def ws_fallback_members(self) -> float:
+        return sum(1 for tinyid in self._sessions if (self.relay.activity(tinyid).addr or ("",))[0] == WS)
