@@ -10,7 +10,7 @@
 - Sessions: signalling calls ``open_session`` for every entry, switch and resume, which adds the member
   to the relay under a fresh random key; departures of any kind arrive as room events.
 - Every ``quality_interval`` seconds, each member that sent media gets a ``quality`` push with its
-  uplink loss, and the relay's counters are copied into the ``/metrics`` counters.
+  uplink loss; the relay's counters are copied into the ``/metrics`` counters at every scrape.
 """
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def setup(server: "Server") -> None:
     m.describe(DROPPED, "counter", "Media datagrams dropped, by reason.")
     m.gauge("opengme_media_ws_fallback_members", "Members whose media goes over the WebSocket fallback.",
             media.ws_fallback_members)
+    m.on_collect(media.sync_metrics)
 
 
 def get(server: "Server") -> "Media":
@@ -186,7 +187,6 @@ class Media:
             await asyncio.sleep(self.quality_interval)
             try:
                 self.push_quality()
-                self.sync_metrics()
             except Exception:  # the ticker must outlive any bug in one pass
                 log.exception("media ticker failed")
 

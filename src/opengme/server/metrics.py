@@ -22,6 +22,7 @@ class Metrics:
         self._help: dict[str, tuple[str, str]] = {}
         self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._collectors: list[Callable[[], None]] = []
 
     def describe(self, name: str, kind: str, help_text: str) -> None:
         self._help[name] = (kind, help_text)
@@ -36,7 +37,13 @@ class Metrics:
         self._help[name] = ("gauge", help_text)
         self._gauges[name] = read
 
+    def on_collect(self, collect: Callable[[], None]) -> None:
+        """Run ``collect`` before every scrape, so counters copied from a hot path are exact."""
+        self._collectors.append(collect)
+
     def render(self) -> str:
+        for collect in self._collectors:
+            collect()
         lines: list[str] = []
         names = sorted(set(self._counters) | set(self._gauges) | set(self._help))
         for name in names:
