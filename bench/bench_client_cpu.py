@@ -5,8 +5,9 @@
   tick decode/FEC/PLC of 6 streams, mix, meters). The 6 talkers' packets are made and re-sealed by
   the real relay beforehand, outside the timed part.
 CPU is ``time.process_time`` over SECONDS of simulated audio, printed as % of one core (20 ms of
-CPU per 20 ms tick = 100 %). PESQ-WB as in tests/test_voice_quality.py, clean and with 10 % loss +
-30 ms jitter (several seeds: the spread matters more than one figure).
+CPU per 20 ms tick = 100 %). PESQ-WB and the listener's mean jitter-buffer delay as in
+tests/test_voice_quality.py, clean and with 10 % loss + 30 ms jitter (seeds 1-10: the spread matters
+more than one figure).
 Usage: .venv/bin/python bench/bench_client_cpu.py
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from opengme.events import RoomType  # noqa: E402
 
 SECONDS = 30
 TALKERS = 6
-SEEDS = (1, 2, 3, 4, 5)
+SEEDS = tuple(range(1, 11))
 
 
 def looped_frames(rate: int, n: int, offset_s: float = 0.0) -> list[np.ndarray]:
@@ -84,15 +85,16 @@ def main() -> None:
         ns = "with ANS" if room_type is RoomType.FLUENCY else "no ANS"
         print(f"  {room_type.name:9s} uplink ({ns}): {up:5.2f} %   downlink ({TALKERS} talkers, 48 kHz mix): "
               f"{down:5.2f} %   total {up + down:5.2f} %")
-    print("PESQ-WB (16 kHz) of the heard speech; longest gap in ms")
+    print("PESQ-WB (16 kHz) of the heard speech; longest gap and mean jitter-buffer delay in ms")
     for room_type in (RoomType.FLUENCY, RoomType.STANDARD):
-        clean, gap = measure(room_type)
-        print(f"  {room_type.name:9s} clean: {clean:.2f} (gap {gap:.0f} ms)")
+        clean = measure(room_type)
+        print(f"  {room_type.name:9s} clean: {clean.pesq:.2f} (gap {clean.gap_ms:.0f} ms, delay {clean.delay_ms:.0f} ms)")
         lossy = [measure(room_type, Impairment(loss=0.10, jitter_ms=30.0, seed=s)) for s in SEEDS]
-        scores = [s for s, _ in lossy]
-        print(f"  {room_type.name:9s} 10 % loss + 30 ms jitter, seeds {SEEDS}: "
+        scores = [h.pesq for h in lossy]
+        print(f"  {room_type.name:9s} 10 % loss + 30 ms jitter, seeds {SEEDS[0]}-{SEEDS[-1]}: "
               + " ".join(f"{s:.2f}" for s in scores)
-              + f"  (mean {np.mean(scores):.2f}, min {min(scores):.2f}; longest gap {max(g for _, g in lossy):.0f} ms)")
+              + f"  (mean {np.mean(scores):.2f}, min {min(scores):.2f}; longest gap {max(h.gap_ms for h in lossy):.0f} ms,"
+              + f" delay {np.mean([h.delay_ms for h in lossy]):.0f} ms)")
 
 
 if __name__ == "__main__":

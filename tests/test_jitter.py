@@ -246,7 +246,7 @@ def test_reset_and_a_restarted_sender_start_a_fresh_stream() -> None:
     assert jb.stats.buffered == 0
 
 
-@pytest.mark.parametrize("loud_run", [7, 10_000])
+@pytest.mark.parametrize("loud_run", [7, 41, 10_000])
 def test_delay_is_cut_by_dropping_quiet_frames_first(loud_run: int) -> None:
     # After the stall the target decays and the playout sheds the extra delay frame by frame.
     # Speech: runs of ``loud_run`` loud frames (-10 dBov) between single quiet ones (-90 dBov).
@@ -260,7 +260,7 @@ def test_delay_is_cut_by_dropping_quiet_frames_first(loud_run: int) -> None:
     dropped = set(range(1000)) - set(played)
     assert len(dropped) == s.dropped >= 5
     assert s.delay_ms - s.target_ms <= 20.0  # the extra delay is gone
-    if loud_run == 7:
+    if loud_run < 10_000:  # 41 outlasts the loud hold, but a quiet frame is always buffered behind
         assert all(level(k) == 90 for k in dropped)  # only quiet frames were sacrificed
     else:
         assert all(level(k) == 10 for k in dropped)  # no quiet frame came: loud ones, but later
@@ -294,3 +294,77 @@ def test_every_packet_is_accounted_for_and_playout_is_monotonic(
     assert played == sorted(set(played))
     assert len(played) + s.late + s.dropped + s.buffered + s.duplicates == len(packets)
     assert s.lost + len(played) + s.dropped <= len(net)
+
+
+# ------------------------------------------------------------------------------- FEC headroom
+
+
+def lossy_jittery(n: int, seed: int, loss: float = 0.1, jitter: float = 0.03) -> tuple[list[tuple[float, int]], set[int]]:
+    rng = random.Random(seed)
+    lost = {k for k in range(5, n) if rng.random() < loss}
+    return [(k * FRAME + 0.04 + rng.uniform(0, jitter), k) for k in range(n) if k not in lost], lost
+
+
+def test_losses_add_one_frame_of_headroom_so_the_fec_packet_is_in_time() -> None:
+    packets, lost = lossy_jittery(1500, seed=11)
+    run = simulate(packets)
+    s = run.jb.stats
+    assert s.headroom_ms == pytest.approx(20.0) and 45.0 <= s.target_ms <= 55.0  # 30 ms jitter + a frame
+    # After the first seconds (learning the jitter), every isolated loss is recovered from the FEC
+    # copy in the next packet, and the timeline never warps (nothing dropped, nothing late).
+    fec = {i.seq for i in run.items if i.kind is PlayoutKind.LOST and i.payload is not None}
+    isolated = {k for k in lost if k > 250 and k + 1 not in lost}
+    assert isolated <= fec
+    assert s.dropped == 0 and s.late == 0 and s.lost == len(lost)
+
+
+def test_without_loss_the_same_jitter_gets_no_headroom() -> None:
+    packets, lost = lossy_jittery(1500, seed=11, loss=0.0)
+    s = simulate(packets).jb.stats
+    assert not lost and s.headroom_ms == 0.0 and 20.0 <= s.target_ms <= 35.0
+
+
+def test_headroom_is_free_on_a_path_without_jitter() -> None:
+    # The one-frame minimum already has packet k+1 in when slot k is due.
+    lost = set(range(20, 1000, 9))
+    run = simulate(steady(1000, lost=lost))
+    s = run.jb.stats
+    assert s.target_ms == pytest.approx(20.0) and s.delay_ms < 40.0  # pops run 17 ms out of phase
+    fec = {i.seq: i.payload for i in run.items if i.kind is PlayoutKind.LOST}
+    assert all(fec[k] == payload(k + 1) for k in lost)
+
+
+def test_headroom_decays_on_a_clean_path_and_the_next_talkspurt_starts_a_frame_earlier() -> None:
+    # 6 s of a lossy, jittery talkspurt, then talkspurts of 1 s with 0.4 s DTX pauses, clean.
+    lossy, _ = lossy_jittery(300, seed=4)
+    jb = JitterBuffer()
+    simulate(lossy, until=6.0, jb=jb)
+    before = jb.stats
+    assert before.headroom_ms == pytest.approx(20.0)
+
+    def ts_of(k: int) -> int:  # talkspurts of 50 frames, 20 frames of DTX between them
+        return (k + 20 * ((k - 300) // 50)) * SPF
+
+    rng = random.Random(5)
+    clean = [(ts_of(k) / 48000 + 0.04 + rng.uniform(0, 0.03), k) for k in range(300, 1300)]
+    run = simulate(clean, ts_of=ts_of, start=6.007, jb=jb)
+    s = jb.stats
+    assert s.headroom_ms == 0.0 and s.target_ms <= 35.0
+    # Re-anchored with the lower target (pops are out of phase with packets, so up to a frame above).
+    assert s.target_ms <= s.delay_ms < s.target_ms + 20.0 and s.delay_ms <= before.delay_ms - 15.0
+    assert s.dropped <= before.dropped + 1 and s.late == 0  # re-anchoring did it, a drop at most
+    assert run.frames() == sorted(run.frames()) and len(set(range(300, 1300)) - set(run.frames())) <= 1
+
+
+def test_a_frame_concealed_while_the_buffer_ran_dry_keeps_the_timeline() -> None:
+    # No jitter, one-frame delay: 100 and 101 are lost, so when slot 100 is due nothing is buffered
+    # (102 is a frame away). That PLC frame stands in for 100: when 102 lands, 101 is recovered from
+    # its FEC copy and 102 plays on time; no frame is added to the timeline nor dropped later.
+    run = simulate(steady(300, lost={100, 101}))
+    around = [(i.kind, i.seq, i.payload) for i in run.items if i.seq is not None and 99 <= i.seq <= 102]
+    assert around == [(PlayoutKind.FRAME, 99, payload(99)), (PlayoutKind.LOST, 100, None),
+                      (PlayoutKind.LOST, 101, payload(102)), (PlayoutKind.FRAME, 102, payload(102))]
+    assert run.first_frame_time(102) - run.first_frame_time(99) == pytest.approx(3 * FRAME)
+    s = run.jb.stats
+    assert (s.lost, s.dropped, s.late) == (2, 0, 0) and s.delay_ms < 40.0
+    assert run.frames() == [k for k in range(300) if k not in {100, 101}]
