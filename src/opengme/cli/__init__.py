@@ -35,7 +35,7 @@ def data_dir(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> Parser:
-    from opengme.cli import app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, serve_cmd
+    from opengme.cli import app_cmd, authbuffer_cmd, errors_cmd, join_cmd, rooms_cmd, serve_cmd
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -54,7 +54,7 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"opengme {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (serve_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd):
+    for module in (serve_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd):
         module.register(sub, common)
     return parser
 

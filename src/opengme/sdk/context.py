@@ -6,8 +6,10 @@ delegate only inside :meth:`Context.poll` on that thread. Calls return an ``Erro
 (0) means "accepted", and the outcome of an asynchronous call arrives later as an event with GME's
 number and payload keys. Connection and server failures never raise: they become codes and events.
 
-Behind it: :class:`~opengme.sdk.session.Session` (all the rules, pure) and
-:class:`~opengme.sdk.transport.Transport` (one network thread per context).
+Behind it: :class:`~opengme.sdk.session.Session` (all the rules, pure),
+:class:`~opengme.sdk.transport.Transport` (one network thread per context) and
+:class:`~opengme.sdk.media.MediaEngine` (one audio thread per context, driven by
+:class:`~opengme.sdk.audio_ctrl.AudioCtrl`). ``uninit`` joins both threads.
 
 Choices where GME leaves room (documented once, here):
 
@@ -20,6 +22,8 @@ Choices where GME leaves room (documented once, here):
   (0, "", [], False) outside a room or from another thread, as GME's ``GetRoomType`` returns 0.
 - ``uninit`` during an entry or in a room answers 1202; during an exit it finishes the exit locally.
 - ``get_sdk_version`` is a constant and may be called from any thread, before ``init`` too.
+- ``pause`` closes the audio devices and ``resume`` reopens what the switches say; the room and the
+  media session stay. ``uninit`` during a device test answers 1602 (GME: AVContext::StopContext).
 """
 from __future__ import annotations
 
@@ -30,8 +34,11 @@ from typing import Any, Callable, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from opengme import __version__
+from opengme.core.impair import Impairment
 from opengme.errors import ErrorCode
-from opengme.events import EventType
+from opengme.events import AudioRole, EventType
+from opengme.sdk.audio_ctrl import AudioCtrl
+from opengme.sdk.media import MediaEngine, MediaTransport, impairment_from_env
 from opengme.sdk.room import Room
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Session, valid_open_id
@@ -73,14 +80,26 @@ class Context:
         entry_timeout: float = 30.0,
         reconnect_give_up: float = 3600.0,
         heartbeat_interval: float | None = None,
+        media_transport: str = "auto",
+        impairment: Impairment | None = None,
+        portaudio: bool = True,
     ) -> None:
-        """``heartbeat_interval`` None takes the server's; the timeouts default to GME's (30 s, 60 min)."""
+        """``heartbeat_interval`` None takes the server's; the timeouts default to GME's (30 s, 60 min).
+
+        ``media_transport``: "auto" (UDP, else the WebSocket), "udp" or "ws". ``impairment`` (a test
+        hook; else ``OPENGME_TEST_IMPAIR``) drops and delays received datagrams. ``portaudio=False``
+        lists only registered (file and memory) devices.
+        """
         self.server_url = server_url
         self.url = signal_url(server_url)
         self.entry_timeout = entry_timeout
         self.reconnect_give_up = reconnect_give_up
         self.heartbeat_interval = heartbeat_interval
+        self.media_transport = MediaTransport(media_transport)
+        self.impairment = impairment
         self._room = Room(self)
+        self._audio = AudioCtrl(self, portaudio=portaudio)
+        self._engine: MediaEngine | None = None
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
         self._owner: int | None = None
@@ -118,9 +137,14 @@ class Context:
         if refusal is not None:
             return refusal
         assert self._session is not None
-        code = action(self._session, time.monotonic())
+        code = action(self._session, self._now())
         self._flush()
+        self._audio._sync(self._session, self._now())
         return code
+
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
 
     def _flush(self) -> None:
         if self._session is not None and self._transport is not None:
@@ -151,8 +175,11 @@ class Context:
             if not valid_open_id(open_id):
                 return ErrorCode.AV_ERR_INVALID_ARGUMENT
             transport = Transport(self.url, name=f"opengme-sdk-{open_id}")
+            engine = MediaEngine(f"opengme-sdk-media-{open_id}", self, transport.send_binary,
+                                 mode=self.media_transport, impairment=self.impairment or impairment_from_env())
+            transport.on_binary = engine.on_ws_datagram
             transport.start()
-            self._transport = transport
+            self._transport, self._engine = transport, engine
             self._owner = threading.get_ident()
             self._paused = False
             self._session = Session(
@@ -177,9 +204,14 @@ class Context:
             assert self._session is not None and self._transport is not None
             if self._session.busy and not self._session.exiting:
                 return ErrorCode.AV_ERR_ROOM_NOT_EXITED
+            if self._audio.device_test_running:
+                return ErrorCode.AV_ERR_DEVICE_TEST_NOT_STOPPED
             self._session = None  # first, so that other threads get 1101 from here on
+            self._audio._shutdown()
+            if self._engine is not None:
+                self._engine.close()
             self._transport.stop()
-            self._transport = self._owner = None
+            self._transport = self._owner = self._engine = None
         return ErrorCode.AV_OK
 
     def poll(self) -> ErrorCode:
@@ -191,9 +223,11 @@ class Context:
         session, notices = self._session, self._transport.notices
         while not notices.empty():
             session.handle(notices.get_nowait())
-        session.tick(time.monotonic())
+        now = self._now()
+        session.tick(now)
         self._flush()
-        for event, data in session.take_events():
+        self._audio._sync(session, now)
+        for event, data in session.take_events() + self._audio._take_events():
             self._deliver(event, data)
         return ErrorCode.AV_OK
 
@@ -206,7 +240,7 @@ class Context:
             log.exception("the delegate raised on %s", event.name)
 
     def pause(self) -> ErrorCode:
-        """GME: ITMGContext::Pause. Pauses the audio engine (the real-time voice issue hooks in here)."""
+        """GME: ITMGContext::Pause. Closes the audio devices (OS background); the room stays."""
         return self._set_paused(True)
 
     def resume(self) -> ErrorCode:
@@ -217,8 +251,10 @@ class Context:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
+        if paused == self._paused:
+            return ErrorCode.AV_OK
         self._paused = paused
-        return ErrorCode.AV_OK
+        return self._audio._set_paused(paused)
 
     def is_paused(self) -> bool:
         """Whether ``pause`` is in effect (the audio layer reads it)."""
@@ -251,6 +287,27 @@ class Context:
     def get_room(self) -> Room:
         """GME: ITMGContext::GetRoom. Always the same object; its calls answer 1201 outside a room."""
         return self._room
+
+    def get_audio_ctrl(self) -> AudioCtrl:
+        """GME: ITMGContext::GetAudioCtrl. Always the same object; see :mod:`opengme.sdk.audio_ctrl`."""
+        return self._audio
+
+    def set_audio_role(self, role: AudioRole) -> ErrorCode:
+        """GME: ITMGContext::SetAudioRole: ANCHOR speaks, AUDIENCE only listens (enable_mic → 1004).
+
+        Before entry or in a room; reset to ANCHOR on exit.
+        """
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        if not isinstance(role, int) or isinstance(role, bool) or role not in AudioRole._value2member_map_:
+            return ErrorCode.AV_ERR_INVALID_ARGUMENT
+        self._audio._set_role(AudioRole(role))
+        return ErrorCode.AV_OK
+
+    def get_audio_role(self) -> AudioRole:
+        """The role ``set_audio_role`` set (ANCHOR by default and after exit)."""
+        return self._audio._role
 
     # --- invitations (GME's demo module, AV_ERR_INVITET/ACCEPTT/REFUSE_FAILED 1801-1803) ---
 

@@ -92,6 +92,9 @@ class Room:
             return ""
         state = session.room if session.entered else None
         rtt = session.stats.rtt
+        engine = self._context._engine
+        route = engine.route if engine is not None else None
+        media_rtt = engine.rtt if engine is not None else None
         lines = {
             "server": self._context.url,
             "server_version": session.stats.server_version or "-",
@@ -102,5 +105,7 @@ class Room:
             "rtt_ms": f"{rtt * 1000:.1f}" if rtt is not None else "-",
             "reconnects": str(session.stats.reconnects),
             "server_muted": "yes" if state and state.muted else "no",
+            "media_route": route.value if route is not None else "-",
+            "media_rtt_ms": f"{media_rtt * 1000:.1f}" if media_rtt is not None else "-",
         }
         return "\n".join(f"{key}: {value}" for key, value in lines.items())

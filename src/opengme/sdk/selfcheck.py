@@ -22,7 +22,7 @@ from pathlib import Path
 import opengme
 
 SDK_STAMP = "0.1.0"
-SDK_MODULES = ("context", "room", "selfcheck", "session", "transport")
+SDK_MODULES = ("audio_ctrl", "context", "media", "room", "selfcheck", "session", "transport")
 DISTRIBUTION = "opengme"
 
 

@@ -175,7 +175,8 @@ class RoomState:
     tinyid: int
     resume_token: str
     muted: bool = False
-    media: dict[str, Any] | None = None  # the real-time voice issue's `entered.media` section
+    media: dict[str, Any] | None = None  # `entered.media`: {udp_port, key}; None from a server without media
+    quality: dict[str, Any] | None = None  # the latest `quality` push (the server's view of our uplink)
     tinyids: dict[str, int] = field(default_factory=dict)  # openid -> tinyid
     open_ids: dict[int, str] = field(default_factory=dict)  # tinyid -> openid
 
@@ -562,6 +563,8 @@ class Session:
                 self._on_disconnect(message["code"], message["reason"])
             case "mute" if self.room is not None:
                 self.room.muted = message["muted"]
+            case "quality" if self.room is not None:
+                self.room.quality = message
             case "invitation":
                 self.invitations[message["invite_id"]] = message["room_id"]
                 self._invitation_event(InvitationSubEvent.RECEIVED, message["invite_id"], message["from_open_id"],
@@ -620,7 +623,7 @@ class Session:
             tinyid=int(message["tinyid"]),
             resume_token=str(message["resume_token"]),
             muted=bool(message.get("muted", False)),
-            media=message.get("media"),  # absent until the real-time voice issue adds it
+            media=message.get("media"),
         )
         room.add(self.open_id, room.tinyid)
         for member in message.get("members", ()):

@@ -5,6 +5,10 @@ It is a dumb pipe for :class:`opengme.sdk.session.Session`: it carries out ``Con
 with ``time.monotonic()``) into a thread-safe queue that ``Context.poll`` drains on the caller's
 thread. Every decision (timeouts, backoff, what a reply means) stays in the session, so nothing here
 needs a lock beyond the two queues, and a failure never raises into the caller: it is reported.
+
+Binary frames are the media fallback (docs/protocol.md "Media"): ``send_binary`` queues one datagram
+on the newest connection from any thread, and each received binary frame goes straight to
+``on_binary`` on the network thread (the media engine), never through the session.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -37,6 +41,11 @@ SDK_STAMP = "0.1.0"
 
 PING_ID_BASE = 2**30  # heartbeat ids live above the session's request ids (unique per connection)
 STOP_TIMEOUT = 5.0
+MAX_QUEUED_BINARY = 64
+"""Media frames waiting on a connection beyond this are dropped: late voice is worse than lost voice."""
+
+Outgoing = dict[str, Any] | bytes
+BinarySink = Callable[[bytes, float], None]
 
 log = logging.getLogger("opengme.sdk")
 
@@ -44,7 +53,7 @@ log = logging.getLogger("opengme.sdk")
 @dataclass
 class _Connection:
     task: asyncio.Task[None]
-    outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     heartbeat: asyncio.Task[None] | None = None
 
 
@@ -59,6 +68,9 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._connections: dict[int, _Connection] = {}
+        self.on_binary: BinarySink | None = None
+        """Called on the network thread with each received binary frame and its arrival time."""
+        self.binary_dropped = 0
 
     # --- caller side ---
 
@@ -72,6 +84,14 @@ class Transport:
             try:
                 self._loop.call_soon_threadsafe(self._apply, commands)
             except RuntimeError:  # the loop closed in between: the commands no longer matter
+                pass
+
+    def send_binary(self, datagram: bytes) -> None:
+        """Queue one media datagram as a binary frame (any thread, never blocks; dropped when lagging)."""
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._queue_binary, datagram)
+            except RuntimeError:
                 pass
 
     def stop(self) -> None:
@@ -124,6 +144,16 @@ class Transport:
                 case Close(conn=conn):
                     self._close(conn)
 
+    def _queue_binary(self, datagram: bytes) -> None:
+        """On the newest connection: numbers only grow, so older ones are on their way out."""
+        if not self._connections:
+            return
+        outbox = self._connections[max(self._connections)].outbox
+        if outbox.qsize() >= MAX_QUEUED_BINARY:
+            self.binary_dropped += 1
+        else:
+            outbox.put_nowait(datagram)
+
     def _close(self, conn: int) -> None:
         connection = self._connections.get(conn)
         if connection is not None:
@@ -155,6 +185,10 @@ class Transport:
 
     async def _reader(self, conn: int, ws: aiohttp.ClientWebSocketResponse) -> str:
         async for frame in ws:
+            if frame.type is aiohttp.WSMsgType.BINARY:
+                if self.on_binary is not None:
+                    self.on_binary(frame.data, time.monotonic())
+                continue
             if frame.type is not aiohttp.WSMsgType.TEXT:
                 if frame.type is aiohttp.WSMsgType.ERROR:
                     return f"connection error: {ws.exception()}"
@@ -167,10 +201,14 @@ class Transport:
             self._report(Received(conn, message, time.monotonic()))
         return f"connection closed by the server (WebSocket code {ws.close_code})"
 
-    async def _writer(self, ws: aiohttp.ClientWebSocketResponse, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _writer(self, ws: aiohttp.ClientWebSocketResponse, outbox: asyncio.Queue[Outgoing]) -> None:
         try:
             while True:
-                await ws.send_str(signalling.encode(await outbox.get()))
+                item = await outbox.get()
+                if isinstance(item, bytes):
+                    await ws.send_bytes(item)
+                else:
+                    await ws.send_str(signalling.encode(item))
         except (aiohttp.ClientError, ConnectionError) as exc:  # the reader sees the close and reports it
             log.debug("send failed: %s", exc)
 

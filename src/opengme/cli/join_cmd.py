@@ -1,0 +1,224 @@
+"""``opengme join``: take part in a room from the command line (a voice bot, a smoke test, a listener).
+
+It signs its own AuthBuffer with the app's key from ``--data-dir`` (unless ``--auth-buffer`` is given),
+enters, opens the mic (a file, or the system default) and the speaker (a WAV file, or the default),
+and shows who is in the room and who is speaking: one line redrawn in place on a terminal, a new plain
+line whenever it changes otherwise. It leaves by itself after ``--duration`` seconds with status 0.
+A GME error ends it with one line naming the code and status 1; a usage error gives status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from opengme.authbuffer import gen_auth_buffer
+from opengme.cli import CliError, data_dir
+from opengme.errors import ErrorCode
+from opengme.events import EventType, RoomType, UserUpdateEvent
+from opengme.sdk import Context
+from opengme.sdk.audio_ctrl import AudioCtrl
+from opengme.store import AppStore
+
+DEFAULT_SERVER = "http://127.0.0.1:8090"
+DEFAULT_DEVICE = "default"
+POLL_S = 1 / 30  # GME's demo polls at 30 Hz
+EXIT_WAIT_S = 5.0
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "join",
+        parents=[common],
+        help="enter a room and talk and/or listen (files or sound card)",
+        description="Enter ROOM of APPID as --openid, speak from --mic and play to --speaker, showing "
+        "members and who speaks. Leaves after --duration seconds (status 0), or on Ctrl-C.",
+    )
+    p.add_argument("app_id", metavar="APPID")
+    p.add_argument("room_id", metavar="ROOM")
+    p.add_argument("--openid", required=True, help="your openid (as Init)")
+    p.add_argument("--mic", metavar="FILE|default",
+                   help="speak from an audio file, or 'default' for the sound card (omit: listen only)")
+    p.add_argument("--speaker", metavar="OUT.wav|default",
+                   help="record what you hear to a WAV file, or 'default' to play it (omit: do not play)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="leave after S seconds (default: stay until Ctrl-C)")
+    p.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType],
+                   help="1 FLUENCY (default), 2 STANDARD, 3 HIGHQUALITY")
+    p.add_argument("--server", default=DEFAULT_SERVER, metavar="URL",
+                   help=f"the server's base URL, as `opengme serve` prints it (default {DEFAULT_SERVER})")
+    p.add_argument("--auth-buffer", metavar="B64",
+                   help="an AuthBuffer (base64) from your signing backend, instead of signing with the local key")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class LiveView:
+    """Room members and who speaks, from the SDK's events (pure: fed events, asked for a line)."""
+
+    open_id: str
+    room_id: str
+    members: list[str] = field(default_factory=list)
+    speaking: set[str] = field(default_factory=set)
+    quality: int = 0
+
+    def apply(self, event: EventType, data: dict[str, Any]) -> None:
+        if event is EventType.USER_UPDATE:
+            users = data["user_list"]
+            match data["event_id"]:
+                case UserUpdateEvent.ENTER:
+                    self.members += [u for u in users if u not in self.members]
+                case UserUpdateEvent.EXIT:
+                    self.members = [m for m in self.members if m not in users]
+                    self.speaking.difference_update(users)
+                case UserUpdateEvent.HAS_AUDIO:
+                    self.speaking.update(users)
+                case UserUpdateEvent.NO_AUDIO:
+                    self.speaking.difference_update(users)
+        elif event is EventType.CHANGE_ROOM_QUALITY:
+            self.quality = int(data["weight"])
+
+    def state(self) -> str:
+        """What changes the plain (non-terminal) output: members and speakers."""
+        talking = ", ".join(sorted(self.speaking)) or "nobody"
+        return f"room {self.room_id}: {len(self.members) + 1} in the room (you: {self.open_id}; " \
+               f"others: {', '.join(self.members) or 'none'}); speaking: {talking}"
+
+    def line(self, ctrl: AudioCtrl) -> str:
+        """The terminal line: the state plus the meters, redrawn in place."""
+        return f"{self.state()} | mic {ctrl.get_mic_level():3d} speaker {ctrl.get_speaker_level():3d} " \
+               f"quality {self.quality:2d}"
+
+
+def _auth(args: argparse.Namespace) -> bytes:
+    if args.auth_buffer is not None:
+        try:
+            return base64.b64decode(args.auth_buffer, validate=True)
+        except (binascii.Error, ValueError):
+            raise CliError("--auth-buffer must be standard base64 (as `opengme authbuffer gen` prints)") from None
+    store = AppStore(data_dir(args))
+    try:
+        app = store.get(args.app_id)
+    finally:
+        store.close()
+    if app is None:
+        raise CliError(f"no app with AppID {args.app_id} in {data_dir(args)} to sign with; "
+                       "pass --data-dir or --auth-buffer")
+    return gen_auth_buffer(app.app_id, args.room_id, args.openid, app.key)
+
+
+def _failed(code: int, detail: str = "") -> CliError:
+    try:
+        name = ErrorCode(code).name
+    except ValueError:
+        name = "error"
+    return CliError(f"{name} ({int(code)}){': ' + detail if detail else ''}", 1)
+
+
+def _check(code: ErrorCode, what: str) -> None:
+    if code not in (ErrorCode.AV_OK, ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE):
+        raise _failed(code, what)
+
+
+def _check_device(ctrl: AudioCtrl, code: ErrorCode, what: str) -> None:
+    """Like _check, naming why the sound card is missing when that is the cause."""
+    error = ctrl.devices.portaudio_error
+    _check(code, f"{what} ({error})" if error is not None and code == ErrorCode.AV_ERR_DEVICE_NOT_EXIST else what)
+
+
+def _select(ctrl: AudioCtrl, choice: str, kind: str) -> None:
+    """A file path registers a file device; 'default' keeps GME's "0" (the sound card's default)."""
+    if choice == DEFAULT_DEVICE:
+        return
+    code = ctrl.use_mic_file(choice) if kind == "mic" else ctrl.use_speaker_file(choice)
+    _check(code, f"cannot use {choice} as the {kind}")
+
+
+class _Session:
+    """One run: the context, the event queue it fills, the view and the output."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.tty = out.isatty()
+        self.ctx = Context(args.server, portaudio=DEFAULT_DEVICE in (args.mic, args.speaker))
+        self.events: list[tuple[EventType, dict[str, Any]]] = []
+        self.view = LiveView(args.openid, args.room_id)
+        self._shown = ""
+        self.ctx.set_delegate(lambda event, data: self.events.append((event, data)))
+
+    def pump(self, seconds: float) -> None:
+        """Poll for ``seconds``, applying events; ROOM_DISCONNECT ends the run with its code."""
+        end = time.monotonic() + seconds
+        while True:
+            self.ctx.poll()
+            for event, data in self.events:
+                if event is EventType.ROOM_DISCONNECT:
+                    raise _failed(data["result"], data["error_info"])
+                self.view.apply(event, data)
+            self.events.clear()
+            self.show()
+            if time.monotonic() >= end:
+                return
+            time.sleep(min(POLL_S, max(0.0, end - time.monotonic())))
+
+    def wait_for(self, event_type: EventType, timeout: float) -> dict[str, Any] | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.ctx.poll()
+            found = next((data for event, data in self.events if event is event_type), None)
+            for event, data in self.events:
+                self.view.apply(event, data)
+            self.events.clear()
+            if found is not None:
+                return found
+            time.sleep(POLL_S)
+        return None
+
+    def show(self) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[K" + self.view.line(self.ctx.get_audio_ctrl()))
+            self.out.flush()
+        elif (state := self.view.state()) != self._shown:
+            self._shown = state
+            print(state, file=self.out, flush=True)
+
+    def run(self) -> int:
+        args = self.args
+        auth = _auth(args)
+        _check(self.ctx.init(args.app_id, args.openid), "init")
+        try:
+            ctrl = self.ctx.get_audio_ctrl()
+            for choice, kind in ((args.mic, "mic"), (args.speaker, "speaker")):
+                if choice is not None:
+                    _select(ctrl, choice, kind)
+            _check(self.ctx.enter_room(args.room_id, args.room_type, auth), "enter_room")
+            entered = self.wait_for(EventType.ENTER_ROOM, self.ctx.entry_timeout + 1)
+            if entered is None:
+                raise _failed(ErrorCode.AV_ERR_TIMEOUT, "no answer to enter_room")
+            if entered["result"] != ErrorCode.AV_OK:
+                raise _failed(entered["result"], entered["error_info"])
+            try:
+                if args.speaker is not None:
+                    _check_device(ctrl, ctrl.enable_speaker(True), "enable_speaker")
+                if args.mic is not None:
+                    _check_device(ctrl, ctrl.enable_mic(True), "enable_mic")
+                self.pump(args.duration if args.duration is not None else float("inf"))
+            finally:
+                if self.ctx.exit_room() == ErrorCode.AV_OK:
+                    self.wait_for(EventType.EXIT_ROOM, EXIT_WAIT_S)
+                if self.tty:
+                    self.out.write("\n")
+        finally:
+            self.ctx.uninit()  # joins the threads; the speaker file was finished on exit
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise CliError("--duration must be positive")
+    return _Session(args, sys.stdout).run()
