@@ -29,7 +29,7 @@ def test_readme_example_prints_member_events(served: ServeProcess) -> None:
                             capture_output=True, text=True, env=env, timeout=30)
     out_first, _ = first.communicate(timeout=30)
     assert "ENTER_ROOM {'result': <ErrorCode.AV_OK: 0>" in second.stdout
-    assert "'user_list': ['10001']" in second.stdout  # the member already there
+    assert "'user_list': ['10002', '10001']" in second.stdout  # yourself (as GME), then who was there
     assert "'event_id': <UserUpdateEvent.ENTER: 1>, 'user_list': ['10002']" in out_first
     assert "'event_id': <UserUpdateEvent.EXIT: 2>, 'user_list': ['10002']" in out_first
     assert "EXIT_ROOM" in out_first and first.returncode == 0

@@ -178,8 +178,8 @@ def test_entry_member_events_and_lookups(server: ThreadServer, clients: Callable
     assert a.ctx.is_room_entered() and a.ctx.get_room().get_room_id() == "lobby"
     assert a.ctx.get_room().get_room_type() == RoomType.FLUENCY
     enter(server, b, "lobby")
-    wait_for([a, b], lambda: a.events.users(UserUpdateEvent.ENTER) == ["10002"])
-    assert b.events.users(UserUpdateEvent.ENTER) == ["10001"]  # who was there already
+    wait_for([a, b], lambda: a.events.users(UserUpdateEvent.ENTER) == ["10001", "10002"])  # self first
+    assert b.events.users(UserUpdateEvent.ENTER) == ["10002", "10001"]  # self, then who was there
     room = a.ctx.get_room()
     assert room.get_members() == ["10001", "10002"]
     code, tinyid = room.get_tiny_id("10002")
@@ -312,7 +312,7 @@ def test_invitation_accepted_and_refused(server: ThreadServer, clients: Callable
         InvitationSubEvent.RECEIVED, "10001", "party")
     assert guest.ctx.accept_invitation(invited["invite_id"], server.auth("party", "10002")) == ErrorCode.AV_OK
     wait_for([host, guest], lambda: bool(guest.events.of(EventType.SWITCH_ROOM))
-             and host.events.users(UserUpdateEvent.ENTER) == ["10002"])
+             and host.events.users(UserUpdateEvent.ENTER) == ["10001", "10002"])
     assert guest.events.results(EventType.SWITCH_ROOM) == [ErrorCode.AV_OK]
     assert guest.ctx.get_room().get_room_id() == "party"
     (answer,) = host.events.of(EventType.INVITATION)
@@ -369,7 +369,7 @@ def test_contexts_on_their_own_threads(server: ThreadServer, clients: Callable[.
     wait_for([watcher], lambda: not any(t.is_alive() for t in threads), timeout=10)
     assert outcomes == {o: [0, 0] for o in ("10002", "10003", "10004")}
     wait_for([watcher], lambda: len(watcher.events.users(UserUpdateEvent.EXIT)) == 3)
-    assert sorted(watcher.events.users(UserUpdateEvent.ENTER)) == ["10002", "10003", "10004"]
+    assert sorted(watcher.events.users(UserUpdateEvent.ENTER)) == ["10001", "10002", "10003", "10004"]
 
 
 PLAYER_SCRIPT = """
@@ -405,10 +405,10 @@ def test_a_context_in_another_process(server: ThreadServer, clients: Callable[..
     events = [json.loads(line) for line in proc.stdout or ()]
     assert proc.returncode == 0
     assert events[0] == {"event": "ENTER_ROOM", "result": 0, "error_info": ""}
-    assert {"event": "USER_UPDATE", "event_id": 1, "user_list": ["10001"]} in events
+    assert {"event": "USER_UPDATE", "event_id": 1, "user_list": ["10002", "10001"]} in events
     assert events[-1] == {"event": "EXIT_ROOM", "result": 0, "error_info": ""}
     wait_for([a], lambda: a.events.users(UserUpdateEvent.EXIT) == ["10002"])
-    assert a.events.users(UserUpdateEvent.ENTER) == ["10002"]
+    assert a.events.users(UserUpdateEvent.ENTER) == ["10001", "10002"]
 
 
 # --- against a server process: restarts, stalls, protocol mismatch -------------------------------------

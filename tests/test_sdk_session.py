@@ -119,7 +119,7 @@ def test_entered_emits_enter_room_then_existing_members(h: Harness) -> None:
     h.enter(members=[(3, "10002"), (4, "10003")])
     events = h.events()
     assert events[0] == (EventType.ENTER_ROOM, {"result": ErrorCode.AV_OK, "error_info": ""})
-    assert events[1] == (EventType.USER_UPDATE, {"event_id": UserUpdateEvent.ENTER, "user_list": ["10002", "10003"]})
+    assert events[1] == (EventType.USER_UPDATE, {"event_id": UserUpdateEvent.ENTER, "user_list": [ME, "10002", "10003"]})  # yourself too, as GME
     assert len(events) == 2  # same room type: no CHANGE_ROOM_TYPE
     assert h.heartbeats == [5.0]
     assert h.s.entered and h.s.room is not None and h.s.room.tinyids == {ME: 7, "10002": 3, "10003": 4}
@@ -266,7 +266,7 @@ def test_switch_success_replaces_the_member_list(h: Harness) -> None:
     assert h.events() == [
         (EventType.SWITCH_ROOM, {"result": 0, "error_info": ""}),
         (EventType.USER_UPDATE, {"event_id": UserUpdateEvent.EXIT, "user_list": ["10002"]}),
-        (EventType.USER_UPDATE, {"event_id": UserUpdateEvent.ENTER, "user_list": ["10005"]}),
+        (EventType.USER_UPDATE, {"event_id": UserUpdateEvent.ENTER, "user_list": [ME, "10005"]}),
     ]
     assert h.s.room is not None and h.s.room.room_id == "r2" and h.s.room.tinyid == 9
 

@@ -71,7 +71,7 @@ class LiveView:
             users = data["user_list"]
             match data["event_id"]:
                 case UserUpdateEvent.ENTER:
-                    self.members += [u for u in users if u not in self.members]
+                    self.members += [u for u in users if u not in self.members and u != self.open_id]
                 case UserUpdateEvent.EXIT:
                     self.members = [m for m in self.members if m not in users]
                     self.speaking.difference_update(users)

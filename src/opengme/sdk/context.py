@@ -22,6 +22,8 @@ Choices where GME leaves room (documented once, here):
   (0, "", [], False) outside a room or from another thread, as GME's ``GetRoomType`` returns 0.
 - ``uninit`` during an entry or in a room answers 1202; during an exit it finishes the exit locally.
 - ``get_sdk_version`` is a constant and may be called from any thread, before ``init`` too.
+- On your own entry (and switch) USER_UPDATE ENTER names yourself first, then the members already
+  there, as GME's FAQ describes; later ENTER/EXIT events name others only.
 - ``pause`` closes the audio devices and ``resume`` reopens what the switches say; the room and the
   media session stay. ``uninit`` during a device test answers 1602 (GME: AVContext::StopContext).
 """

@@ -636,14 +636,15 @@ class Session:
                 self._emit(EventType.ENTER_ROOM, outcome(ErrorCode.AV_OK))
                 if room.room_type != target.room_type:
                     self._room_type_event(ChangeRoomTypeSubEvent.ENTERROOM, room.room_type)
-                self._user_update(UserUpdateEvent.ENTER, self._others(room))
+                # GME's FAQ: USER_UPDATE ENTER also names yourself on your own entry.
+                self._user_update(UserUpdateEvent.ENTER, [self.open_id, *self._others(room)])
             case Phase.SWITCHING:
                 assert before is not None
                 self._emit(EventType.SWITCH_ROOM, outcome(ErrorCode.AV_OK))
                 if room.room_type != before.room_type:
                     self._room_type_event(ChangeRoomTypeSubEvent.ENTERROOM, room.room_type)
                 self._user_update(UserUpdateEvent.EXIT, self._others(before))
-                self._user_update(UserUpdateEvent.ENTER, self._others(room))
+                self._user_update(UserUpdateEvent.ENTER, [self.open_id, *self._others(room)])
             case Phase.RECONNECTING:
                 assert before is not None
                 self.stats.reconnects += 1
