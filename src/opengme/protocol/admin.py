@@ -23,6 +23,7 @@ HEADER_TIMESTAMP = "X-OpenGME-Timestamp"
 HEADER_NONCE = "X-OpenGME-Nonce"
 HEADER_SIGNATURE = "X-OpenGME-Signature"
 _NONCE = re.compile(r"[A-Za-z0-9._~-]{16,64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -97,8 +98,8 @@ def verify_request(
     key = key_of(app_id)
     if key is None:
         raise AdminAuthError(f"unknown AppID {app_id}")
-    if not timestamp.isascii() or not timestamp.isdigit():
-        raise AdminAuthError(f"{HEADER_TIMESTAMP} must be unix seconds")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise AdminAuthError(f"{HEADER_TIMESTAMP} must be unix seconds (at most 12 digits)")
     if abs(now - int(timestamp)) > max_skew:
         raise AdminAuthError(
             f"{HEADER_TIMESTAMP} {timestamp} is more than {max_skew:g} s from the server's clock ({int(now)})"

@@ -306,6 +306,8 @@ def _load(text: str | bytes, max_bytes: int | None) -> Json:
         message = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"not valid JSON: {exc}") from None
+    except RecursionError:  # a few KB of "[[[[" is enough to exhaust the parser's stack
+        raise ProtocolError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "JSON nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "a message must be a JSON object")
     return message

@@ -3,15 +3,18 @@ and in/out times — GME's DescribeRoomInfo, DeleteRoomMember, ModifyUserMicStat
 DescribeUserInAndOutTime, scoped to the app whose key signed the request.
 
 In/out times are recorded from the signalling part's room events into an ``inout`` table of the data
-directory's ``opengme.db`` (own connection, WAL), so they outlive the rooms and the process.
+directory's ``opengme.db`` (own connection, WAL), so they outlive the rooms and the process. The
+database is used from one worker thread only: a slow or locked disk never stalls the event loop,
+which also carries the media relay.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -37,41 +40,54 @@ Handler = Callable[[web.Request, str], Awaitable[web.Response]]
 
 
 class InOutLog:
-    """Finished stays of members in rooms: (app, room, openid, start, end), one row per stay."""
+    """Finished stays of members in rooms: (app, room, openid, start, end), one row per stay.
+
+    Every database call runs on one worker thread, in submission order, so a query sees every
+    departure recorded before it."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(Path(data_dir) / DB_NAME, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opengme-inout")
+        self._db = self._worker.submit(self._open, Path(data_dir) / DB_NAME).result()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
             """CREATE TABLE IF NOT EXISTS inout (
                 app_id TEXT NOT NULL, room_id TEXT NOT NULL, open_id TEXT NOT NULL,
                 start REAL NOT NULL, end REAL NOT NULL
             )"""
         )
-        self._db.execute("CREATE INDEX IF NOT EXISTS inout_member ON inout (app_id, room_id, open_id, start)")
+        db.execute("CREATE INDEX IF NOT EXISTS inout_member ON inout (app_id, room_id, open_id, start)")
+        return db
 
-    def add(self, app_id: str, room_id: str, open_id: str, start: float, end: float) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO inout VALUES (?, ?, ?, ?, ?)", (app_id, room_id, open_id, start, end))
+    def _add(self, row: tuple[str, str, str, float, float]) -> None:
+        try:
+            self._db.execute("INSERT INTO inout VALUES (?, ?, ?, ?, ?)", row)
+        except sqlite3.Error:
+            log.exception("could not record a stay", extra=fields(app_id=row[0], room_id=row[1], open_id=row[2]))
 
-    def stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT start, end FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start",
-                (app_id, room_id, open_id),
-            ).fetchall()
+    def _stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
+        rows = self._db.execute(
+            "SELECT start, end FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start",
+            (app_id, room_id, open_id),
+        ).fetchall()
         return [(start, end) for start, end in rows]
 
+    async def stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._stays, app_id, room_id, open_id)
+
     def on_room_event(self, event: RoomEvent) -> None:
-        """Room listener: a member's stay is written when it ends."""
+        """Room listener: a member's stay is queued for writing when it ends."""
         if event.kind == "leave":
             m = event.member
-            self.add(m.app_id, m.room_id, m.open_id, m.entered_at, event.at)
+            self._worker.submit(self._add, (m.app_id, m.room_id, m.open_id, m.entered_at, event.at))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Write what is queued, then close."""
+        self._worker.submit(self._db.close)
+        self._worker.shutdown(wait=True)
 
 
 ADMIN: web.AppKey["Admin"] = web.AppKey("opengme.admin")
@@ -184,7 +200,7 @@ class Admin:
         room_id, open_id = request.query.get("room_id"), request.query.get("open_id")
         if room_id is None or open_id is None:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "give both room_id and open_id query parameters")
-        stays: list[tuple[float, float | None]] = list(self.log.stays(app_id, room_id, open_id))
+        stays: list[tuple[float, float | None]] = list(await self.log.stays(app_id, room_id, open_id))
         now = time.time()
         current = self.signalling.registry.find(app_id, open_id)
         if current is not None and current.room_id == room_id:

@@ -68,7 +68,7 @@ def make_resume_token(key: str, app_id: str, open_id: str, room_id: str, expires
 def resume_token_problem(token: str, key: str, app_id: str, open_id: str, room_id: str, now: float) -> str | None:
     """Why ``token`` does not let this openid back into this room, or None when it does."""
     expiry, _, mac = token.partition(".")
-    if not expiry.isdigit() or not mac:
+    if not (expiry.isascii() and expiry.isdigit() and len(expiry) <= 12) or not mac:
         return "resume token is malformed"
     if not hmac.compare_digest(mac, _resume_mac(key, app_id, open_id, room_id, int(expiry))):
         return "resume token does not match this app, openid and room (or the key was rotated)"
@@ -120,6 +120,7 @@ class Connection:
         self._media: deque[bytes] = deque(maxlen=MEDIA_OUTBOX_LIMIT)
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write())
+        self._closer: asyncio.Future[bool] | None = None
 
     def send(self, message: Json) -> None:
         if not self.closing:
@@ -147,7 +148,7 @@ class Connection:
             log.warning("client too slow, dropping it", extra=fields(app_id=self.app_id, open_id=self.open_id))
             self.closing = True
             self._writer.cancel()
-            asyncio.ensure_future(self.ws.close(code=WSCloseCode.POLICY_VIOLATION))
+            self._closer = asyncio.ensure_future(self.ws.close(code=WSCloseCode.POLICY_VIOLATION))
             return
         self._control.append(item)
         self._wake.set()
@@ -224,6 +225,9 @@ class Signalling:
         self.room_listeners: list[RoomListener] = []
         self.media: MediaPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
+        # (app, openid, room) -> when the server removed it (kick, dissolve): older resume tokens
+        # must not bring a removed member straight back (in memory: a restart forgets it).
+        self._evicted: dict[tuple[str, str, str], float] = {}
         self._handlers: dict[str, Callable[[Connection, Json, float], None]] = {
             "hello": self._hello,
             "enter": self._enter,
@@ -439,15 +443,19 @@ class Signalling:
     def kick(self, app_id: str, room_id: str, open_id: str, reason: str = KICKED) -> None:
         """Remove a member (``disconnect`` 10003 with ``reason``); 10009 unknown room, 10010 not in it."""
         member = self.registry.member(app_id, room_id, open_id)
-        self.registry.leave(member, time.time(), voluntary=True)
+        now = time.time()
+        self.registry.leave(member, now, voluntary=True)
+        self._evict(member, now)
         self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
         self._flush()
         log.info("kicked", extra=fields(app_id=app_id, room_id=room_id, open_id=open_id))
 
     def dissolve(self, app_id: str, room_id: str, reason: str = DISSOLVED) -> int:
         """Remove everyone (each gets ``disconnect`` 10003); returns how many were removed."""
-        removed = self.registry.dissolve(app_id, room_id, time.time())
+        now = time.time()
+        removed = self.registry.dissolve(app_id, room_id, now)
         for member in removed:
+            self._evict(member, now)
             self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
         self._flush()
         log.info("dissolved", extra=fields(app_id=app_id, room_id=room_id, removed=len(removed)))
@@ -462,6 +470,17 @@ class Signalling:
         self._conn(member).send(proto.mute(muted, text))
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _evict(self, member: Member, now: float) -> None:
+        horizon = now - self.settings.reconnect_give_up
+        self._evicted = {k: t for k, t in self._evicted.items() if t > horizon}
+        self._evicted[(member.app_id, member.open_id, member.room_id)] = now
+
+    def _evicted_after(self, app_id: str, open_id: str, room_id: str, resume_token: str) -> bool:
+        """Whether the server removed this member after ``resume_token`` (already verified) was issued."""
+        removed_at = self._evicted.get((app_id, open_id, room_id))
+        issued_at = int(resume_token.partition(".")[0]) - self.settings.reconnect_give_up
+        return removed_at is not None and removed_at >= issued_at
 
     def _app(self, app_id: str, open_id: str) -> App:
         """The app as the console has it *now*, and the openid checked against its rule (7006)."""
@@ -481,6 +500,8 @@ class Signalling:
         problem = None
         if resume_token is not None:
             problem = resume_token_problem(resume_token, app.key, app.app_id, open_id, room_id, now)
+            if problem is None and self._evicted_after(app.app_id, open_id, room_id, resume_token):
+                problem = "the server removed this member from the room after the resume token was issued"
         if resume_token is None or problem is not None:
             buffer = proto.decode_auth_buffer(auth_text)
             if not buffer and problem is not None:
