@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from test_uplink_downlink import START, TICK, SimRoom, frames_of, speech  # noqa: E402
-from test_voice_quality import measure  # noqa: E402
+from support.audio import frames_of, speech  # noqa: E402
+from support.sim_room import START, TICK, SimRoom, measure  # noqa: E402
 
 from opengme.codec.opus import profile_for  # noqa: E402
 from opengme.core.impair import Impairment  # noqa: E402

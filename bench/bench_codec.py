@@ -19,7 +19,7 @@ from opengme.codec.opus import FRAME_MS, OpusDecoder, OpusEncoder, profile_for
 from opengme.events import RoomType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_codec_opus import frames, speech  # noqa: E402  (the tests' speech-like signal)
+from support.audio import frames_of, speech_like  # noqa: E402  (the tests' speech-like signal)
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -32,7 +32,7 @@ def bench(room_type: RoomType, count: int) -> dict[str, float]:
     """Median µs per frame of each codec step over ``count`` frames of speech-like audio."""
     profile = profile_for(room_type)
     seconds = count * FRAME_MS / 1000 + 0.1
-    pcm = frames(speech(profile.sample_rate, seconds=seconds), profile.frame_samples)[:count]
+    pcm = frames_of(speech_like(profile.sample_rate, seconds=seconds), profile.frame_samples)[:count]
     encoder = OpusEncoder(profile)
     packets: list[bytes] = []
     encode = [timed(lambda f=f: packets.append(encoder.encode(f))) for f in pcm]

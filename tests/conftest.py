@@ -1,65 +1,22 @@
-"""Shared fixtures: a real ``opengme serve`` process on a free loopback port."""
+"""Shared fixtures: servers (a real ``opengme serve`` process, one in the test's loop, one on a
+background thread for the synchronous SDK) and SDK clients. Their helpers live in tests/support/."""
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SEED = REPO.parent / "shared" / "seed" / "000_c576b4204aeb422d.txt"
-_LISTENING = re.compile(r"OpenGME listening on (http://\S+)")
+from opengme.config import Settings
+from opengme.errors import ErrorCode
+from opengme.events import EventType
+from opengme.sdk import Context
+from opengme.store import App
 
-
-@dataclass
-class ServeProcess:
-    """A running ``opengme serve`` subprocess and what it printed at start."""
-
-    url: str
-    data_dir: Path
-    proc: subprocess.Popen[str]
-    banner: list[str]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-
-def opengme_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "opengme", *args]
-
-
-def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
-                 port: int = 0, timeout: float = 20.0) -> ServeProcess:
-    """Start ``opengme serve`` and wait for its "listening" line (the port is the one it picked)."""
-    proc = subprocess.Popen(
-        opengme_cmd("serve", "--port", str(port), "--data-dir", str(data_dir), *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    banner: list[str] = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        banner.append(line.rstrip("\n"))
-        match = _LISTENING.search(line)
-        if match:  # the listening line is the banner's last
-            return ServeProcess(url=match.group(1), data_dir=data_dir, proc=proc, banner=banner)
-    proc.kill()
-    raise RuntimeError(f"opengme serve did not start: {banner}")
+from support.processes import ServeProcess, start_server
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
+from support.signal_harness import Running, running_server
 
 
 @pytest.fixture
@@ -70,3 +27,51 @@ def served(tmp_path: Path) -> Iterator[ServeProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[Running]:
+    """A server in the test's event loop with an app of its own; its clients are closed after the test."""
+    async with running_server(tmp_path / "data") as running:
+        yield running
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ThreadServer]]:
+    """Makes thread servers (Settings overrides as keywords), each with its own data directory."""
+    servers: list[ThreadServer] = []
+
+    def make(**overrides: Any) -> ThreadServer:
+        settings = Settings(port=0, data_dir=tmp_path / f"data{len(servers)}", **overrides)
+        servers.append(ThreadServer(settings))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
+    return make_server()
+
+
+@pytest.fixture
+def clients() -> Iterator[ClientMaker]:
+    """Contexts initialised on this thread; exited and uninitialised afterwards (threads must end)."""
+    made: list[SdkClient] = []
+
+    def make(url: str, app: App, open_id: str, **options: Any) -> SdkClient:
+        client = SdkClient(Context(url, **options), open_id)
+        client.ctx.set_delegate(client.events)
+        assert client.ctx.init(app.app_id, open_id) == ErrorCode.AV_OK
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        if c.ctx.exit_room() == ErrorCode.AV_OK:
+            wait_for([c], lambda: not c.ctx.is_room_entered() and bool(c.events.of(EventType.EXIT_ROOM)
+                                                                          or c.events.of(EventType.ENTER_ROOM)))
+        c.ctx.uninit()
+    assert not [t for t in threading.enumerate() if t.name.startswith("opengme-sdk")]

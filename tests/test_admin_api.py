@@ -1,18 +1,17 @@
 """The signed admin API: request signing, refusals (401/7006), rooms, kick, dissolve, mute, in/out."""
 from __future__ import annotations
 
-import json
 import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
-from opengme.store import App, AppStore
-from test_server_signalling import Running, running_server
+from opengme.store import AppStore
+
+from support.signal_harness import Running, admin, running_server
 
 KEY = "0123456789abcdef"
 
@@ -84,21 +83,6 @@ def test_nonce_cache_stays_bounded_by_the_window() -> None:
 
 
 # --- over HTTP ---------------------------------------------------------------------------------
-
-
-async def admin(srv: Running, method: str, path: str, body: dict[str, Any] | None = None,
-                app: App | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    app = app or srv.app
-    data = json.dumps(body).encode() if body is not None else b""
-    signed = signing.signed_headers(app.app_id, app.key, method, path, data)
-    async with srv.session.request(method, srv.url + path, data=data, headers={**signed, **(headers or {})}) as r:
-        return r.status, await r.json()
-
-
-@pytest.fixture
-async def srv(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_server(tmp_path / "data") as running:
-        yield running
 
 
 async def test_refusals_are_401_with_7006(srv: Running) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
 
 import numpy as np
 
@@ -14,28 +13,21 @@ from opengme.devices import DEVICEID_DEFAULT, MemoryMic, MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import AudioRole, RoomType
 from opengme.sdk import Context
-from test_sdk_integration import (  # noqa: F401  (fixtures: make_server, server, clients)
-    Client,
-    ThreadServer,
-    clients,
-    make_server,
-    server,
-    wait_for,
-)
 
-ClientMaker = Callable[..., Client]
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
+
 APP = "1400000001"
 
 
 def client_in_room(server: ThreadServer, clients: ClientMaker, open_id: str = "10001",
-                   room: str = "ctrl") -> Client:
+                   room: str = "ctrl") -> SdkClient:
     c = clients(server.url, server.app, open_id, portaudio=False)
     assert c.ctx.enter_room(room, RoomType.FLUENCY, server.auth(room, open_id)) == ErrorCode.AV_OK
     wait_for([c], lambda: c.ctx.is_room_entered())
     return c
 
 
-def devices(c: Client) -> tuple[MemoryMic, MemorySpeaker]:
+def devices(c: SdkClient) -> tuple[MemoryMic, MemorySpeaker]:
     ctrl = c.ctx.get_audio_ctrl()
     mic, speaker = MemoryMic(), MemorySpeaker()
     assert ctrl.register_mic(mic) == ErrorCode.AV_OK and ctrl.select_mic(mic.id) == ErrorCode.AV_OK
@@ -43,7 +35,7 @@ def devices(c: Client) -> tuple[MemoryMic, MemorySpeaker]:
     return mic, speaker
 
 
-def exit_and_wait(c: Client) -> None:
+def exit_and_wait(c: SdkClient) -> None:
     assert c.ctx.exit_room() == ErrorCode.AV_OK
     wait_for([c], lambda: not c.ctx.is_room_entered())
 

@@ -209,7 +209,7 @@ def _go_symmetry_encrypt(body: bytes, key: bytes, rand: Iterator[int]) -> bytes:
     out = bytearray()
 
     def push(byte: int) -> None:
-        nonlocal src_i, iv
+        nonlocal src_i
         if src_i == 8:  # the Go loop flushes before storing when padding filled the block
             flush()
         src[src_i] = byte

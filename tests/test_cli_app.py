@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import ServeProcess, opengme_cmd
+from support.processes import ServeProcess, opengme_cmd
 
 
 def _run(served: ServeProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,25 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ServeProcess, opengme_cmd
 from opengme.cli.join_cmd import LiveView
 from opengme.events import EventType, UserUpdateEvent
-from opengme.store import AppStore
 
-SPEECH = Path(__file__).parent / "data" / "speech_en_16k.wav"
-
-
-def app_id(served: ServeProcess) -> str:
-    store = AppStore(served.data_dir)
-    try:
-        return store.list()[0].app_id  # the dev app `serve` created on its first start
-    finally:
-        store.close()
+from support.paths import SPEECH_WAV
+from support.processes import ServeProcess, opengme_cmd
 
 
 def join(served: ServeProcess, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        opengme_cmd("join", app_id(served), "lobby", "--server", served.url, "--data-dir", str(served.data_dir),
+        opengme_cmd("join", served.dev_app().app_id, "lobby", "--server", served.url, "--data-dir", str(served.data_dir),
                     *args),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -38,7 +29,7 @@ def test_one_talks_the_other_records(served: ServeProcess, tmp_path: Path) -> No
     out = tmp_path / "heard.wav"
     listener = join(served, "--openid", "10002", "--speaker", str(out), "--duration", "7")
     time.sleep(1.0)  # the listener is in before the talker starts
-    talker = join(served, "--openid", "10001", "--mic", str(SPEECH), "--duration", "5")
+    talker = join(served, "--openid", "10001", "--mic", str(SPEECH_WAV), "--duration", "5")
     talker_out, talker_err = talker.communicate(timeout=30)
     listener_out, listener_err = listener.communicate(timeout=30)
     assert talker.returncode == 0, talker_err

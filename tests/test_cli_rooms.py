@@ -11,11 +11,12 @@ from typing import Any, AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from conftest import ServeProcess, opengme_cmd, start_server
 from opengme.authbuffer import gen_auth_buffer
 from opengme.errors import ErrorCode
 from opengme.protocol import signalling as p
 from opengme.store import App, AppStore
+
+from support.processes import ServeProcess, opengme_cmd, start_server
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 
 @pytest.fixture(scope="module")
 def app(server: ServeProcess) -> App:
-    store = AppStore(server.data_dir)
-    try:
-        return store.list()[0]  # the 'dev' app `serve` created on its first start
-    finally:
-        store.close()
+    return server.dev_app()
 
 
 def cli(server: ServeProcess, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:

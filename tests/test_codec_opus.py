@@ -18,30 +18,7 @@ from opengme.codec.opus import (
 )
 from opengme.events import RoomType
 
-SPEECH_TOP_HZ = 7000.0
-
-
-def speech(rate: int, seconds: float = 2.0, noise: float = 0.003, seed: int = 1) -> np.ndarray:
-    """Speech-like int16 signal: gliding pitch, formant-shaped harmonics up to 7 kHz, four
-    syllables a second separated by pauses, over a faint noise floor. The harmonic part is a
-    function of time only, so the same "utterance" can be rendered at any rate."""
-    t = np.arange(int(rate * seconds)) / rate
-    f0 = 150 + 40 * np.sin(2 * np.pi * 0.7 * t) + 20 * np.sin(2 * np.pi * 2.3 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = np.zeros_like(t)
-    for k in range(1, 48):
-        centre = k * 150.0
-        formants = (np.exp(-(((centre - 700) / 400) ** 2)) + 0.6 * np.exp(-(((centre - 1800) / 500) ** 2))
-                    + 0.3 * np.exp(-(((centre - 2800) / 600) ** 2)) + 0.05)
-        voiced += np.where(k * f0 < SPEECH_TOP_HZ, formants * np.sin(k * phase) / np.sqrt(k), 0.0)
-    syllables = np.clip(np.sin(2 * np.pi * 2.0 * t), 0.0, None) ** 0.7
-    floor = np.random.default_rng(seed).normal(0, noise, t.size)
-    x = 0.5 * voiced * syllables / np.max(np.abs(voiced)) + floor
-    return np.round(x * 32767).astype(np.int16)
-
-
-def frames(signal: np.ndarray, n: int) -> list[np.ndarray]:
-    return [signal[i:i + n] for i in range(0, signal.size - n + 1, n)]
+from support.audio import frames_of, speech_like
 
 
 def best_lag(reference: np.ndarray, decoded: np.ndarray, max_lag: int) -> int:
@@ -57,7 +34,7 @@ def aligned(reference: np.ndarray, decoded: np.ndarray, lag: int) -> tuple[np.nd
 
 
 def voiced_frame_indices(signal: np.ndarray, n: int, rms: float = 2000.0) -> list[int]:
-    return [k for k, f in enumerate(frames(signal, n)) if np.sqrt(np.mean(f.astype(float) ** 2)) > rms]
+    return [k for k, f in enumerate(frames_of(signal, n)) if np.sqrt(np.mean(f.astype(float) ** 2)) > rms]
 
 
 ROOM_TYPES = list(RoomType)
@@ -89,9 +66,9 @@ def test_profile_rejects_impossible_settings() -> None:
 @pytest.mark.parametrize("room_type", ROOM_TYPES, ids=lambda rt: rt.name)
 def test_round_trip_delay_is_the_lookahead_and_quality_is_high(room_type: RoomType) -> None:
     profile = profile_for(room_type)
-    x = speech(profile.sample_rate)
+    x = speech_like(profile.sample_rate)
     encoder, decoder = OpusEncoder(profile), OpusDecoder(profile)
-    y = np.concatenate([decoder.decode(encoder.encode(f)) for f in frames(x, profile.frame_samples)])
+    y = np.concatenate([decoder.decode(encoder.encode(f)) for f in frames_of(x, profile.frame_samples)])
     assert y.dtype == np.int16 and y.size == x.size
 
     lag = best_lag(x, y, max_lag=2 * encoder.lookahead)
@@ -107,10 +84,10 @@ def test_round_trip_delay_is_the_lookahead_and_quality_is_high(room_type: RoomTy
 def test_fluency_stream_decodes_at_48k_for_a_48k_mixer() -> None:
     profile = profile_for(RoomType.FLUENCY)
     encoder, decoder = OpusEncoder(profile), OpusDecoder(profile, sample_rate=48_000)
-    packets = [encoder.encode(f) for f in frames(speech(16_000, noise=0.0), profile.frame_samples)]
+    packets = [encoder.encode(f) for f in frames_of(speech_like(16_000, noise=0.0), profile.frame_samples)]
     y = np.concatenate([decoder.decode(p) for p in packets])
     assert decoder.frame_samples == 960 and y.size == 960 * len(packets)
-    x48 = speech(48_000, noise=0.0)
+    x48 = speech_like(48_000, noise=0.0)
     ref, out = aligned(x48, y, best_lag(x48, y, max_lag=800))
     assert np.corrcoef(ref, out)[0, 1] > 0.95
 
@@ -123,8 +100,8 @@ def test_decoder_rejects_a_rate_opus_lacks() -> None:
 # --- bitrate --------------------------------------------------------------------------------
 
 def mean_voiced_kbps(profile: CodecProfile, encoder: OpusEncoder) -> float:
-    x = speech(profile.sample_rate)
-    packets = [encoder.encode(f) for f in frames(x, profile.frame_samples)]
+    x = speech_like(profile.sample_rate)
+    packets = [encoder.encode(f) for f in frames_of(x, profile.frame_samples)]
     voiced = voiced_frame_indices(x, profile.frame_samples)
     return float(np.mean([len(packets[k]) for k in voiced])) * 8 / 20
 
@@ -154,8 +131,8 @@ def test_silence_becomes_tiny_dtx_packets_that_need_not_be_sent(room_type: RoomT
     profile = profile_for(room_type)
     n = profile.frame_samples
     encoder, decoder = OpusEncoder(profile), OpusDecoder(profile)
-    talk = speech(profile.sample_rate, seconds=0.24)  # ends mid-syllable
-    for f in frames(talk, n):
+    talk = speech_like(profile.sample_rate, seconds=0.24)  # ends mid-syllable
+    for f in frames_of(talk, n):
         assert not is_dtx(packet := encoder.encode(f))
         decoder.decode(packet)
     silence = np.zeros(n, np.int16)
@@ -179,9 +156,9 @@ def test_silence_becomes_tiny_dtx_packets_that_need_not_be_sent(room_type: RoomT
 def test_fec_recovers_lost_frames_closer_to_the_original_than_plc(room_type: RoomType) -> None:
     profile = profile_for(room_type)
     n = profile.frame_samples
-    x = speech(profile.sample_rate)
+    x = speech_like(profile.sample_rate)
     encoder = OpusEncoder(profile)
-    packets = [encoder.encode(f) for f in frames(x, n)]
+    packets = [encoder.encode(f) for f in frames_of(x, n)]
     lag = encoder.lookahead
     lost = [k for k in voiced_frame_indices(x, n) if 3 <= k < len(packets) - 1][::4]
     assert len(lost) >= 8
@@ -208,10 +185,10 @@ def test_fec_recovers_lost_frames_closer_to_the_original_than_plc(room_type: Roo
 def test_without_expected_loss_there_is_no_fec_and_recovery_equals_plc() -> None:
     profile = profile_for(RoomType.FLUENCY)
     n = profile.frame_samples
-    x = speech(profile.sample_rate)
+    x = speech_like(profile.sample_rate)
     encoder = OpusEncoder(profile, packet_loss_perc=0)
     assert encoder.packet_loss_perc == 0
-    packets = [encoder.encode(f) for f in frames(x, n)]
+    packets = [encoder.encode(f) for f in frames_of(x, n)]
     k = voiced_frame_indices(x, n)[5]
     plc, fec = OpusDecoder(profile), OpusDecoder(profile)
     for p in packets[:k]:
@@ -224,10 +201,10 @@ def test_without_expected_loss_there_is_no_fec_and_recovery_equals_plc() -> None
 
 def test_conceal_continues_the_voice_then_fades() -> None:
     profile = profile_for(RoomType.STANDARD)
-    x = speech(profile.sample_rate)
+    x = speech_like(profile.sample_rate)
     encoder, decoder = OpusEncoder(profile), OpusDecoder(profile)
     k = voiced_frame_indices(x, profile.frame_samples)[8]
-    for f in frames(x, profile.frame_samples)[:k]:
+    for f in frames_of(x, profile.frame_samples)[:k]:
         decoder.decode(encoder.encode(f))
     rms = [float(np.sqrt(np.mean(decoder.conceal().astype(float) ** 2))) for _ in range(10)]
     assert rms[0] > 300  # the first concealed frame is voice-like, not silence
@@ -250,7 +227,7 @@ def test_encoder_rejects_a_wrong_frame(frame: object) -> None:
 
 def test_encoder_accepts_a_strided_view() -> None:
     profile = profile_for(RoomType.FLUENCY)
-    wide = speech(16_000)[: 2 * profile.frame_samples]
+    wide = speech_like(16_000)[: 2 * profile.frame_samples]
     view = wide[::2]
     assert not view.flags.c_contiguous
     assert OpusEncoder(profile).encode(view) == OpusEncoder(profile).encode(view.copy())
@@ -260,7 +237,7 @@ def foreign_packet(ms: float) -> bytes:
     """A genuine Opus packet of another duration, made by a plain libopus encoder."""
     other = opuslib_next.Encoder(48_000, 1, "voip")
     samples = int(48 * ms)
-    return other.encode(speech(48_000)[:samples].tobytes(), samples)
+    return other.encode(speech_like(48_000)[:samples].tobytes(), samples)
 
 
 @pytest.mark.parametrize(
@@ -272,7 +249,7 @@ def foreign_packet(ms: float) -> bytes:
 def test_bad_packets_raise_codec_error_and_leave_the_decoder_intact(packet: bytes, message: str) -> None:
     profile = profile_for(RoomType.STANDARD)
     encoder = OpusEncoder(profile)
-    packets = [encoder.encode(f) for f in frames(speech(48_000, seconds=0.2), 960)]
+    packets = [encoder.encode(f) for f in frames_of(speech_like(48_000, seconds=0.2), 960)]
     clean = OpusDecoder(profile)
     expected = [clean.decode(p) for p in packets]
     decoder = OpusDecoder(profile)
@@ -298,7 +275,7 @@ def test_any_bytes_decode_to_a_frame_or_raise_codec_error(data: bytes) -> None:
 def test_decoder_accepts_memoryview_and_reset_forgets_history() -> None:
     profile = profile_for(RoomType.FLUENCY)
     encoder = OpusEncoder(profile)
-    packets = [encoder.encode(f) for f in frames(speech(16_000, seconds=0.4), 320)]
+    packets = [encoder.encode(f) for f in frames_of(speech_like(16_000, seconds=0.4), 320)]
     fresh = OpusDecoder(profile)
     first = fresh.decode(memoryview(packets[5]))
     reused = OpusDecoder(profile)

@@ -6,15 +6,15 @@ import ast
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import pytest
 
 from opengme.errors import Category, ErrorCode, info
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "errors.md"
-SOURCE = ROOT / "src" / "opengme"
+from support.paths import REPO
+
+DOC = REPO / "docs" / "errors.md"
+SOURCE = REPO / "src" / "opengme"
 
 SECTIONS = {
     "General": Category.GENERAL,
@@ -77,7 +77,7 @@ def row_of(code: ErrorCode) -> Row:
 def cited_function(node_id: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
     """The test a node id names (``file::test`` or ``file::Class::test``; parameters ignored)."""
     path, *names = node_id.split("[")[0].split("::")
-    file = ROOT / path
+    file = REPO / path
     if not file.is_file():
         return None
     scope: list[ast.stmt] = ast.parse(file.read_text(encoding="utf-8")).body
@@ -95,7 +95,7 @@ def cited_function(node_id: str) -> ast.FunctionDef | ast.AsyncFunctionDef | Non
 def module_aliases(path: str) -> dict[str, int]:
     """Module-level constants bound to a code (``INVALID = ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT``)."""
     aliases: dict[str, int] = {}
-    for node in ast.parse((ROOT / path).read_text(encoding="utf-8")).body:
+    for node in ast.parse((REPO / path).read_text(encoding="utf-8")).body:
         if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute)
                 and isinstance(node.value.value, ast.Name) and node.value.value.id == "ErrorCode"
                 and node.value.attr in ErrorCode.__members__):
@@ -111,7 +111,7 @@ def mentions(node_id: str, code: ErrorCode) -> bool:
     function = cited_function(node_id)
     assert function is not None
     path = node_id.split("::")[0]
-    lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
+    lines = (REPO / path).read_text(encoding="utf-8").splitlines()
     first = min([function.body[0].lineno, *(d.lineno for d in function.decorator_list)])
     text = "\n".join(lines[first - 1:function.end_lineno])
     if function.decorator_list:  # the def line sits between decorators and body: leave its name out

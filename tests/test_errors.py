@@ -7,7 +7,6 @@ import pickle
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,8 @@ from opengme.errors import (
     search,
 )
 
-SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed" / "000_c576b4204aeb422d.txt"
+from support.paths import SEED
+
 SECTIONS = {
     "General Errors": Category.GENERAL,
     "Client Errors for Voice Chat": Category.VOICE_CHAT_CLIENT,

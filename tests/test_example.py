@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import REPO, ServeProcess, opengme_cmd
+from support.paths import REPO
+from support.processes import ServeProcess, opengme_cmd
 
 EXAMPLE = REPO / "examples" / "enter_room.py"
 

@@ -13,24 +13,11 @@ from opengme.events import EventType
 from opengme.sdk import Context, Room
 from opengme.sdk.context import signal_url
 
+from support.sdk_harness import Recorder
+
 APP = "1400000001"
 ME = "10001"
 AUTH = b"\x02" * 48
-
-
-class Recorder:
-    """A delegate that keeps what it was given, and on which thread."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[EventType, dict[str, Any]]] = []
-        self.threads: set[int] = set()
-
-    def __call__(self, event: EventType, data: dict[str, Any]) -> None:
-        self.events.append((event, data))
-        self.threads.add(threading.get_ident())
-
-    def of(self, event: EventType) -> list[dict[str, Any]]:
-        return [d for e, d in self.events if e is event]
 
 
 def wait_for(ctx: Context, predicate: Callable[[], bool], timeout: float = 5.0) -> None:

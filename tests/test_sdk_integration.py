@@ -1,7 +1,6 @@
 """The SDK against a real OpenGME server on 127.0.0.1: in-process (own thread and loop) or a subprocess."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -9,169 +8,25 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import pytest
-from aiohttp import web
 
-from conftest import ServeProcess, start_server
 from opengme.authbuffer import gen_auth_buffer
-from opengme.config import Settings
 from opengme.errors import ErrorCode
 from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent, RoomType, UserUpdateEvent
-from opengme.protocol import admin as admin_signing
 from opengme.protocol import signalling as proto
 from opengme.sdk import Context
-from opengme.server.app import build_server
-from opengme.store import App, AppStore
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[EventType, dict[str, Any]]] = []
-
-    def __call__(self, event: EventType, data: dict[str, Any]) -> None:
-        self.events.append((event, data))
-
-    def of(self, event: EventType) -> list[dict[str, Any]]:
-        return [d for e, d in self.events if e is event]
-
-    def results(self, event: EventType) -> list[int]:
-        return [d["result"] for d in self.of(event)]
-
-    def users(self, event_id: UserUpdateEvent) -> list[str]:
-        return [o for d in self.of(EventType.USER_UPDATE) if d["event_id"] == event_id for o in d["user_list"]]
-
-
-@dataclass
-class Client:
-    ctx: Context
-    open_id: str
-    events: Recorder = field(default_factory=Recorder)
-
-
-def wait_for(clients: list[Client], predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Pump every client (GME's Poll) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for c in clients:
-            c.ctx.poll()
-        if predicate():
-            return
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
-def pump(clients: list[Client], seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for c in clients:
-            c.ctx.poll()
-        time.sleep(0.005)
-
-
-class ThreadServer:
-    """``build_server`` + an aiohttp AppRunner on its own loop in a background thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-        self.store = AppStore(settings.data_dir)
-        self.app = self.store.create("sdk-tests")
-
-    async def _main(self) -> None:
-        server = build_server(self.settings)
-        # A short shutdown: the server's handlers linger ~2 s after a client closes first (see report).
-        runner = web.AppRunner(server.web_app, handle_signals=False, access_log=None, shutdown_timeout=0.2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        for hook in server.on_start:
-            await hook()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._ready.set()
-        await self._stop.wait()
-        for hook in reversed(server.on_stop):
-            await hook()
-        await runner.cleanup()
-        server.store.close()
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self.store.close()
-
-    def auth(self, room_id: str, open_id: str, **kw: Any) -> bytes:
-        return gen_auth_buffer(self.app.app_id, room_id, open_id, self.app.key, **kw)
-
-    def admin(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = admin_signing.signed_headers(self.app.app_id, self.app.key, "POST", path, data)
-        request = urllib.request.Request(self.url + path, data=data, method="POST",
-                                         headers={**headers, "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return json.loads(reply.read())
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., ThreadServer]]:
-    servers: list[ThreadServer] = []
-
-    def make(**overrides: Any) -> ThreadServer:
-        settings = Settings(port=0, data_dir=tmp_path / f"data{len(servers)}", **overrides)
-        servers.append(ThreadServer(settings))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
-
-
-@pytest.fixture
-def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
-    return make_server()
-
-
-@pytest.fixture
-def clients() -> Iterator[Callable[..., Client]]:
-    """Contexts initialised on this thread; exited and uninitialised afterwards (threads must end)."""
-    made: list[Client] = []
-
-    def make(url: str, app: App, open_id: str, **options: Any) -> Client:
-        client = Client(Context(url, **options), open_id)
-        client.ctx.set_delegate(client.events)
-        assert client.ctx.init(app.app_id, open_id) == ErrorCode.AV_OK
-        made.append(client)
-        return client
-
-    yield make
-    for c in made:
-        if c.ctx.exit_room() == ErrorCode.AV_OK:
-            wait_for([c], lambda: not c.ctx.is_room_entered() and bool(c.events.of(EventType.EXIT_ROOM)
-                                                                          or c.events.of(EventType.ENTER_ROOM)))
-        c.ctx.uninit()
-    assert not [t for t in threading.enumerate() if t.name.startswith("opengme-sdk")]
-
-
-def enter(server: ThreadServer, client: Client, room_id: str, room_type: int = RoomType.FLUENCY) -> None:
-    count = len(client.events.of(EventType.ENTER_ROOM))
-    assert client.ctx.enter_room(room_id, room_type, server.auth(room_id, client.open_id)) == ErrorCode.AV_OK
-    wait_for([client], lambda: len(client.events.of(EventType.ENTER_ROOM)) > count)
-    assert client.events.of(EventType.ENTER_ROOM)[-1]["result"] == ErrorCode.AV_OK, client.events.events[-1]
+from support.processes import ServeProcess, start_server
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, pump, wait_for
 
 
 # --- rooms and members -----------------------------------------------------------------------------
 
 
-def test_entry_member_events_and_lookups(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_entry_member_events_and_lookups(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001", heartbeat_interval=0.1)  # an rtt for the tips soon
     b = clients(server.url, server.app, "10002")
     enter(server, a, "lobby")
@@ -200,7 +55,7 @@ def test_entry_member_events_and_lookups(server: ThreadServer, clients: Callable
     assert b.ctx.get_room().get_room_type() == 0
 
 
-def test_v1_buffer_and_v2_token_as_text_both_enter(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_v1_buffer_and_v2_token_as_text_both_enter(server: ThreadServer, clients: ClientMaker) -> None:
     a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     v1 = server.auth("r", "10001", version=1)
     assert a.ctx.enter_room("r", 1, v1) == ErrorCode.AV_OK
@@ -210,7 +65,7 @@ def test_v1_buffer_and_v2_token_as_text_both_enter(server: ThreadServer, clients
     assert a.events.results(EventType.ENTER_ROOM) == b.events.results(EventType.ENTER_ROOM) == [ErrorCode.AV_OK]
 
 
-def test_room_type_adoption_and_change(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_room_type_adoption_and_change(server: ThreadServer, clients: ClientMaker) -> None:
     a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, a, "r", RoomType.STANDARD)
     enter(server, b, "r", RoomType.FLUENCY)
@@ -226,7 +81,7 @@ def test_room_type_adoption_and_change(server: ThreadServer, clients: Callable[.
     assert a.ctx.get_room().get_room_type() == b.ctx.get_room().get_room_type() == RoomType.HIGHQUALITY
 
 
-def test_switch_room_and_2001(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_switch_room_and_2001(server: ThreadServer, clients: ClientMaker) -> None:
     a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, a, "r1")
     enter(server, b, "r1")
@@ -249,7 +104,7 @@ def test_switch_room_and_2001(server: ThreadServer, clients: Callable[..., Clien
     assert b.ctx.get_room().get_room_id() == "r2"
 
 
-def test_server_refusals_reach_enter_room(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_server_refusals_reach_enter_room(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001")
     a.ctx.enter_room("r", 1, server.auth("elsewhere", "10001"))
     wait_for([a], lambda: bool(a.events.of(EventType.ENTER_ROOM)))
@@ -266,14 +121,14 @@ def test_server_refusals_reach_enter_room(server: ThreadServer, clients: Callabl
     assert not a.ctx.is_room_entered()
 
 
-def test_string_openid_is_for_the_server_to_refuse(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_string_openid_is_for_the_server_to_refuse(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "player-one")
     a.ctx.enter_room("r", 1, server.auth("r", "player-one"))
     wait_for([a], lambda: bool(a.events.of(EventType.ENTER_ROOM)))
     assert a.events.results(EventType.ENTER_ROOM) == [ErrorCode.AV_ERR_AUTH_FIALD]
 
 
-def test_kick_and_mute_through_the_admin_api(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_kick_and_mute_through_the_admin_api(server: ThreadServer, clients: ClientMaker) -> None:
     a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, a, "r")
     enter(server, b, "r")
@@ -287,7 +142,7 @@ def test_kick_and_mute_through_the_admin_api(server: ThreadServer, clients: Call
 
 
 def test_missed_heartbeats_drop_the_member(make_server: Callable[..., ThreadServer],
-                                           clients: Callable[..., Client]) -> None:
+                                           clients: ClientMaker) -> None:
     server = make_server(member_timeout=0.5, heartbeat_interval=0.2)
     quiet = clients(server.url, server.app, "10001", heartbeat_interval=60.0)  # never pings
     alive = clients(server.url, server.app, "10002")  # pings at the server's 0.2 s
@@ -301,7 +156,7 @@ def test_missed_heartbeats_drop_the_member(make_server: Callable[..., ThreadServ
     assert alive.ctx.is_room_entered() and not alive.events.of(EventType.ROOM_DISCONNECT)
 
 
-def test_invitation_accepted_and_refused(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_invitation_accepted_and_refused(server: ThreadServer, clients: ClientMaker) -> None:
     host, guest = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, host, "party")
     enter(server, guest, "lobby")
@@ -328,7 +183,7 @@ def test_invitation_accepted_and_refused(server: ThreadServer, clients: Callable
     assert host.events.of(EventType.INVITATION)[2]["sub_event_type"] == InvitationSubEvent.REFUSED
 
 
-def test_accepting_after_leaving_enters_the_inviters_room(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_accepting_after_leaving_enters_the_inviters_room(server: ThreadServer, clients: ClientMaker) -> None:
     host, guest = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, host, "party")
     enter(server, guest, "lobby")
@@ -345,14 +200,14 @@ def test_accepting_after_leaving_enters_the_inviters_room(server: ThreadServer, 
     assert host.events.of(EventType.INVITATION)[0]["sub_event_type"] == InvitationSubEvent.ACCEPTED
 
 
-def test_contexts_on_their_own_threads(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_contexts_on_their_own_threads(server: ThreadServer, clients: ClientMaker) -> None:
     """GME's threading rule per context: each one lives on the thread that called init."""
     watcher = clients(server.url, server.app, "10001")
     enter(server, watcher, "r")
     outcomes: dict[str, list[int]] = {}
 
     def player(open_id: str) -> None:
-        client = Client(Context(server.url), open_id)
+        client = SdkClient(Context(server.url), open_id)
         client.ctx.set_delegate(client.events)
         client.ctx.init(server.app.app_id, open_id)
         client.ctx.enter_room("r", 1, server.auth("r", open_id))
@@ -393,7 +248,7 @@ sys.exit(ctx.uninit())
 """
 
 
-def test_a_context_in_another_process(server: ThreadServer, clients: Callable[..., Client]) -> None:
+def test_a_context_in_another_process(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001")
     enter(server, a, "r")
     proc = subprocess.Popen(
@@ -414,19 +269,11 @@ def test_a_context_in_another_process(server: ThreadServer, clients: Callable[..
 # --- against a server process: restarts, stalls, protocol mismatch -------------------------------------
 
 
-def _dev_app(served: ServeProcess) -> App:
-    store = AppStore(served.data_dir)
-    try:
-        return store.list()[0]
-    finally:
-        store.close()
-
-
 @pytest.mark.slow
-def test_reconnect_after_the_server_restarts(tmp_path: Path, clients: Callable[..., Client]) -> None:
+def test_reconnect_after_the_server_restarts(tmp_path: Path, clients: ClientMaker) -> None:
     served = start_server(tmp_path / "data")
     port = served.url.rsplit(":", 1)[1]
-    app = _dev_app(served)
+    app = served.dev_app()
     a = clients(served.url, app, "10001")
     b = clients(served.url, app, "10002")
     for c in (a, b):
@@ -447,9 +294,9 @@ def test_reconnect_after_the_server_restarts(tmp_path: Path, clients: Callable[.
 
 
 @pytest.mark.slow
-def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, clients: Callable[..., Client]) -> None:
+def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, clients: ClientMaker) -> None:
     served = start_server(tmp_path / "data")
-    app = _dev_app(served)
+    app = served.dev_app()
     a = clients(served.url, app, "10001", heartbeat_interval=0.2, entry_timeout=2.0)
     a.ctx.enter_room("r", 1, gen_auth_buffer(app.app_id, "r", "10001", app.key))
     wait_for([a], lambda: a.ctx.is_room_entered())
@@ -467,9 +314,9 @@ def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, client
         served.stop()
 
 
-def test_protocol_mismatch_is_7015(served: ServeProcess, clients: Callable[..., Client],
+def test_protocol_mismatch_is_7015(served: ServeProcess, clients: ClientMaker,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _dev_app(served)
+    app = served.dev_app()
     a = clients(served.url, app, "10001")
     monkeypatch.setattr(proto, "PROTOCOL_VERSION", 2)  # an SDK from the future
     a.ctx.enter_room("r", 1, gen_auth_buffer(app.app_id, "r", "10001", app.key))

@@ -13,7 +13,7 @@ import pytest
 from opengme.errors import ErrorCode
 from opengme.sdk import Context, selfcheck, session
 
-REPO = Path(__file__).resolve().parent.parent
+from support.paths import REPO
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServeProcess, opengme_cmd, start_server
+from support.processes import ServeProcess, opengme_cmd, start_server
 
 
 def _get(url: str) -> tuple[int, str, str]:

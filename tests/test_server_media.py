@@ -12,7 +12,6 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from conftest import ServeProcess
 from opengme.errors import ErrorCode
 from opengme.protocol import signalling as p
 from opengme.protocol.media import (
@@ -25,10 +24,9 @@ from opengme.protocol.media import (
 )
 from opengme.server import media as media_part
 from opengme.server.media import Media
-from opengme.store import AppStore
 
-from test_admin_api import admin
-from test_server_signalling import Client, Running, running_server
+from support.processes import ServeProcess
+from support.signal_harness import Running, SignalClient, admin, running_server
 
 QUIET = 0.25  # how long "nothing arrives" is watched for
 
@@ -68,7 +66,7 @@ class WsPath:
     """The WebSocket fallback: datagrams as binary frames on the member's signalling socket; the
     text frames met on the way (pushes) are kept in ``texts``."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: SignalClient) -> None:
         self.ws = client.ws
         self.texts: list[dict[str, Any]] = []
 
@@ -91,7 +89,7 @@ class WsPath:
 class Peer:
     """A member in a room with its media session: the signalling client, key, tinyid and path."""
 
-    def __init__(self, client: Client, entered: dict[str, Any], path: UdpPath | WsPath) -> None:
+    def __init__(self, client: SignalClient, entered: dict[str, Any], path: UdpPath | WsPath) -> None:
         self.client = client
         self.tinyid: int = entered["tinyid"]
         self.key = p.media_key(entered["media"])
@@ -169,7 +167,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
                 path.close()
 
 
-async def next_of(client: Client, kind: str, timeout: float = 3.0) -> dict[str, Any]:
+async def next_of(client: SignalClient, kind: str, timeout: float = 3.0) -> dict[str, Any]:
     """The next text frame of type ``kind``, skipping pushes of other types."""
     deadline = time.monotonic() + timeout
     while True:
@@ -441,14 +439,12 @@ def test_media_is_a_part_of_the_server(tmp_path: Path) -> None:
 
 async def test_the_served_process_relays_and_stops_cleanly(served: ServeProcess) -> None:
     """``opengme serve`` (uvloop, its own process): UDP on the HTTP port's number, survives a flood."""
-    store = AppStore(served.data_dir)
-    app = store.list()[0]  # the dev app created on first start
-    store.close()
+    app = served.dev_app()
     port = int(served.url.rsplit(":", 1)[1])
     async with aiohttp.ClientSession() as session:
         peers = []
         for open_id in ("10001", "10002"):
-            client = Client(await session.ws_connect(served.url.replace("http", "ws") + "/v1/signal"), app)
+            client = SignalClient(await session.ws_connect(served.url.replace("http", "ws") + "/v1/signal"), app)
             assert (await client.hello(open_id))["type"] == "hello_ok"
             entered = await client.enter("r1")
             assert entered["media"]["udp_port"] == port

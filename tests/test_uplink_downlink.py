@@ -3,157 +3,31 @@
 Members talk through the real ``opengme.core.relay.Relay`` (it re-seals each uplink packet with the
 listener's key in the server direction), optionally through an ``Impairment``; the listener's
 ``Downlink`` renders every 20 ms. Outputs are compared with what was said after aligning by
-cross-correlation. ``SimRoom`` and the helpers are shared with the voice-quality tests and the bench.
+cross-correlation. ``SimRoom`` lives in tests/support/sim_room.py.
 """
 from __future__ import annotations
 
-import heapq
 import os
-import wave
-from dataclasses import dataclass, field
-from functools import cache
-from itertools import count
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from opengme.codec.opus import profile_for
 from opengme.core.downlink import Downlink
 from opengme.core.impair import Impairment
-from opengme.core.relay import Relay
 from opengme.core.uplink import Uplink
 from opengme.events import RoomType, UserUpdateEvent
 from opengme.protocol.media import Flags, MediaCrypto, MediaHeader, PacketType
 
-SPEECH = Path(__file__).parent / "data" / "speech_en_16k.wav"
-TICK = 0.02
-OUT_RATE = 48_000
-START = 10.0  # simulated clock origin (s)
-
-
-def resample(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Whole-signal resampling with FFmpeg's resampler (the same one PyAV ships)."""
-    if src == dst:
-        return pcm
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=dst)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1),
-                                       format="s16", layout="mono")
-    frame.sample_rate = src
-    parts = [f.to_ndarray().reshape(-1) for f in (*resampler.resample(frame), *resampler.resample(None))]
-    return np.concatenate(parts)
-
-
-@cache
-def speech(rate: int = 16_000) -> np.ndarray:
-    with wave.open(str(SPEECH)) as wav:
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-        return resample(pcm, wav.getframerate(), rate)
-
-
-def frames_of(pcm: np.ndarray, n: int) -> list[np.ndarray]:
-    return [pcm[i:i + n] for i in range(0, len(pcm) - n + 1, n)]
-
-
-def align(out: np.ndarray, ref: np.ndarray, max_lag: int) -> tuple[int, np.ndarray]:
-    """The lag (samples) at which ``out`` best matches ``ref`` and ``out`` cut to ``ref`` there."""
-    probe = ref[: min(len(ref), 4 * max_lag + 32_000)].astype(np.float64)
-    window = np.pad(out[: len(probe) + max_lag], (0, max(0, len(probe) + max_lag - len(out))))
-    scores = np.correlate(window.astype(np.float64), probe, "valid")
-    lag = int(np.argmax(scores))
-    cut = out[lag:lag + len(ref)]
-    return lag, np.pad(cut, (0, len(ref) - len(cut)))
-
-
-def corr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1])
-
-
-@dataclass
-class Client:
-    tinyid: int
-    crypto: MediaCrypto
-    uplink: Uplink
-    downlink: Downlink
-    addr: tuple[str, int]
-
-
-@dataclass
-class SimRoom:
-    """Members around a real Relay; datagrams to listeners pass through ``impairment`` if given."""
-
-    room_type: RoomType
-    tinyids: tuple[int, ...]
-    impairment: Impairment | None = None
-    noise_suppression: bool | None = None
-    relay: Relay = field(default_factory=Relay)
-    clients: dict[int, Client] = field(default_factory=dict)
-    _queue: list[tuple[float, int, int, bytes]] = field(default_factory=list)
-    _order: count[int] = field(default_factory=count)
-
-    def __post_init__(self) -> None:
-        for tinyid in self.tinyids:
-            key = os.urandom(32)
-            self.relay.add_member("room", tinyid, key)
-            crypto = MediaCrypto.for_client(key)  # one object for both directions, as a client has
-            self.clients[tinyid] = Client(
-                tinyid, crypto,
-                Uplink(self.room_type, tinyid, crypto, noise_suppression=self.noise_suppression),
-                Downlink(self.room_type, crypto), ("127.0.0.1", 40_000 + tinyid))
-        for client in self.clients.values():  # bind each member's address; the relay acknowledges
-            for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.tinyid),
-                                                          client.addr, START):
-                assert client.downlink.receive(datagram, START) is PacketType.BIND
-
-    def send(self, tinyid: int, datagram: bytes, now: float) -> None:
-        """One uplink datagram through the relay and the impairment into the listeners' queues."""
-        by_addr = {c.addr: c.tinyid for c in self.clients.values()}
-        for out, addr in self.relay.handle_datagram(datagram, self.clients[tinyid].addr, now):
-            path = [(now, out)] if self.impairment is None else self.impairment.schedule(out, now)
-            for at, data in path:
-                heapq.heappush(self._queue, (at, next(self._order), by_addr[addr], data))
-
-    def deliver(self, now: float) -> None:
-        while self._queue and self._queue[0][0] <= now:
-            at, _, tinyid, data = heapq.heappop(self._queue)
-            self.clients[tinyid].downlink.receive(data, at)
-
-    def tick(self, k: int, frames: dict[int, np.ndarray], listeners: tuple[int, ...]) -> dict[int, np.ndarray]:
-        """Frame period ``k``: talkers process their frame, packets arrive, listeners render."""
-        now = START + k * TICK
-        for tinyid, frame in frames.items():
-            datagram = self.clients[tinyid].uplink.process(frame, now)
-            if datagram is not None:
-                self.send(tinyid, datagram, now)
-        self.deliver(now)
-        return {t: self.clients[t].downlink.render(now) for t in listeners}
-
-    def run(self, sources: dict[int, np.ndarray], listener: int, tail_s: float = 0.5,
-            first_tick: int = 0) -> np.ndarray:
-        """Everything each talker says (at the uplink rate), then ``tail_s`` of silence; the
-        listener's output at the downlink rate."""
-        n = profile_for(self.room_type).frame_samples
-        per_talker = {t: frames_of(pcm, n) for t, pcm in sources.items()}
-        total = max(len(f) for f in per_talker.values()) + round(tail_s / TICK)
-        silence = np.zeros(n, dtype=np.int16)
-        out = []
-        for k in range(total):
-            frames = {t: f[k] if k < len(f) else silence for t, f in per_talker.items()}
-            out.append(self.tick(first_tick + k, frames, (listener,))[listener])
-        return np.concatenate(out)
+from support.audio import OUT_RATE, align, clip, correlation, frames_of, resample
+from support.sim_room import START, TICK, SimRoom
 
 
 def heard(room: RoomType, out: np.ndarray, said_16k: np.ndarray) -> tuple[float, float]:
     """(aligned correlation, lag in ms) of the listener's output against the 16 kHz original."""
     out16 = resample(out, OUT_RATE, 16_000)
     lag, cut = align(out16, said_16k, max_lag=16 * 300)
-    return corr(cut, said_16k), lag / 16
-
-
-def clip(seconds: float, offset_s: float = 0.0, rate: int = 16_000) -> np.ndarray:
-    start = round(offset_s * rate)
-    return speech(rate)[start:start + round(seconds * rate)]
+    return correlation(cut, said_16k), lag / 16
 
 
 # --------------------------------------------------------------------------------- end to end
@@ -177,8 +51,8 @@ def test_two_talkers_are_mixed_and_a_blacklisted_one_is_silenced() -> None:
     mixed = SimRoom(RoomType.FLUENCY, (1, 2, 3))
     out = resample(mixed.run({1: a, 2: b}, listener=3), OUT_RATE, 16_000)
     lag, cut = align(out, a.astype(np.int32) + b, max_lag=16 * 300)
-    assert corr(cut, a.astype(np.int32) + b) > 0.85
-    assert corr(cut, a) > 0.4 and corr(cut, b) > 0.4  # both voices are in the mix
+    assert correlation(cut, a.astype(np.int32) + b) > 0.85
+    assert correlation(cut, a) > 0.4 and correlation(cut, b) > 0.4  # both voices are in the mix
     assert mixed.clients[3].downlink.speaking() == {1, 2}
 
     blocked = SimRoom(RoomType.FLUENCY, (1, 2, 3))
@@ -186,7 +60,7 @@ def test_two_talkers_are_mixed_and_a_blacklisted_one_is_silenced() -> None:
     listener.add_blacklist(2)
     out = resample(blocked.run({1: a, 2: b}, listener=3), OUT_RATE, 16_000)
     cut = out[lag:lag + len(a)]
-    assert corr(cut, a) > 0.9 and abs(corr(cut, b)) < 0.1
+    assert correlation(cut, a) > 0.9 and abs(correlation(cut, b)) < 0.1
     assert listener.counters.blacklisted > 100 and listener.members() == (1,)
     assert listener.recv_stream_level(2) == 0
     # Other members are unaffected by 3's local blacklist.

@@ -14,13 +14,12 @@ import time
 import urllib.request
 import wave
 from pathlib import Path
-from typing import Callable
 
-import av
 import numpy as np
 import pytest
 from pesq import pesq
 
+from opengme.authbuffer import gen_auth_buffer
 from opengme.core.impair import Impairment
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
@@ -37,35 +36,19 @@ from opengme.sdk.media import (
     impairment_from_env,
     room_quality,
 )
-from conftest import start_server
-from opengme.authbuffer import gen_auth_buffer
-from test_sdk_integration import (  # noqa: F401  (fixtures: make_server, server, clients)
-    Client,
-    ThreadServer,
-    _dev_app,
-    clients,
-    make_server,
-    pump,
-    server,
-    wait_for,
-)
 
-SPEECH = Path(__file__).parent / "data" / "speech_en_16k.wav"
-OUT_RATE = 48_000
+from support.audio import OUT_RATE, clip, resample
+from support.paths import SPEECH_WAV
+from support.processes import start_server
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, pump, wait_for
+
 # Measured on this machine through the real server (FLUENCY, 4 s of the clip): PESQ-WB 3.63,
 # aligned correlation 0.95; STANDARD 4.18 / 0.96. Thresholds keep headroom for a noisy CI box.
 MIN_PESQ = 3.0
 MIN_CORRELATION = 0.85
 
-ClientMaker = Callable[..., Client]
-
 
 # --- signals -------------------------------------------------------------------------------------
-
-
-def speech(seconds: float) -> np.ndarray:
-    with wave.open(str(SPEECH)) as w:
-        return np.frombuffer(w.readframes(int(seconds * w.getframerate())), np.int16)
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
@@ -80,14 +63,6 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
 def tone(freq: float, seconds: float, rate: int = OUT_RATE) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (8000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-def to_16k(samples: np.ndarray) -> np.ndarray:
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = OUT_RATE
-    parts = [*resampler.resample(frame), *resampler.resample(None)]
-    return np.concatenate([p.to_ndarray().reshape(-1) for p in parts])
 
 
 def best_lag(reference: np.ndarray, heard: np.ndarray) -> tuple[int, float]:
@@ -133,7 +108,7 @@ def band(samples: np.ndarray, freq: float, rate: int = OUT_RATE) -> float:
 
 
 def join(server: ThreadServer, clients: ClientMaker, open_ids: list[str], room_type: int = RoomType.FLUENCY,
-         **options: object) -> list[Client]:
+         **options: object) -> list[SdkClient]:
     made = [clients(server.url, server.app, o, portaudio=False, **options) for o in open_ids]
     for c in made:
         assert c.ctx.enter_room("voice", room_type, server.auth("voice", c.open_id)) == ErrorCode.AV_OK
@@ -141,7 +116,7 @@ def join(server: ThreadServer, clients: ClientMaker, open_ids: list[str], room_t
     return made
 
 
-def listen(client: Client) -> MemorySpeaker:
+def listen(client: SdkClient) -> MemorySpeaker:
     speaker = MemorySpeaker()
     ctrl = client.ctx.get_audio_ctrl()
     assert ctrl.register_speaker(speaker) == ErrorCode.AV_OK
@@ -150,13 +125,13 @@ def listen(client: Client) -> MemorySpeaker:
     return speaker
 
 
-def talk(client: Client, path: Path) -> None:
+def talk(client: SdkClient, path: Path) -> None:
     ctrl = client.ctx.get_audio_ctrl()
     assert ctrl.use_mic_file(path) == ErrorCode.AV_OK
     assert ctrl.enable_mic(True) == ErrorCode.AV_OK
 
 
-def engine(client: Client) -> MediaEngine:
+def engine(client: SdkClient) -> MediaEngine:
     assert client.ctx._engine is not None
     return client.ctx._engine
 
@@ -168,7 +143,7 @@ def engine(client: Client) -> MediaEngine:
 def test_speech_over_udp_is_heard_with_speaking_events_and_quality(
         server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
     a, b = join(server, clients, ["10001", "10002"])
-    said = speech(2.5)
+    said = clip(2.5)
     speaker = listen(b)
     talk(a, write_wav(tmp_path / "said.wav", said, 16000))
     levels: list[tuple[int, int]] = []
@@ -179,7 +154,7 @@ def test_speech_over_udp_is_heard_with_speaking_events_and_quality(
     assert "media_route: udp" in a.ctx.get_room().get_quality_tips()
     assert b.events.users(UserUpdateEvent.HAS_AUDIO) == ["10001"]
     assert max(m for m, _ in levels) > 30 and max(r for _, r in levels) > 30  # meters moved with the speech
-    heard = to_16k(speaker.take_all())
+    heard = resample(speaker.take_all(), OUT_RATE, 16_000)
     correlation, score = speech_correlation(said, heard), pesq_wb(said, heard)
     assert correlation > MIN_CORRELATION and score > MIN_PESQ, (correlation, score)
     quality = b.events.of(EventType.CHANGE_ROOM_QUALITY)
@@ -191,14 +166,14 @@ def test_speech_over_udp_is_heard_with_speaking_events_and_quality(
 @pytest.mark.slow
 def test_media_flows_over_the_websocket_fallback(server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
     a, b = join(server, clients, ["10001", "10002"], media_transport="ws")
-    said = speech(2.0)
+    said = clip(2.0)
     speaker = listen(b)
     talk(a, write_wav(tmp_path / "said.wav", said, 16000))
     pump([a, b], 2.6)
     assert engine(a).route is Route.WS and engine(b).route is Route.WS
     assert "media_route: ws" in b.ctx.get_room().get_quality_tips()
     assert engine(a).counters.sent == 0 and engine(a).counters.sent_ws > 90  # no UDP at all
-    assert speech_correlation(said, to_16k(speaker.take_all())) > MIN_CORRELATION
+    assert speech_correlation(said, resample(speaker.take_all(), OUT_RATE, 16_000)) > MIN_CORRELATION
 
 
 @pytest.mark.slow
@@ -229,7 +204,7 @@ def test_switch_rekeys_media_and_a_room_type_change_reopens_the_mic(
     a, b = join(server, clients, ["10001", "10002"], RoomType.FLUENCY)
     heard = listen(b)
     ctrl_a = a.ctx.get_audio_ctrl()
-    assert ctrl_a.use_mic_file(SPEECH, loop=True) == ErrorCode.AV_OK and ctrl_a.enable_mic(True) == ErrorCode.AV_OK
+    assert ctrl_a.use_mic_file(SPEECH_WAV, loop=True) == ErrorCode.AV_OK and ctrl_a.enable_mic(True) == ErrorCode.AV_OK
     pump([a, b], 0.5)
     old_keys = engine(a).key, engine(b).key
     for c in (a, b):
@@ -251,7 +226,7 @@ def test_switch_rekeys_media_and_a_room_type_change_reopens_the_mic(
 def test_voice_resumes_with_a_new_key_after_the_server_restarts(tmp_path: Path, clients: ClientMaker) -> None:
     served = start_server(tmp_path / "data")
     port = int(served.url.rsplit(":", 1)[1])
-    app = _dev_app(served)
+    app = served.dev_app()
     a, b = (clients(served.url, app, o, portaudio=False) for o in ("10001", "10002"))
     for c in (a, b):
         c.ctx.enter_room("r", RoomType.STANDARD, gen_auth_buffer(app.app_id, "r", c.open_id, app.key))
@@ -337,13 +312,13 @@ def test_forged_replayed_and_garbage_datagrams_do_no_harm(server: ThreadServer, 
 def test_receive_side_impairment_hook(server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
     a = join(server, clients, ["10001"])[0]
     b = join(server, clients, ["10002"], impairment=Impairment(loss=0.1, jitter_ms=30, seed=1))[0]
-    said = speech(2.0)
+    said = clip(2.0)
     speaker = listen(b)
     talk(a, write_wav(tmp_path / "said.wav", said, 16000))
     pump([a, b], 2.6)
     impairment = engine(b).impairment
     assert impairment is not None and impairment.dropped > 5 and engine(a).impairment is None
-    assert speech_correlation(said, to_16k(speaker.take_all())) > 0.6  # FEC and concealment at work
+    assert speech_correlation(said, resample(speaker.take_all(), OUT_RATE, 16_000)) > 0.6  # FEC and concealment at work
 
 
 def test_engine_falls_back_to_the_websocket_when_udp_is_silent() -> None:

@@ -8,61 +8,16 @@ delay; 10 % loss + 30 ms jitter, seeds 1-3: FLUENCY 3.12 2.86 2.94, STANDARD 3.6
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import pytest
-from pesq import pesq
 
-from opengme.codec.opus import profile_for
 from opengme.core.impair import Impairment
 from opengme.events import RoomType
-from test_uplink_downlink import OUT_RATE, TICK, SimRoom, align, frames_of, resample, speech
 
-FRAME_16K = 320
-GAP_FRAME_DB = 20.0  # an output frame this far below the input's is "not heard"
-SPEECH_FLOOR_DB = 35.0  # input frames within this of the loudest frame count as speech
-TAIL_S = 0.5
+from support.audio import speech
+from support.sim_room import FRAME_16K, longest_gap_ms, measure
+
 SEEDS = (1, 2, 3)
-
-
-class Heard(NamedTuple):
-    pesq: float  # PESQ-WB of the whole clip
-    gap_ms: float  # longest stretch of speech not heard
-    delay_ms: float  # listener's mean jitter-buffer playout delay while the clip played
-
-
-def longest_gap_ms(said: np.ndarray, heard: np.ndarray) -> float:
-    """Longest run of speech frames (20 ms) whose aligned output is ``GAP_FRAME_DB`` below the input."""
-    n = min(len(said), len(heard)) // FRAME_16K * FRAME_16K
-    energy_in = (said[:n].astype(np.float64).reshape(-1, FRAME_16K) ** 2).mean(axis=1) + 1.0
-    energy_out = (heard[:n].astype(np.float64).reshape(-1, FRAME_16K) ** 2).mean(axis=1) + 1.0
-    db_in, db_out = 10 * np.log10(energy_in), 10 * np.log10(energy_out)
-    gap = (db_in > db_in.max() - SPEECH_FLOOR_DB) & (db_out < db_in - GAP_FRAME_DB)
-    longest = run = 0
-    for frame_is_gap in gap:
-        run = run + 1 if frame_is_gap else 0
-        longest = max(longest, run)
-    return longest * 20.0
-
-
-def measure(room_type: RoomType, impairment: Impairment | None = None) -> Heard:
-    """The whole speech clip sent by member 1 and heard by member 2, tick by tick so the listener's
-    playout delay can be sampled as it plays."""
-    said = speech(16_000)
-    room = SimRoom(room_type, (1, 2), impairment=impairment)
-    profile = profile_for(room_type)
-    frames = frames_of(speech(profile.sample_rate), profile.frame_samples)
-    frames += [np.zeros(profile.frame_samples, dtype=np.int16)] * round(TAIL_S / TICK)
-    down = room.clients[2].downlink
-    out, delays = [], []
-    for k, frame in enumerate(frames):
-        out.append(room.tick(k, {1: frame}, (2,))[2])
-        if (delay := down.stats().delay_ms) > 0:  # 0 until the first frame plays
-            delays.append(delay)
-    heard = resample(np.concatenate(out), OUT_RATE, 16_000)
-    _, cut = align(heard, said, max_lag=16 * 300)
-    return Heard(float(pesq(16_000, said, cut, "wb")), longest_gap_ms(said, cut), float(np.mean(delays)))
 
 
 def impaired(seed: int) -> Impairment:
