@@ -171,16 +171,6 @@ def test_mutes_belong_to_the_room(reg: RoomRegistry) -> None:
     assert a2 is not None
 
 
-def test_expired_members_by_last_seen(reg: RoomRegistry) -> None:
-    a = enter(reg, "10001", now=100.0)
-    b = enter(reg, "10002", now=100.0)
-    reg.touch(b, 150.0)
-    reg.touch(b, 120.0)  # an older time never moves last_seen back
-    assert reg.expired(189.9, 90.0) == []
-    assert reg.expired(190.0, 90.0) == [a]
-    assert set(map(id, reg.expired(240.0, 90.0))) == {id(a), id(b)}
-
-
 def test_switch_moves_with_the_room_type_and_tells_both_rooms(reg: RoomRegistry) -> None:
     a = enter(reg, "10001", room="a", room_type=RoomType.STANDARD)
     enter(reg, "10002", room="a")

@@ -1,10 +1,14 @@
 """Inputs and sequences a code review found could crash, wedge or fool the server."""
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
-from opengme.server.signalling import make_resume_token, resume_token_problem
+from opengme.server.signalling import get as get_signalling, make_resume_token, resume_token_problem
 
 from support.signal_harness import Running, admin, is_error
 
@@ -74,3 +78,18 @@ async def test_inout_writes_queued_on_the_worker_are_seen_by_the_next_query(srv:
         await member.request(p.exit_(member.next_id()))
     status, reply = await admin(srv, "GET", "/v1/admin/inout?room_id=r1&open_id=10003")
     assert status == 200 and len(reply["in_out"]) == 3 and all(s["end"] is not None for s in reply["in_out"])
+
+
+async def test_liveness_follows_the_monotonic_clock_not_the_wall_clock(
+    srv: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = await srv.member("10001")
+    signalling = get_signalling(srv.server)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 10_000)  # an NTP step forward
+    signalling.reap(time.monotonic())
+    assert signalling.registry.find(srv.app.app_id, "10001") is not None  # still in the room
+    signalling.reap(time.monotonic() + srv.server.settings.member_timeout + 1)  # really silent
+    dropped = await member.recv()
+    assert dropped["type"] == "disconnect" and dropped["code"] == ErrorCode.AV_ERR_SERVER_TIMEOUT
+    assert signalling.registry.find(srv.app.app_id, "10001") is None

@@ -36,7 +36,6 @@ class Member:
     tinyid: int
     conn: object
     entered_at: float
-    last_seen: float
 
 
 @dataclass(eq=False)
@@ -198,13 +197,6 @@ class RoomRegistry:
             self._remove(member, now, clear_mute=True, tell_others=False)
         return removed
 
-    def expired(self, now: float, member_timeout: float) -> list[Member]:
-        """Members that sent nothing for ``member_timeout`` seconds (the caller removes them)."""
-        return [m for m in self._by_open_id.values() if now - m.last_seen >= member_timeout]
-
-    def touch(self, member: Member, now: float) -> None:
-        member.last_seen = max(member.last_seen, now)
-
     def _check_capacity(self, app_id: str, room_id: str, leaving: Member | None) -> None:
         room = self._rooms.get((app_id, room_id))
         if room is None:
@@ -229,7 +221,7 @@ class RoomRegistry:
         room = self._rooms.get((app_id, room_id))
         if room is None:
             room = self._rooms[(app_id, room_id)] = Room(app_id, room_id, room_type, now)
-        member = Member(app_id, room_id, open_id, self._new_tinyid(), conn, now, now)
+        member = Member(app_id, room_id, open_id, self._new_tinyid(), conn, now)
         others = tuple(room.members.values())
         room.members[open_id] = member
         self._by_open_id[(app_id, open_id)] = member

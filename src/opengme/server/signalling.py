@@ -264,20 +264,24 @@ class Signalling:
         while True:
             await asyncio.sleep(interval)
             try:
-                self.reap(time.time())
+                self.reap(time.monotonic())
             except Exception:  # the reaper must outlive any bug in one pass
                 log.exception("heartbeat reaper failed")
 
     def reap(self, now: float) -> None:
         """Drop members silent for ``member_timeout`` (``disconnect`` 10004), and connections that
-        never said hello within ``entry_timeout`` or idle without a room for ``member_timeout``."""
+        never said hello within ``entry_timeout`` or idle without a room for ``member_timeout``.
+        ``now`` is ``time.monotonic()``: a wall-clock step neither drops nor keeps anyone."""
         timeout = self.settings.member_timeout
-        for member in self.registry.expired(now, timeout):
-            self.registry.leave(member, now, voluntary=False)
-            self._drop(member.conn, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s (heartbeat lost)")
         for conn in list(self.connections):
             limit = self.settings.entry_timeout if conn.open_id is None else timeout
-            if conn.member is None and not conn.closing and now - conn.last_seen >= limit:
+            if conn.closing or now - conn.last_seen < limit:
+                continue
+            member = self._current(conn)
+            if member is not None:
+                self.registry.leave(member, time.time(), voluntary=False)
+                self._drop(conn, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s (heartbeat lost)")
+            else:
                 self._drop(conn, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {limit:g} s")
         self._flush()
 
@@ -289,7 +293,7 @@ class Signalling:
         # the protocol's own check answers 10002 first, as docs/protocol.md asks.
         ws = web.WebSocketResponse(max_msg_size=max(2 * limit, limit + 4096), timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
-        conn = Connection(ws, time.time())
+        conn = Connection(ws, time.monotonic())
         self.connections.add(conn)
         try:
             async for frame in ws:
@@ -307,11 +311,8 @@ class Signalling:
     def _on_text(self, conn: Connection, text: str) -> None:
         if conn.closing:
             return
+        conn.last_seen = time.monotonic()  # liveness on the monotonic clock: immune to clock steps
         now = time.time()
-        conn.last_seen = now
-        member = self._current(conn)
-        if member is not None:
-            self.registry.touch(member, now)
         try:
             message = proto.parse_client(text, self.settings.max_message_bytes)
         except proto.ProtocolError as exc:
