@@ -20,9 +20,12 @@
 - ``start_device_test`` loops the mic into the speaker outside a room (1002 in one; 1602 when running,
   1601 to stop one that is not; entering a room ends it).
 
-Events (delivered in ``poll`` after the room's): USER_UPDATE HAS_AUDIO / NO_AUDIO with openids,
-USER_VOLUMES ``{openid: 0–100}`` while tracking, CHANGE_ROOM_QUALITY every 2 s with the server's
-view of the uplink loss and the RTT the media engine measures.
+Events (queued by the Context in the order they arise among the room's): USER_UPDATE HAS_AUDIO /
+NO_AUDIO with openids, USER_VOLUMES ``{openid: 0–100}`` while tracking, CHANGE_ROOM_QUALITY every 2 s
+with the server's view of the uplink loss and the RTT the media engine measures; at once, and with
+loss 1.0, when the media path goes silent (no echo for 3 s), and again when it answers. After a
+reconnect, members that were speaking get NO_AUDIO (the new media session never heard them; those
+still talking get HAS_AUDIO again); after a switch the old room's members get EXIT only.
 
 OpenGME additions: ``register_mic``/``register_speaker`` add file and memory devices (see
 :mod:`opengme.devices`), ``use_mic_file``/``use_speaker_file`` register and select a file in one call.
@@ -33,16 +36,19 @@ import base64
 import binascii
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from opengme.core.levels import MAX_VOLUME
 from opengme.core.mixer import DEFAULT_MIX_STREAMS, MAX_MIX_STREAMS
-from opengme.devices import DeviceInfo, DeviceRegistry, FileMic, FileSpeaker, MicDevice, SpeakerDevice
+from opengme.devices import DeviceInfo, DeviceList, DeviceRegistry, FileMic, FileSpeaker, MicDevice, SpeakerDevice
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import AudioRole, EventType, RoomType, UserUpdateEvent
 from opengme.protocol.media import KEY_SIZE
-from opengme.sdk.media import MediaEngine, Speaking, Volumes, room_quality
+from opengme.sdk.media import EngineEvent, MediaEngine, Speaking, Volumes, room_quality
 from opengme.sdk.session import Event, Session, valid_open_id
 
 if TYPE_CHECKING:
@@ -70,6 +76,23 @@ def _is_int(value: object) -> bool:
 def _invalid(why: str) -> ErrorCode:
     log.info("invalid argument: %s", why)
     return ErrorCode.AV_ERR_INVALID_ARGUMENT
+
+
+D = TypeVar("D", MicDevice, SpeakerDevice)
+
+
+@dataclass(frozen=True)
+class _Kind(Generic[D]):
+    """What differs between the mic and the speaker in device handling (the rest is shared)."""
+
+    type: type[Any]  # MicDevice or SpeakerDevice (abstract: mypy refuses them as a type[D])
+    devices: Callable[[DeviceRegistry], DeviceList[D]]
+    use: Callable[[MediaEngine, D | None], ErrorCode]
+    held: Callable[[MediaEngine], D | None]
+
+
+_MIC = _Kind(MicDevice, attrgetter("mics"), MediaEngine.use_mic, attrgetter("mic"))
+_SPEAKER = _Kind(SpeakerDevice, attrgetter("speakers"), MediaEngine.use_speaker, attrgetter("speaker"))
 
 
 def media_key(media: dict[str, Any] | None) -> bytes | None:
@@ -107,6 +130,8 @@ class AudioCtrl:
         self._applied: tuple[object, ...] | None = None
         self._quality_seen: object = None
         self._next_quality: float | None = None
+        self._silent_reported = False
+        self._media_room: RoomState | None = None  # the room the engine's media session belongs to
 
     # --- guards ---
 
@@ -168,7 +193,7 @@ class AudioCtrl:
 
     def _set_capture(self, enable: bool) -> ErrorCode:
         if enable and not self._capture and not self._context._paused:
-            code = self._open_mic()
+            code = self._open(_MIC)
             if code != ErrorCode.AV_OK:
                 return code
         elif not enable:
@@ -232,7 +257,7 @@ class AudioCtrl:
         if refusal is not None:
             return refusal
         if enable and not self._play and not self._context._paused:
-            code = self._open_speaker()
+            code = self._open(_SPEAKER)
             if code != ErrorCode.AV_OK:
                 return code
         elif not enable:
@@ -380,98 +405,93 @@ class AudioCtrl:
 
     def get_mic_list_count(self) -> int:
         """GME: ITMGAudioCtrl::GetMicListCount."""
-        return 0 if self._local_refusal() else self.devices.get_mic_list_count()
+        return len(self._list(_MIC))
 
     def get_mic_list(self) -> list[DeviceInfo]:
         """GME: ITMGAudioCtrl::GetMicList: "0" (the default) first, then every device."""
-        return [] if self._local_refusal() else self.devices.get_mic_list()
+        return self._list(_MIC)
 
     def select_mic(self, device_id: str) -> ErrorCode:
         """GME: ITMGAudioCtrl::SelectMic ("0" = the default); an open mic moves to the new device."""
-        refusal = self._local_refusal() or (None if isinstance(device_id, str) else _invalid("device id must be a str"))
-        if refusal is not None:
-            return refusal
-        code = self.devices.select_mic(device_id)
-        if code == ErrorCode.AV_OK and self._engine_mic() is not None:
-            code = self._open_mic()
-            if code != ErrorCode.AV_OK:
-                self._engine.use_mic(None)
-                self._capture = False
+        code, lost = self._select(_MIC, device_id)
+        self._capture = self._capture and not lost
         return code
 
     def get_speaker_list_count(self) -> int:
         """GME: ITMGAudioCtrl::GetSpeakerListCount."""
-        return 0 if self._local_refusal() else self.devices.get_speaker_list_count()
+        return len(self._list(_SPEAKER))
 
     def get_speaker_list(self) -> list[DeviceInfo]:
         """GME: ITMGAudioCtrl::GetSpeakerList."""
-        return [] if self._local_refusal() else self.devices.get_speaker_list()
+        return self._list(_SPEAKER)
 
     def select_speaker(self, device_id: str) -> ErrorCode:
         """GME: ITMGAudioCtrl::SelectSpeaker; an open speaker moves to the new device."""
-        refusal = self._local_refusal() or (None if isinstance(device_id, str) else _invalid("device id must be a str"))
-        if refusal is not None:
-            return refusal
-        code = self.devices.select_speaker(device_id)
-        if code == ErrorCode.AV_OK and self._engine_speaker() is not None:
-            code = self._open_speaker()
-            if code != ErrorCode.AV_OK:
-                self._engine.use_speaker(None)
-                self._play = False
+        code, lost = self._select(_SPEAKER, device_id)
+        self._play = self._play and not lost
         return code
 
     def register_mic(self, device: MicDevice) -> ErrorCode:
         """Add a file or memory mic to the list (OpenGME); select it with ``select_mic(device.id)``."""
-        refusal = self._local_refusal() or (None if isinstance(device, MicDevice) else _invalid("not a MicDevice"))
-        return refusal if refusal is not None else self.devices.register_mic(device)
+        return self._register(_MIC, device)
 
     def register_speaker(self, device: SpeakerDevice) -> ErrorCode:
         """Add a file or memory speaker to the list (OpenGME)."""
-        refusal = self._local_refusal() or (
-            None if isinstance(device, SpeakerDevice) else _invalid("not a SpeakerDevice"))
-        return refusal if refusal is not None else self.devices.register_speaker(device)
+        return self._register(_SPEAKER, device)
 
     def use_mic_file(self, path: str | os.PathLike[str], *, loop: bool = False) -> ErrorCode:
         """Speak from an audio file: register a ``FileMic`` for ``path`` (once) and select it."""
         refusal = self._local_refusal()
-        if refusal is not None:
-            return refusal
-        mic = FileMic(path, loop=loop)
-        if self.devices.mics.find(mic.id) is None:
-            self.devices.register_mic(mic)
-        return self.select_mic(mic.id)
+        return refusal if refusal is not None else self.select_mic(self._listed(_MIC, FileMic(path, loop=loop)))
 
     def use_speaker_file(self, path: str | os.PathLike[str]) -> ErrorCode:
         """Record what is heard to a WAV file (written on close): register a ``FileSpeaker`` and select it."""
         refusal = self._local_refusal()
+        return refusal if refusal is not None else self.select_speaker(self._listed(_SPEAKER, FileSpeaker(path)))
+
+    def _list(self, kind: _Kind[D]) -> list[DeviceInfo]:
+        return [] if self._local_refusal() else kind.devices(self.devices).infos()
+
+    def _select(self, kind: _Kind[D], device_id: object) -> tuple[ErrorCode, bool]:
+        """Select ``device_id``; an open device moves over. Also says whether the open one was lost
+        (the new device would not open), which turns its switch off."""
+        refusal = self._local_refusal() or (None if isinstance(device_id, str) else _invalid("device id must be a str"))
+        if refusal is not None:
+            return refusal, False
+        assert isinstance(device_id, str)
+        code = kind.devices(self.devices).select(device_id)
+        if code != ErrorCode.AV_OK or self._held(kind) is None:
+            return code, False
+        code = self._open(kind)
+        if code != ErrorCode.AV_OK:
+            kind.use(self._engine, None)
+        return code, code != ErrorCode.AV_OK
+
+    def _register(self, kind: _Kind[D], device: object) -> ErrorCode:
+        refusal = self._local_refusal()
         if refusal is not None:
             return refusal
-        speaker = FileSpeaker(path)
-        if self.devices.speakers.find(speaker.id) is None:
-            self.devices.register_speaker(speaker)
-        return self.select_speaker(speaker.id)
+        if not isinstance(device, kind.type):
+            return _invalid(f"not a {kind.type.__name__}")
+        return kind.devices(self.devices).register(device)
 
-    def _open_mic(self) -> ErrorCode:
+    def _listed(self, kind: _Kind[D], device: D) -> str:
+        """``device``'s id, registered unless one with that id (the same file) already is."""
+        devices = kind.devices(self.devices)
+        if devices.find(device.id) is None:
+            devices.register(device)
+        return device.id
+
+    def _open(self, kind: _Kind[D]) -> ErrorCode:
         try:
-            device = self.devices.current_mic()
+            device = kind.devices(self.devices).current()
         except GmeError as exc:
             return ErrorCode(exc.code)
-        return self._engine.use_mic(device)
+        return kind.use(self._engine, device)
 
-    def _open_speaker(self) -> ErrorCode:
-        try:
-            device = self.devices.current_speaker()
-        except GmeError as exc:
-            return ErrorCode(exc.code)
-        return self._engine.use_speaker(device)
-
-    def _engine_mic(self) -> MicDevice | None:
+    def _held(self, kind: _Kind[D]) -> D | None:
         engine = self._context._engine
-        return engine.mic if engine is not None else None
-
-    def _engine_speaker(self) -> SpeakerDevice | None:
-        engine = self._context._engine
-        return engine.speaker if engine is not None else None
+        return kind.held(engine) if engine is not None else None
 
     # --- device test (1601/1602) ---
 
@@ -485,9 +505,9 @@ class AudioCtrl:
         if self._device_test:
             return ErrorCode.AV_ERR_DEVICE_TEST_NOT_STOPPED
         self._device_test = self._engine.device_test = True
-        code = self._open_speaker()  # first: the mic's first frame must have somewhere to go
+        code = self._open(_SPEAKER)  # first: the mic's first frame must have somewhere to go
         if code == ErrorCode.AV_OK:
-            code = self._open_mic()
+            code = self._open(_MIC)
         if code != ErrorCode.AV_OK:
             self._end_device_test()
         return code
@@ -528,9 +548,9 @@ class AudioCtrl:
             return ErrorCode.AV_OK
         code = ErrorCode.AV_OK
         if self._capture or self._device_test:
-            code = self._open_mic()
+            code = self._open(_MIC)
         if self._play or self._device_test:
-            code = self._open_speaker() if code == ErrorCode.AV_OK else code
+            code = self._open(_SPEAKER) if code == ErrorCode.AV_OK else code
         return code
 
     def _readable_flag(self, flag: bool) -> bool:
@@ -557,7 +577,7 @@ class AudioCtrl:
     def _resync(self) -> ErrorCode:
         session = self._context._session
         if session is not None:
-            self._sync(session, self._context._now())
+            self._context._sync_audio(session, self._context._now())
         return ErrorCode.AV_OK
 
     def _sync(self, session: Session, now: float) -> None:
@@ -574,7 +594,11 @@ class AudioCtrl:
         if key is not None and key != engine.key:
             assert room.media is not None
             host = urlsplit(self._context.server_url).hostname or "127.0.0.1"
-            engine.start_room(key, room.tinyid, RoomType(room.room_type), host, room.media["udp_port"], now)
+            ended = engine.start_room(key, room.tinyid, RoomType(room.room_type), host, room.media["udp_port"], now)
+            before, self._media_room = self._media_room, room
+            if before is not None:  # the old session's last events, named as it knew them, for members
+                # still here: those gone (all of them after a switch) get the session's EXIT instead
+                self._publish(ended, {t: o for t, o in before.open_ids.items() if o in room.tinyids})
             self._applied = None
             self._next_quality = now + QUALITY_INTERVAL_S
         if engine.key is None:
@@ -595,19 +619,27 @@ class AudioCtrl:
         self._collect(engine, room, now)
 
     def _collect(self, engine: MediaEngine, room: RoomState, now: float) -> None:
-        """Turn the engine's events into GME events with openids, and add the 2 s quality report."""
-        for event in engine.take_events():
+        """Turn the engine's events into GME events with openids, and add the quality report: every
+        2 s, and at once when the path goes silent or answers again (the server's last ``quality``
+        push is stale then: it reports only members it hears)."""
+        self._publish(engine.take_events(), room.open_ids)
+        silent = engine.silent
+        if self._next_quality is not None and (now >= self._next_quality or silent != self._silent_reported):
+            self._next_quality = now + QUALITY_INTERVAL_S
+            self._silent_reported = silent
+            loss = 1.0 if silent else float(room.quality["uplink_loss"]) if room.quality is not None else None
+            self._events.append((EventType.CHANGE_ROOM_QUALITY, room_quality(loss, engine.rtt)))
+
+    def _publish(self, events: Iterable[EngineEvent], open_ids: Mapping[int, str]) -> None:
+        """Engine events as GME events, naming members through ``open_ids`` (unknown tinyids are dropped)."""
+        for event in events:
             if isinstance(event, Speaking):
-                open_id = room.open_ids.get(event.tinyid)
+                open_id = open_ids.get(event.tinyid)
                 if open_id is not None:
                     self._user_update(event.event, open_id)
             elif isinstance(event, Volumes):
-                levels = {room.open_ids[t]: v for t, v in event.levels.items() if t in room.open_ids}
+                levels = {open_ids[t]: v for t, v in event.levels.items() if t in open_ids}
                 self._events.append((EventType.USER_VOLUMES, levels))
-        if self._next_quality is not None and now >= self._next_quality:
-            self._next_quality = now + QUALITY_INTERVAL_S
-            loss = float(room.quality["uplink_loss"]) if room.quality is not None else None
-            self._events.append((EventType.CHANGE_ROOM_QUALITY, room_quality(loss, engine.rtt)))
 
     def _user_update(self, event_id: UserUpdateEvent, open_id: str) -> None:
         """Consecutive changes of one kind share one USER_UPDATE, as GME's user_list does."""

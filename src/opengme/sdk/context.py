@@ -43,7 +43,7 @@ from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.media import MediaEngine, MediaTransport, impairment_from_env
 from opengme.sdk.room import Room
 from opengme.sdk.selfcheck import self_check
-from opengme.sdk.session import Session, valid_open_id
+from opengme.sdk.session import Event, Session, valid_open_id
 from opengme.sdk.transport import Transport
 from opengme.store import AppStoreError, validate_app_id
 
@@ -108,6 +108,7 @@ class Context:
         self._session: Session | None = None
         self._transport: Transport | None = None
         self._paused = False
+        self._queue: list[Event] = []  # events for the next poll, in the order they arose
 
     @classmethod
     def get_instance(cls, server_url: str | None = None) -> Context:
@@ -141,8 +142,16 @@ class Context:
         assert self._session is not None
         code = action(self._session, self._now())
         self._flush()
-        self._audio._sync(self._session, self._now())
+        self._sync_audio(self._session, self._now())
         return code
+
+    def _sync_audio(self, session: Session, now: float) -> None:
+        """Queue the session's events, bring the audio in line with the room, queue the audio's
+        events: one queue in the order things arose, so an EXIT never overtakes a HAS_AUDIO
+        gathered inside an earlier call."""
+        self._queue += session.take_events()
+        self._audio._sync(session, now)
+        self._queue += self._audio._take_events()
 
     @staticmethod
     def _now() -> float:
@@ -209,6 +218,7 @@ class Context:
             if self._audio.device_test_running:
                 return ErrorCode.AV_ERR_DEVICE_TEST_NOT_STOPPED
             self._session = None  # first, so that other threads get 1101 from here on
+            self._queue = []
             self._audio._shutdown()
             if self._engine is not None:
                 self._engine.close()
@@ -228,8 +238,9 @@ class Context:
         now = self._now()
         session.tick(now)
         self._flush()
-        self._audio._sync(session, now)
-        for event, data in session.take_events() + self._audio._take_events():
+        self._sync_audio(session, now)
+        events, self._queue = self._queue, []  # a delegate's own calls queue for the next poll
+        for event, data in events:
             self._deliver(event, data)
         return ErrorCode.AV_OK
 

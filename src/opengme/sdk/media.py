@@ -9,14 +9,18 @@ buffer) rather than at the next tick.
 Datagram route (docs/protocol.md "Media"): a BIND over UDP to the server's host at ``udp_port`` up to
 3 times 300 ms apart; the first acknowledgement picks UDP, none picks the signalling WebSocket
 (binary frames, carried by :class:`~opengme.sdk.transport.Transport`). ``media_transport`` forces
-either. A KEEPALIVE goes out every second on the chosen route and its echo gives the RTT.
+either. A KEEPALIVE goes out every second on the chosen route and its echo gives the RTT. No echo
+for 3 s marks the path silent (no RTT, CHANGE_ROOM_QUALITY reads it); in AUTO mode a silent UDP
+route is bound again, so media moves to the WebSocket when UDP died after binding, and a BIND probes
+UDP every 5 s from the WebSocket to move back when it answers.
 
 The thread starts with the first media session or open device (a Context that never enters a room
 costs no thread) and idles in ``select`` outside a room. Threading: the owner thread (the Context's) changes state only through the methods below, which take
 the engine's lock; the audio thread holds it while it ticks. The network thread only appends to a
 bounded inbox. Nothing here waits on the network, every queue is bounded, and ``close`` joins the
-thread. Pure decisions (route choice, the quality weight, option parsing) are plain functions and
-classes without a clock, tested directly.
+thread; a failure in one pass of the thread's loop is logged and counted, never the thread's end.
+Pure decisions (route choice, the quality weight, option parsing) are plain functions and classes
+without a clock, tested directly.
 """
 from __future__ import annotations
 
@@ -50,6 +54,13 @@ TICK_S: Final = FRAME_MS / 1000
 BIND_TRIES: Final = 3
 BIND_INTERVAL_S: Final = 0.3
 KEEPALIVE_S: Final = 1.0
+ECHO_TIMEOUT_S: Final = 3.0
+"""No echo (a BIND acknowledgement or KEEPALIVE) for this long: the path is silent."""
+UDP_RETRY_S: Final = 5.0
+"""On the WebSocket in AUTO mode, a BIND probes UDP this often; its acknowledgement moves media back."""
+PROBE_FOLLOW_S: Final = 0.1
+"""A KEEPALIVE on the WebSocket this soon after a probe, so that a probe the relay heard but could not
+answer moves its address for us back to the WebSocket at once."""
 MAX_RTT_S: Final = 10.0
 INBOX_MAX: Final = 256
 """WebSocket datagrams waiting for the audio thread; beyond this, arrivals are dropped and counted."""
@@ -82,9 +93,10 @@ class Route(Enum):
 class Binding:
     """Which route media takes, as docs/protocol.md sets it out (pure: time is passed in).
 
-    ``poll(now)`` says where a BIND is due; ``acknowledged`` records an echo. ``route`` is None while
-    binding (media is not sent then). On the WebSocket the route is usable at once: frames are
-    ordered, so the BIND reaches the relay before any media.
+    ``poll(now)`` says where a BIND is due; ``acknowledged`` records a BIND's answer, ``heard`` any
+    echo, and ``expire(now)`` says whether the path went silent. ``route`` is None while binding
+    (media is not sent then). On the WebSocket the route is usable at once: frames are ordered, so
+    the BIND reaches the relay before any media.
     """
 
     def __init__(self, mode: MediaTransport, now: float) -> None:
@@ -92,21 +104,41 @@ class Binding:
         self.route: Route | None = None
         self.tries = 0
         self._next = now
+        self._heard = now  # the last echo; the start counts, so a new path has ECHO_TIMEOUT_S to answer
 
     def poll(self, now: float) -> Route | None:
-        """The route to send a BIND on now, or None when none is due."""
-        if self.route is not None or now < self._next:
+        """The route to send a BIND on now (binding, or probing UDP from the WebSocket), or None."""
+        if now < self._next:
             return None
-        if self.mode is MediaTransport.UDP or (self.mode is MediaTransport.AUTO and self.tries < BIND_TRIES):
-            self.tries += 1
-            self._next = now + BIND_INTERVAL_S
+        if self.route is None:
+            if self.mode is MediaTransport.UDP or (self.mode is MediaTransport.AUTO and self.tries < BIND_TRIES):
+                self.tries += 1
+                self._next = now + BIND_INTERVAL_S
+                return Route.UDP
+            self.route = Route.WS
+            self._next = now + UDP_RETRY_S
+            return Route.WS
+        if self.route is Route.WS and self.mode is MediaTransport.AUTO:
+            self._next = now + UDP_RETRY_S
             return Route.UDP
-        self.route = Route.WS
-        return Route.WS
+        return None
 
     def acknowledged(self, route: Route) -> None:
-        if self.route is None and route is Route.UDP:
+        """A BIND was answered on ``route``: UDP is taken whenever the mode allows it."""
+        if route is Route.UDP and self.route is not Route.UDP and self.mode is not MediaTransport.WS:
             self.route = Route.UDP
+
+    def heard(self, now: float) -> None:
+        """An echo (BIND acknowledgement or KEEPALIVE) arrived at ``now``."""
+        self._heard = max(self._heard, now)
+
+    def expire(self, now: float) -> bool:
+        """Whether the path is silent (no echo for ECHO_TIMEOUT_S). In AUTO mode a silent UDP route
+        is given up: BINDs start again, and the WebSocket follows if they stay unanswered."""
+        silent = now - self._heard > ECHO_TIMEOUT_S
+        if silent and self.route is Route.UDP and self.mode is MediaTransport.AUTO:
+            self.route, self.tries, self._next = None, 0, now
+        return silent
 
 
 def room_quality(uplink_loss: float | None, rtt_s: float | None) -> dict[str, float | int]:
@@ -191,6 +223,8 @@ class MediaEngine:
         self.impairment = impairment
         self.counters = MediaCounters()
         self.rtt: float | None = None
+        self.silent = False
+        """No echo on the session's path for ECHO_TIMEOUT_S (written by the audio thread)."""
         self._send_ws = send_ws
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -270,8 +304,12 @@ class MediaEngine:
         return room.binding.route if room is not None else None
 
     def start_room(self, key: bytes, tinyid: int, room_type: RoomType, host: str, udp_port: int,
-                   now: float) -> None:
-        """A new media session (entry, switch, resume): fresh key, pipelines and route; devices stay."""
+                   now: float) -> list[EngineEvent]:
+        """A new media session (entry, switch, resume): fresh key, pipelines and route; devices stay.
+
+        Returns the last events of the session it replaces (see ``_last_events``), for the caller to
+        name with that session's members: they still mean something to those who stayed (a resume).
+        """
         crypto = MediaCrypto.for_client(key)
         uplink = Uplink(RoomType(room_type), tinyid, crypto)
         downlink = Downlink(RoomType(room_type), crypto, max_streams=self._max_streams, volume_interval_s=TICK_S)
@@ -287,18 +325,31 @@ class MediaEngine:
                 sock = None
         mode = self.mode if sock is not None else MediaTransport.WS
         with self._lock:
+            ended = self._last_events(now)
             self._stop_room()
             self._room = _RoomMedia(key, tinyid, crypto, uplink, downlink, Binding(mode, now), sock, now)
             self._configure(self._room)
             self._fit_mic()
         self._wake()
+        return ended
 
     def stop_room(self) -> None:
         """Leave: the session's pipelines and socket go; devices are the caller's to close."""
         with self._lock:
             self._stop_room()
 
+    def _last_events(self, now: float) -> list[EngineEvent]:
+        """The session's events not yet taken, then NO_AUDIO for every member its downlink has
+        speaking: a new downlink never heard them, so nothing else would end their HAS_AUDIO."""
+        events = list(self._events)
+        room = self._room
+        if room is not None:
+            events += [Speaking(tinyid, event) for tinyid, event in room.downlink.events(now)]
+            events += [Speaking(tinyid, UserUpdateEvent.NO_AUDIO) for tinyid in sorted(room.downlink.speaking())]
+        return events
+
     def _stop_room(self) -> None:
+        """Sockets close only here, under the lock (the audio thread watches them under it too)."""
         room, self._room = self._room, None
         if room is not None and room.sock is not None:
             room.sock.close()
@@ -307,6 +358,7 @@ class MediaEngine:
         self._events.clear()
         self._track_peaks.clear()
         self.rtt = None
+        self.silent = False
 
     def set_room_type(self, room_type: RoomType) -> None:
         """The room changed type: codecs follow, and the mic reopens at the new capture rate."""
@@ -519,35 +571,41 @@ class MediaEngine:
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
-        registered: socket.socket | None = None
         last_error = ""
         try:
             while True:
-                with self._lock:
-                    if self._closing:
-                        return
-                    room = self._room
-                    sock = room.sock if room is not None else None
-                    timeout = self._timeout(time.monotonic())
-                if sock is not registered:
-                    if registered is not None:
-                        selector.unregister(registered)  # found by object even once closed
-                    if sock is not None:
-                        selector.register(sock, selectors.EVENT_READ)
-                    registered = sock
-                ready = selector.select(timeout)
-                with self._lock:
-                    if self._closing:
-                        return
-                    try:
+                try:
+                    with self._lock:
+                        if self._closing:
+                            return
+                        self._watch(selector)
+                        timeout = self._timeout(time.monotonic())
+                    ready = selector.select(timeout)
+                    with self._lock:
+                        if self._closing:
+                            return
                         self._step(ready, time.monotonic())
-                    except Exception as exc:  # a bug in one tick must not silence the call for good
-                        self.counters.tick_errors += 1
-                        if repr(exc) != last_error:  # once per distinct failure, not 50 times a second
-                            log.exception("media engine tick failed")
-                            last_error = repr(exc)
+                except Exception as exc:  # a bug in one pass must not silence the call for good
+                    self.counters.tick_errors += 1
+                    if repr(exc) != last_error:  # once per distinct failure, not 50 times a second
+                        log.exception("media engine pass failed")
+                        last_error = repr(exc)
+                    time.sleep(TICK_S)  # a failure that repeats at once must not spin a core
         finally:
             selector.close()
+
+    def _watch(self, selector: selectors.BaseSelector) -> None:
+        """Point the selector at the session's socket. Under the lock: sockets close only under it,
+        so the one registered here is open (a closed one's fd is -1 and cannot be registered)."""
+        room = self._room
+        sock = room.sock if room is not None else None
+        watched = [key.fileobj for key in selector.get_map().values() if key.fileobj is not self._wake_r]
+        if watched == ([sock] if sock is not None else []):
+            return
+        for old in watched:
+            selector.unregister(old)  # found by object even once closed
+        if sock is not None:
+            selector.register(sock, selectors.EVENT_READ)
 
     def _timeout(self, now: float) -> float | None:
         """Until the next frame period or delayed datagram; None (sleep until woken) when idle."""
@@ -584,8 +642,6 @@ class MediaEngine:
             self._tick(now)
             while self._next_tick <= now:
                 self._next_tick += TICK_S
-            if now - self._next_tick > CATCH_UP_TICKS * TICK_S:
-                self._next_tick = now + TICK_S
 
     def _read_udp(self, room: _RoomMedia, now: float) -> None:
         assert room.sock is not None
@@ -618,11 +674,13 @@ class MediaEngine:
         ptype = room.downlink.receive(datagram, at)
         if ptype is PacketType.BIND:
             room.binding.acknowledged(route)
+            room.binding.heard(at)
         elif ptype is PacketType.KEEPALIVE:
             sent_ms = MediaHeader.unpack(datagram).timestamp
             rtt = ((int(at * 1000) - sent_ms) & 0xFFFFFFFF) / 1000
             if rtt < MAX_RTT_S:
                 self.rtt = rtt
+                room.binding.heard(at)
 
     def _tick(self, now: float) -> None:
         room = self._room
@@ -669,10 +727,15 @@ class MediaEngine:
         return frames
 
     def _tick_route(self, room: _RoomMedia, now: float) -> None:
+        self.silent = room.binding.expire(now)
+        if self.silent:
+            self.rtt = None  # the last echo's RTT says nothing about a path that stopped answering
         bind_on = room.binding.poll(now)
         if bind_on is not None:
             self.counters.binds_sent += 1
             self._send_on(room, room.crypto.seal_bind(room.tinyid, room_type=room.uplink.room_type), bind_on)
+            if bind_on is Route.UDP and room.binding.route is Route.WS:
+                room.next_keepalive = min(room.next_keepalive, now + PROBE_FOLLOW_S)
         route = room.binding.route
         if route is not None and now >= room.next_keepalive:
             room.next_keepalive = now + KEEPALIVE_S
