@@ -107,5 +107,6 @@ class Room:
             "server_muted": "yes" if state and state.muted else "no",
             "media_route": route.value if route is not None else "-",
             "media_rtt_ms": f"{media_rtt * 1000:.1f}" if media_rtt is not None else "-",
+            "media_silent": "yes" if engine is not None and engine.silent else "no",
         }
         return "\n".join(f"{key}: {value}" for key, value in lines.items())
