@@ -385,11 +385,11 @@ def test_playout_ring_prebuffers_and_counts_underruns() -> None:
 
 def test_empty_registry_has_no_devices() -> None:
     registry = DeviceRegistry(portaudio=False)
-    assert registry.get_mic_list() == [] and registry.get_speaker_list_count() == 0
-    assert registry.select_mic(DEVICEID_DEFAULT) == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
-    assert registry.select_speaker(DEVICEID_DEFAULT) == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
+    assert registry.mics.infos() == [] and len(registry.speakers.infos()) == 0
+    assert registry.mics.select(DEVICEID_DEFAULT) == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
+    assert registry.speakers.select(DEVICEID_DEFAULT) == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
     with pytest.raises(GmeError) as err:
-        registry.current_mic()
+        registry.mics.current()
     assert err.value.code == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
 
 
@@ -397,41 +397,41 @@ def test_registry_lists_and_selects_virtual_devices(tmp_path: Path) -> None:
     registry = DeviceRegistry(portaudio=False)
     bot = MemoryMic("bot-mic", "Bot voice")
     file_mic = FileMic(tmp_path / "speech.ogg", device_id="file-mic")
-    assert registry.register_mic(bot) == ErrorCode.AV_OK
-    assert registry.register_mic(file_mic) == ErrorCode.AV_OK
-    assert registry.get_mic_list() == [DeviceInfo("0", "Default: Bot voice"),
+    assert registry.mics.register(bot) == ErrorCode.AV_OK
+    assert registry.mics.register(file_mic) == ErrorCode.AV_OK
+    assert registry.mics.infos() == [DeviceInfo("0", "Default: Bot voice"),
                                        DeviceInfo("bot-mic", "Bot voice"),
                                        DeviceInfo("file-mic", "speech.ogg")]
-    assert registry.get_mic_list_count() == 3
-    assert registry.current_mic() is bot  # "0" without PortAudio: the first virtual device
-    assert registry.select_mic("file-mic") == ErrorCode.AV_OK
-    assert registry.current_mic() is file_mic
-    assert registry.select_mic("nope") == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
-    assert registry.current_mic() is file_mic  # a failed select changes nothing
-    assert registry.register_mic(MemoryMic("bot-mic")) == ErrorCode.AV_ERR_REPEATED_OPERATION
-    assert registry.register_mic(MemoryMic(DEVICEID_DEFAULT)) == ErrorCode.AV_ERR_INVALID_ARGUMENT
+    assert len(registry.mics.infos()) == 3
+    assert registry.mics.current() is bot  # "0" without PortAudio: the first virtual device
+    assert registry.mics.select("file-mic") == ErrorCode.AV_OK
+    assert registry.mics.current() is file_mic
+    assert registry.mics.select("nope") == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
+    assert registry.mics.current() is file_mic  # a failed select changes nothing
+    assert registry.mics.register(MemoryMic("bot-mic")) == ErrorCode.AV_ERR_REPEATED_OPERATION
+    assert registry.mics.register(MemoryMic(DEVICEID_DEFAULT)) == ErrorCode.AV_ERR_INVALID_ARGUMENT
     assert registry.mics.unregister("file-mic") == ErrorCode.AV_OK
     with pytest.raises(GmeError) as err:
-        registry.current_mic()
+        registry.mics.current()
     assert err.value.code == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
-    assert registry.select_mic(DEVICEID_DEFAULT) == ErrorCode.AV_OK
-    assert registry.current_mic() is bot
+    assert registry.mics.select(DEVICEID_DEFAULT) == ErrorCode.AV_OK
+    assert registry.mics.current() is bot
 
     speaker = MemorySpeaker("spk")
-    assert registry.register_speaker(speaker) == ErrorCode.AV_OK
-    assert registry.get_speaker_list()[0] == DeviceInfo("0", "Default: Memory speaker")
-    assert registry.select_speaker("spk") == ErrorCode.AV_OK
-    assert registry.current_speaker() is speaker
+    assert registry.speakers.register(speaker) == ErrorCode.AV_OK
+    assert registry.speakers.infos()[0] == DeviceInfo("0", "Default: Memory speaker")
+    assert registry.speakers.select("spk") == ErrorCode.AV_OK
+    assert registry.speakers.current() is speaker
 
 
 def test_device_open_by_two_owners_is_occupied() -> None:
     first, second = DeviceRegistry(portaudio=False), DeviceRegistry(portaudio=False)
     mic = MemoryMic("shared")
-    first.register_mic(mic)
-    second.register_mic(mic)
+    first.mics.register(mic)
+    second.mics.register(mic)
     mic.open(16000, 320, owner=first)
     with pytest.raises(GmeError) as err:
-        second.current_mic().open(16000, 320, owner=second)
+        second.mics.current().open(16000, 320, owner=second)
     assert err.value.code == ErrorCode.AV_ERR_RESOURCE_IS_OCCUPIED
     with pytest.raises(GmeError) as err:
         mic.open(16000, 320, owner=first)
@@ -486,8 +486,8 @@ def test_portaudio_missing_library_is_7014(monkeypatch: pytest.MonkeyPatch) -> N
     assert not mic.is_open and owner_of(mic) is None
 
     registry = DeviceRegistry()  # falls back to virtual devices only
-    registry.register_mic(MemoryMic("bot"))
-    assert [info.device_id for info in registry.get_mic_list()] == ["0", "bot"]
+    registry.mics.register(MemoryMic("bot"))
+    assert [info.device_id for info in registry.mics.infos()] == ["0", "bot"]
     assert registry.portaudio_error is not None
     assert registry.portaudio_error.code == ErrorCode.AV_ERR_LOAD_LIB_FAILED
 
@@ -503,11 +503,11 @@ def test_portaudio_listing_when_present() -> None:
     _portaudio_or_skip()
     found = query_devices()
     registry = DeviceRegistry()
-    listed = registry.get_mic_list()
+    listed = registry.mics.infos()
     assert [i.device_id for i in listed[1:]] == [m.id for m in found.mics]
     if found.default_mic is not None:
         assert listed[0] == DeviceInfo("0", f"Default: {found.default_mic.name}")
-        assert registry.current_mic() is registry.mics.find(found.default_mic.id)
+        assert registry.mics.current() is registry.mics.find(found.default_mic.id)
     assert all(m.id.startswith("portaudio:") and m.clocked for m in found.mics)
 
 

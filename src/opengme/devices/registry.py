@@ -112,7 +112,8 @@ class DeviceList(Generic[D]):
 
 
 class DeviceRegistry:
-    """GME's device calls for one SDK context: mic and speaker lists, selection, registration.
+    """The devices of one SDK context: ``mics`` and ``speakers`` (listing, selection, registration);
+    ``AudioCtrl`` turns them into GME's calls.
 
     With ``portaudio=False`` (or when PortAudio is missing) only registered devices are listed;
     the reason PortAudio was unavailable is kept in ``portaudio_error``.
@@ -125,36 +126,6 @@ class DeviceRegistry:
             "mic", lambda: self._portaudio_side(lambda pa: (pa.mics, pa.default_mic)))
         self.speakers: DeviceList[SpeakerDevice] = DeviceList(
             "speaker", lambda: self._portaudio_side(lambda pa: (pa.speakers, pa.default_speaker)))
-
-    def get_mic_list_count(self) -> int:
-        return len(self.mics.infos())
-
-    def get_mic_list(self) -> list[DeviceInfo]:
-        return self.mics.infos()
-
-    def select_mic(self, device_id: str) -> ErrorCode:
-        return self.mics.select(device_id)
-
-    def register_mic(self, device: MicDevice) -> ErrorCode:
-        return self.mics.register(device)
-
-    def current_mic(self) -> MicDevice:
-        return self.mics.current()
-
-    def get_speaker_list_count(self) -> int:
-        return len(self.speakers.infos())
-
-    def get_speaker_list(self) -> list[DeviceInfo]:
-        return self.speakers.infos()
-
-    def select_speaker(self, device_id: str) -> ErrorCode:
-        return self.speakers.select(device_id)
-
-    def register_speaker(self, device: SpeakerDevice) -> ErrorCode:
-        return self.speakers.register(device)
-
-    def current_speaker(self) -> SpeakerDevice:
-        return self.speakers.current()
 
     def _portaudio_side(self, pick: Callable[[PortAudioDevices], tuple[Sequence[D], D | None]]
                         ) -> tuple[Sequence[D], D | None]:
