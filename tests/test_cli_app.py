@@ -44,3 +44,12 @@ def test_help_describes_every_command() -> None:
         assert command in result.stdout
     sub = subprocess.run(opengme_cmd("app", "set", "--help"), capture_output=True, text=True, check=True)
     assert "7005" in sub.stdout and "7012" in sub.stdout
+
+
+def test_output_into_a_closed_pipe_is_quiet() -> None:
+    """`opengme errors 7006 | head -1`: no traceback when the reader goes away."""
+    proc = subprocess.Popen(opengme_cmd("errors", "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first write
+    assert proc.wait(timeout=20) == 141
+    assert proc.stderr.read() == b""
