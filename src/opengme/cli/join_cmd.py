@@ -112,11 +112,15 @@ def _auth(args: argparse.Namespace) -> bytes:
 
 
 def _failed(code: int, detail: str = "") -> CliError:
+    """One line naming the GME code; the SDK's ``error_info`` usually starts with that name already."""
     try:
         name = ErrorCode(code).name
     except ValueError:
         name = "error"
-    return CliError(f"{name} ({int(code)}){': ' + detail if detail else ''}", 1)
+    prefix = f"{name} ({int(code)})"
+    if detail.startswith(prefix):
+        return CliError(detail, 1)
+    return CliError(f"{prefix}{': ' + detail if detail else ''}", 1)
 
 
 def _check(code: ErrorCode, what: str) -> None:
