@@ -5,10 +5,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from opengme import __version__
 from opengme.config import ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from opengme.store import App
 
 
 class CliError(Exception):
@@ -33,6 +36,21 @@ def data_dir(args: argparse.Namespace) -> Path:
         return load_settings(config_file=args.config, overrides={"data_dir": args.data_dir}).data_dir
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> "App":
+    """The app ``args.app_id`` from the data directory's registry, or a one-line CLI error."""
+    from opengme.store import AppStore
+
+    directory = data_dir(args)
+    store = AppStore(directory)
+    try:
+        app = store.get(args.app_id)
+    finally:
+        store.close()
+    if app is None:
+        raise CliError(f"no app with AppID {args.app_id} in {directory}; {hint}")
+    return app
 
 
 def build_parser() -> Parser:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from opengme.authbuffer import gen_auth_buffer
-from opengme.cli import CliError, data_dir
+from opengme.cli import CliError, load_app
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.sdk import Context
 from opengme.sdk.audio_ctrl import AudioCtrl
-from opengme.store import AppStore
 
 DEFAULT_SERVER = "http://127.0.0.1:8090"
 DEFAULT_DEVICE = "default"
@@ -100,14 +99,7 @@ def _auth(args: argparse.Namespace) -> bytes:
             return base64.b64decode(args.auth_buffer, validate=True)
         except (binascii.Error, ValueError):
             raise CliError("--auth-buffer must be standard base64 (as `opengme authbuffer gen` prints)") from None
-    store = AppStore(data_dir(args))
-    try:
-        app = store.get(args.app_id)
-    finally:
-        store.close()
-    if app is None:
-        raise CliError(f"no app with AppID {args.app_id} in {data_dir(args)} to sign with; "
-                       "pass --data-dir or --auth-buffer")
+    app = load_app(args, "pass --data-dir to sign with its key, or --auth-buffer")
     return gen_auth_buffer(app.app_id, args.room_id, args.openid, app.key)
 
 

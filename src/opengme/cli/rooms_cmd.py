@@ -10,11 +10,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from opengme.cli import CliError, data_dir
+from opengme.cli import CliError, load_app
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
-from opengme.store import App, AppStore
+from opengme.store import App
 
 DEFAULT_SERVER = "http://127.0.0.1:8090"
 TIMEOUT = 10.0
@@ -49,17 +49,6 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common:
     mute.add_argument("open_id", metavar="OPENID")
     mute.add_argument("--off", action="store_true", help="unmute instead")
     mute.set_defaults(func=_mute)
-
-
-def _app(args: argparse.Namespace) -> App:
-    store = AppStore(data_dir(args))
-    try:
-        app = store.get(args.app_id)
-    finally:
-        store.close()
-    if app is None:
-        raise CliError(f"no app with AppID {args.app_id} in {data_dir(args)}; see `opengme app list`")
-    return app
 
 
 def _room_path(room_id: str, action: str = "") -> str:
@@ -108,7 +97,7 @@ def _type_name(room_type: int) -> str:
 
 
 def _rooms(args: argparse.Namespace) -> int:
-    app = _app(args)
+    app = load_app(args)
     if args.room_id is None:
         reply = call(args.server, app, "GET", "/v1/admin/rooms")
         if args.json:
@@ -132,7 +121,7 @@ def _rooms(args: argparse.Namespace) -> int:
 
 
 def _member_action(args: argparse.Namespace, action: str, body: dict[str, Any], done: str) -> int:
-    reply = call(args.server, _app(args), "POST", _room_path(args.room_id, action), body)
+    reply = call(args.server, load_app(args), "POST", _room_path(args.room_id, action), body)
     if args.json:
         print(json.dumps(reply, indent=2, ensure_ascii=False))
     code = reply["results"][0]["code"]
