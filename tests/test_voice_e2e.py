@@ -21,6 +21,7 @@ from pesq import pesq
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.core.impair import Impairment
+from opengme.core.jitter import JitterBuffer, PlayoutKind
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
@@ -42,8 +43,10 @@ from support.paths import SPEECH_WAV
 from support.processes import start_server
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, pump, wait_for
 
-# Measured on this machine through the real server (FLUENCY, 4 s of the clip): PESQ-WB 3.63,
-# aligned correlation 0.95; STANDARD 4.18 / 0.96. Thresholds keep headroom for a noisy CI box.
+# Measured on this machine through the real server (FLUENCY, these 2.5 s of the clip): PESQ-WB 3.74,
+# aligned correlation 0.96, idle and with the whole suite plus a spinning core beside it. The ceiling
+# is the codec's (3.73 offline); one 20 ms time warp (a frame shed or a stretch) costs 0.3-1.2 in a
+# clip this short, so the threshold's headroom is for those, and each is a defect worth finding.
 MIN_PESQ = 3.0
 MIN_CORRELATION = 0.85
 
@@ -377,3 +380,20 @@ def test_impairment_option_from_the_environment() -> None:
     assert parsed is not None and (parsed.loss, parsed.jitter_ms, parsed.seed) == (0.1, 30.0, 1)
     with pytest.raises(ValueError):
         impairment_from_env({"OPENGME_TEST_IMPAIR": "bogus=1"})
+
+
+def test_jitter_buffer_sheds_no_frame_for_an_excess_within_the_arrival_noise() -> None:
+    """The first packets come 2 ms slow, so the playout anchors 19.5 ms above target and sits 1.5 ms
+    beyond target + one frame once the fastest path is known: noise when arrivals jitter by 3 ms
+    (as on a loaded host), so no frame is shed; excess delay on a steady path, so one is."""
+    def run(jitter_ms: float) -> JitterBuffer:
+        jb = JitterBuffer(sample_rate=16_000)
+        for k in range(150):
+            late_ms = 2.0 if k < 5 else (jitter_ms if k % 2 else 0.0)
+            jb.push(k, k * 320, b"x", k * 0.02 + 0.001 + late_ms / 1000, level=90)
+            jb.pop(k * 0.02 + 0.0225)
+        assert jb.stats.lost == jb.stats.late == 0
+        return jb
+
+    assert run(3.0).stats.dropped == 0
+    assert run(0.0).stats.dropped == 1

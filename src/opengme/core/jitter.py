@@ -32,11 +32,12 @@ How it plays out
   talkspurt's end costs up to ``plc_max_ms`` of fading Opus PLC, as with WebRTC NetEQ's expand.
   A stretch frame played while the slot was already due *stands in* for it: if successors land
   first, the slot is passed without another frame, so a burst loss does not shift the timeline.
-* The delay shrinks by dropping a frame when the playout runs more than a frame above target for a
-  while, preferring quiet frames (RFC 6464 level from the header): a loud one goes only after a
-  longer hold and never while a quiet one is buffered behind it; past ``max_delay_ms`` it drops at
-  once, so the stale audio that lands after a network stall is skipped: for voice, being current
-  beats being complete.
+* The delay shrinks by dropping a frame when the playout runs more than a frame, plus twice the
+  RFC 3550 jitter, above target for a while (a few ms of excess on a noisy path or a loaded host's
+  late arrival stamps is noise: a frame shed for it is a time warp for nothing), preferring quiet
+  frames (RFC 6464 level from the header): a loud one goes only after a longer hold and never while
+  a quiet one is buffered behind it; past ``max_delay_ms`` it drops at once, so the stale audio that
+  lands after a network stall is skipped: for voice, being current beats being complete.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ _TS_BITS = 32
 _REESTIMATE_EVERY = 10  # pushes between quantile re-estimates (one sort of the window each)
 _SHRINK_HOLD = 10  # pops above target before a quiet frame may be dropped
 _LOUD_HOLD = 4 * _SHRINK_HOLD  # ... and before a loud one may be
+_SHRINK_NOISE = 2.0  # interarrival jitters of excess over target+frame that are noise, not delay to shed
 _QUIET_DBOV = 50  # RFC 6464 level at or below -50 dBov counts as quiet enough to drop
 _CONSUMED_WINDOW = 1024  # played/dropped seqs remembered to tell duplicates from late packets
 _RESYNC_FRAMES = 1000  # a seq this far from the playout point is a restarted sender ...
@@ -315,7 +317,7 @@ class JitterBuffer:
         """Shed one frame of delay: at once past max delay, else after a hold, quiet frames first."""
         if self._delay_ms > self.max_delay_ms + self.frame_ms:
             return True
-        if self._delay_ms - self._goal <= self.frame_ms:
+        if self._delay_ms - self._goal <= self.frame_ms + _SHRINK_NOISE * self._jitter:
             self._over_run = 0
             return False
         self._over_run += 1

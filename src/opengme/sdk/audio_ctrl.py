@@ -163,9 +163,15 @@ class AudioCtrl:
         refusal = self._room_refusal() or self._send_refusal(enable)
         if refusal is not None:
             return refusal
-        code = self._set_capture(enable)
-        if code == ErrorCode.AV_OK:
-            self._set_send(enable)
+        if not enable:
+            self._set_send(False)
+            return self._set_capture(False)
+        # Send first, so the mic's first frame is not gated away by a tick between the two steps.
+        was_sending = self._send
+        self._set_send(True)
+        code = self._set_capture(True)
+        if code != ErrorCode.AV_OK:
+            self._set_send(was_sending)
         return code
 
     def enable_audio_capture_device(self, enable: bool) -> ErrorCode:

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final
 
+import numpy as np
+
 from opengme.codec.opus import FRAME_MS
 from opengme.core.downlink import OUTPUT_RATE, Downlink
 from opengme.core.impair import Impairment
@@ -69,6 +71,9 @@ DELAYED_MAX: Final = 1024
 EVENTS_MAX: Final = 256
 """Engine events waiting for ``poll``; an app that never polls loses the oldest."""
 CATCH_UP_TICKS: Final = 5
+TAIL_FRAMES: Final = 2
+"""Silent frames sent after a finite mic (a file) ends: its last ~27 ms are still inside noise
+suppression (one frame) and the encoder's lookahead (6.5 ms) and would otherwise never be heard."""
 IMPAIR_ENV: Final = "OPENGME_TEST_IMPAIR"
 QUALITY_MAX_WEIGHT: Final = 50
 
@@ -235,6 +240,8 @@ class MediaEngine:
         self._closing = False
         self._room: _RoomMedia | None = None
         self._mic: MicDevice | None = None
+        self._mic_ready_at = 0.0  # the open mic's first frame is complete one period after it opened
+        self._mic_tail = 0  # silent frames still owed after a finite mic ended (TAIL_FRAMES)
         self._speaker: SpeakerDevice | None = None
         self._pacer = FramePacer(TICK_S, CATCH_UP_TICKS)
         self._next_tick: float | None = None
@@ -425,6 +432,12 @@ class MediaEngine:
         except GmeError as exc:
             log.info("cannot open %s: %s", device.id, exc)
             return ErrorCode(exc.code)
+        if isinstance(device, MicDevice):
+            # Not before a whole frame could have been captured: this also leaves EnableMic's
+            # EnableAudioSend, which follows the open, the time to land before the first frame
+            # (a tick in between gated the clip's first frame away).
+            self._mic_ready_at = time.monotonic() + TICK_S
+            self._mic_tail = TAIL_FRAMES
         return ErrorCode.AV_OK
 
     def _mic_rate(self) -> int:
@@ -687,7 +700,7 @@ class MediaEngine:
         if room is not None:
             self._tick_route(room, now)
         frames = self._pacer.due(now)
-        for frame in self._read_mic(frames):
+        for frame in self._read_mic(frames, now):
             if room is not None:
                 route = room.binding.route
                 if route is None:
@@ -709,10 +722,11 @@ class MediaEngine:
             self._events.append(Speaking(tinyid, event))
         self._tick_volumes(room, now)
 
-    def _read_mic(self, due: int) -> list[Frame]:
-        """Frames captured since the last tick: all a clocked device has ready, else ``due`` of them."""
+    def _read_mic(self, due: int, now: float) -> list[Frame]:
+        """Frames captured since the last tick: all a clocked device has ready, else ``due`` of them;
+        once a finite source has ended, TAIL_FRAMES of silence to flush what the uplink still holds."""
         mic = self._mic
-        if mic is None:
+        if mic is None or now < self._mic_ready_at:
             return []
         frames: list[Frame] = []
         try:
@@ -724,6 +738,10 @@ class MediaEngine:
         except GmeError as exc:  # e.g. a file mic that turns out damaged half way
             log.warning("mic %s failed: %s", mic.id, exc)
             self._close_mic()
+            return frames
+        while mic.exhausted and self._mic_tail > 0 and len(frames) < due:
+            self._mic_tail -= 1
+            frames.append(np.zeros(mic.frame_samples, dtype=np.int16))
         return frames
 
     def _tick_route(self, room: _RoomMedia, now: float) -> None:
