@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opengme.errors import ErrorCode
+from opengme.ids import open_id_problem, room_id_problem
 from opengme.protocol import signalling as p
 
 INVALID = ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT
@@ -166,19 +167,19 @@ def test_abilities_other_than_audio_are_10011(ability: str) -> None:
     ],
 )
 def test_validate_open_id(open_id: object, allow_string: bool, ok: bool) -> None:
-    reason = p.validate_open_id(open_id, allow_string)
+    reason = open_id_problem(open_id, allow_string)
     assert (reason is None) == ok, reason
     if not ok:
         assert "openid" in reason
 
 
 def test_validate_room_id() -> None:
-    assert p.validate_room_id("a") is None
-    assert p.validate_room_id("房间-1 / ok") is None
-    assert p.validate_room_id("x" * 127) is None
-    assert p.validate_room_id("x" * 128) is not None
-    assert p.validate_room_id("") is not None
-    assert p.validate_room_id("bell\x07") is not None
+    assert room_id_problem("a") is None
+    assert room_id_problem("房间-1 / ok") is None
+    assert room_id_problem("x" * 127) is None
+    assert room_id_problem("x" * 128) is not None
+    assert room_id_problem("") is not None
+    assert room_id_problem("bell\x07") is not None
 
 
 GOOD_SERVER_MESSAGES = [

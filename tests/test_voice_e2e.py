@@ -26,7 +26,7 @@ from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType
-from opengme.sdk.audio_ctrl import media_key
+from opengme.protocol.signalling import media_key
 from opengme.sdk.media import (
     BIND_INTERVAL_S,
     BIND_TRIES,

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from opengme.errors import ErrorCode, GmeError
-from opengme.store import AppStoreError, validate_app_id, validate_key
+from opengme.ids import IdError, validate_app_id, validate_key
 
 V1 = 1
 V2 = 2
@@ -177,14 +177,14 @@ def _app_id_text(app_id: str | int) -> str:
         raise _invalid(f"AppID must be a number or a numeric string, got {type(app_id).__name__}")
     try:
         return validate_app_id(str(app_id))
-    except AppStoreError as exc:
+    except IdError as exc:
         raise _invalid(str(exc)) from None
 
 
 def _checked_key(key: str) -> str:
     try:
         return validate_key(key)
-    except AppStoreError as exc:
+    except IdError as exc:
         raise _invalid(str(exc)) from None
 
 
@@ -318,7 +318,7 @@ def peek_app_id(buffer: bytes | str) -> str | None:
         return None
     try:
         return validate_app_id(app_id)
-    except AppStoreError:
+    except IdError:
         return None
 
 

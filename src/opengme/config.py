@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 CONFIG_FILE = "opengme.toml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8090
+DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+"""Where ``opengme serve`` listens on its embedded defaults, and so where clients look first."""
 ENV_PREFIX = "OPENGME_"
 
 
@@ -19,8 +23,8 @@ class ConfigError(ValueError):
 class Settings:
     """Everything ``opengme serve`` can be told. GME's documented timings are the defaults."""
 
-    host: str = "127.0.0.1"
-    port: int = 8090
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     data_dir: Path = Path("opengme-data")
     udp_port: int = 0  # media relay; 0 = the same number as the HTTP port (or any free port)
     log_level: str = "info"

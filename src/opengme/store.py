@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opengme.ids import KEY_LENGTH, IdError, validate_app_id, validate_key
+
 DB_NAME = "opengme.db"
 KEY_ALPHABET = string.ascii_letters + string.digits
-KEY_LENGTH = 16
-_MAX_APP_ID = 0xFFFFFFFF  # the v1 AuthBuffer carries the AppID as a u32
 SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid")
 
 
@@ -52,22 +52,6 @@ class App:
 
 class AppStoreError(ValueError):
     """A registry request that cannot be carried out; the message says what to fix."""
-
-
-def validate_app_id(app_id: str) -> str:
-    """AppIDs are numeric strings that fit a u32, as GME's AuthBuffer requires."""
-    if not isinstance(app_id, str) or not app_id.isdigit() or not app_id.isascii():
-        raise AppStoreError(f"AppID must be a numeric string such as 1400123456, got {app_id!r}")
-    if int(app_id) == 0 or int(app_id) > _MAX_APP_ID:
-        raise AppStoreError(f"AppID must be between 1 and {_MAX_APP_ID}, got {app_id}")
-    return str(int(app_id))
-
-
-def validate_key(key: str) -> str:
-    """Permission keys are 16 printable ASCII characters, used directly as the TEA key."""
-    if not isinstance(key, str) or len(key) != KEY_LENGTH or not key.isascii() or not key.isprintable():
-        raise AppStoreError(f"a permission key must be {KEY_LENGTH} printable ASCII characters")
-    return key
 
 
 def new_key() -> str:
@@ -108,13 +92,15 @@ class AppStore:
         """Create an app; ``app_id``/``key`` import an existing GME app so its signing backend keeps working."""
         if not name or not name.strip():
             raise AppStoreError("an app needs a non-empty name")
-        key = validate_key(key) if key is not None else new_key()
+        try:
+            key = validate_key(key) if key is not None else new_key()
+            app_id = validate_app_id(app_id) if app_id is not None else None
+        except IdError as exc:
+            raise AppStoreError(str(exc)) from None
         now = time.time()
         with self._lock:
             if app_id is None:
                 app_id = self._free_app_id()
-            else:
-                app_id = validate_app_id(app_id)
             try:
                 self._db.execute(
                     "INSERT INTO apps (app_id, key, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
@@ -133,7 +119,7 @@ class AppStore:
     def get(self, app_id: str) -> App | None:
         try:
             app_id = validate_app_id(app_id)
-        except AppStoreError:
+        except IdError:
             return None
         with self._lock:
             row = self._db.execute("SELECT * FROM apps WHERE app_id = ?", (app_id,)).fetchone()

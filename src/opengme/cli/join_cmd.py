@@ -18,12 +18,12 @@ from typing import Any, TextIO
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.cli import CliError, load_app
+from opengme.config import DEFAULT_SERVER_URL
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.sdk import Context
 from opengme.sdk.audio_ctrl import AudioCtrl
 
-DEFAULT_SERVER = "http://127.0.0.1:8090"
 DEFAULT_DEVICE = "default"
 POLL_S = 1 / 30  # GME's demo polls at 30 Hz
 EXIT_WAIT_S = 5.0
@@ -48,8 +48,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common:
                    help="leave after S seconds (default: stay until Ctrl-C)")
     p.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType],
                    help="1 FLUENCY (default), 2 STANDARD, 3 HIGHQUALITY")
-    p.add_argument("--server", default=DEFAULT_SERVER, metavar="URL",
-                   help=f"the server's base URL, as `opengme serve` prints it (default {DEFAULT_SERVER})")
+    p.add_argument("--server", default=DEFAULT_SERVER_URL, metavar="URL",
+                   help=f"the server's base URL, as `opengme serve` prints it (default {DEFAULT_SERVER_URL})")
     p.add_argument("--auth-buffer", metavar="B64",
                    help="an AuthBuffer (base64) from your signing backend, instead of signing with the local key")
     p.set_defaults(func=run)

@@ -11,19 +11,19 @@ import urllib.request
 from typing import Any
 
 from opengme.cli import CliError, load_app
+from opengme.config import DEFAULT_SERVER_URL
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
 from opengme.store import App
 
-DEFAULT_SERVER = "http://127.0.0.1:8090"
 TIMEOUT = 10.0
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
     server = argparse.ArgumentParser(add_help=False)
-    server.add_argument("--server", default=DEFAULT_SERVER, metavar="URL",
-                        help=f"base URL of the running server, as `opengme serve` prints it (default {DEFAULT_SERVER})")
+    server.add_argument("--server", default=DEFAULT_SERVER_URL, metavar="URL",
+                        help=f"base URL of the running server, as `opengme serve` prints it (default {DEFAULT_SERVER_URL})")
     server.add_argument("--json", action="store_true", help="print the server's JSON reply")
     parents = [common, server]
 

@@ -2,7 +2,7 @@
 
 Both the server and the SDK import this module, so a message is described once. Public API:
 
-- ``PROTOCOL_VERSION`` (1), ``MAX_ID_CHARS`` (127), ``DEFAULT_MAX_MESSAGE_BYTES``.
+- ``PROTOCOL_VERSION`` (1), ``SIGNAL_PATH`` (``/v1/signal``), ``DEFAULT_MAX_MESSAGE_BYTES``.
 - ``ProtocolError(code, message, id=None, close_code=None)``: a refused message. ``code`` is the
   ErrorCode to reply with, ``id`` the request id when it could be read, ``close_code`` the WebSocket
   close code when the connection must end (1009 oversized frame, 1000 after a protocol mismatch 7015).
@@ -10,8 +10,6 @@ Both the server and the SDK import this module, so a message is described once. 
 - ``parse_server(text) -> dict``: a validated reply or push (SDK side). Both are strict: unknown
   types and unknown or missing fields raise ProtocolError.
 - ``encode(message) -> str``: compact JSON text of one frame.
-- ``validate_open_id(open_id, allow_string) -> str | None`` and ``validate_room_id(room_id)``:
-  the reason a value is refused, or None when it is fine.
 - ``encode_auth_buffer(buffer) -> str`` / ``decode_auth_buffer(text) -> bytes``: the base64 form
   carried in ``enter``/``switch`` (a v2 token given as ``str`` is sent as its UTF-8 bytes).
 - Builders, one per message type, returning the dict to ``encode``. Requests: ``hello``, ``enter``,
@@ -33,16 +31,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from opengme.errors import ErrorCode
+from opengme.ids import MAX_ID_CHARS, printable_problem, room_id_problem
 from opengme.events import RoomType
 
 PROTOCOL_VERSION = 1
-MAX_ID_CHARS = 127
+SIGNAL_PATH = "/v1/signal"
 DEFAULT_MAX_MESSAGE_BYTES = 65536
 MAX_REQUEST_ID = 2**31 - 1
 MAX_TOKEN_CHARS = 512
 MAX_TEXT_CHARS = 1024
-_MIN_NUMERIC_OPEN_ID = 10000
-_MAX_NUMERIC_OPEN_ID = 2**64 - 1
 CLOSE_TOO_BIG = 1009  # WebSocket "message too big"
 CLOSE_NORMAL = 1000
 MEMBER_EVENTS = ("enter", "exit")
@@ -74,35 +71,6 @@ class ProtocolError(Exception):
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _printable(value: Any, what: str, max_chars: int, min_chars: int = 1) -> str | None:
-    if not isinstance(value, str):
-        return f"{what} must be a string"
-    if not min_chars <= len(value) <= max_chars:
-        return f"{what} must be {min_chars}-{max_chars} characters, got {len(value)}"
-    if not value.isprintable():
-        return f"{what} must contain printable characters only"
-    return None
-
-
-def validate_room_id(room_id: Any) -> str | None:
-    """GME room ids: strings of 1-127 printable characters (the charset is otherwise free)."""
-    return _printable(room_id, "room_id", MAX_ID_CHARS)
-
-
-def validate_open_id(open_id: Any, allow_string: bool) -> str | None:
-    """GME's openid rule: a canonical integer string > 10000 that fits a u64, or with the app's
-    string-openid switch on, any 1-127 printable characters. Returns the reason it is refused."""
-    if allow_string:
-        return _printable(open_id, "openid", MAX_ID_CHARS)
-    if not isinstance(open_id, str) or not open_id.isascii() or not open_id.isdigit():
-        return f"openid must be an integer string greater than {_MIN_NUMERIC_OPEN_ID} (string openids are off for this app), got {open_id!r}"
-    if open_id != str(int(open_id)):
-        return f"openid {open_id!r} has leading zeros; send it as {str(int(open_id))!r}"
-    if not _MIN_NUMERIC_OPEN_ID < int(open_id) <= _MAX_NUMERIC_OPEN_ID:
-        return f"openid must be greater than {_MIN_NUMERIC_OPEN_ID} and fit 64 bits, got {open_id} (add 10000 to low account numbers)"
-    return None
 
 
 def _request_id(value: Any) -> str | None:
@@ -171,7 +139,7 @@ def _member_list(value: Any) -> str | None:
     for item in value:
         if not isinstance(item, dict) or set(item) != {"tinyid", "open_id"}:
             return "each member must be {tinyid, open_id}"
-        reason = _tinyid(item["tinyid"]) or _printable(item["open_id"], "open_id", MAX_ID_CHARS)
+        reason = _tinyid(item["tinyid"]) or printable_problem(item["open_id"], "open_id", MAX_ID_CHARS)
         if reason:
             return reason
     return None
@@ -207,7 +175,7 @@ def _optional_request_id(value: Any) -> str | None:
 
 
 def _open_id(value: Any) -> str | None:
-    return _printable(value, "open_id", MAX_ID_CHARS)
+    return printable_problem(value, "open_id", MAX_ID_CHARS)
 
 
 # --- schemas ------------------------------------------------------------------------------------
@@ -223,7 +191,7 @@ _ID = Field(_request_id)
 _INVITE_ID = Field(_text("invite_id", 64, 1))
 _ROOM_FIELDS = {
     "id": _ID,
-    "room_id": Field(validate_room_id),
+    "room_id": Field(room_id_problem),
     "room_type": Field(_room_type),
     "tinyid": Field(_tinyid),
     "members": Field(_member_list),
@@ -243,13 +211,13 @@ CLIENT_SCHEMAS: dict[str, dict[str, Field]] = {
     },
     "enter": {
         "id": _ID,
-        "room_id": Field(validate_room_id),
+        "room_id": Field(room_id_problem),
         "room_type": Field(_room_type),
         "auth_buffer": Field(_auth_buffer),
         "resume_token": Field(_text("resume_token", MAX_TOKEN_CHARS, 1), required=False),
     },
     "exit": {"id": _ID},
-    "switch": {"id": _ID, "room_id": Field(validate_room_id), "auth_buffer": Field(_auth_buffer)},
+    "switch": {"id": _ID, "room_id": Field(room_id_problem), "auth_buffer": Field(_auth_buffer)},
     "change_room_type": {"id": _ID, "room_type": Field(_room_type)},
     "ping": {"id": _ID, "t": Field(_number)},
     "invite": {"id": _ID, "open_id": Field(_open_id)},
@@ -271,13 +239,13 @@ SERVER_SCHEMAS: dict[str, dict[str, Field]] = {
     "room_type_changed": {"id": _ID, "room_type": Field(_room_type)},
     "pong": {"id": _ID, "t": Field(_number)},
     "invite_sent": {"id": _ID, "invite_id": _INVITE_ID},
-    "invite_reply_ok": {"id": _ID, "invite_id": _INVITE_ID, "room_id": Field(validate_room_id, required=False)},
+    "invite_reply_ok": {"id": _ID, "invite_id": _INVITE_ID, "room_id": Field(room_id_problem, required=False)},
     # pushes
     "members": {"event": Field(_member_event), "members": Field(_member_list)},
     "room_type": {"room_type": Field(_room_type), "by": Field(_open_id)},
     "disconnect": {"code": Field(_error_code), "reason": Field(_text("reason"))},
     "mute": {"muted": Field(_bool), "reason": Field(_text("reason"))},
-    "invitation": {"invite_id": _INVITE_ID, "from_open_id": Field(_open_id), "room_id": Field(validate_room_id)},
+    "invitation": {"invite_id": _INVITE_ID, "from_open_id": Field(_open_id), "room_id": Field(room_id_problem)},
     "invitation_result": {"invite_id": _INVITE_ID, "open_id": Field(_open_id), "accepted": Field(_bool)},
     "quality": {"uplink_loss": Field(_fraction), "received": Field(_count), "expected": Field(_count)},
 }

@@ -32,8 +32,6 @@ OpenGME additions: ``register_mic``/``register_speaker`` add file and memory dev
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -47,7 +45,7 @@ from opengme.core.mixer import DEFAULT_MIX_STREAMS, MAX_MIX_STREAMS
 from opengme.devices import DeviceInfo, DeviceList, DeviceRegistry, FileMic, FileSpeaker, MicDevice, SpeakerDevice
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import AudioRole, EventType, RoomType, UserUpdateEvent
-from opengme.protocol.media import KEY_SIZE
+from opengme.protocol.signalling import media_key
 from opengme.sdk.media import EngineEvent, MediaEngine, Speaking, Volumes, room_quality
 from opengme.sdk.session import Event, Session, valid_open_id
 
@@ -93,17 +91,6 @@ class _Kind(Generic[D]):
 
 _MIC = _Kind(MicDevice, attrgetter("mics"), MediaEngine.use_mic, attrgetter("mic"))
 _SPEAKER = _Kind(SpeakerDevice, attrgetter("speakers"), MediaEngine.use_speaker, attrgetter("speaker"))
-
-
-def media_key(media: dict[str, Any] | None) -> bytes | None:
-    """The session key of an ``entered.media`` section; None when absent or unusable."""
-    if not media or not isinstance(media.get("key"), str) or not isinstance(media.get("udp_port"), int):
-        return None
-    try:
-        key = base64.b64decode(media["key"], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return key if len(key) == KEY_SIZE else None
 
 
 class AudioCtrl:
@@ -596,7 +583,7 @@ class AudioCtrl:
             return
         if not self._in_room:
             self._enter()
-        key = media_key(room.media)
+        key = media_key(room.media) if room.media is not None else None  # validated on arrival
         if key is not None and key != engine.key:
             assert room.media is not None
             host = urlsplit(self._context.server_url).hostname or "127.0.0.1"

@@ -36,8 +36,10 @@ from typing import Any, Callable, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from opengme import __version__
+from opengme.config import DEFAULT_SERVER_URL
 from opengme.core.impair import Impairment
 from opengme.errors import ErrorCode
+from opengme.ids import IdError, validate_app_id
 from opengme.events import AudioRole, EventType
 from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.media import MediaEngine, MediaTransport, impairment_from_env
@@ -45,12 +47,10 @@ from opengme.sdk.room import Room
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Event, Session, valid_open_id
 from opengme.sdk.transport import Transport
-from opengme.store import AppStoreError, validate_app_id
+from opengme.protocol.signalling import SIGNAL_PATH
 
 SDK_STAMP = "0.1.0"
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8090"
-SIGNAL_PATH = "/v1/signal"
 
 Delegate = Callable[[EventType, dict[str, Any]], None]
 
@@ -181,7 +181,7 @@ class Context:
                 return ErrorCode.AV_ERR_CONTEXT_NOT_STOPPED
             try:
                 app_id = validate_app_id(app_id)
-            except AppStoreError:
+            except IdError:
                 return ErrorCode.AV_ERR_INVALID_ARGUMENT
             if not valid_open_id(open_id):
                 return ErrorCode.AV_ERR_INVALID_ARGUMENT

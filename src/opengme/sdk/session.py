@@ -21,6 +21,7 @@ from opengme import __version__
 from opengme.authbuffer import MAX_BUFFER_BYTES
 from opengme.errors import ErrorCode, describe
 from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent, RoomType, UserUpdateEvent
+from opengme.ids import open_id_problem, room_id_problem
 from opengme.protocol import signalling
 
 SDK_STAMP = "0.1.0"
@@ -140,12 +141,12 @@ def outcome(code: int, detail: str = "") -> dict[str, Any]:
 
 
 def valid_room_id(value: object) -> bool:
-    return signalling.validate_room_id(value) is None
+    return room_id_problem(value) is None
 
 
 def valid_open_id(value: object) -> bool:
     """1-127 printable characters: whether the app takes string openids is the server's to say."""
-    return signalling.validate_open_id(value, allow_string=True) is None
+    return open_id_problem(value, allow_string=True) is None
 
 
 def valid_room_type(value: object) -> bool:

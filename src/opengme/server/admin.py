@@ -25,7 +25,8 @@ from opengme.core.rooms import RoomEvent
 from opengme.errors import ErrorCode, GmeError
 from opengme.logs import fields
 from opengme.protocol import admin as signing
-from opengme.protocol.signalling import MAX_ID_CHARS, MAX_TEXT_CHARS, validate_room_id
+from opengme.ids import MAX_ID_CHARS, room_id_problem
+from opengme.protocol.signalling import MAX_TEXT_CHARS
 from opengme.server import signalling
 from opengme.store import DB_NAME
 
@@ -211,7 +212,7 @@ class Admin:
 
 def _room_id(request: web.Request) -> str:
     room_id = request.match_info["room_id"]
-    reason = validate_room_id(room_id)
+    reason = room_id_problem(room_id)
     if reason:
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, reason)
     return room_id

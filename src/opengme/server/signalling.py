@@ -30,6 +30,7 @@ from opengme.authbuffer import verify_auth_buffer
 from opengme.core.rooms import Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
 from opengme.events import RoomType
+from opengme.ids import open_id_problem
 from opengme.logs import fields
 from opengme.protocol import signalling as proto
 from opengme.store import App
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opengme.signalling")
 
-PATH = "/v1/signal"
 OUTBOX_LIMIT = 1024  # frames queued for one client before it is dropped as too slow
 MEDIA_OUTBOX_LIMIT = 64  # media datagrams queued for one client (~0.3 s of 5 speakers) before the oldest go
 CLOSE_TIMEOUT = 1.0  # how long a closing socket waits for the client's close frame
@@ -198,7 +198,7 @@ def setup(server: "Server") -> None:
     """Attach ``/v1/signal``, the heartbeat reaper and the room gauges."""
     signalling = Signalling(server)
     server.web_app[SIGNALLING] = signalling
-    server.web_app.router.add_get(PATH, signalling.handle)
+    server.web_app.router.add_get(proto.SIGNAL_PATH, signalling.handle)
     server.on_start.append(signalling.start)
     server.on_stop.append(signalling.stop)
     m = server.metrics
@@ -488,7 +488,7 @@ class Signalling:
         app = self.server.store.get(app_id)
         if app is None:
             raise GmeError(ErrorCode.AV_ERR_AUTH_FIALD, f"unknown AppID {app_id}")
-        reason = proto.validate_open_id(open_id, app.string_openid)
+        reason = open_id_problem(open_id, app.string_openid)
         if reason:
             raise GmeError(ErrorCode.AV_ERR_AUTH_FIALD, reason)
         return app
