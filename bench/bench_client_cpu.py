@@ -20,12 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.audio import frames_of, speech  # noqa: E402
-from support.sim_room import START, TICK, SimRoom, measure  # noqa: E402
-
-from opengme.codec.opus import profile_for  # noqa: E402
-from opengme.core.impair import Impairment  # noqa: E402
-from opengme.events import RoomType  # noqa: E402
+from opengme.codec.opus import profile_for
+from opengme.core.impair import Impairment
+from opengme.events import RoomType
+from support.audio import frames_of, speech
+from support.sim_room import START, TICK, SimRoom, measure
 
 SECONDS = 30
 TALKERS = 6

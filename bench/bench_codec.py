@@ -13,13 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from opengme.codec.opus import FRAME_MS, OpusDecoder, OpusEncoder, profile_for
 from opengme.events import RoomType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.audio import frames_of, speech_like  # noqa: E402  (the tests' speech-like signal)
+from support.audio import frames_of, speech_like
 
 
 def timed(call: Callable[[], object]) -> float:

@@ -18,9 +18,19 @@ import numpy as np
 from opengme.core.ns import NoiseSuppressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.audio import correlation  # noqa: E402  (the tests' clip, noises and metrics)
-from support.noise import (  # noqa: E402
-    NOISES, RATE, attenuation_db, load_speech, mix, noise_alone, noisy_speech, pesq_wb, segmental_snr, suppress)
+from support.audio import correlation
+from support.noise import (
+    NOISES,
+    RATE,
+    attenuation_db,
+    load_speech,
+    mix,
+    noise_alone,
+    noisy_speech,
+    pesq_wb,
+    segmental_snr,
+    suppress,
+)
 
 
 def frame_cost_us(sample_rate: int, speech: np.ndarray, count: int) -> float:

@@ -3,8 +3,9 @@ background thread for the synchronous SDK) and SDK clients. Their helpers live i
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,6 @@ from opengme.errors import ErrorCode
 from opengme.events import EventType
 from opengme.sdk import Context
 from opengme.store import App
-
 from support.processes import ServeProcess, start_server
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 from support.signal_harness import Running, running_server

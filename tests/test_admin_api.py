@@ -10,7 +10,6 @@ from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
 from opengme.store import AppStore
-
 from support.signal_harness import Running, admin, running_server
 
 KEY = "0123456789abcdef"

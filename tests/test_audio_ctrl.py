@@ -13,7 +13,6 @@ from opengme.devices import DEVICEID_DEFAULT, MemoryMic, MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import AudioRole, RoomType
 from opengme.sdk import Context
-
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 
 APP = "1400000001"

@@ -12,7 +12,6 @@ import pytest
 
 from opengme.cli.join_cmd import LiveView
 from opengme.events import EventType, UserUpdateEvent
-
 from support.paths import SPEECH_WAV
 from support.processes import ServeProcess, opengme_cmd
 

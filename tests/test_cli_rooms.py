@@ -5,8 +5,9 @@ import asyncio
 import json
 import socket
 import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,7 +16,6 @@ from opengme.authbuffer import gen_auth_buffer
 from opengme.errors import ErrorCode
 from opengme.protocol import signalling as p
 from opengme.store import App, AppStore
-
 from support.processes import ServeProcess, opengme_cmd, start_server
 
 
@@ -76,11 +76,11 @@ async def test_rooms_lists_rooms_and_members(server: ServeProcess, app: App, joi
     await join("10002", "lobby")
     listing = await acli(server, "rooms", app.app_id)
     assert listing.returncode == 0, listing.stderr
-    line = next(l for l in listing.stdout.splitlines() if l.startswith("lobby"))
+    line = next(row for row in listing.stdout.splitlines() if row.startswith("lobby"))
     assert line.split() == ["lobby", "FLUENCY", "2"]
     members = await acli(server, "rooms", app.app_id, "lobby")
     assert members.returncode == 0 and "2 member(s)" in members.stdout
-    assert [l.split()[0] for l in members.stdout.splitlines()[2:]] == ["10001", "10002"]
+    assert [row.split()[0] for row in members.stdout.splitlines()[2:]] == ["10001", "10002"]
     as_json = json.loads((await acli(server, "rooms", app.app_id, "lobby", "--json")).stdout)
     assert [m["open_id"] for m in as_json["members"]] == ["10001", "10002"]
 

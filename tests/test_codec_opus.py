@@ -17,7 +17,6 @@ from opengme.codec.opus import (
     profile_for,
 )
 from opengme.events import RoomType
-
 from support.audio import frames_of, speech_like
 
 
@@ -133,7 +132,8 @@ def test_silence_becomes_tiny_dtx_packets_that_need_not_be_sent(room_type: RoomT
     encoder, decoder = OpusEncoder(profile), OpusDecoder(profile)
     talk = speech_like(profile.sample_rate, seconds=0.24)  # ends mid-syllable
     for f in frames_of(talk, n):
-        assert not is_dtx(packet := encoder.encode(f))
+        packet = encoder.encode(f)
+        assert not is_dtx(packet)
         decoder.decode(packet)
     silence = np.zeros(n, np.int16)
     sizes, heard = [], []

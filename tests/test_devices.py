@@ -12,9 +12,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opengme.devices import (DEVICEID_DEFAULT, DeviceInfo, DeviceRegistry, FileMic, FileSpeaker,
-                             FramePacer, MemoryMic, MemorySpeaker, PortAudioMic, SampleFifo,
-                             acquire, load_sounddevice, owner_of, query_devices, release)
+from opengme.devices import (
+    DEVICEID_DEFAULT,
+    DeviceInfo,
+    DeviceRegistry,
+    FileMic,
+    FileSpeaker,
+    FramePacer,
+    MemoryMic,
+    MemorySpeaker,
+    PortAudioMic,
+    SampleFifo,
+    acquire,
+    load_sounddevice,
+    owner_of,
+    query_devices,
+    release,
+)
 from opengme.devices.portaudio import PlayoutRing
 from opengme.errors import ErrorCode, GmeError
 

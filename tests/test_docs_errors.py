@@ -10,7 +10,6 @@ from functools import cache
 import pytest
 
 from opengme.errors import Category, ErrorCode, info
-
 from support.paths import REPO
 
 DOC = REPO / "docs" / "errors.md"

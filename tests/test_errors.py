@@ -21,7 +21,6 @@ from opengme.errors import (
     plain,
     search,
 )
-
 from support.paths import SEED
 
 SECTIONS = {

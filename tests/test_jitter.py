@@ -32,7 +32,7 @@ class Run:
                 if i.kind is PlayoutKind.FRAME and i.payload is not None]
 
     def first_frame_time(self, k: int) -> float:
-        return next(t for t, i in zip(self.times, self.items)
+        return next(t for t, i in zip(self.times, self.items, strict=False)
                     if i.kind is PlayoutKind.FRAME and i.payload == payload(k))
 
 

@@ -7,6 +7,7 @@ speech, and wideband PESQ (ITU-T P.862.2) against the clean reference.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opengme.core.ns import NoiseSuppressor
-
 from support.audio import correlation
 from support.noise import (
     FRAME,
@@ -120,7 +120,7 @@ def test_any_chunking_of_whole_frames_gives_the_same_output(chunks: list[int], s
     whole = NoiseSuppressor().process(pcm)
     ns = NoiseSuppressor()
     edges = np.cumsum([0, *chunks]) * FRAME
-    pieces = [ns.process(pcm[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    pieces = [ns.process(pcm[a:b]) for a, b in itertools.pairwise(edges)]
     np.testing.assert_array_equal(np.concatenate(pieces), whole)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,6 @@ from opengme.errors import ErrorCode
 from opengme.events import EventType
 from opengme.sdk import Context, Room
 from opengme.sdk.context import signal_url
-
 from support.sdk_harness import Recorder
 
 APP = "1400000001"

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -18,10 +18,8 @@ from opengme.errors import ErrorCode
 from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent, RoomType, UserUpdateEvent
 from opengme.protocol import signalling as proto
 from opengme.sdk import Context
-
 from support.processes import ServeProcess, start_server
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, pump, wait_for
-
 
 # --- rooms and members -----------------------------------------------------------------------------
 

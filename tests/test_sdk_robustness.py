@@ -21,7 +21,6 @@ from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.protocol.media import MAX_DATAGRAM
 from opengme.sdk.media import ECHO_TIMEOUT_S, UDP_RETRY_S, Binding, MediaEngine, MediaTransport, Route
 from opengme.sdk.session import Close
-
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, pump, wait_for
 
 RATE = 48_000  # STANDARD rooms capture and play at 48 kHz

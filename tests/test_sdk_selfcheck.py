@@ -5,14 +5,13 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from opengme.errors import ErrorCode
 from opengme.sdk import Context, selfcheck, session
-
 from support.paths import REPO
 
 

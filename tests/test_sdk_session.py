@@ -78,7 +78,7 @@ class Harness:
         self.feed(proto.hello_ok(self.last("hello")["id"], "0.1.0", 5.0, 90.0))
         self.feed(proto.entered(self.last("enter")["id"], room, server_type or room_type, 7, members or [], token, False))
 
-    def in_room(self, **kw: Any) -> "Harness":
+    def in_room(self, **kw: Any) -> Harness:
         self.enter(**kw)
         self.events()
         return self
@@ -203,7 +203,7 @@ def test_protocol_mismatch_is_7015_from_the_server_or_from_hello_ok(h: Harness) 
     h.s.enter("r1", 1, AUTH, h.now)
     h.commands()
     h.feed({**proto.hello_ok(h.last("hello")["id"], "9.0", 5.0, 90.0), "protocol": 2})
-    ((event, data),) = h.events()
+    ((_event, data),) = h.events()
     assert data["result"] == ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE and "protocol 2" in data["error_info"]
 
 
@@ -355,7 +355,7 @@ def test_drop_reconnects_with_the_resume_token_and_reports_member_changes(h: Har
     h.in_room(members=[(3, "10002"), (4, "10003")], token="resume-1")
     first = h.conn
     h.s.handle(Closed(first, "gone", h.now))
-    ((event, data),) = h.events()
+    ((event, _data),) = h.events()
     assert event is EventType.RECONNECT_START and h.s.entered  # the room is kept while reconnecting
     h.tick(0.09)
     assert h.conn == first  # 0.2 s ± 50 %: not before 0.1 s

@@ -3,6 +3,7 @@ then speak raw ``opengme.protocol.media`` datagrams over real UDP sockets or as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +25,6 @@ from opengme.protocol.media import (
 )
 from opengme.server import media as media_part
 from opengme.server.media import Media
-
 from support.processes import ServeProcess
 from support.signal_harness import Running, SignalClient, admin, running_server
 
@@ -39,7 +39,7 @@ class UdpPath(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     @classmethod
-    async def open(cls, port: int) -> "UdpPath":
+    async def open(cls, port: int) -> UdpPath:
         path = cls()
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: path, remote_addr=("127.0.0.1", port))
         return path
@@ -111,7 +111,7 @@ class Peer:
             await self.path.send(self.crypto.seal_bind(self.tinyid))
             try:
                 header, payload = self.crypto.open(await self.path.recv(0.3))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             assert header.ptype is PacketType.BIND and payload == BIND_MAGIC
             assert header.direction is Direction.SERVER_TO_CLIENT and header.tinyid == self.tinyid
@@ -124,7 +124,7 @@ class Peer:
     async def hears_nothing(self) -> bool:
         try:
             datagram = await self.path.recv(QUIET)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         raise AssertionError(f"unexpected datagram {self.crypto.open(datagram)}")
 
@@ -275,10 +275,8 @@ async def test_after_exit_the_members_packets_are_dropped(rig: Rig) -> None:
     ws = await rig.peer("10003", ws=True)
     await ws.client.send(p.exit_(ws.client.next_id()))
     while not any(m["type"] == "exited" for m in ws.path.texts):
-        try:
+        with contextlib.suppress(TimeoutError):
             await ws.path.recv(0.05)
-        except asyncio.TimeoutError:
-            pass
     await a.client.send(p.exit_(a.client.next_id()))
     assert (await next_of(a.client, "exited"))["type"] == "exited"
     before = rig.counters()["dropped_unknown_member"]
@@ -352,7 +350,7 @@ async def test_a_fallback_client_that_stops_reading_loses_voice_not_the_relay(ri
     udp = await rig.peer("10002")
     stalled = await rig.peer("10003", ws=True)  # from here on it reads nothing
     payload = os.urandom(1200)
-    for burst in range(60):
+    for _burst in range(60):
         for _ in range(200):
             await speaker.say(payload)
         await asyncio.sleep(0.01)

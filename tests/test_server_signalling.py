@@ -2,7 +2,6 @@
 (the harness is tests/support/signal_harness.py)."""
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,10 @@ from opengme.config import Settings
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol import signalling as p
-from opengme.server.signalling import get as get_signalling, make_resume_token, resume_token_problem
+from opengme.server.signalling import get as get_signalling
+from opengme.server.signalling import make_resume_token, resume_token_problem
 from opengme.store import AppStore
-
 from support.signal_harness import Running, is_error, members_of, running_server, start
-
 
 # --- handshake ----------------------------------------------------------------------------------
 
@@ -227,7 +225,7 @@ async def test_silent_member_is_dropped_with_10004(tmp_path: Path) -> None:
             while True:
                 try:
                     message = await alive.recv(timeout=0.05)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if message["type"] != "pong":
                     pushes.append(message)

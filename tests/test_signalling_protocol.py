@@ -46,11 +46,11 @@ def test_every_request_builder_round_trips(message: dict) -> None:
 
 
 def test_type_sets_cover_the_doc() -> None:
-    assert p.REQUEST_TYPES == {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply"}
-    assert p.PUSH_TYPES == {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
-                            "quality"}
-    assert p.REPLY_TYPES == {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
-                             "invite_sent", "invite_reply_ok"}
+    assert {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply"} == p.REQUEST_TYPES
+    assert {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
+                            "quality"} == p.PUSH_TYPES
+    assert {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
+                             "invite_sent", "invite_reply_ok"} == p.REPLY_TYPES
 
 
 def test_auth_buffer_is_base64_of_the_bytes_and_text_is_utf8() -> None:

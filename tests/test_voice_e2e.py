@@ -21,7 +21,7 @@ from pesq import pesq
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.core.impair import Impairment
-from opengme.core.jitter import JitterBuffer, PlayoutKind
+from opengme.core.jitter import JitterBuffer
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
@@ -37,7 +37,6 @@ from opengme.sdk.media import (
     impairment_from_env,
     room_quality,
 )
-
 from support.audio import OUT_RATE, clip, resample
 from support.paths import SPEECH_WAV
 from support.processes import start_server

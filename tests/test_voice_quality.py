@@ -13,7 +13,6 @@ import pytest
 
 from opengme.core.impair import Impairment
 from opengme.events import RoomType
-
 from support.audio import speech
 from support.sim_room import FRAME_16K, longest_gap_ms, measure
 

@@ -84,7 +84,8 @@ class AuthClaims:
 def _key_words(key: bytes) -> tuple[int, int, int, int]:
     if len(key) != 16:
         raise ValueError("a TEA key is 16 bytes")
-    return struct.unpack(">4I", key)  # type: ignore[return-value]
+    a, b, c, d = struct.unpack(">4I", key)
+    return a, b, c, d
 
 
 def _encrypt_int(v: int, k: tuple[int, int, int, int]) -> int:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CONFIG_FILE = "opengme.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -39,7 +40,7 @@ class Settings:
     # Admin API: how far a signed request's timestamp may be from the server's clock.
     admin_max_skew: float = 300.0
 
-    def with_overrides(self, values: Mapping[str, Any], source: str) -> "Settings":
+    def with_overrides(self, values: Mapping[str, Any], source: str) -> Settings:
         return replace(self, **_coerce_all(values, source))
 
 

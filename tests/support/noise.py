@@ -12,7 +12,6 @@ import numpy as np
 from pesq import pesq
 
 from opengme.core.ns import NoiseSuppressor
-
 from support.audio import speech
 
 RATE = 16000

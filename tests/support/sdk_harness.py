@@ -7,8 +7,9 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
@@ -18,7 +19,6 @@ from opengme.protocol import admin as admin_signing
 from opengme.sdk import Context
 from opengme.server.app import build_server
 from opengme.store import AppStore
-
 from support.signal_harness import start_on_loopback, stop_serving
 
 

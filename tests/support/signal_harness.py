@@ -2,12 +2,12 @@
 speak the signalling protocol through opengme.protocol.signalling's builders; signed admin calls."""
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -51,9 +51,9 @@ class Running:
     url: str
     app: App  # an app created for the test
     session: aiohttp.ClientSession
-    clients: list["SignalClient"] = field(default_factory=list)
+    clients: list[SignalClient] = field(default_factory=list)
 
-    async def client(self, open_id: str | None = None, app: App | None = None) -> "SignalClient":
+    async def client(self, open_id: str | None = None, app: App | None = None) -> SignalClient:
         """A connected client; with ``open_id`` it has also completed ``hello``."""
         ws = await self.session.ws_connect(self.url.replace("http", "ws") + "/v1/signal")
         client = SignalClient(ws, app or self.app)
@@ -63,7 +63,7 @@ class Running:
             assert reply["type"] == "hello_ok", reply
         return client
 
-    async def member(self, open_id: str, room_id: str = "r1", room_type: int = 1) -> "SignalClient":
+    async def member(self, open_id: str, room_id: str = "r1", room_type: int = 1) -> SignalClient:
         client = await self.client(open_id)
         reply = await client.enter(room_id, room_type)
         assert reply["type"] == "entered", reply
@@ -123,7 +123,7 @@ class SignalClient:
     async def silent(self, seconds: float = 0.2) -> bool:
         try:
             frame = await self.ws.receive(timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         raise AssertionError(f"unexpected frame {frame}")
 

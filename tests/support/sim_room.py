@@ -20,7 +20,6 @@ from opengme.core.relay import Relay
 from opengme.core.uplink import Uplink
 from opengme.events import RoomType
 from opengme.protocol.media import MediaCrypto, PacketType
-
 from support.audio import OUT_RATE, align, frames_of, resample, speech
 
 TICK = 0.02

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from opengme import __version__
 from opengme.config import ConfigError, load_settings
@@ -38,7 +39,7 @@ def data_dir(args: argparse.Namespace) -> Path:
         raise CliError(str(exc)) from None
 
 
-def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> "App":
+def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> App:
     """The app ``args.app_id`` from the data directory's registry, or a one-line CLI error."""
     from opengme.store import AppStore
 

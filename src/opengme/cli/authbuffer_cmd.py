@@ -27,7 +27,7 @@ from opengme.store import DB_NAME, App, AppStore
 _PRINTED_FIELDS = ("version", "app_id", "open_id", "room_id", "expire")
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "authbuffer",
         parents=[common],

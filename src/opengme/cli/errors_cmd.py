@@ -29,7 +29,7 @@ nothing matches.
 _INDENT = 15  # where a block's texts start: two spaces, a label, a space
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "errors",
         parents=[common],

@@ -29,7 +29,7 @@ POLL_S = 1 / 30  # GME's demo polls at 30 Hz
 EXIT_WAIT_S = 5.0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "join",
         parents=[common],

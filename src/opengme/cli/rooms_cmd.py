@@ -20,7 +20,7 @@ from opengme.store import App
 TIMEOUT = 10.0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     server = argparse.ArgumentParser(add_help=False)
     server.add_argument("--server", default=DEFAULT_SERVER_URL, metavar="URL",
                         help=f"base URL of the running server, as `opengme serve` prints it (default {DEFAULT_SERVER_URL})")

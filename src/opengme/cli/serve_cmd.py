@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from opengme.cli import CliError
 from opengme.config import ConfigError, load_settings
 from opengme.logs import setup_logging
 
+if TYPE_CHECKING:
+    from opengme.server.app import Server
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "serve",
         parents=[common],
@@ -25,7 +29,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from opengme.server.app import ensure_dev_app, run as run_server
+    from opengme.server.app import ensure_dev_app
+    from opengme.server.app import run as run_server
     from opengme.store import AppStore
 
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "log_level": args.log_level}
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     dev = ensure_dev_app(store)
     store.close()
 
-    def ready(server: object) -> None:
+    def ready(server: Server) -> None:
         # The "listening" line comes last: scripts and tests wait for it.
         if dev is not None:
             print(
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 f"Try: opengme authbuffer gen {dev.app_id} 10001 --room demo --data-dir {settings.data_dir}",
                 flush=True,
             )
-        print(f"OpenGME listening on {getattr(server, 'base_url')}  (data: {settings.data_dir})", flush=True)
+        print(f"OpenGME listening on {server.base_url}  (data: {settings.data_dir})", flush=True)
 
     try:
         run_server(settings, ready)

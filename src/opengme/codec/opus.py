@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -120,7 +120,7 @@ def is_dtx(packet: Packet) -> bool:
     return len(packet) <= DTX_MAX_BYTES
 
 
-def _bind(name: str, restype: type, *argtypes: type) -> ctypes._CFuncPtr:
+def _bind(name: str, restype: type, *argtypes: type) -> Any:
     """A private function object for ``name``: setting its argtypes leaves opuslib_next's alone."""
     func = libopus[name]
     func.argtypes = argtypes
@@ -170,7 +170,7 @@ class OpusEncoder:
         _enc.encoder_ctl(self._state, request, value)
 
     def _get(self, request: object) -> int:
-        return _enc.encoder_ctl(self._state, request)
+        return int(_enc.encoder_ctl(self._state, request))
 
     def set_bitrate(self, bitrate: int) -> None:
         """Target bitrate in bit/s (VBR: single packets vary, the average follows it)."""

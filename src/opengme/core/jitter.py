@@ -222,7 +222,8 @@ class JitterBuffer:
     # ------------------------------------------------------------------------------- targets
 
     def _loss_score_at(self, now_ms: float) -> float:
-        return self._loss_score * 0.5 ** (max(0.0, now_ms - self._loss_at_ms) / (1000.0 * self.loss_half_life_s))
+        decay: float = 0.5 ** (max(0.0, now_ms - self._loss_at_ms) / (1000.0 * self.loss_half_life_s))
+        return self._loss_score * decay
 
     def _note_loss(self, slots: int) -> None:
         self._loss_score = min(self._loss_score_at(self._now_ms) + slots, _LOSS_SCORE_MAX)

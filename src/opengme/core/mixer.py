@@ -99,7 +99,7 @@ class Mixer(Generic[Member]):
         # Energy after the member's volume; the 1/N of a mean square would not change the ranking.
         energy = np.einsum("ij,ij->i", pcm, pcm).tolist()
         smoothed: dict[Member, float] = {}
-        for member, e, g in zip(members, energy, gains):
+        for member, e, g in zip(members, energy, gains, strict=False):
             e *= g * g
             old = self._energy.get(member)
             smoothed[member] = e if old is None else old + self._smoothing * (e - old)

@@ -82,8 +82,18 @@ class UplinkQuality:
 
 
 class _Member:
-    __slots__ = ("tinyid", "room", "crypto", "addr", "muted", "level", "last_voice", "last_packet",
-                 "received", "report_top")
+    __slots__ = (
+        "addr",
+        "crypto",
+        "last_packet",
+        "last_voice",
+        "level",
+        "muted",
+        "received",
+        "report_top",
+        "room",
+        "tinyid",
+    )
 
     def __init__(self, tinyid: int, room: _Room, crypto: MediaCrypto) -> None:
         self.tinyid = tinyid
@@ -99,7 +109,7 @@ class _Member:
 
 
 class _Room:
-    __slots__ = ("room_id", "members")
+    __slots__ = ("members", "room_id")
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id

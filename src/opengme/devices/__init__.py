@@ -3,8 +3,7 @@
 The SDK pulls 20 ms int16 frames from a ``MicDevice`` and pushes them to a ``SpeakerDevice``;
 ``DeviceRegistry`` lists and selects them the way GME's GetMicList / SelectMic do.
 """
-from .base import (AudioDevice, Frame, FramePacer, MicDevice, SampleFifo, SpeakerDevice, acquire,
-                   owner_of, release)
+from .base import AudioDevice, Frame, FramePacer, MicDevice, SampleFifo, SpeakerDevice, acquire, owner_of, release
 from .files import FileMic, FileSpeaker
 from .memory import MemoryMic, MemorySpeaker
 from .portaudio import PortAudioMic, PortAudioSpeaker, load_sounddevice, query_devices

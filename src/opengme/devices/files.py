@@ -19,6 +19,7 @@ from opengme.errors import ErrorCode, GmeError
 
 from .base import Frame, MicDevice, SampleFifo, SpeakerDevice, shape_frame
 
+
 class FileMic(MicDevice):
     """Plays an audio file (wav, mp3, ogg/opus, flac …) as exact frames at the opened format.
 
@@ -121,11 +122,11 @@ class FileSpeaker(SpeakerDevice):
 
     def _open(self) -> None:
         try:
-            self._file = open(self.part_path, "wb")  # closed by _close
+            self._file = open(self.part_path, "wb")  # noqa: SIM115 - held open until _close
         except OSError as exc:
             raise GmeError(ErrorCode.AV_ERR_FILE_CANNOT_ACCESS,
                            f"cannot write {self.part_path}: {exc.strerror or exc}") from exc
-        out = wave.open(self._file, "wb")
+        out = wave.open(self._file, "wb")  # noqa: SIM115 - held open until _close
         out.setnchannels(self.channels)
         out.setsampwidth(2)
         out.setframerate(self.sample_rate)

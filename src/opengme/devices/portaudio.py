@@ -39,7 +39,8 @@ def load_sounddevice() -> ModuleType:
         import sounddevice
     except (ImportError, OSError) as exc:
         raise GmeError(ErrorCode.AV_ERR_LOAD_LIB_FAILED, f"{MISSING_HINT} ({exc})") from exc
-    return sounddevice
+    module: ModuleType = sounddevice
+    return module
 
 
 class PortAudioDevices(NamedTuple):

@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 HEADER_APP_ID = "X-OpenGME-AppId"
 HEADER_TIMESTAMP = "X-OpenGME-Timestamp"

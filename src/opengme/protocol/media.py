@@ -180,7 +180,7 @@ class ReplayWindow:
     and ``update`` is called only after the AEAD has authenticated the packet.
     """
 
-    __slots__ = ("size", "top", "mask", "_full")
+    __slots__ = ("_full", "mask", "size", "top")
 
     def __init__(self, size: int = 1024) -> None:
         if size < 1:
@@ -224,7 +224,7 @@ class MediaCrypto:
     once here so the relay's hot path pays for encryption only.
     """
 
-    __slots__ = ("_aead", "_send_dir", "_send_b0", "_recv_dir", "_recv_b0", "send_index", "window")
+    __slots__ = ("_aead", "_recv_b0", "_recv_dir", "_send_b0", "_send_dir", "send_index", "window")
 
     def __init__(self, key: bytes, send_direction: Direction, window: int = 1024) -> None:
         if len(key) != KEY_SIZE:

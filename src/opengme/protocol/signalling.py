@@ -27,12 +27,13 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from opengme.errors import ErrorCode
-from opengme.ids import MAX_ID_CHARS, printable_problem, room_id_problem
 from opengme.events import RoomType
+from opengme.ids import MAX_ID_CHARS, printable_problem, room_id_problem
 
 PROTOCOL_VERSION = 1
 SIGNAL_PATH = "/v1/signal"

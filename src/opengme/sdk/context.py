@@ -32,22 +32,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from opengme import __version__
 from opengme.config import DEFAULT_SERVER_URL
 from opengme.core.impair import Impairment
 from opengme.errors import ErrorCode
-from opengme.ids import IdError, validate_app_id
 from opengme.events import AudioRole, EventType
+from opengme.ids import IdError, validate_app_id
+from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.media import MediaEngine, MediaTransport, impairment_from_env
 from opengme.sdk.room import Room
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Event, Session, valid_open_id
 from opengme.sdk.transport import Transport
-from opengme.protocol.signalling import SIGNAL_PATH
 
 SDK_STAMP = "0.1.0"
 

@@ -24,6 +24,7 @@ without a clock, tested directly.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -270,10 +271,8 @@ class MediaEngine:
         """Stop the thread, then close devices and sockets (joined: nothing outlives ``uninit``)."""
         with self._lock, self._start_lock:
             self._closing = True
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        except OSError:
-            pass
         if self._thread.is_alive():
             self._thread.join(5.0)
         with self._lock:
@@ -293,10 +292,8 @@ class MediaEngine:
             with self._start_lock:  # the network thread wakes it too
                 if self._thread.ident is None and not self._closing:
                     self._thread.start()
-        try:
+        with contextlib.suppress(OSError):  # full (the thread is busy and will look anyway) or closed
             self._wake_w.send(b"\0")
-        except OSError:  # full (the thread is busy and will look anyway) or closed
-            pass
 
     # ------------------------------------------------------------------------ room (owner)
 

@@ -13,9 +13,10 @@ ignored, which removes every race between the caller thread and the network thre
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from opengme import __version__
 from opengme.authbuffer import MAX_BUFFER_BYTES

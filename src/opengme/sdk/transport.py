@@ -13,13 +13,15 @@ on the newest connection from any thread, and each received binary frame goes st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -80,26 +82,20 @@ class Transport:
     def submit(self, commands: list[Command]) -> None:
         """Hand commands to the network thread (thread-safe, never blocks)."""
         if commands and self._loop is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed in between: the commands no longer matter
                 self._loop.call_soon_threadsafe(self._apply, commands)
-            except RuntimeError:  # the loop closed in between: the commands no longer matter
-                pass
 
     def send_binary(self, datagram: bytes) -> None:
         """Queue one media datagram as a binary frame (any thread, never blocks; dropped when lagging)."""
         if self._loop is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._queue_binary, datagram)
-            except RuntimeError:
-                pass
 
     def stop(self) -> None:
         """Close every connection and end the thread (joined: no thread outlives ``Context.uninit``)."""
         if self._loop is not None and self._stopping is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stopping.set)
-            except RuntimeError:
-                pass
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT)
 
@@ -161,7 +157,7 @@ class Transport:
         try:
             try:
                 ws = await self._session.ws_connect(self.url, autoping=True)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self._report(Failed(conn, _reason(exc), time.monotonic()))
                 return
             self._report(Opened(conn, time.monotonic()))

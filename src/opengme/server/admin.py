@@ -14,18 +14,19 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from opengme.core.rooms import RoomEvent
 from opengme.errors import ErrorCode, GmeError
+from opengme.ids import MAX_ID_CHARS, room_id_problem
 from opengme.logs import fields
 from opengme.protocol import admin as signing
-from opengme.ids import MAX_ID_CHARS, room_id_problem
 from opengme.protocol.signalling import MAX_TEXT_CHARS
 from opengme.server import signalling
 from opengme.store import DB_NAME
@@ -91,10 +92,10 @@ class InOutLog:
         self._worker.shutdown(wait=True)
 
 
-ADMIN: web.AppKey["Admin"] = web.AppKey("opengme.admin")
+ADMIN: web.AppKey[Admin] = web.AppKey("opengme.admin")
 
 
-def setup(server: "Server") -> None:
+def setup(server: Server) -> None:
     admin = Admin(server)
     server.web_app[ADMIN] = admin
     router = server.web_app.router
@@ -110,7 +111,7 @@ def setup(server: "Server") -> None:
 
 
 class Admin:
-    def __init__(self, server: "Server") -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.signalling = signalling.get(server)
         self.log = InOutLog(server.settings.data_dir)

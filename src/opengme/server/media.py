@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -51,10 +51,10 @@ RECEIVED = "opengme_media_packets_received_total"
 FORWARDED = "opengme_media_packets_forwarded_total"
 DROPPED = "opengme_media_packets_dropped_total"
 
-MEDIA: web.AppKey["Media"] = web.AppKey("opengme.media")
+MEDIA: web.AppKey[Media] = web.AppKey("opengme.media")
 
 
-def setup(server: "Server") -> None:
+def setup(server: Server) -> None:
     """Create the relay, attach it to signalling, start UDP after the HTTP site, add the metrics."""
     media = Media(server)
     server.web_app[MEDIA] = media
@@ -69,14 +69,14 @@ def setup(server: "Server") -> None:
     m.on_collect(media.sync_metrics)
 
 
-def get(server: "Server") -> "Media":
+def get(server: Server) -> Media:
     return server.web_app[MEDIA]
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     """Datagram in, datagrams out: the whole per-packet path of the UDP side."""
 
-    def __init__(self, media: "Media") -> None:
+    def __init__(self, media: Media) -> None:
         self.media = media
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -90,7 +90,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class Media:
     """The relay's sessions, its UDP endpoint and the fallback connections that sent media."""
 
-    def __init__(self, server: "Server") -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.signalling = signalling.get(server)
         self.relay = Relay()
@@ -119,7 +119,7 @@ class Media:
             log.warning("UDP port taken, using a free one", extra=fields(port=preferred, error=str(exc)))
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(settings.host, 0))
-        self._transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
+        self._transport = transport
         sock = transport.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)

@@ -15,13 +15,15 @@ reply carries its key, and takes the binary frames of the WebSocket fallback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from itertools import count
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -87,11 +89,11 @@ class MediaPlane(Protocol):
 
     def set_muted(self, member: Member, muted: bool) -> None: ...
 
-    def ws_datagram(self, conn: "Connection", data: bytes) -> None:
+    def ws_datagram(self, conn: Connection, data: bytes) -> None:
         """A binary frame: one media datagram over the WebSocket fallback."""
         ...
 
-    def forget_connection(self, conn: "Connection") -> None: ...
+    def forget_connection(self, conn: Connection) -> None: ...
 
 
 # --- connections ---------------------------------------------------------------------------------
@@ -182,19 +184,17 @@ class Connection:
             self._media.clear()
         self._wake.set()
         if not self._writer.done():
-            try:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._writer), 2 * CLOSE_TIMEOUT)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                pass
         self._writer.cancel()
 
 
 # --- the signalling part -------------------------------------------------------------------------
 
-SIGNALLING: web.AppKey["Signalling"] = web.AppKey("opengme.signalling")
+SIGNALLING: web.AppKey[Signalling] = web.AppKey("opengme.signalling")
 
 
-def setup(server: "Server") -> None:
+def setup(server: Server) -> None:
     """Attach ``/v1/signal``, the heartbeat reaper and the room gauges."""
     signalling = Signalling(server)
     server.web_app[SIGNALLING] = signalling
@@ -209,14 +209,14 @@ def setup(server: "Server") -> None:
     m.describe("opengme_signal_messages_total", "counter", "Signalling messages received, by type.")
 
 
-def get(server: "Server") -> "Signalling":
+def get(server: Server) -> Signalling:
     return server.web_app[SIGNALLING]
 
 
 class Signalling:
     """The rooms of a running server and the clients connected to it."""
 
-    def __init__(self, server: "Server") -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.settings = server.settings
         self.registry = RoomRegistry(self.settings.max_rooms, self.settings.max_members_per_room)
