@@ -1,10 +1,10 @@
-"""Mixer: exact sums, volumes, N-loudest selection with hysteresis, soft limiting."""
+"""Mixer: exact sums, volumes, N-loudest selection with hysteresis, soft limiting, stereo."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from opengme.core.mixer import Mixer
+from opengme.core.mixer import Mixer, fit_channels
 
 N = 960
 
@@ -141,3 +141,38 @@ def test_remove_forgets_volume_and_selection_history() -> None:
     assert mixer.volume(1) == 100
     mixer.mix({1: dc(500), 2: dc(520)})
     assert mixer.mixed == (2,)  # no incumbent bonus carried over for 1
+
+
+def stereo(left: int, right: int) -> np.ndarray:
+    return np.stack([dc(left), dc(right)], axis=1)
+
+
+def test_a_stereo_mix_takes_stereo_and_mono_frames() -> None:
+    mixer: Mixer[int] = Mixer(channels=2)
+    assert mixer.channels == 2
+    out = mixer.mix({1: stereo(1000, 0), 2: stereo(0, 500), 3: dc(100)})
+    assert out.dtype == np.int16 and out.shape == (N, 2)
+    np.testing.assert_array_equal(out, stereo(1100, 600))  # a mono voice is heard in both ears
+    mixer.set_volume(1, 50)
+    mixer.speaker_volume = 200
+    np.testing.assert_array_equal(mixer.mix({1: stereo(1000, 0)}), stereo(1000, 0))
+    np.testing.assert_array_equal(mixer.mix({}), np.zeros((N, 2), np.int16))
+    with pytest.raises(ValueError):
+        Mixer(channels=3)
+
+
+def test_a_stereo_mix_ranks_by_the_energy_of_both_ears_and_limits_each() -> None:
+    mixer: Mixer[str] = Mixer(max_streams=1, channels=2)
+    mixer.mix({"left": stereo(3000, 0), "both": stereo(2500, 2500)})
+    assert mixer.mixed == ("both",)  # more energy over the two ears than the louder one-sided voice
+    out = Mixer[int](max_streams=20, channels=2).mix({i: stereo(30000, -30000) for i in range(20)})
+    assert np.all(out[:, 0] > 32000) and np.all(out[:, 1] < -32000)
+
+
+def test_a_mono_mix_refuses_stereo_frames_and_fit_channels_converts() -> None:
+    with pytest.raises(ValueError):
+        Mixer[int]().mix({1: stereo(1, 1)})
+    frame = stereo(1000, -1000)
+    assert fit_channels(frame, 2) is frame and fit_channels(dc(7), 1).shape == (N,)
+    np.testing.assert_array_equal(fit_channels(frame, 1), dc(0))  # the two ears averaged
+    np.testing.assert_array_equal(fit_channels(dc(7), 2), stereo(7, 7))

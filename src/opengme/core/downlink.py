@@ -8,8 +8,8 @@ detector and volume tracker, so those need no decoding. Anything that fails is c
 
 ``render(now)`` runs once per 20 ms: per speaker, pop the jitter buffer and decode the frame, or
 recover a lost one from the next packet's FEC, or conceal it (a packet the decoder refuses is
-concealed too); then per-member volume, the N-loudest ``Mixer`` and the speaker volume; then the
-local loopback (``EnableLoopBack``) is added. Every decoder outputs at the downlink's one
+concealed too); then the voice stage, if one is set (below); then per-member volume, the N-loudest
+``Mixer`` and the speaker volume; then the local loopback (``EnableLoopBack``) is added. Every decoder outputs at the downlink's one
 ``sample_rate`` (libopus resamples internally), so streams of any room type mix directly.
 
 Room types: a speaker's stream follows the room type in its packets' headers (the jitter buffer counts
@@ -18,11 +18,18 @@ room-type switch needs no coordination between members. Blacklisted members (``A
 are authenticated and counted but never buffered, decoded or mixed; their speaking state and levels
 still update (the blacklist is about what this device plays, not who talks).
 
+Voice stage (the seam 3D voice renders in): ``set_voice_stage(stage, channels)`` hands every period's
+decoded frames ``{tinyid: mono frame}`` to ``stage`` before the mixer, all at once so that a renderer
+can batch its sources, and mixes what it returns: per speaker a mono frame or, with ``channels=2``, a
+``(frame_samples, 2)`` stereo one (mono frames are heard in both ears). Output is then stereo; without
+a stage it stays mono and the stage costs nothing.
+
 Pure: no sockets, threads or clocks; ``now`` is seconds on the caller's monotonic clock.
 """
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -38,7 +45,7 @@ from opengme.core.levels import (
     mic_level,
     recv_stream_level,
 )
-from opengme.core.mixer import DEFAULT_MIX_STREAMS, Mixer
+from opengme.core.mixer import DEFAULT_MIX_STREAMS, Mixer, fit_channels
 from opengme.events import RoomType, UserUpdateEvent
 from opengme.protocol.media import DropReason, MediaCrypto, MediaPacketError, PacketType
 
@@ -52,6 +59,9 @@ the one-frame delay. Against the fixed three-frame floor this replaced (PESQ-WB,
 loss + 30 ms jitter, tests/test_voice_quality.py): about the same quality (mean 2.87 vs 2.90 FLUENCY,
 3.60 vs 3.61 STANDARD) at 60 instead of 80 ms of buffer delay, and 20 instead of 60 ms when clean."""
 _SEQ_MOD: Final = 1 << 16
+
+VoiceStage = Callable[[dict[int, Frame]], Mapping[int, Frame]]
+"""Per-speaker processing before the mix: this period's decoded frames by tinyid in, frames to mix out."""
 
 
 @dataclass(slots=True)
@@ -168,6 +178,7 @@ class Downlink:
         self._tracker: VolumeTracker[int] = VolumeTracker(volume_interval_s)
         self._pending_events: list[tuple[int, UserUpdateEvent]] = []
         self._loopback: _Loopback | None = None
+        self._voice_stage: VoiceStage | None = None
         self._speaker_level = 0
         self._retired = (0, 0)  # (expected, received) of streams dropped, so totals never shrink
         self.counters = DownlinkCounters()
@@ -193,6 +204,17 @@ class Downlink:
     def set_max_streams(self, n: int) -> None:
         """``SetRecvMixStreamCount`` (1..20)."""
         self._mixer.set_max_streams(n)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the rendered frames: 1, or what the voice stage was set with."""
+        return self._mixer.channels
+
+    def set_voice_stage(self, stage: VoiceStage | None, channels: int = 1) -> None:
+        """Process each speaker's decoded frame before the mix (see the module docstring); None removes
+        the stage and brings the output back to mono."""
+        self._mixer.set_channels(channels if stage is not None else 1)
+        self._voice_stage = stage
 
     def set_volume(self, tinyid: int, percent: int) -> None:
         """``SetSpeakerVolumeByOpenID`` (0..200 %)."""
@@ -322,7 +344,7 @@ class Downlink:
     # --------------------------------------------------------------------------------- output
 
     def render(self, now: float) -> Frame:
-        """The next 20 ms of output at ``sample_rate`` (call once per frame period)."""
+        """The next 20 ms of output at ``sample_rate``, ``channels`` wide (call once per frame period)."""
         frames: dict[int, np.ndarray] = {}
         for tinyid, stream in self._streams.items():
             frame = self._play(stream, now)
@@ -330,11 +352,13 @@ class Downlink:
                 self._levels[tinyid] = SILENCE_DBOV
             else:
                 frames[tinyid] = frame
+        if self._voice_stage is not None and frames:
+            frames = dict(self._voice_stage(frames))
         out = self._mixer.mix(frames)
         lb = self._loopback
         if lb is not None and lb.frames:
-            own = lb.frames.popleft().astype(np.int32) * self._mixer.speaker_volume // 100
-            out = np.clip(out + own, -32768, 32767).astype(np.int16)
+            own = fit_channels(lb.frames.popleft(), self._mixer.channels).astype(np.int32)
+            out = np.clip(out + own * self._mixer.speaker_volume // 100, -32768, 32767).astype(np.int16)
         self._speaker_level = mic_level(out)
         return out
 

@@ -8,12 +8,15 @@ Per 20 ms frame, in this order (GME's send chain):
 3. **Meters** — the mic level (``GetMicLevel``) is taken here, before send gating, so a user with
    send disabled still sees the mic meter move; the send-stream level is the same figure while the
    frame is actually being sent and 0 otherwise.
-4. **Send gate** (``EnableAudioSend``): when off, nothing is encoded or produced.
-5. **Opus** with in-band FEC and DTX. A DTX packet (``is_dtx``) is not sent, except one per
+4. **Send stage** (the seam a voice changer or an accompaniment plugs into): when set, each frame
+   passes through it, sent or not, so the stage keeps its own timeline; what it returns is what is
+   sent, and what the send-stream level and the header level measure.
+5. **Send gate** (``EnableAudioSend``): when off, nothing is encoded or produced.
+6. **Opus** with in-band FEC and DTX. A DTX packet (``is_dtx``) is not sent, except one per
    ``keepalive_s`` of unbroken silence, so the relay's view of the member and the NAT binding stay
    fresh even if the encoder itself goes quiet for long. The first packet after frames that were
    not sent carries MARKER (RTP's "first packet of a talkspurt").
-6. **Header + AEAD**: sequence (counts *sent* packets, so the receiver tells loss from DTX), media
+7. **Header + AEAD**: sequence (counts *sent* packets, so the receiver tells loss from DTX), media
    timestamp (counts *captured* frames, so a DTX gap shows as a timestamp jump), the speaker's
    tinyid, the RFC 6464 level and voice bit, room type and codec; sealed with the member's key.
 
@@ -22,6 +25,7 @@ used only for keep-alive timing and to keep the media clock in step after captur
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,6 +56,10 @@ CAPTURE_GAP_S: Final = 0.1
 the time that passed, so receivers do not read the pause as network delay."""
 _SEQ_MOD: Final = 1 << 16
 _TS_MOD: Final = 1 << 32
+
+SendStage = Callable[[Frame, int], Frame]
+"""``stage(frame, sample_rate) -> frame``: the captured frame after noise suppression and mic volume
+in, the frame to send out (same rate and length, mono int16)."""
 
 
 def noise_suppression_default(room_type: RoomType) -> bool:
@@ -95,6 +103,7 @@ class Uplink:
         self._last_now: float | None = None
         self._last_sent: float | None = None
         self._talking = False  # the previous frame was sent: no MARKER on the next one
+        self.send_stage: SendStage | None = None
         self.set_room_type(room_type)
 
     # ------------------------------------------------------------------------------- settings
@@ -185,11 +194,15 @@ class Uplink:
             frame = np.clip(scaled, -32768, 32767).astype(np.int16)
         dbov = audio_level(frame)
         self._mic_level = level_from_audio_level(dbov)
+        stage = self.send_stage
+        if stage is not None:
+            frame = self._staged(stage, frame)
+            dbov = audio_level(frame)
         if not self._send_enabled:
             self.counters.gated += 1
             self._talking = False
             return None
-        self._send_level = self._mic_level
+        self._send_level = self._mic_level if stage is None else level_from_audio_level(dbov)
         packet = self._encoder.encode(frame)
         flags = Flags.NONE
         if is_dtx(packet):
@@ -216,6 +229,12 @@ class Uplink:
         self.counters.sent += 1
         self.counters.bytes += len(datagram)
         return datagram
+
+    def _staged(self, stage: SendStage, frame: Frame) -> Frame:
+        out = stage(frame, self.sample_rate)
+        if not isinstance(out, np.ndarray) or out.dtype != np.int16 or out.shape != frame.shape:
+            raise ValueError(f"the send stage must return an int16 frame of {self.frame_samples} samples")
+        return out
 
     def _advance_clock(self, now: float) -> None:
         """Media timestamp of this frame: one frame on from the last, or the real elapsed time after
