@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import sys
 import threading
+import types
 import wave
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -22,6 +24,7 @@ from opengme.devices import (
     MemoryMic,
     MemorySpeaker,
     PortAudioMic,
+    PortAudioSpeaker,
     SampleFifo,
     acquire,
     load_sounddevice,
@@ -318,6 +321,19 @@ def test_memory_speaker_across_threads() -> None:
     assert speaker.take_all().shape == (0,)
 
 
+def test_memory_speaker_stereo_and_peek() -> None:
+    speaker = MemorySpeaker()
+    speaker.open(48000, 960, channels=2)
+    frames = [np.full((960, 2), (i, -i), dtype=np.int16) for i in range(5)]
+    for frame in frames:
+        speaker.write_frame(frame)
+    assert np.array_equal(speaker.peek(2), np.concatenate(frames[3:]))  # a look: nothing is taken
+    assert speaker.peek(0).shape == (0, 2)
+    heard = speaker.take_all()
+    assert heard.shape == (5 * 960, 2) and np.array_equal(heard, np.concatenate(frames))
+    assert speaker.peek(3).shape == (0, 2)
+
+
 def test_closed_speaker_plays_nothing() -> None:
     speaker = MemorySpeaker()
     speaker.open(16000, 320)
@@ -504,6 +520,48 @@ def test_portaudio_missing_library_is_7014(monkeypatch: pytest.MonkeyPatch) -> N
     assert [info.device_id for info in registry.mics.infos()] == ["0", "bot"]
     assert registry.portaudio_error is not None
     assert registry.portaudio_error.code == ErrorCode.AV_ERR_LOAD_LIB_FAILED
+
+
+class StandInStream:
+    """Stands in for a PortAudio stream (no sound card here): keeps the callback it was opened with."""
+
+    opened: list[StandInStream] = []
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        StandInStream.opened.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_portaudio_speaker_plays_stereo_frames_interleaved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speaker's side of the callback with 2 channels: what PortAudio asks for is what was written."""
+    stand_in = types.ModuleType("sounddevice")
+    stand_in.OutputStream = StandInStream  # type: ignore[attr-defined]
+    stand_in.PortAudioError = RuntimeError  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sounddevice", stand_in)
+    StandInStream.opened.clear()
+    speaker = PortAudioSpeaker(3, "card")
+    speaker.open(48000, 960, channels=2)
+    (stream,) = StandInStream.opened
+    assert stream.options["channels"] == 2 and stream.options["blocksize"] == 960
+    frames = [np.stack([np.arange(960) + i, -np.arange(960) - i], axis=1).astype(np.int16) for i in range(3)]
+    for frame in frames:
+        speaker.write_frame(frame)
+    played = []
+    for _ in range(3):
+        out = np.zeros((960, 2), dtype=np.int16)
+        stream.options["callback"](out, 960, None, None)
+        played.append(out)
+    assert np.array_equal(np.concatenate(played), np.concatenate(frames))
+    speaker.close()
 
 
 def _portaudio_or_skip() -> None:

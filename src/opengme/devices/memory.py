@@ -117,6 +117,15 @@ class MemorySpeaker(SpeakerDevice):
         """Every collected frame joined in order (mono: 1-D; otherwise ``(n, channels)``)."""
         with self._lock:
             frames, self._frames = list(self._frames), deque()
+        return self._joined(frames)
+
+    def peek(self, count: int) -> npt.NDArray[np.int16]:
+        """The last ``count`` frames collected and not taken yet, joined; they stay collected."""
+        with self._lock:
+            frames = list(self._frames)[-count:] if count > 0 else []
+        return self._joined(frames)
+
+    def _joined(self, frames: list[Frame]) -> npt.NDArray[np.int16]:
         if not frames:
             shape = (0,) if self.channels == 1 else (0, self.channels)
             return np.zeros(shape, dtype=np.int16)
