@@ -5,7 +5,6 @@ Against a real server on 127.0.0.1 with memory devices (no sound card needed).
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -184,9 +183,7 @@ def test_device_test_loops_mic_to_speaker(server: ThreadServer, clients: ClientM
     assert ctrl.start_device_test() == ErrorCode.AV_OK and mic.is_open and speaker.is_open
     assert ctrl.start_device_test() == ErrorCode.AV_ERR_DEVICE_TEST_NOT_STOPPED  # 1602
     assert c.ctx.uninit() == ErrorCode.AV_ERR_DEVICE_TEST_NOT_STOPPED  # GME: StopContext during a test
-    deadline = time.monotonic() + 3
-    while speaker.frames_written < 50 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for([c], lambda: speaker.frames_written >= 50, timeout=3)
     assert np.array_equal(speaker.take_all()[:48000], said)  # a pure loop, sample for sample
     assert ctrl.stop_device_test() == ErrorCode.AV_OK and not mic.is_open and not speaker.is_open
     assert ctrl.stop_device_test() == ErrorCode.AV_ERR_DEVICE_TEST_NOT_EXIST

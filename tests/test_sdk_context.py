@@ -12,7 +12,7 @@ import pytest
 from opengme.errors import ErrorCode
 from opengme.events import EventType
 from opengme.sdk import Context, Room
-from opengme.sdk.context import signal_url
+from opengme.sdk.core import signal_url
 from support.sdk_harness import Recorder
 
 APP = "1400000001"

@@ -1,8 +1,15 @@
-"""``init`` answers 7015 (AV_ERR_SDK_NOT_FULL_UPDATE) for a partially upgraded installation, as GME."""
+"""``init`` answers 7015 (AV_ERR_SDK_NOT_FULL_UPDATE) for a partially upgraded installation, as GME.
+
+The check compares the installed files with the hashes the installer wrote into RECORD. An
+installation is made here the way pip lays one out (the package's files and a dist-info with their
+hashes), then damaged the ways a partial upgrade damages one; the slow test builds and installs a
+real wheel.
+"""
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+import opengme
 from opengme.errors import ErrorCode
-from opengme.sdk import Context, selfcheck, session
+from opengme.sdk import Context, selfcheck
 from support.paths import REPO
 
 
@@ -22,21 +30,51 @@ def fresh_check() -> Iterator[None]:
     selfcheck.self_check.cache_clear()
 
 
-def test_every_sdk_module_carries_the_package_version(fresh_check: None) -> None:
-    assert selfcheck.self_check() == ()
+def install(tmp_path: Path, version: str = opengme.__version__) -> tuple[importlib.metadata.Distribution, Path]:
+    """This package laid out as pip installs a wheel: its files, and a dist-info whose RECORD holds
+    each file's hash."""
+    site = tmp_path / "site"
+    shutil.copytree(Path(opengme.__file__).parent, site / "opengme", ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / f"opengme-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: opengme\nVersion: {version}\n")
+    rows = [f"{path.relative_to(site).as_posix()},sha256={selfcheck.file_hash(path, 'sha256')},{path.stat().st_size}"
+            for path in sorted((site / "opengme").rglob("*")) if path.is_file()]
+    (info / "RECORD").write_text("\n".join([*rows, f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]) + "\n")
+    return importlib.metadata.PathDistribution(info), (site / "opengme").resolve()
+
+
+def test_a_whole_installation_passes_the_check(fresh_check: None, tmp_path: Path) -> None:
+    assert selfcheck.installation_problems(*install(tmp_path)) == []
+    assert selfcheck.self_check() == ()  # this checkout: an editable install has nothing to compare
     ctx = Context("http://127.0.0.1:9")
     assert ctx.init("1400000001", "10001") == ErrorCode.AV_OK
     ctx.uninit()
 
 
-def test_a_module_from_another_release_makes_init_return_7015(fresh_check: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "SDK_STAMP", "0.0.9")
+def test_a_module_from_another_release_makes_init_return_7015(fresh_check: None, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    dist, package = install(tmp_path)
+    older = package / "sdk" / "session.py"
+    older.write_text(older.read_text() + "# as the last release had it\n")
+    monkeypatch.setattr(selfcheck, "installed", lambda: (dist, package))
     (problem,) = selfcheck.self_check()
-    assert "opengme.sdk.session" in problem and "0.0.9" in problem
+    assert problem == "opengme/sdk/session.py differs from the installed release"
     ctx = Context("http://127.0.0.1:9")
     assert ctx.init("1400000001", "10001") == ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE
     assert ctx.poll() == ErrorCode.AV_OK  # initialised all the same: 7015 is a warning
     ctx.uninit()
+
+
+def test_missing_files_and_another_version_in_the_metadata_are_named(tmp_path: Path) -> None:
+    dist, package = install(tmp_path, version="0.0.9")
+    (package / "py.typed").unlink()  # a file nothing even imports
+    assert selfcheck.installation_problems(dist, package) == [
+        f"installed metadata says 0.0.9, the code says {opengme.__version__}",
+        "opengme/py.typed is missing",
+    ]
+    assert selfcheck.installation_problems(dist, tmp_path) == [  # metadata of another copy: no file compared
+        f"installed metadata says 0.0.9, the code says {opengme.__version__}"]
 
 
 def test_file_hash_matches_what_pip_wrote_into_a_record() -> None:
@@ -78,5 +116,5 @@ def test_an_edited_file_of_a_wheel_install_is_7015(tmp_path: Path) -> None:
     assert init_code() == str(int(ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE))
     (site / "opengme" / "sdk" / "room.py").write_text(original)
     assert init_code() == str(int(ErrorCode.AV_OK))
-    (site / "opengme" / "cli" / "errors_cmd.py").unlink()  # a file the SDK does not even import
+    (site / "opengme" / "py.typed").unlink()  # a file nothing even imports
     assert init_code() == str(int(ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE))

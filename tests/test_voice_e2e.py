@@ -2,8 +2,9 @@
 
 What is heard is compared with what was said: speech through the FLUENCY path (aligned correlation
 and PESQ), tones through STANDARD rooms (no noise suppression to eat them) where per-frequency energy
-tells members apart in a mix. The engine's pure parts (route choice, quality weight, the impairment
-option) are tested directly at the end.
+tells members apart in a mix. The media session's rules themselves (route choice and failover, quality,
+seams) are tested on a fake clock in test_media_session.py; here a real engine falls back to the
+WebSocket on real sockets once.
 """
 from __future__ import annotations
 
@@ -21,26 +22,17 @@ from pesq import pesq
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.core.impair import Impairment
-from opengme.core.jitter import JitterBuffer
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType
 from opengme.protocol.signalling import media_key
-from opengme.sdk.media import (
-    BIND_INTERVAL_S,
-    BIND_TRIES,
-    Binding,
-    MediaEngine,
-    MediaTransport,
-    Route,
-    impairment_from_env,
-    room_quality,
-)
+from opengme.sdk.media import MediaEngine
+from opengme.sdk.media_session import BIND_INTERVAL_S, BIND_TRIES, Route
 from support.audio import OUT_RATE, clip, resample
 from support.paths import SPEECH_WAV
 from support.processes import start_server
-from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, pump, wait_for
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, engine, wait_for, wait_played
 
 # Measured on this machine through the real server (FLUENCY, these 2.5 s of the clip): PESQ-WB 3.74,
 # aligned correlation 0.96, idle and with the whole suite plus a spinning core beside it. The ceiling
@@ -135,9 +127,9 @@ def talk(client: SdkClient, path: Path) -> None:
     assert ctrl.enable_mic(True) == ErrorCode.AV_OK
 
 
-def engine(client: SdkClient) -> MediaEngine:
-    assert client.ctx._engine is not None
-    return client.ctx._engine
+def hears(speaker: MemorySpeaker, freq: float, seconds: float = 0.5) -> bool:
+    """Whether the last ``seconds`` ``speaker`` played (and were not taken yet) carry ``freq``."""
+    return band(speaker.peek(round(seconds / 0.02)), freq) > 1000
 
 
 # --- end to end ----------------------------------------------------------------------------------
@@ -173,7 +165,7 @@ def test_media_flows_over_the_websocket_fallback(server: ThreadServer, clients: 
     said = clip(2.0)
     speaker = listen(b)
     talk(a, write_wav(tmp_path / "said.wav", said, 16000))
-    pump([a, b], 2.6)
+    wait_played([a, b], 2.6, speaker)  # the whole clip and the way through
     assert engine(a).route is Route.WS and engine(b).route is Route.WS
     assert "media_route: ws" in b.ctx.get_room().get_quality_tips()
     assert engine(a).counters.sent == 0 and engine(a).counters.sent_ws > 90  # no UDP at all
@@ -190,7 +182,7 @@ def test_two_speakers_mix_and_a_blacklist_is_local(server: ThreadServer, clients
     assert d.ctx.get_audio_ctrl().add_audio_black_list("10001") == ErrorCode.AV_ERR_HAS_IN_THE_STATE
     talk(a, write_wav(tmp_path / "a.wav", tone(440, 3), OUT_RATE))
     talk(b, write_wav(tmp_path / "b.wav", tone(1000, 3), OUT_RATE))
-    pump([a, b, c, d], 2.0)
+    wait_played([a, b, c, d], 2.0, heard_c, heard_d, heard_b, heard_a)
     mix_c, mix_d, mix_b, mix_a = (s.take_all()[-OUT_RATE:] for s in (heard_c, heard_d, heard_b, heard_a))
     assert band(mix_c, 440) > 1000 and band(mix_c, 1000) > 1000  # C hears both (the last second)
     assert band(mix_a, 440) > 1000 and band(mix_a, 1000) > 1000  # loopback: A's own voice with B's
@@ -209,7 +201,7 @@ def test_switch_rekeys_media_and_a_room_type_change_reopens_the_mic(
     heard = listen(b)
     ctrl_a = a.ctx.get_audio_ctrl()
     assert ctrl_a.use_mic_file(SPEECH_WAV, loop=True) == ErrorCode.AV_OK and ctrl_a.enable_mic(True) == ErrorCode.AV_OK
-    pump([a, b], 0.5)
+    wait_for([a, b], lambda: b.events.users(UserUpdateEvent.HAS_AUDIO) == ["10001"])
     old_keys = engine(a).key, engine(b).key
     for c in (a, b):
         assert c.ctx.switch_room("other", server.auth("other", c.open_id)) == ErrorCode.AV_OK
@@ -219,7 +211,7 @@ def test_switch_rekeys_media_and_a_room_type_change_reopens_the_mic(
     assert a.ctx.get_room().change_room_type(RoomType.STANDARD) == ErrorCode.AV_OK
     wait_for([a, b], lambda: b.ctx.get_room().get_room_type() == RoomType.STANDARD)
     heard.take_all()
-    pump([a, b], 1.5)
+    wait_played([a, b], 1.5, heard)
     mic = engine(a).mic
     assert mic is not None and mic.sample_rate == 48000  # reopened at STANDARD's capture rate
     frames = heard.take_all()[-OUT_RATE:].astype(np.float64)
@@ -237,7 +229,7 @@ def test_voice_resumes_with_a_new_key_after_the_server_restarts(tmp_path: Path, 
     wait_for([a, b], lambda: a.ctx.get_room().get_members() == ["10001", "10002"])
     heard = listen(b)
     talk(a, write_wav(tmp_path / "a.wav", tone(440, 8), OUT_RATE))
-    pump([a, b], 0.5)
+    wait_for([a, b], lambda: hears(heard, 440))
     old_key = engine(a).key
     served.stop(signal.SIGKILL)
     try:
@@ -246,10 +238,9 @@ def test_voice_resumes_with_a_new_key_after_the_server_restarts(tmp_path: Path, 
         wait_for([a, b], lambda: bool(a.events.of(EventType.RECONNECT_SUCCESS) and b.events.of(EventType.RECONNECT_SUCCESS)),
                  timeout=15)
         heard.take_all()
-        pump([a, b], 1.0)
+        wait_for([a, b], lambda: hears(heard, 440))  # heard again
         assert engine(a).key not in (None, old_key)  # re-keyed on resume
         assert a.ctx.get_audio_ctrl().get_mic_state() == 1  # mic and speaker survive a reconnect (GME)
-        assert band(heard.take_all()[-OUT_RATE // 2:], 440) > 1000
     finally:
         served.stop()
 
@@ -260,16 +251,15 @@ def test_server_muted_member_is_silent_for_everyone(server: ThreadServer, client
     a, b, c = join(server, clients, ["10001", "10002", "10003"], RoomType.STANDARD)
     heard_b, heard_c = listen(b), listen(c)
     talk(a, write_wav(tmp_path / "a.wav", tone(440, 4), OUT_RATE))
-    pump([a, b, c], 1.0)
-    assert band(heard_b.take_all()[-OUT_RATE // 2:], 440) > 1000
+    wait_for([a, b, c], lambda: hears(heard_b, 440) and hears(heard_c, 440))
     reply = server.admin("/v1/admin/rooms/voice/mute", {"open_ids": ["10001"], "muted": True})
     assert reply["results"] == [{"open_id": "10001", "code": 0}]
     wait_for([a, b, c], lambda: a.ctx.get_room().is_server_muted())
     assert a.ctx.get_audio_ctrl().enable_mic(True) == ErrorCode.AV_ERR_NO_PERMISSION  # 7009
     assert a.ctx.get_audio_ctrl().enable_audio_send(True) == ErrorCode.AV_ERR_NO_PERMISSION
-    pump([a, b, c], 0.4)  # what was on its way drains
+    wait_played([a, b, c], 0.4, heard_b)  # what was on its way drains
     heard_b.take_all(), heard_c.take_all()
-    pump([a, b, c], 1.0)
+    wait_played([a, b, c], 1.0, heard_b, heard_c)
     for heard in (heard_b, heard_c):
         samples = heard.take_all()
         assert len(samples) > OUT_RATE // 2 and band(samples, 440) < 50
@@ -281,8 +271,8 @@ def test_forged_replayed_and_garbage_datagrams_do_no_harm(server: ThreadServer, 
     a, b = join(server, clients, ["10001", "10002"], RoomType.STANDARD)
     heard = listen(b)
     talk(a, write_wav(tmp_path / "a.wav", tone(440, 4), OUT_RATE))
-    pump([a, b], 0.6)
-    room = a.ctx._session.room  # type: ignore[union-attr]
+    wait_for([a, b], lambda: hears(heard, 440))
+    room = a.ctx._core.room()
     assert room is not None and room.media is not None
     key, port = media_key(room.media), room.media["udp_port"]
     assert key is not None
@@ -297,7 +287,7 @@ def test_forged_replayed_and_garbage_datagrams_do_no_harm(server: ThreadServer, 
         for datagram in attack:
             sock.sendto(datagram, ("127.0.0.1", port))
     heard.take_all()
-    pump([a, b], 1.2)
+    wait_played([a, b], 1.2, heard)
     assert band(heard.take_all()[-OUT_RATE // 2:], 440) > 1000  # A still heard
     assert engine(a).route is Route.UDP  # nobody stole A's address
     with urllib.request.urlopen(server.url + "/healthz", timeout=5) as reply:
@@ -319,14 +309,15 @@ def test_receive_side_impairment_hook(server: ThreadServer, clients: ClientMaker
     said = clip(2.0)
     speaker = listen(b)
     talk(a, write_wav(tmp_path / "said.wav", said, 16000))
-    pump([a, b], 2.6)
+    wait_played([a, b], 2.6, speaker)
     impairment = engine(b).impairment
     assert impairment is not None and impairment.dropped > 5 and engine(a).impairment is None
     assert speech_correlation(said, resample(speaker.take_all(), OUT_RATE, 16_000)) > 0.6  # FEC and concealment at work
 
 
 def test_engine_falls_back_to_the_websocket_when_udp_is_silent() -> None:
-    """A real engine against a UDP port nobody answers on: 3 BINDs 300 ms apart, then the WebSocket."""
+    """A real engine against a UDP port nobody answers on: 3 BINDs 300 ms apart, then the WebSocket
+    (the failover's rules run on a fake clock in test_media_session.py; this is the real sockets)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
@@ -335,66 +326,11 @@ def test_engine_falls_back_to_the_websocket_when_udp_is_silent() -> None:
     try:
         start = time.monotonic()
         media.start_room(os.urandom(32), 77, RoomType.FLUENCY, "127.0.0.1", dead_port, start)
-        deadline = start + 3
-        while media.route is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for([], lambda: media.route is not None, timeout=3)
         assert media.route is Route.WS
         assert time.monotonic() - start >= BIND_TRIES * BIND_INTERVAL_S - 0.05
-        assert media.counters.binds_sent == BIND_TRIES + 1 and over_ws
+        assert media.counters.binds_sent == BIND_TRIES + 1 and media.counters.sent == BIND_TRIES and over_ws
         assert MediaHeader.unpack(over_ws[0]).ptype is PacketType.BIND
     finally:
         media.close()
     assert not media.alive
-
-
-# --- pure parts ----------------------------------------------------------------------------------
-
-
-def test_binding_auto_udp_and_ws_modes() -> None:
-    auto = Binding(MediaTransport.AUTO, 0.0)
-    assert [auto.poll(t) for t in (0.0, 0.1, 0.3, 0.6, 0.8)] == [Route.UDP, None, Route.UDP, Route.UDP, None]
-    assert auto.poll(0.9) is Route.WS and auto.route is Route.WS and auto.poll(2.0) is None
-    acked = Binding(MediaTransport.AUTO, 0.0)
-    assert acked.poll(0.0) is Route.UDP
-    acked.acknowledged(Route.UDP)
-    assert acked.route is Route.UDP and acked.poll(5.0) is None
-    udp_only = Binding(MediaTransport.UDP, 0.0)
-    assert all(udp_only.poll(i * 0.31) is Route.UDP for i in range(10)) and udp_only.route is None
-    ws_only = Binding(MediaTransport.WS, 0.0)
-    assert ws_only.poll(0.0) is Route.WS and ws_only.route is Route.WS
-    ws_only.acknowledged(Route.UDP)  # a late UDP echo does not move an established route
-    assert ws_only.route is Route.WS
-
-
-def test_room_quality_weight() -> None:
-    assert room_quality(None, None) == {"weight": 0, "loss": 0.0, "delay": 0}  # no data yet (GME)
-    assert room_quality(0.0, 0.02) == {"weight": 50, "loss": 0.0, "delay": 20}
-    assert room_quality(0.10, 0.02)["weight"] == 30  # GME's warning line
-    assert room_quality(0.0, 0.5)["weight"] == 30
-    assert room_quality(1.0, 3.0)["weight"] == 1  # never below 1 once there is data
-    assert room_quality(-0.5, None)["loss"] == 0.0
-
-
-def test_impairment_option_from_the_environment() -> None:
-    assert impairment_from_env({}) is None
-    parsed = impairment_from_env({"OPENGME_TEST_IMPAIR": "loss=0.1,jitter_ms=30,seed=1"})
-    assert parsed is not None and (parsed.loss, parsed.jitter_ms, parsed.seed) == (0.1, 30.0, 1)
-    with pytest.raises(ValueError):
-        impairment_from_env({"OPENGME_TEST_IMPAIR": "bogus=1"})
-
-
-def test_jitter_buffer_sheds_no_frame_for_an_excess_within_the_arrival_noise() -> None:
-    """The first packets come 2 ms slow, so the playout anchors 19.5 ms above target and sits 1.5 ms
-    beyond target + one frame once the fastest path is known: noise when arrivals jitter by 3 ms
-    (as on a loaded host), so no frame is shed; excess delay on a steady path, so one is."""
-    def run(jitter_ms: float) -> JitterBuffer:
-        jb = JitterBuffer(sample_rate=16_000)
-        for k in range(150):
-            late_ms = 2.0 if k < 5 else (jitter_ms if k % 2 else 0.0)
-            jb.push(k, k * 320, b"x", k * 0.02 + 0.001 + late_ms / 1000, level=90)
-            jb.pop(k * 0.02 + 0.0225)
-        assert jb.stats.lost == jb.stats.late == 0
-        return jb
-
-    assert run(3.0).stats.dropped == 0
-    assert run(0.0).stats.dropped == 1

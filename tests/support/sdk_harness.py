@@ -13,10 +13,12 @@ from typing import Any
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
+from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.protocol import admin as admin_signing
 from opengme.sdk import Context
+from opengme.sdk.media import MediaEngine
 from opengme.server.app import build_server
 from opengme.store import AppStore
 from support.signal_harness import start_on_loopback, stop_serving
@@ -56,7 +58,7 @@ ClientMaker = Callable[..., SdkClient]  # the ``clients`` fixture: (url, app, op
 
 
 def wait_for(clients: list[SdkClient], predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Pump every client (GME's Poll) until ``predicate`` holds."""
+    """Pump every client (GME's Poll) until ``predicate`` holds (no client: just wait for it)."""
     deadline = time.monotonic() + timeout
     while True:
         for c in clients:
@@ -67,12 +69,16 @@ def wait_for(clients: list[SdkClient], predicate: Callable[[], bool], timeout: f
         time.sleep(0.005)
 
 
-def pump(clients: list[SdkClient], seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for c in clients:
-            c.ctx.poll()
-        time.sleep(0.005)
+def wait_played(clients: list[SdkClient], seconds: float, *speakers: MemorySpeaker) -> None:
+    """Pump until each of ``speakers`` has played ``seconds`` more of audio: time measured in the
+    audio that flowed, so a stalled host waits longer instead of judging too little audio."""
+    targets = [(s, s.frames_written + round(seconds / 0.02)) for s in speakers]
+    wait_for(clients, lambda: all(s.frames_written >= target for s, target in targets), timeout=2 * seconds + 5)
+
+
+def engine(client: SdkClient) -> MediaEngine:
+    """The client's media engine (tests look at its route, counters and devices)."""
+    return client.ctx._core.engine
 
 
 class ThreadServer:

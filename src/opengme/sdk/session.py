@@ -25,8 +25,6 @@ from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent
 from opengme.ids import open_id_problem, room_id_problem
 from opengme.protocol import signalling
 
-SDK_STAMP = "0.1.0"
-
 BACKOFF_FIRST = 0.2  # docs/protocol.md: reconnect backoff 0.2 s doubling to 5 s, jittered
 BACKOFF_MAX = 5.0
 LIVENESS_FACTOR = 3.0  # a connection silent for this many heartbeat intervals is dead

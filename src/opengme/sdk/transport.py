@@ -39,8 +39,6 @@ from opengme.sdk.session import (
     Send,
 )
 
-SDK_STAMP = "0.1.0"
-
 PING_ID_BASE = 2**30  # heartbeat ids live above the session's request ids (unique per connection)
 STOP_TIMEOUT = 5.0
 MAX_QUEUED_BINARY = 64
