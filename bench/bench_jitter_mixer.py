@@ -50,16 +50,17 @@ def bench_jitter(frames: int = 20_000) -> float:
     return per_call_us(run, 1) / frames
 
 
-def speech_like(rng: np.random.Generator, n: int, streams: int) -> dict[int, np.ndarray]:
+def speech_like(rng: np.random.Generator, n: int, streams: int, channels: int = 1) -> dict[int, np.ndarray]:
     """Noise at different loudness per member (mixing cost does not depend on the content)."""
-    return {m: (rng.standard_normal(n) * 3000 / (1 + m)).astype(np.int16) for m in range(streams)}
+    shape = (n,) if channels == 1 else (n, channels)
+    return {m: (rng.standard_normal(shape) * 3000 / (1 + m)).astype(np.int16) for m in range(streams)}
 
 
-def bench_mix(rate: int, streams: int, max_streams: int) -> float:
+def bench_mix(rate: int, streams: int, max_streams: int, channels: int = 1) -> float:
     n = rate // 50
     rng = np.random.default_rng(2)
-    pool = [speech_like(rng, n, streams) for _ in range(8)]
-    mixer: Mixer[int] = Mixer(max_streams=max_streams, frame_samples=n)
+    pool = [speech_like(rng, n, streams, channels) for _ in range(8)]
+    mixer: Mixer[int] = Mixer(max_streams=max_streams, frame_samples=n, channels=channels)
     it = iter(range(1 << 62))
     return per_call_us(lambda: mixer.mix(pool[next(it) % 8]), 2000)
 
@@ -75,6 +76,7 @@ def main() -> None:
         for streams, mixed in ((6, 6), (20, 6), (20, 20)):
             label = f"mix {streams:2d} streams -> {mixed:2d} @ {rate // 1000} kHz"
             row(label, bench_mix(rate, streams, mixed))
+    row("mix  6 stereo streams ->  6 @ 48 kHz (3D)", bench_mix(48000, 6, 6, channels=2))
     rng = np.random.default_rng(3)
     for rate in (48000, 16000):
         frame = (rng.standard_normal(rate // 50) * 3000).astype(np.int16)
