@@ -40,12 +40,11 @@ from typing import Final
 
 import numpy as np
 
-from opengme.codec.opus import FRAME_MS
+from opengme.codec.opus import FRAME_MS, Frame
 from opengme.core.downlink import OUTPUT_RATE, Downlink, VoiceStage
 from opengme.core.impair import Impairment
 from opengme.core.mixer import fit_channels
 from opengme.core.uplink import SendStage, Uplink
-from opengme.devices import Frame
 from opengme.events import RoomType, UserUpdateEvent
 from opengme.protocol.media import TYPE_MASK, MediaCrypto, MediaHeader, PacketType
 from opengme.sdk.audio_settings import AudioSettings
