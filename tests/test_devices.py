@@ -6,7 +6,7 @@ import threading
 import types
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import av
 import numpy as np
@@ -525,7 +525,7 @@ def test_portaudio_missing_library_is_7014(monkeypatch: pytest.MonkeyPatch) -> N
 class StandInStream:
     """Stands in for a PortAudio stream (no sound card here): keeps the callback it was opened with."""
 
-    opened: list[StandInStream] = []
+    opened: ClassVar[list[StandInStream]] = []
 
     def __init__(self, **options: Any) -> None:
         self.options = options
