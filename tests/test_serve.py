@@ -27,9 +27,12 @@ def test_healthz_answers(served: ServeProcess) -> None:
 
 def test_metrics_are_prometheus_text(served: ServeProcess) -> None:
     status, ctype, body = _get(served.url + "/metrics")
-    assert status == 200 and ctype.startswith("text/plain")
-    assert "# TYPE opengme_uptime_seconds gauge" in body
-    assert "opengme_apps 1" in body.splitlines()
+    assert status == 200 and ctype == "text/plain; version=0.0.4; charset=utf-8"
+    lines = body.splitlines()
+    assert "opengme_apps 1.0" in lines
+    assert any(line.startswith("process_start_time_seconds ") for line in lines)
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
+    assert any(line.startswith("opengme_build_info{") and 'version="' in line for line in lines)
 
 
 def test_first_start_creates_dev_app_and_says_how_to_go_on(served: ServeProcess) -> None:

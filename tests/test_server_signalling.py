@@ -360,6 +360,6 @@ async def test_metrics_endpoint_shows_rooms_members_and_counters(srv: Running) -
     await srv.member("10002", room_id="r2")
     async with srv.session.get(srv.url + "/metrics") as response:
         text = await response.text()
-    assert "opengme_rooms 2" in text and "opengme_members 2" in text
-    assert "opengme_entries_total 2" in text
-    assert 'opengme_signal_messages_total{type="hello"} 2' in text
+    assert "opengme_rooms 2.0" in text and "opengme_members 2.0" in text
+    assert "opengme_entries_total 2.0" in text
+    assert 'opengme_signal_messages_total{type="hello"} 2.0' in text

@@ -18,7 +18,7 @@ from aiohttp import web
 from opengme import __version__
 from opengme.config import Settings
 from opengme.logs import fields
-from opengme.server.metrics import Metrics
+from opengme.server.metrics import CONTENT_TYPE, Metrics
 from opengme.store import App, AppStore
 
 log = logging.getLogger("opengme.server")
@@ -42,8 +42,8 @@ class Server:
     def __post_init__(self) -> None:
         self.web_app.router.add_get("/healthz", self._healthz)
         self.web_app.router.add_get("/metrics", self._metrics)
-        self.metrics.gauge("opengme_uptime_seconds", "Seconds since the server started.", self.uptime)
-        self.metrics.gauge("opengme_apps", "Apps in the registry.", lambda: len(self.store.list()))
+        self._apps = 0  # read off the event loop before each scrape (SQLite)
+        self.metrics.gauge("opengme_apps", "Apps in the registry.", lambda: self._apps)
 
     def uptime(self) -> float:
         return time.time() - self.started_at
@@ -52,7 +52,8 @@ class Server:
         return web.json_response({"status": "ok", "version": __version__, "uptime": round(self.uptime(), 3)})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        self._apps = len(await asyncio.to_thread(self.store.list))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
