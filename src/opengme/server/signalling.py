@@ -28,6 +28,7 @@ from opengme.core.rooms import RoomEvent, RoomRegistry
 from opengme.core.signalling import (
     DISSOLVED,
     KICKED,
+    Delivery,
     Instant,
     MediaSessions,
     Output,
@@ -94,7 +95,7 @@ class Signalling:
         self.settings = server.settings
         self.core = SignallingCore(self.settings)
         self.connections = Connections()
-        self.delivery = self.connections  # where the core's messages go (later: other nodes too)
+        self.delivery: Delivery = self.connections  # where the core's messages go (several nodes: elsewhere too)
         self.room_listeners: list[RoomListener] = []
         self._media: MediaPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
