@@ -12,7 +12,8 @@
 - Sessions: signalling calls ``open_session`` for every entry, switch and resume, which adds the member
   to the relay under a fresh random key; departures of any kind arrive as room events.
 - Every ``quality_interval`` seconds, each member that sent media gets a ``quality`` push with its
-  uplink loss (through signalling's ``delivery``, like every push); the relay's counters are copied into the ``/metrics`` counters at every scrape.
+  uplink loss (through signalling's ``delivery``, like every push); the relay's counters are copied
+  into the ``/metrics`` counters at every scrape.
 """
 from __future__ import annotations
 
