@@ -22,6 +22,7 @@ import enum
 import hashlib
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -61,9 +62,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and a rename: all of it or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_atomically(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and a rename: all of it or nothing.
+    ``tmp_dir`` (same file system) holds the temporary file; default: next to ``path``."""
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident():x}.tmp"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
