@@ -223,7 +223,8 @@ class DiskStorage:
     def _blobs(self) -> Iterator[Path]:
         for folder in self._root.iterdir():
             if folder.is_dir() and folder.name != TMP_FOLDER:
-                yield from (p for p in folder.iterdir() if p.suffix == SUFFIX and _SHA256.fullmatch(p.stem))
+                yield from (p for p in folder.iterdir()
+                            if p.suffix == SUFFIX and _SHA256.fullmatch(p.stem) and p.is_file())
 
 
 def open_storage(data_dir: Path | str, retention_days: float) -> MessageStorage:
