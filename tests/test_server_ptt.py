@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import signal
 import socket
 import threading
@@ -143,6 +144,22 @@ async def test_upload_refusals_have_their_codes_and_store_nothing(srv: Running, 
         assert body["message"], name
     assert stored(srv) == [] and srv.server.metrics.value(server_ptt.UPLOADS) == 0
     assert srv.server.metrics.value(server_ptt.REFUSALS, code=int(E.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR)) >= 6
+
+
+async def test_fuzzed_uploads_are_each_refused_with_8193_and_stored_nowhere(srv: Running, voice: bytes) -> None:
+    """Truncations, bit flips, random bytes and huge page sizes, through the real endpoint."""
+    rng = random.Random(12)
+    bodies = [voice[: rng.randrange(len(voice))] for _ in range(15)]
+    for _ in range(15):
+        flipped = bytearray(voice)
+        flipped[rng.randrange(len(voice))] ^= 1 << rng.randrange(8)
+        bodies.append(bytes(flipped))
+    bodies += [rng.randbytes(rng.randrange(1, 5000)) for _ in range(10)]
+    bodies += [b"OggS\0\2" + bytes(20) + b"\xff" + b"\xff" * 255 + rng.randbytes(100) for _ in range(5)]
+    for body in bodies:
+        status, reply = await upload(srv, body, auth(srv.app, "10001"))
+        assert (status, reply["code"]) == (422, E.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR), reply
+    assert stored(srv) == [] and srv.server.metrics.value(server_ptt.UPLOADS) == 0
 
 
 async def test_a_chunked_body_is_cut_at_the_limit(srv: Running, voice: bytes) -> None:

@@ -274,7 +274,10 @@ class Ptt:
         self.server.metrics.inc(REFUSALS, code=int(exc.code))
         log.info("voice-message request refused", extra=fields(method=request.method, path=request.path,
                                                                code=int(exc.code), reason=str(exc)))
-        return web.json_response(proto.error_body(exc.code, str(exc)), status=exc.status)
+        response = web.json_response(proto.error_body(exc.code, str(exc)), status=exc.status)
+        if exc.status == 413:
+            response.force_close()  # the rest of an oversized body is not worth a kept-alive connection
+        return response
 
 
 def _check_switches(app: App) -> None:
