@@ -22,6 +22,7 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.codec import voicefile as vf
+from opengme.config import Settings, load_settings
 from opengme.errors import ErrorCode
 from opengme.protocol import ptt as proto
 from opengme.protocol.signalling import encode_auth_buffer
@@ -339,3 +340,12 @@ async def test_storage_failures_are_8195_on_upload_and_12291_on_download(srv: Ru
     blob.mkdir()
     status, body, _ = await call(srv, "GET", reply["file_id"], auth(srv.app, "10002"))
     assert (status, body["code"]) == (503, E.QAVPTTERROR_DOWNLOAD_COS_INTERNAL_FAIL)
+
+
+def test_voice_message_settings_come_from_the_environment_like_the_others() -> None:
+    settings = load_settings(config_file=None, environ={"OPENGME_PTT_MAX_BYTES": "5000",
+                                                        "OPENGME_PTT_RETENTION_DAYS": "7",
+                                                        "OPENGME_PUBLIC_URL": "https://voice.example.com"})
+    assert (settings.ptt_max_bytes, settings.ptt_retention_days) == (5000, 7.0)
+    assert proto.file_url(settings.public_url, "abc") == "https://voice.example.com/v1/ptt/files/abc"
+    assert Settings().ptt_max_duration_ms == 58_000 and Settings().ptt_max_bytes == 1 << 20

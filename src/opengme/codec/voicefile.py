@@ -88,11 +88,16 @@ class VoiceFileWriter:
         self.path = Path(path)
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self):x}.part")
         self._file = open(self._tmp, "xb")  # noqa: SIM115 - closed by commit/abort
-        self._container = av.open(self._file, mode="w", format="ogg")
-        stream = self._container.add_stream("libopus", rate=SAMPLE_RATE)
-        stream.layout = "mono"
-        stream.bit_rate = bitrate
-        stream.codec_context.options = {"application": "voip", "vbr": "on", "frame_duration": str(FRAME_MS)}
+        try:
+            self._container = av.open(self._file, mode="w", format="ogg")
+            stream = self._container.add_stream("libopus", rate=SAMPLE_RATE)
+            stream.layout = "mono"
+            stream.bit_rate = bitrate
+            stream.codec_context.options = {"application": "voip", "vbr": "on", "frame_duration": str(FRAME_MS)}
+        except BaseException:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
         self._stream = stream
         self._samples = 0
         self._closed = False
