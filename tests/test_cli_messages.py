@@ -13,7 +13,6 @@ from opengme.authbuffer import gen_auth_buffer
 from opengme.codec import voicefile as vf
 from opengme.errors import ErrorCode
 from opengme.protocol import ptt as proto
-from opengme.protocol.signalling import encode_auth_buffer
 from opengme.store import App
 from support.audio import clip
 from support.processes import ServeProcess, opengme_cmd
@@ -25,9 +24,7 @@ def _run(served: ServeProcess, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _headers(app: App, open_id: str) -> dict[str, str]:
-    buf = gen_auth_buffer(app.app_id, "", open_id, app.key)
-    return {proto.HEADER_APP_ID: app.app_id, proto.HEADER_OPEN_ID: open_id,
-            proto.HEADER_AUTH_BUFFER: encode_auth_buffer(buf)}
+    return proto.auth_headers(app.app_id, open_id, gen_auth_buffer(app.app_id, "", open_id, app.key))
 
 
 def _upload(served: ServeProcess, app: App, open_id: str, data: bytes) -> dict[str, object]:

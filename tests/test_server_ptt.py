@@ -25,7 +25,6 @@ from opengme.codec import voicefile as vf
 from opengme.config import Settings, load_settings
 from opengme.errors import ErrorCode
 from opengme.protocol import ptt as proto
-from opengme.protocol.signalling import encode_auth_buffer
 from opengme.server import ptt as server_ptt
 from opengme.storage import DiskStorage
 from opengme.store import App
@@ -54,8 +53,7 @@ def auth(app: App, open_id: str, buffer: bytes | None = None, header_open_id: st
          **kw: Any) -> dict[str, str]:
     """The three PTT headers, with a fresh room-less AuthBuffer unless ``buffer`` is given."""
     buf = gen_auth_buffer(app.app_id, "", open_id, app.key, **kw) if buffer is None else buffer
-    return {proto.HEADER_APP_ID: app.app_id, proto.HEADER_OPEN_ID: header_open_id or open_id,
-            proto.HEADER_AUTH_BUFFER: encode_auth_buffer(buf)}
+    return proto.auth_headers(app.app_id, header_open_id or open_id, buf)
 
 
 async def call(running: Running, method: str, url: str, headers: dict[str, str] | None = None,

@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from opengme.errors import ErrorCode
+from opengme.protocol.signalling import encode_auth_buffer
 
 FILES_PATH: Final = "/v1/ptt/files"
 LINK_SUFFIX: Final = "/link"
@@ -50,6 +51,11 @@ DOWNLOAD: Final = Direction(ErrorCode.QAVPTTERROR_DOWNLOAD_APPINFO_UNSET,
 FILE_REFUSED: Final = ErrorCode.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR  # too big, too long, not Ogg/Opus
 NOT_FOUND: Final = ErrorCode.QAVPTTERROR_DOWNLOAD_REMOTEFILE_ACCESSERROR  # unknown, deleted, expired
 LINK_REFUSED: Final = ErrorCode.QAVPTTERROR_DOWNLOAD_GET_SIGN_NETWORK_FAIL  # bad or expired link signature
+
+
+def auth_headers(app_id: str, open_id: str, auth_buffer: bytes | str) -> dict[str, str]:
+    """The three headers that authorise a request with a room-less AuthBuffer (v1 bytes or v2 token)."""
+    return {HEADER_APP_ID: app_id, HEADER_OPEN_ID: open_id, HEADER_AUTH_BUFFER: encode_auth_buffer(auth_buffer)}
 
 
 def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
