@@ -264,17 +264,14 @@ def ogg_crc(data: bytes) -> int:
     return int(f"{raw:032b}"[::-1], 2)
 
 
-def _refuse(reason: Refusal, message: str) -> VoiceFileError:
-    return VoiceFileError(reason, message)
-
-
 def opus_packet_samples(packet: bytes) -> int:
     """Samples (at 48 kHz) in one Opus packet, from its TOC byte (RFC 6716 §3.1); checks the
     framing rules that do not need decoding."""
     if not packet:
-        raise _refuse(Refusal.BAD_PACKET, "an Opus packet is empty")
+        raise VoiceFileError(Refusal.BAD_PACKET, "an Opus packet is empty")
     if len(packet) > MAX_AUDIO_PACKET:
-        raise _refuse(Refusal.BAD_PACKET, f"an Opus packet is {len(packet)} bytes; at most {MAX_AUDIO_PACKET} exist")
+        raise VoiceFileError(Refusal.BAD_PACKET,
+                             f"an Opus packet is {len(packet)} bytes; at most {MAX_AUDIO_PACKET} exist")
     toc = packet[0]
     config = toc >> 3
     if config < 12:
@@ -288,27 +285,28 @@ def opus_packet_samples(packet: bytes) -> int:
     if code == 0:
         count = 1
         if body > 1275:
-            raise _refuse(Refusal.BAD_PACKET, "a one-frame Opus packet is longer than 1275 bytes")
+            raise VoiceFileError(Refusal.BAD_PACKET, "a one-frame Opus packet is longer than 1275 bytes")
     elif code == 1:
         count = 2
         if body % 2 or body // 2 > 1275:
-            raise _refuse(Refusal.BAD_PACKET, "a two-frame Opus packet (code 1) has an odd or oversized body")
+            raise VoiceFileError(Refusal.BAD_PACKET, "a two-frame Opus packet (code 1) has an odd or oversized body")
     elif code == 2:
         count = 2
         if body < 1 or (packet[1] >= 252 and body < 2):
-            raise _refuse(Refusal.BAD_PACKET, "a two-frame Opus packet (code 2) lacks its frame length")
+            raise VoiceFileError(Refusal.BAD_PACKET, "a two-frame Opus packet (code 2) lacks its frame length")
         first = packet[1] if packet[1] < 252 else packet[1] + 4 * packet[2]
         if first > body - (1 if packet[1] < 252 else 2):
-            raise _refuse(Refusal.BAD_PACKET, "a two-frame Opus packet (code 2) has a frame longer than the packet")
+            raise VoiceFileError(Refusal.BAD_PACKET,
+                                 "a two-frame Opus packet (code 2) has a frame longer than the packet")
     else:
         if body < 1:
-            raise _refuse(Refusal.BAD_PACKET, "a multi-frame Opus packet (code 3) lacks its frame count")
+            raise VoiceFileError(Refusal.BAD_PACKET, "a multi-frame Opus packet (code 3) lacks its frame count")
         count = packet[1] & 0x3F
         if count == 0:
-            raise _refuse(Refusal.BAD_PACKET, "a multi-frame Opus packet (code 3) has zero frames")
+            raise VoiceFileError(Refusal.BAD_PACKET, "a multi-frame Opus packet (code 3) has zero frames")
     samples = frame * count
     if samples > MAX_OPUS_PACKET_SAMPLES:
-        raise _refuse(Refusal.BAD_PACKET, f"an Opus packet lasts {samples / 48:g} ms; at most 120 ms is allowed")
+        raise VoiceFileError(Refusal.BAD_PACKET, f"an Opus packet lasts {samples / 48:g} ms; at most 120 ms is allowed")
     return samples
 
 
@@ -327,43 +325,44 @@ def _pages(data: bytes) -> list[_Page]:
     serial = None
     while pos < len(data):
         if len(data) - pos < PAGE_HEADER.size:
-            raise _refuse(Refusal.TRUNCATED, f"the file ends inside a page header at byte {pos}")
+            raise VoiceFileError(Refusal.TRUNCATED, f"the file ends inside a page header at byte {pos}")
         capture, version, flags, granule, page_serial, seq, crc, nseg = PAGE_HEADER.unpack_from(data, pos)
         if capture != CAPTURE:
             if pos == 0:
-                raise _refuse(Refusal.NOT_OGG, "not an Ogg file (it does not start with 'OggS')")
-            raise _refuse(Refusal.BAD_PAGE, f"no Ogg page starts at byte {pos} (garbage between pages)")
+                raise VoiceFileError(Refusal.NOT_OGG, "not an Ogg file (it does not start with 'OggS')")
+            raise VoiceFileError(Refusal.BAD_PAGE, f"no Ogg page starts at byte {pos} (garbage between pages)")
         if version != 0:
-            raise _refuse(Refusal.BAD_PAGE, f"Ogg page at byte {pos} has version {version}; only 0 exists")
+            raise VoiceFileError(Refusal.BAD_PAGE, f"Ogg page at byte {pos} has version {version}; only 0 exists")
         if flags & ~7:
-            raise _refuse(Refusal.BAD_PAGE, f"Ogg page at byte {pos} has unknown flag bits {flags:#x}")
+            raise VoiceFileError(Refusal.BAD_PAGE, f"Ogg page at byte {pos} has unknown flag bits {flags:#x}")
         table_end = pos + PAGE_HEADER.size + nseg
         if table_end > len(data):
-            raise _refuse(Refusal.TRUNCATED, f"the file ends inside the segment table of the page at byte {pos}")
+            raise VoiceFileError(Refusal.TRUNCATED, f"the file ends inside the segment table of the page at byte {pos}")
         segments = data[pos + PAGE_HEADER.size : table_end]
         end = table_end + sum(segments)
         if end > len(data):
-            raise _refuse(Refusal.TRUNCATED, f"the page at byte {pos} says {sum(segments)} bytes of data; "
-                                              f"the file has {len(data) - table_end} left")
+            raise VoiceFileError(Refusal.TRUNCATED, f"the page at byte {pos} says {sum(segments)} bytes of data; "
+                                 f"the file has {len(data) - table_end} left")
         page = data[pos:end]
         if ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) != crc:
-            raise _refuse(Refusal.BAD_CRC, f"the page at byte {pos} fails its CRC check (the file is damaged)")
+            raise VoiceFileError(Refusal.BAD_CRC, f"the page at byte {pos} fails its CRC check (the file is damaged)")
         if serial is None:
             serial = page_serial
         elif page_serial != serial:
-            raise _refuse(Refusal.NOT_OPUS, "the Ogg file holds more than one stream; a voice message has one")
+            raise VoiceFileError(Refusal.NOT_OPUS, "the Ogg file holds more than one stream; a voice message has one")
         if seq != len(pages):
-            raise _refuse(Refusal.BAD_PAGE, f"page {len(pages)} carries sequence number {seq} (a page is missing)")
+            raise VoiceFileError(Refusal.BAD_PAGE,
+                                 f"page {len(pages)} carries sequence number {seq} (a page is missing)")
         if bool(flags & FLAG_BOS) != (not pages):
-            raise _refuse(Refusal.BAD_PAGE, "the beginning-of-stream flag is not on the first page alone")
+            raise VoiceFileError(Refusal.BAD_PAGE, "the beginning-of-stream flag is not on the first page alone")
         if pages and pages[-1].flags & FLAG_EOS:
-            raise _refuse(Refusal.BAD_PAGE, "there are pages after the end-of-stream page")
+            raise VoiceFileError(Refusal.BAD_PAGE, "there are pages after the end-of-stream page")
         pages.append(_Page(flags, granule, segments, data[table_end:end]))
         pos = end
     if not pages:
-        raise _refuse(Refusal.EMPTY, "the file is empty")
+        raise VoiceFileError(Refusal.EMPTY, "the file is empty")
     if not pages[-1].flags & FLAG_EOS:
-        raise _refuse(Refusal.TRUNCATED, "the last page is not marked end-of-stream (the file is cut short)")
+        raise VoiceFileError(Refusal.TRUNCATED, "the last page is not marked end-of-stream (the file is cut short)")
     return pages
 
 
@@ -374,7 +373,8 @@ def _packets(pages: list[_Page]) -> list[tuple[bytes, int]]:
     size = 0
     for index, page in enumerate(pages):
         if bool(page.flags & FLAG_CONTINUED) != bool(partial):
-            raise _refuse(Refusal.BAD_PAGE, f"page {index}'s continuation flag does not match the packet before it")
+            raise VoiceFileError(Refusal.BAD_PAGE,
+                                 f"page {index}'s continuation flag does not match the packet before it")
         at = 0
         for lacing in page.segments:
             partial.append(page.body[at : at + lacing])
@@ -382,12 +382,12 @@ def _packets(pages: list[_Page]) -> list[tuple[bytes, int]]:
             size += lacing
             limit = MAX_HEADER_PACKET if len(packets) < 2 else MAX_AUDIO_PACKET
             if size > limit:
-                raise _refuse(Refusal.BAD_PACKET, f"packet {len(packets)} is larger than {limit} bytes")
+                raise VoiceFileError(Refusal.BAD_PACKET, f"packet {len(packets)} is larger than {limit} bytes")
             if lacing < 255:
                 packets.append((b"".join(partial), index))
                 partial, size = [], 0
     if partial:
-        raise _refuse(Refusal.TRUNCATED, "the last packet is unfinished")
+        raise VoiceFileError(Refusal.TRUNCATED, "the last packet is unfinished")
     return packets
 
 
@@ -396,39 +396,39 @@ def _opus_head(packet: bytes) -> tuple[int, int, int]:
     if not packet.startswith(b"OpusHead"):
         kind = packet[:8].split(b"\0")[0].decode("ascii", "replace") or "unknown"
         hint = "Vorbis" if packet[1:7] == b"vorbis" else kind
-        raise _refuse(Refusal.NOT_OPUS, f"the Ogg stream is not Opus (first packet: {hint!r})")
+        raise VoiceFileError(Refusal.NOT_OPUS, f"the Ogg stream is not Opus (first packet: {hint!r})")
     if len(packet) < 19:
-        raise _refuse(Refusal.BAD_HEADER, "OpusHead is shorter than 19 bytes")
+        raise VoiceFileError(Refusal.BAD_HEADER, "OpusHead is shorter than 19 bytes")
     version, channels, pre_skip, rate, _gain, family = struct.unpack_from("<BBHIhB", packet, 8)
     if version >> 4:
-        raise _refuse(Refusal.BAD_HEADER, f"OpusHead version {version} is not 0.x")
+        raise VoiceFileError(Refusal.BAD_HEADER, f"OpusHead version {version} is not 0.x")
     if family != 0 or not 1 <= channels <= 2 or len(packet) != 19:
-        raise _refuse(Refusal.BAD_HEADER, f"OpusHead describes {channels} channels with mapping family {family}; "
-                                          "a voice message is mono or stereo (family 0)")
+        raise VoiceFileError(Refusal.BAD_HEADER, f"OpusHead describes {channels} channels with mapping family "
+                             f"{family}; a voice message is mono or stereo (family 0)")
     return channels, pre_skip, rate
 
 
 def _tag_string(packet: bytes, pos: int) -> tuple[bytes, int]:
     """One length-prefixed OpusTags string at ``pos`` and the position after it."""
     if pos + 4 > len(packet):
-        raise _refuse(Refusal.BAD_HEADER, "OpusTags ends inside a length field")
+        raise VoiceFileError(Refusal.BAD_HEADER, "OpusTags ends inside a length field")
     (length,) = struct.unpack_from("<I", packet, pos)
     if length > len(packet) - pos - 4:
-        raise _refuse(Refusal.BAD_HEADER, "an OpusTags string is longer than the packet")
+        raise VoiceFileError(Refusal.BAD_HEADER, "an OpusTags string is longer than the packet")
     return packet[pos + 4 : pos + 4 + length], pos + 4 + length
 
 
 def _opus_tags(packet: bytes) -> str:
     """The vendor string of an OpusTags packet (RFC 7845 §5.2), after checking every length in it."""
     if not packet.startswith(b"OpusTags"):
-        raise _refuse(Refusal.BAD_HEADER, "the second packet is not OpusTags")
+        raise VoiceFileError(Refusal.BAD_HEADER, "the second packet is not OpusTags")
     vendor, pos = _tag_string(packet, 8)
     if pos + 4 > len(packet):
-        raise _refuse(Refusal.BAD_HEADER, "OpusTags ends before its comment count")
+        raise VoiceFileError(Refusal.BAD_HEADER, "OpusTags ends before its comment count")
     (count,) = struct.unpack_from("<I", packet, pos)
     pos += 4
     if count > (len(packet) - pos) // 4:
-        raise _refuse(Refusal.BAD_HEADER, f"OpusTags claims {count} comments; the packet cannot hold them")
+        raise VoiceFileError(Refusal.BAD_HEADER, f"OpusTags claims {count} comments; the packet cannot hold them")
     for _ in range(count):
         _, pos = _tag_string(packet, pos)
     return vendor.decode("utf-8", "replace")
@@ -447,21 +447,21 @@ def inspect_voice_file(data: bytes | bytearray | memoryview | Path | str, max_by
             data = f.read(max_bytes + 1)
     raw = bytes(data)
     if len(raw) > max_bytes:
-        raise _refuse(Refusal.TOO_BIG, f"the file is larger than the limit of {max_bytes} bytes")
+        raise VoiceFileError(Refusal.TOO_BIG, f"the file is larger than the limit of {max_bytes} bytes")
     pages = _pages(raw)
     packets = _packets(pages)
     if len(packets) < 2:
-        raise _refuse(Refusal.BAD_HEADER, "the stream ends before its OpusHead and OpusTags headers")
+        raise VoiceFileError(Refusal.BAD_HEADER, "the stream ends before its OpusHead and OpusTags headers")
     channels, pre_skip, rate = _opus_head(packets[0][0])
     if packets[0][1] != 0 or len(pages[0].segments) != 1 or pages[0].granule != 0:
-        raise _refuse(Refusal.BAD_HEADER, "OpusHead must be alone on the first page, with granule position 0")
+        raise VoiceFileError(Refusal.BAD_HEADER, "OpusHead must be alone on the first page, with granule position 0")
     vendor = _opus_tags(packets[1][0])
     head_pages = packets[1][1] + 1
     if any(p.granule != 0 for p in pages[1:head_pages]) or (len(packets) > 2 and packets[2][1] < head_pages):
-        raise _refuse(Refusal.BAD_HEADER, "OpusTags must end its page, with granule position 0")
+        raise VoiceFileError(Refusal.BAD_HEADER, "OpusTags must end its page, with granule position 0")
     audio = packets[2:]
     if not audio:
-        raise _refuse(Refusal.EMPTY, "the file has no audio packets")
+        raise VoiceFileError(Refusal.EMPTY, "the file has no audio packets")
     total = 0
     previous = 0
     ends_on: dict[int, int] = {}
@@ -474,15 +474,16 @@ def inspect_voice_file(data: bytes | bytearray | memoryview | Path | str, max_by
             continue  # a page on which no packet ends carries no granule position
         last = index == len(pages) - 1
         if granule < previous or (not last and granule != ends_on.get(index)) or granule > total:
-            raise _refuse(Refusal.BAD_PAGE, f"page {index} has granule position {granule}, which does not "
-                                             "match the audio packets before it")
+            raise VoiceFileError(Refusal.BAD_PAGE, f"page {index} has granule position {granule}, which does not "
+                                 "match the audio packets before it")
         previous = granule
     final = pages[-1].granule
     if final < pre_skip or total - final > MAX_OPUS_PACKET_SAMPLES:
-        raise _refuse(Refusal.BAD_PAGE, "the final granule position does not match the audio (pre-skip or end trim)")
+        raise VoiceFileError(Refusal.BAD_PAGE,
+                             "the final granule position does not match the audio (pre-skip or end trim)")
     duration_ms = (final - pre_skip) * 1000 // OPUS_RATE
     if max_duration_ms is not None and duration_ms > max_duration_ms:
-        raise _refuse(Refusal.TOO_LONG, f"the message lasts {duration_ms} ms; the limit is {max_duration_ms} ms")
+        raise VoiceFileError(Refusal.TOO_LONG, f"the message lasts {duration_ms} ms; the limit is {max_duration_ms} ms")
     return VoiceFileInfo(
         duration_ms=duration_ms,
         size=len(raw),
