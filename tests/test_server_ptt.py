@@ -103,6 +103,16 @@ async def test_upload_then_another_openid_downloads_the_same_bytes(srv: Running,
     assert m.value(server_ptt.UPLOAD_BYTES) == len(voice)
 
 
+async def test_string_openids_travel_percent_encoded(srv: Running, voice: bytes) -> None:
+    srv.server.store.set(srv.app.app_id, string_openid=True)
+    status, reply = await upload(srv, voice, auth(srv.app, "玩家 one/two"))
+    assert status == 201, reply
+    (message,) = server_ptt.get(srv.server).storage.list(srv.app.app_id)
+    assert message.open_id == "玩家 one/two"
+    status, _, raw = await call(srv, "GET", reply["download_url"])
+    assert status == 200 and raw == voice
+
+
 async def test_files_from_ffmpeg_encoders_are_accepted(srv: Running, tmp_path: Path) -> None:
     data = transcode(SPEECH_WAV, tmp_path / "stereo.ogg", "libopus", 48_000, "stereo").read_bytes()
     async with running_server(tmp_path / "other") as big:  # default limits: 1 MiB, 58 s
@@ -125,6 +135,9 @@ async def test_upload_refusals_have_their_codes_and_store_nothing(srv: Running, 
         ("expired", auth(app, "10001", expire_at=int(time.time()) - 1), voice,
          E.QAVPTTERROR_UPLOAD_SIGN_CHECK_FAIL, 403),
         ("a room's buffer", auth(app, "10001", gen_auth_buffer(app.app_id, "r1", "10001", app.key)), voice,
+         E.QAVPTTERROR_UPLOAD_SIGN_CHECK_FAIL, 403),
+        ("openid breaks the app's rule", auth(app, "player-one"), voice, E.QAVPTTERROR_UPLOAD_SIGN_CHECK_FAIL, 403),
+        ("openid not UTF-8", {**auth(app, "10001"), proto.HEADER_OPEN_ID: "%FF"}, voice,
          E.QAVPTTERROR_UPLOAD_SIGN_CHECK_FAIL, 403),
         ("unknown app", {**auth(app, "10001"), proto.HEADER_APP_ID: "1499999999"}, voice,
          E.QAVPTTERROR_UPLOAD_SIGN_CHECK_FAIL, 403),

@@ -134,16 +134,26 @@ class DiskStorage:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding SQLite's write lock (across processes) and ours (threads)."""
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under our lock; a database failure becomes OSError (the interface's)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+            except sqlite3.Error as exc:
+                raise OSError(f"voice-message database: {exc}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock (across processes) and ours (threads)."""
+        with self._read() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     def _blob(self, sha256: str) -> Path:
         return self._root / sha256[:2] / f"{sha256}{SUFFIX}"
@@ -169,9 +179,9 @@ class DiskStorage:
     def get(self, file_id: str, now: float | None = None) -> Message | None:
         if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
             return None
-        with self._lock:
-            row = self._db.execute("SELECT * FROM voice_messages WHERE file_id = ? AND created_at >= ?",
-                                   (file_id, self._horizon(now))).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT * FROM voice_messages WHERE file_id = ? AND created_at >= ?",
+                             (file_id, self._horizon(now))).fetchone()
         return Message(**row) if row else None
 
     def read(self, message: Message) -> bytes:
@@ -201,8 +211,8 @@ class DiskStorage:
         if open_id is not None:
             query += " AND open_id = ?"
             args += (open_id,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY created_at, file_id", args).fetchall()
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY created_at, file_id", args).fetchall()
         return [Message(**r) for r in rows]
 
     def clean_up(self, now: float | None = None) -> CleanupReport:

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from opengme.errors import ErrorCode
 from opengme.protocol.signalling import encode_auth_buffer
@@ -54,8 +54,10 @@ LINK_REFUSED: Final = ErrorCode.QAVPTTERROR_DOWNLOAD_GET_SIGN_NETWORK_FAIL  # ba
 
 
 def auth_headers(app_id: str, open_id: str, auth_buffer: bytes | str) -> dict[str, str]:
-    """The three headers that authorise a request with a room-less AuthBuffer (v1 bytes or v2 token)."""
-    return {HEADER_APP_ID: app_id, HEADER_OPEN_ID: open_id, HEADER_AUTH_BUFFER: encode_auth_buffer(auth_buffer)}
+    """The three headers that authorise a request with a room-less AuthBuffer (v1 bytes or v2 token).
+    The openid is percent-encoded UTF-8 (string openids need not be ASCII; numeric ones are unchanged)."""
+    return {HEADER_APP_ID: app_id, HEADER_OPEN_ID: quote(open_id, safe=""),
+            HEADER_AUTH_BUFFER: encode_auth_buffer(auth_buffer)}
 
 
 def error_body(code: ErrorCode, message: str) -> dict[str, Any]:

@@ -14,12 +14,14 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from opengme.authbuffer import AuthClaims, verify_auth_buffer
 from opengme.codec.voicefile import Refusal, VoiceFileError, VoiceFileInfo, inspect_voice_file
 from opengme.errors import ErrorCode, GmeError
+from opengme.ids import open_id_problem
 from opengme.logs import fields
 from opengme.protocol import ptt as proto
 from opengme.protocol.signalling import decode_auth_buffer
@@ -188,6 +190,13 @@ class Ptt:
         app = self.server.store.get(app_id)
         if app is None:
             raise Refused(direction.signature, 403, f"unknown AppID {app_id!r}")
+        try:
+            open_id = unquote(open_id, errors="strict")
+        except UnicodeDecodeError:
+            raise Refused(direction.signature, 403, f"{proto.HEADER_OPEN_ID} must be percent-encoded UTF-8") from None
+        problem = open_id_problem(open_id, app.string_openid)
+        if problem is not None:
+            raise Refused(direction.signature, 403, problem)
         try:
             claims: AuthClaims = verify_auth_buffer(decode_auth_buffer(text), app.key, app_id=app.app_id,
                                                     open_id=open_id, room_id="", now=now)
