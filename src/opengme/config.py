@@ -39,6 +39,13 @@ class Settings:
     max_message_bytes: int = 65536
     # Admin API: how far a signed request's timestamp may be from the server's clock.
     admin_max_skew: float = 300.0
+    # Voice messages (PTT): upload limits, retention, signed download links.
+    ptt_max_bytes: int = 1_048_576  # an upload above this is refused before it is stored
+    ptt_max_duration_ms: int = 58_000  # GME's longest message
+    ptt_retention_days: float = 90.0  # GME keeps messages 90 days; 0 keeps them forever
+    ptt_cleanup_interval: float = 3600.0  # seconds between retention passes
+    ptt_link_ttl: float = 600.0  # lifetime of a signed download link (never past its AuthBuffer's)
+    public_url: str = ""  # base of file ids (https://voice.example.com); "" = the URL the client used
 
     def with_overrides(self, values: Mapping[str, Any], source: str) -> Settings:
         return replace(self, **_coerce_all(values, source))

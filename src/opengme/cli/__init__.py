@@ -55,7 +55,7 @@ def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> 
 
 
 def build_parser() -> Parser:
-    from opengme.cli import app_cmd, authbuffer_cmd, errors_cmd, join_cmd, rooms_cmd, serve_cmd
+    from opengme.cli import app_cmd, authbuffer_cmd, errors_cmd, join_cmd, messages_cmd, rooms_cmd, serve_cmd
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -74,7 +74,7 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"opengme {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (serve_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd):
+    for module in (serve_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd):
         module.register(sub, common)
     return parser
 

@@ -80,10 +80,10 @@ class Server:
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import admin, media, signalling
+    from opengme.server import admin, media, ptt, signalling
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir))
-    for part in (signalling, admin, media):
+    for part in (signalling, admin, media, ptt):
         part.setup(server)
     return server
 
