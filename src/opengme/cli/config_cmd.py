@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"settings file: none (no ./{CONFIG_FILE} here; --config FILE names one)")
     else:
         print(f"settings file: {found.config_file}")
-    width = max(len(str(v)) for v in values.values())
-    print(f"{'SETTING':<20} {'VALUE':<{width}} FROM")
+    names, width = max(map(len, values)), max(len(str(v)) for v in values.values())
+    print(f"{'SETTING':<{names}}  {'VALUE':<{width}}  FROM")
     for name, value in values.items():
-        print(f"{name:<20} {value!s:<{width}} {found.origins[name]}")
+        print(f"{name:<{names}}  {value!s:<{width}}  {found.origins[name]}")
     return 0
