@@ -31,11 +31,9 @@ DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 """Where ``opengme serve`` listens on its embedded defaults, and so where clients look first."""
 ENV_PREFIX = "OPENGME_"
 URL_VARIABLE = "OPENGME_URL"
-CLIENT_VARIABLES = {
-    URL_VARIABLE: "the server the command-line clients and examples talk to",
-    "OPENGME_TEST_IMPAIR": "the SDK's receive-side impairment (tests and demos)",
-}
-"""``OPENGME_*`` variables that are not server settings: known, so they are not reported as typos."""
+CLIENT_VARIABLES = (URL_VARIABLE, "OPENGME_TEST_IMPAIR")
+"""``OPENGME_*`` variables that are not server settings (the server the clients and examples talk to;
+the SDK's receive-side test impairment): known, so they are not reported as typos."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 DEFAULT_ORIGIN = "default"

@@ -63,15 +63,17 @@ def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
-def setting_flags() -> argparse.ArgumentParser:
-    """The flags of the server's settings (``serve``, and ``config`` to show what ``serve`` would use)."""
-    flags = argparse.ArgumentParser(add_help=False)
-    flags.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    flags.add_argument("--port", help="TCP port (default 8090; 0 picks a free port)")
-    flags.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
-    flags.add_argument("--log-format", help=f"{' or '.join(LOG_FORMATS)}: JSON lines for machines "
-                       "(default), text for people")
-    return flags
+def settings_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser,
+                     name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that takes the server's setting flags: ``serve``, and ``config`` that shows what
+    ``serve`` would use with the same flags."""
+    p = sub.add_parser(name, parents=[common], help=summary, description=description)
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", help="TCP port (default 8090; 0 picks a free port)")
+    p.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
+    p.add_argument("--log-format", help=f"{' or '.join(LOG_FORMATS)}: JSON lines for machines (default), "
+                   "text for people")
+    return p
 
 
 def server_flag(parser: argparse.ArgumentParser) -> None:

@@ -6,18 +6,16 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from opengme.cli import resolved_settings, setting_flags
+from opengme.cli import resolved_settings, settings_command
 from opengme.config import CONFIG_FILE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "config",
-        parents=[common, setting_flags()],
-        help="show the effective settings and where each came from",
-        description="Print every setting `opengme serve` would use with the same flags in this directory, "
-        "and its origin: the default, the settings file (and its [server] table), an OPENGME_* variable "
-        "or a flag. Bad values are refused exactly as `serve` refuses them.",
+    p = settings_command(
+        sub, common, "config", "show the effective settings and where each came from",
+        "Print every setting `opengme serve` would use with the same flags in this directory, and its "
+        "origin: the default, the settings file (and its [server] table), an OPENGME_* variable or a "
+        "flag. Bad values are refused exactly as `serve` refuses them.",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

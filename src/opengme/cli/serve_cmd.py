@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opengme.cli import CliError, resolved_settings, setting_flags
+from opengme.cli import CliError, resolved_settings, settings_command
 from opengme.config import CONFIG_FILE, DEFAULT_ORIGIN, ENV_PREFIX
 from opengme.logs import setup_logging
 
@@ -17,12 +17,10 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "serve",
-        parents=[common, setting_flags()],
-        help="run the OpenGME server (HTTP/WebSocket on one port)",
-        description="Run the OpenGME server until SIGINT/SIGTERM. Settings come from embedded defaults, "
-        "then ./opengme.toml (or --config), then OPENGME_* environment variables, then these flags "
+    p = settings_command(
+        sub, common, "serve", "run the OpenGME server (HTTP/WebSocket on one port)",
+        "Run the OpenGME server until SIGINT/SIGTERM. Settings come from embedded defaults, then "
+        "./opengme.toml (or --config), then OPENGME_* environment variables, then these flags "
         "(`opengme config` shows the result). On the first start with no app it creates a 'dev' app "
         "and prints its AppID and key.",
     )
