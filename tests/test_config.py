@@ -53,6 +53,8 @@ def test_origins_say_where_each_setting_came_from(tmp_path: Path) -> None:
     ("log_level = 'verbose'", "log_level must be one of debug, info, warning, error, got 'verbose'"),
     ("log_format = 'xml'", "log_format must be one of json, text, got 'xml'"),
     ("[logging]\nlevel = 'info'", "unknown setting 'logging'"),
+    ("[serverr]\nport = 1", "unknown setting 'serverr' (did you mean 'server'?)"),
+    ("server = 1", "'server' must be a table ([server]), got 1"),
     ("port = 1\n[server]\nport = 2", "port is set both at the top level and in [server]"),
 ])
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:

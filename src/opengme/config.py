@@ -143,7 +143,7 @@ def _coerce(name: str, value: object, label: str) -> Any:
 
 
 def _suggest(name: str) -> str:
-    close = difflib.get_close_matches(name, _NAMES, n=1)
+    close = difflib.get_close_matches(name, (*_NAMES, SERVER_TABLE), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
