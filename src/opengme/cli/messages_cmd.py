@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from opengme.cli import CliError
-from opengme.config import ConfigError, Settings, load_settings
-from opengme.storage import Message, MessageStorage, open_storage
+from opengme.cli import CliError, resolved_settings
+
+if TYPE_CHECKING:  # the storage pulls in PyAV: `opengme --help` need not load it
+    from opengme.storage import Message, MessageStorage
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -40,15 +42,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     clean.set_defaults(func=_clean)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        return load_settings(config_file=args.config, overrides={"data_dir": args.data_dir})
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _storage(args: argparse.Namespace) -> MessageStorage:
-    settings = _settings(args)
+    from opengme.storage import open_storage
+
+    settings = resolved_settings(args).settings
     if not settings.data_dir.is_dir():
         raise CliError(f"no data directory at {settings.data_dir}; pass --data-dir")
     return open_storage(settings.data_dir, settings.ptt_retention_days)
@@ -84,7 +81,7 @@ def _list(args: argparse.Namespace) -> int:
     finally:
         storage.close()
     if args.json:
-        retention = _settings(args).ptt_retention_days
+        retention = resolved_settings(args).settings.ptt_retention_days
         print(json.dumps([_describe(m, retention) for m in messages], indent=2))
         return 0
     print(f"{'FILE_ID':<26} {'OPENID':<20} {'BYTES':>8} {'MS':>6} CREATED")
@@ -99,7 +96,7 @@ def _show(args: argparse.Namespace) -> int:
         message = _require(storage, args.file_id)
     finally:
         storage.close()
-    print(json.dumps(_describe(message, _settings(args).ptt_retention_days), indent=2))
+    print(json.dumps(_describe(message, resolved_settings(args).settings.ptt_retention_days), indent=2))
     return 0
 
 
