@@ -278,13 +278,17 @@ def _text(message: Any) -> str | None:
 
 
 @given(ANY_TEXT | st.text(max_size=200) | st.binary(max_size=200))
-def test_parse_client_never_raises_anything_but_protocol_error(data: str | bytes) -> None:
+def test_the_parsers_never_raise_anything_but_protocol_error(data: str | bytes) -> None:
     try:
         message = p.parse_client(data)
     except p.ProtocolError as exc:
         assert exc.code in {INVALID, ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT}
     else:
         assert message["type"] in p.REQUEST_TYPES
+    try:
+        assert isinstance(p.parse_server(data, p.Ignored())["type"], str)
+    except p.ProtocolError as exc:
+        assert exc.code == INVALID
 
 
 FIELD_NAMES = sorted({f.name for m in BY_NAME.values() for f in m.fields} | {"type", "x", "tinyid", "udp_port"})

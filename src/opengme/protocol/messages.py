@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,16 +37,17 @@ MEMBER_EVENTS = ("enter", "exit")
 # --- value rules --------------------------------------------------------------------------------
 
 
-class Kind:
+class Kind(ABC):
     """The rule of one JSON value."""
 
+    @abstractmethod
     def check(self, value: Any, unknown: list[str]) -> str | None:
         """Why ``value`` is refused, or None. Nested unknown fields are removed from ``value`` in
         place (it is the parser's own copy) and their names appended to ``unknown``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def schema(self) -> Json:
-        raise NotImplementedError
+        """The rule as a JSON Schema fragment."""
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ class Ignored:
 
     def add_fields(self, kind: str, names: list[str]) -> None:
         self.fields.update(f"{kind}.{name}" for name in names)
-        log.debug("ignored unknown field(s) %s of a %r message", ", ".join(names), kind)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ignored unknown field(s) %s of a %r message", ", ".join(names), kind)
 
     def add_type(self, kind: str) -> None:
         self.types[kind] += 1
