@@ -96,7 +96,9 @@ class Ignored:
         self.types: Counter[str] = Counter()
 
     def add_fields(self, kind: str, names: list[str]) -> None:
-        self.fields.update(f"{kind}.{name}" for name in names)
+        tally = self.fields
+        for name in names:
+            tally[f"{kind}.{name}"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("ignored unknown field(s) %s of a %r message", ", ".join(names), kind)
 
