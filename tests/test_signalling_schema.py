@@ -9,10 +9,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opengme.protocol import schema
 from opengme.protocol import signalling as p
-from opengme.protocol.messages import BY_NAME, MESSAGES
+from opengme.protocol.messages import BY_NAME, MESSAGES, Base64
 from support.paths import REPO
 from support.signal_samples import REQUESTS, SERVER_MESSAGES
 
@@ -109,3 +111,11 @@ def test_a_server_message_the_sdk_refuses_the_schema_refuses(message: dict[str, 
     with pytest.raises(p.ProtocolError):
         p.parse_server(json.dumps(message))
     assert not validator("server_message").is_valid(message)
+
+
+@pytest.mark.parametrize("kind", [Base64(), Base64(32), Base64(2)], ids=repr)
+@given(text=st.text("Aa0+/=!é", max_size=48) | st.builds(lambda n, t: "QUFB" * n + t, st.integers(0, 12),
+                                                          st.text("A=", max_size=4)))
+def test_the_parsers_base64_rule_is_the_schemas(kind: Base64, text: str) -> None:
+    """The parser checks base64 with a linear-time form of the schema's pattern: they must agree."""
+    assert (kind.check(text, []) is None) == jsonschema.Draft202012Validator(kind.schema()).is_valid(text)
