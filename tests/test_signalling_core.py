@@ -178,9 +178,9 @@ def test_protocol_errors_are_answered_and_close_when_asked() -> None:
     conn = rig.connect()
     out = rig.core.refuse(conn, p.ProtocolError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "not JSON"), rig.now)
     assert out.actions == [Send(conn, p.error(None, ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "not JSON"))]
-    out = rig.core.refuse(conn, p.ProtocolError(ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE, "v99", 1, p.CLOSE_NORMAL),
+    out = rig.core.refuse(conn, p.ProtocolError(ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT, "v99", 1, p.CLOSE_NORMAL),
                           rig.now)
-    assert out.actions == [Send(conn, p.error(1, ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE, "v99")),
+    assert out.actions == [Send(conn, p.error(1, ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT, "v99")),
                            Close(conn, p.CLOSE_NORMAL)]
     assert rig.request(conn, p.ping(2, 1.0)).actions == []  # a closing connection is not answered
 

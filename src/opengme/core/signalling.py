@@ -377,7 +377,7 @@ class SignallingCore:
         peer.app_id, peer.open_id = app.app_id, msg["open_id"]
         self._clients[(app.app_id, msg["open_id"])].add(peer.id)
         self._send(peer.id, proto.hello_ok(msg["id"], __version__, self.settings.heartbeat_interval,
-                                           self.settings.member_timeout))
+                                           self.settings.member_timeout, proto.grant(msg["abilities"])))
 
     def _enter(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         app = self._authorise(peer, msg["room_id"], msg.get("resume_token"), proof)
