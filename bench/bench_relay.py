@@ -27,7 +27,7 @@ from typing import cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from opengme.core.relay import Relay
+from opengme.core.relay import Relay, RoutePolicy
 from opengme.protocol.media import MediaCrypto, MediaHeader, MediaPacketError, PacketType
 
 ROOM_SIZE = 5
@@ -101,8 +101,14 @@ def bench_aead() -> None:
 
 # -- 2. pure relay ------------------------------------------------------------------------------
 
-def bench_pure(rooms: int = 20, frames: int = 200) -> float:
-    """Feed pre-sealed packets straight to handle_datagram; returns µs per forwarded packet."""
+def two_teams(speaker: int, listener: int) -> bool:
+    """A route policy: odd and even tinyids are two teams that do not hear each other."""
+    return speaker % 2 == listener % 2
+
+
+def bench_pure(rooms: int = 20, frames: int = 200, policy: RoutePolicy | None = None) -> float:
+    """Feed pre-sealed packets straight to handle_datagram; returns µs per forwarded packet. With a
+    ``policy`` each room has it as its route policy (its cost is paid at join, not per packet)."""
     members = []
     for tinyid in range(1, rooms * ROOM_SIZE + 1):
         crypto = MediaCrypto.for_client(session_key(0, tinyid))
@@ -119,18 +125,24 @@ def bench_pure(rooms: int = 20, frames: int = 200) -> float:
         for tinyid, _, addr, bind in members:
             relay.add_member(f"room{(tinyid - 1) // ROOM_SIZE}", tinyid, session_key(0, tinyid))
             relay.handle_datagram(bind, addr, 0.0)
+        if policy is not None:
+            for room in range(rooms):
+                relay.set_route_policy(f"room{room}", policy)
         handle = relay.handle_datagram
         start = time.perf_counter()
         forwarded = 0
         for data, addr in packets:
             forwarded += len(handle(data, addr, 1.0))
         best = min(best, time.perf_counter() - start)
-    assert forwarded == len(packets) * (ROOM_SIZE - 1)
+    assert policy is not None or forwarded == len(packets) * (ROOM_SIZE - 1)
     per_in = best / len(packets) * 1e6
     per_fwd = best / forwarded * 1e6
-    print(f"\nPure Relay.handle_datagram (no sockets, rooms of {ROOM_SIZE}, best of 3):")
+    seals = forwarded / len(packets)
+    if policy is None:
+        print(f"\nPure Relay.handle_datagram (no sockets, rooms of {ROOM_SIZE}, best of 3):")
     print(f"  {len(packets) / best:10,.0f} packets in/s  {forwarded / best:10,.0f} forwarded/s   "
-          f"{per_in:.2f} µs per packet in = 1 open + {ROOM_SIZE - 1} seals ({per_fwd:.2f} µs per forwarded)")
+          f"{per_in:.2f} µs per packet in = 1 open + {seals:.1f} seals ({per_fwd:.2f} µs per forwarded)"
+          + ("" if policy is None else f", route policy {policy.__name__}"))
     return per_fwd
 
 
@@ -363,6 +375,7 @@ def main() -> None:
 
     bench_aead()
     pure_us = bench_pure()
+    bench_pure(policy=two_teams)
 
     ctx = mp.get_context("spawn")
     relay_conn, child_conn = ctx.Pipe()

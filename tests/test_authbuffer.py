@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from opengme.authbuffer import (
     AUTH_BITS_ALL,
+    MAX_V1_BYTES,
     V1,
     V2,
     AuthClaims,
@@ -415,6 +416,22 @@ def test_largest_buffers_round_trip_in_every_form(version: int) -> None:
     for form in forms(buffer):
         claims = decode_auth_buffer(form, KEY)
         assert (claims.app_id, claims.room_id, claims.open_id) == (str(2**32 - 1), room_id, open_id)
+    if version == V1:
+        assert len(buffer) == MAX_V1_BYTES  # the bound below which garbage must be decrypted at all
+
+
+def test_v1_longer_than_any_real_buffer_is_refused_before_decrypting() -> None:
+    too_long = bytes(range(256)) * 2 + bytes(MAX_V1_BYTES + 8 - 512)
+    assert len(too_long) == MAX_V1_BYTES + 8
+    assert f"at most {MAX_V1_BYTES}" in assert_rejected(too_long)
+    assert f"at most {MAX_V1_BYTES}" in assert_rejected(base64.b64encode(too_long))
+
+
+def test_a_wrong_tail_is_refused_from_the_last_block() -> None:
+    cipher = symmetry_encrypt(b"body", KEY.encode())
+    assert symmetry_decrypt(cipher, KEY.encode()) == b"body"
+    tampered = cipher[:-1] + bytes([cipher[-1] ^ 1])
+    assert symmetry_decrypt(tampered, KEY.encode()) is None
 
 
 # --- garbage, truncation, bit flips ---------------------------------------------------------------

@@ -91,3 +91,11 @@ def test_gen_errors_are_one_line_exit_2(data_dir: Path, tmp_path: Path) -> None:
     missing = run(tmp_path / "nowhere", "gen", APP, "1")
     assert missing.returncode == 2 and "no app registry" in missing.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "1.5", "soon"])
+def test_gen_refuses_a_ttl_that_is_not_a_positive_whole_number(data_dir: Path, ttl: str) -> None:
+    result = run(data_dir, "gen", APP, "10001", "--ttl", ttl)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"--ttl must be a positive whole number of seconds, got '{ttl}'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -126,7 +127,23 @@ def test_unreachable_server_is_one_line_exit_1(server: ServeProcess, app: App) -
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     result = cli(server, "rooms", app.app_id, url=url)
     assert result.returncode == 1 and "cannot reach the server" in result.stderr
+    assert f"(is `opengme serve` running at {url}?)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_server_as_host_port_or_from_the_environment(server: ServeProcess, app: App) -> None:
+    bare = cli(server, "rooms", app.app_id, url=server.url.removeprefix("http://"))
+    assert bare.returncode == 0, bare.stderr
+    env = {**os.environ, "OPENGME_URL": server.url}
+    from_env = subprocess.run(opengme_cmd("rooms", app.app_id, "--data-dir", str(server.data_dir)),
+                              capture_output=True, text=True, timeout=30, env=env)
+    assert from_env.returncode == 0, from_env.stderr
+    env["OPENGME_URL"] = "ftp://nowhere"
+    refused = subprocess.run(opengme_cmd("rooms", app.app_id, "--data-dir", str(server.data_dir)),
+                             capture_output=True, text=True, timeout=30, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr == ("opengme rooms: OPENGME_URL must be a URL like http://127.0.0.1:8090 "
+                              "(or just HOST:PORT), got 'ftp://nowhere'\n")
 
 
 def test_a_rotated_key_is_refused_with_7006(tmp_path: Path) -> None:

@@ -178,14 +178,52 @@ def test_muted_member_is_dropped_but_still_hears() -> None:
     assert {to for _, to in relay.handle_datagram(a.voice(), a.addr, 0.0)} == {b.addr, c.addr}
 
 
-def test_route_filter_decides_who_hears_whom() -> None:
+@dataclass
+class Teams:
+    """A route policy as range/team voice will bring one: answers from its own state, counts its calls."""
+
+    teams: dict[int, str]
+    calls: int = 0
+
+    def __call__(self, speaker: int, listener: int) -> bool:
+        self.calls += 1
+        return self.teams[speaker] == self.teams[listener]
+
+
+def test_route_policy_decides_who_hears_whom_and_is_asked_only_on_changes() -> None:
     relay = Relay()
     clients = [join(relay, "r", t, t) for t in (1, 2, 3, 4)]
-    teams = {1: "red", 2: "red", 3: "blue", 4: "blue"}
-    relay.set_route_filter(lambda speaker, listener: teams[speaker] == teams[listener])
+    outsider = join(relay, "elsewhere", 9, 9)
+    policy = Teams({1: "red", 2: "red", 3: "blue", 4: "blue", 5: "red"})
+    relay.set_route_policy("r", policy)
+    assert policy.calls == 4 * 3  # every ordered pair of the room, once
     assert [to for _, to in relay.handle_datagram(clients[0].voice(), clients[0].addr, 0.0)] == [clients[1].addr]
-    relay.set_route_filter(None)
+    assert {to for _, to in relay.handle_datagram(clients[3].voice(), clients[3].addr, 0.0)} == {clients[2].addr}
+    assert policy.calls == 12  # forwarding asks nothing
+    late = join(relay, "r", 5, 5)  # a joiner is routed by the room's policy: 2 calls per other member
+    assert policy.calls == 12 + 2 * 4
+    assert sorted(relay.listeners(5)) == [1, 2] and 5 in relay.listeners(1) and 5 not in relay.listeners(3)
+    policy.teams[5] = "blue"  # one member changes team: only its row and column are asked again
+    relay.update_routes(5)
+    assert policy.calls == 20 + 2 * 4
+    assert sorted(relay.listeners(5)) == [3, 4] and 5 not in relay.listeners(1) and 5 in relay.listeners(4)
+    assert {to for _, to in relay.handle_datagram(late.voice(), late.addr, 0.0)} == {clients[2].addr, clients[3].addr}
+    relay.remove_member(3)
+    assert relay.listeners(5) == [4] and 3 not in relay.listeners(4)
+    assert relay.listeners(9) == [] and outsider.tinyid not in relay.listeners(1)  # rooms never mix
+    relay.set_route_policy("r", None)
     assert len(relay.handle_datagram(clients[0].voice(), clients[0].addr, 0.0)) == 3
+
+
+def test_a_route_policy_set_before_anyone_joins_applies_to_the_joiners() -> None:
+    relay = Relay()
+    relay.set_route_policy("r", Teams({1: "red", 2: "blue", 3: "red", 4: "blue", 5: "blue"}))
+    a, _, c = (join(relay, "r", t, t) for t in (1, 2, 3))
+    assert [to for _, to in relay.handle_datagram(a.voice(), a.addr, 0.0)] == [c.addr]
+    for t in (1, 2, 3):
+        relay.remove_member(t)
+    d, e = join(relay, "r", 4, 4), join(relay, "r", 5, 5)  # the policy outlives the room's members
+    assert [to for _, to in relay.handle_datagram(d.voice(), d.addr, 0.0)] == [e.addr]
 
 
 def test_unknown_member_wrong_key_and_garbage_are_counted() -> None:

@@ -28,7 +28,7 @@ def reg() -> RoomRegistry:
 
 def enter(reg: RoomRegistry, open_id: str, room: str = "r1", room_type: RoomType = RoomType.FLUENCY,
           app: str = APP, now: float = 100.0) -> Member:
-    return reg.enter(app, room, open_id, room_type, conn=f"conn-{open_id}", now=now).member
+    return reg.enter(app, room, open_id, room_type, conn=int(open_id), now=now).member
 
 
 def test_room_appears_with_first_member_and_vanishes_with_last(reg: RoomRegistry) -> None:
@@ -106,9 +106,9 @@ def test_same_openid_takes_over_in_the_same_room(reg: RoomRegistry) -> None:
     old = enter(reg, "10001")
     enter(reg, "10002")
     reg.take_events()
-    entered = reg.enter(APP, "r1", "10001", RoomType.FLUENCY, "new-conn", 105.0)
+    entered = reg.enter(APP, "r1", "10001", RoomType.FLUENCY, 7, 105.0)
     assert entered.displaced is old and not reg.is_current(old)
-    assert entered.member.conn == "new-conn" and entered.member.tinyid != old.tinyid
+    assert entered.member.conn == 7 and entered.member.tinyid != old.tinyid
     assert reg.member_count == 2
     # the displaced leave is told to 10002 only; the newcomer never hears of its predecessor
     assert summary(reg.take_events()) == [("leave", "10001", ["10002"]), ("enter", "10001", ["10002"])]
@@ -176,12 +176,12 @@ def test_switch_moves_with_the_room_type_and_tells_both_rooms(reg: RoomRegistry)
     enter(reg, "10002", room="a")
     enter(reg, "10003", room="b", room_type=RoomType.HIGHQUALITY)
     reg.take_events()
-    result = reg.switch(a, "b", "conn", 110.0)
+    result = reg.switch(a, "b", 1, 110.0)
     assert result.error is None and result.entered is not None
     assert result.entered.room.room_type is RoomType.HIGHQUALITY
     assert summary(reg.take_events()) == [("leave", "10001", ["10002"]), ("enter", "10001", ["10003"])]
     # into a new room: the switcher's previous room type carries over
-    new = reg.switch(result.entered.member, "c", "conn", 111.0)
+    new = reg.switch(result.entered.member, "c", 1, 111.0)
     assert new.entered is not None and new.entered.room.room_type is RoomType.HIGHQUALITY
 
 
@@ -260,7 +260,14 @@ def test_invitation_failures(reg: RoomRegistry) -> None:
 
 def test_expired_invitations_are_purged(reg: RoomRegistry) -> None:
     a = enter(reg, "10001")
+    b = enter(reg, "10003")
     for i in range(50):
         reg.invite(a, "10002", True, float(i))
-    reg.invite(a, "10002", True, 1000.0)
-    assert len(reg._invitations) == 1
+    alive = reg.invite(b, "10002", True, 1000.0)
+    assert reg.expire_invitations(999.0) == 50 and reg.invitation_count == 1
+    assert reg.expire_invitations(1000.0) == 0  # alive until its time is over
+    assert reg.reply_invitation(APP, "10002", alive.invite_id, True, 1001.0) is alive
+    assert reg.invitation_count == 0
+    reg.invite(a, "10002", True, 1002.0)
+    reg.leave(a, 1003.0, voluntary=True)  # cancelled with its inviter's departure
+    assert reg.invitation_count == 0 and reg.expire_invitations(5000.0) == 0

@@ -309,12 +309,13 @@ def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, client
         served.stop()
 
 
-def test_protocol_mismatch_is_7015(served: ServeProcess, clients: ClientMaker,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_protocol_mismatch_is_10007(served: ServeProcess, clients: ClientMaker,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     app = served.dev_app()
     a = clients(served.url, app, "10001")
     monkeypatch.setattr(proto, "PROTOCOL_VERSION", 2)  # an SDK from the future
     a.ctx.enter_room("r", 1, gen_auth_buffer(app.app_id, "r", "10001", app.key))
     wait_for([a], lambda: bool(a.events.of(EventType.ENTER_ROOM)))
     (data,) = a.events.of(EventType.ENTER_ROOM)
-    assert data["result"] == ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE and "protocol 2" in data["error_info"]
+    assert data["result"] == ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT and "protocol 2" in data["error_info"]
+    assert "accepts protocol 1" in data["error_info"]

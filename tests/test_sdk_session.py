@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 from typing import Any
 
@@ -194,17 +195,64 @@ def test_server_refusals_pass_through_with_the_reason(h: Harness, code: ErrorCod
     assert h.closed == [h.conn] and not h.s.entered
 
 
-def test_protocol_mismatch_is_7015_from_the_server_or_from_hello_ok(h: Harness) -> None:
+def test_protocol_mismatch_is_10007_from_the_server_or_from_hello_ok(h: Harness) -> None:
     h.s.enter("r1", 1, AUTH, h.now)
     h.commands()
-    h.feed(proto.error(h.last("hello")["id"], ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE, "protocol 1 vs 2"))
+    h.feed(proto.error(h.last("hello")["id"], ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT, "protocol 1 vs 2"))
     h.feed(proto.error(h.last("enter")["id"], ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "send hello first"))
-    assert [d["result"] for _, d in h.events()] == [ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE]
+    assert [d["result"] for _, d in h.events()] == [ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT]
     h.s.enter("r1", 1, AUTH, h.now)
     h.commands()
     h.feed({**proto.hello_ok(h.last("hello")["id"], "9.0", 5.0, 90.0), "protocol": 2})
     ((_event, data),) = h.events()
-    assert data["result"] == ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE and "protocol 2" in data["error_info"]
+    assert data["result"] == ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT
+    assert "protocol 2" in data["error_info"] and "protocol 1" in data["error_info"]
+    assert h.heartbeats == [] and not h.s.busy
+
+
+def received(text: str) -> dict[str, Any]:
+    """A server frame as the network thread hands it over: through the tolerant parser."""
+    return proto.parse_server(text, proto.Ignored())
+
+
+def test_a_newer_servers_extra_fields_and_pushes_change_nothing(h: Harness) -> None:
+    """Extra fields in hello_ok, entered and pushes, and a push type this SDK does not know: the
+    heartbeats start, the entry succeeds and the members push still makes USER_UPDATE."""
+    h.s.enter("r1", 1, AUTH, h.now)
+    h.commands()
+    h.s.handle(Opened(h.conn, h.now))
+    hello_ok = {**proto.hello_ok(h.last("hello")["id"], "2.0", 5.0, 90.0, ["audio", "spatial"]), "region": "eu"}
+    h.feed(received(json.dumps(hello_ok)))
+    assert h.heartbeats == [5.0]
+    h.feed(received(json.dumps({"type": "weather", "id": h.last("enter")["id"], "sunny": True})))
+    assert h.events() == [] and h.s.phase is Phase.ENTERING  # the entry still waits for its answer
+    entered = {**proto.entered(h.last("enter")["id"], "r1", 1, 7, [], "tok", False), "shard": 3}
+    h.feed(received(json.dumps(entered)))
+    members = proto.members_push("enter", [(8, "10002")])
+    members["members"][0]["team"] = "red"
+    h.feed(received(json.dumps({**members, "team_mode": True})))
+    assert [(e, d.get("result", d.get("user_list"))) for e, d in h.events()] == [
+        (EventType.ENTER_ROOM, ErrorCode.AV_OK), (EventType.USER_UPDATE, [ME]), (EventType.USER_UPDATE, ["10002"])]
+
+
+def test_an_older_servers_hello_ok_without_abilities_grants_audio(h: Harness) -> None:
+    h.s.enter("r1", 1, AUTH, h.now)
+    h.commands()
+    old = proto.hello_ok(h.last("hello")["id"], "0.0.9", 5.0, 90.0)
+    del old["abilities"]
+    h.feed(received(json.dumps(old)))
+    h.feed(proto.entered(h.last("enter")["id"], "r1", 1, 7, [], "tok", False))
+    assert h.heartbeats == [5.0] and h.s.entered
+
+
+def test_audio_not_granted_ends_the_entry_with_10011(h: Harness) -> None:
+    h.s.enter("r1", 1, AUTH, h.now)
+    h.commands()
+    assert h.last("hello")["abilities"] == ["audio"]
+    h.feed(proto.hello_ok(h.last("hello")["id"], "9.0", 5.0, 90.0, abilities=["video"]))
+    ((event, data),) = h.events()
+    assert (event, data["result"]) == (EventType.ENTER_ROOM, ErrorCode.AV_ERR_SERVER_INVALID_ABILITY)
+    assert "'audio'" in data["error_info"] and h.closed == [h.conn] and h.heartbeats == []
 
 
 def test_exit_during_entry_is_7013_without_exit_room(h: Harness) -> None:

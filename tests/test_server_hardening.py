@@ -8,8 +8,8 @@ import pytest
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
+from opengme.protocol.resume import make_resume_token, resume_token_problem
 from opengme.server.signalling import get as get_signalling
-from opengme.server.signalling import make_resume_token, resume_token_problem
 from support.signal_harness import Running, admin, is_error
 
 

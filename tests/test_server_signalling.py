@@ -2,6 +2,7 @@
 (the harness is tests/support/signal_harness.py)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,10 @@ from opengme.config import Settings
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol import signalling as p
+from opengme.protocol.resume import make_resume_token, resume_token_problem
 from opengme.server.signalling import get as get_signalling
-from opengme.server.signalling import make_resume_token, resume_token_problem
 from opengme.store import AppStore
-from support.signal_harness import Running, is_error, members_of, running_server, start
+from support.signal_harness import Running, admin, is_error, members_of, running_server, start
 
 # --- handshake ----------------------------------------------------------------------------------
 
@@ -29,19 +30,20 @@ async def test_hello_ok_carries_protocol_and_timings(srv: Running) -> None:
     assert is_error(await client.hello("10001"), ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION)
 
 
-async def test_protocol_mismatch_is_7015_then_close(srv: Running) -> None:
+async def test_protocol_mismatch_is_10007_naming_both_versions_then_close(srv: Running) -> None:
     client = await srv.client()
     await client.ws.send_str(json.dumps({"type": "hello", "id": 1, "protocol": 99, "future": "field"}))
     reply = await client.recv()
-    assert is_error(reply, ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE, "protocol 99") and reply["id"] == 1
+    assert is_error(reply, ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT, "protocol 99") and reply["id"] == 1
+    assert "accepts protocol 1" in reply["message"]
     await client.expect_closed()
 
 
-async def test_video_ability_is_10011(srv: Running) -> None:
+async def test_video_and_unknown_abilities_are_not_granted_nor_refused(srv: Running) -> None:
     client = await srv.client()
-    reply = await client.hello("10001", abilities=["audio", "video"])
-    assert is_error(reply, ErrorCode.AV_ERR_SERVER_INVALID_ABILITY, "video")
-    assert (await client.hello("10001"))["type"] == "hello_ok"  # the connection stays usable
+    reply = await client.hello("10001", abilities=["audio", "video", "holograms"])
+    assert reply["type"] == "hello_ok" and reply["abilities"] == ["audio"]
+    assert (await client.enter("r1"))["type"] == "entered"
 
 
 async def test_requests_before_hello_are_10002(srv: Running) -> None:
@@ -179,12 +181,12 @@ async def test_malformed_frames_get_errors_and_the_server_keeps_answering(srv: R
     await client.ws.send_str('{"type":"teleport","id":5}')
     reply = await client.recv()
     assert is_error(reply, ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT) and reply["id"] == 5
-    await client.ws.send_str('{"type":"ping","id":6,"t":1,"extra":true}')
-    assert (await client.recv())["id"] == 6
+    await client.ws.send_str('{"type":"ping","id":6,"t":1,"extra":true}')  # an unknown field is ignored
+    assert await client.recv() == p.pong(6, 1)
     await client.ws.send_bytes(b"\x00\x01")
     assert is_error(await client.recv(), ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "text frames")
     assert (await client.ping())["type"] == "pong"
-    assert srv.server.metrics.value("opengme_signal_messages_total", type="invalid") == 3
+    assert srv.server.metrics.value("opengme_signal_messages_total", type="invalid") == 2
 
 
 async def test_oversized_frame_is_10002_then_1009(tmp_path: Path) -> None:
@@ -204,7 +206,7 @@ async def test_a_handler_bug_is_10001_and_the_server_survives(srv: Running, monk
     def broken(*args: object) -> None:
         raise ZeroDivisionError("injected")
 
-    monkeypatch.setitem(signalling._handlers, "change_room_type", broken)
+    monkeypatch.setitem(signalling.core._handlers, "change_room_type", broken)
     client = await srv.member("10001")
     reply = await client.request(p.change_room_type(client.next_id(), 2))
     assert is_error(reply, ErrorCode.AV_ERR_SERVER_FAILED) and "injected" not in reply["message"]
@@ -360,6 +362,41 @@ async def test_metrics_endpoint_shows_rooms_members_and_counters(srv: Running) -
     await srv.member("10002", room_id="r2")
     async with srv.session.get(srv.url + "/metrics") as response:
         text = await response.text()
-    assert "opengme_rooms 2" in text and "opengme_members 2" in text
-    assert "opengme_entries_total 2" in text
-    assert 'opengme_signal_messages_total{type="hello"} 2' in text
+    assert "opengme_rooms 2.0" in text and "opengme_members 2.0" in text
+    assert "opengme_entries_total 2.0" in text
+    assert 'opengme_signal_messages_total{type="hello"} 2.0' in text
+
+
+# --- nothing blocking on the event loop --------------------------------------------------------------
+
+
+async def test_a_slow_app_registry_holds_up_only_the_requests_that_read_it(srv: Running) -> None:
+    """While the registry is stuck (its lock held, as by a slow disk), hello and admin requests wait on
+    worker threads; the loop keeps answering everyone else, and each connection's replies stay in order."""
+    member = await srv.member("10001")
+    waiting = await srv.client()
+    lock = srv.server.store._lock
+    lock.acquire()
+    try:
+        await waiting.send(p.hello(1, srv.app.app_id, "10002", "0.1.0"))
+        await waiting.send(p.ping(2, 0.25))
+        admin_call = asyncio.ensure_future(admin(srv, "GET", "/v1/admin/rooms"))
+        for _ in range(3):
+            assert (await member.ping())["type"] == "pong"
+        assert await waiting.silent(0.1) and not admin_call.done()
+    finally:
+        lock.release()
+    assert [(m["type"], m["id"]) for m in (await waiting.recv(), await waiting.recv())] == [("hello_ok", 1), ("pong", 2)]
+    status, reply = await admin_call
+    assert status == 200 and reply["rooms"] == [{"room_id": "r1", "room_type": 1, "members": 1}]
+
+
+async def test_requests_sent_back_to_back_are_answered_in_order(srv: Running) -> None:
+    client = await srv.client("10001")
+    await client.send(p.enter(2, "r1", 1, client.auth("r1")))
+    await client.send(p.ping(3, 0.5))
+    await client.send(p.exit_(4))
+    await client.send(p.enter(5, "r1", 1, b"no AuthBuffer"))
+    await client.send(p.ping(6, 0.5))
+    kinds = [(m["type"], m["id"]) for m in [await client.recv() for _ in range(5)]]
+    assert kinds == [("entered", 2), ("pong", 3), ("exited", 4), ("error", 5), ("pong", 6)]

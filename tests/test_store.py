@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from opengme.store import AppStore, AppStoreError
+from opengme.store import DB_NAME, AppStore, AppStoreError, RegistryNotFound
 
 
 def test_create_makes_numeric_app_id_and_16_char_key(tmp_path: Path) -> None:
@@ -58,3 +58,24 @@ def test_unknown_switch_and_app(tmp_path: Path) -> None:
 def test_public_dict_never_contains_the_key(tmp_path: Path) -> None:
     app = AppStore(tmp_path).create("game")
     assert app.key not in repr(app.public_dict())
+
+
+def test_opening_an_existing_registry_only_creates_nothing(tmp_path: Path) -> None:
+    """Readers (``app list``, ``join`` …) open with ``create=False``: a wrong path stays empty."""
+    missing = tmp_path / "elsewhere" / "data"
+    with pytest.raises(RegistryNotFound) as err:
+        AppStore(missing, create=False)
+    assert err.value.path == missing / DB_NAME and str(missing / DB_NAME) in str(err.value)
+    assert isinstance(err.value, AppStoreError)
+    assert not (tmp_path / "elsewhere").exists()
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(RegistryNotFound):
+        AppStore(empty_dir, create=False)
+    assert list(empty_dir.iterdir()) == []
+    writer = AppStore(tmp_path / "made")  # the default still creates (the server's first start)
+    writer.create("dev")
+    writer.close()
+    reader = AppStore(tmp_path / "made", create=False)
+    assert [a.name for a in reader.list()] == ["dev"]
+    reader.close()

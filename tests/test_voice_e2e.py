@@ -14,6 +14,7 @@ import socket
 import time
 import urllib.request
 import wave
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
 from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType
-from opengme.protocol.signalling import media_key
+from opengme.protocol.signalling import IGNORED, media_key
 from opengme.sdk.media import MediaEngine
 from opengme.sdk.media_session import BIND_INTERVAL_S, BIND_TRIES, Route
 from support.audio import OUT_RATE, clip, resample
+from support.newer_peer import newer_client, newer_server
 from support.paths import SPEECH_WAV
 from support.processes import start_server
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, engine, wait_for, wait_played
@@ -192,6 +194,33 @@ def test_two_speakers_mix_and_a_blacklist_is_local(server: ThreadServer, clients
     assert band(mix_b, 440) > 1000 and band(mix_b, 1000) < 100  # B hears A, not itself
     code, level = d.ctx.get_audio_ctrl().get_recv_stream_level("10001")
     assert code == ErrorCode.AV_OK and level == 0  # blacklisted: nothing played, level 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("newer", ["client", "server"])
+def test_members_hear_each_other_when_the_other_side_sends_what_they_do_not_know(
+        newer: str, server: ThreadServer, clients: ClientMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 7's compatibility case: a newer SDK (unknown fields in every request, an unknown ability)
+    with this server, and a newer server (unknown fields in every frame, an unknown push before each)
+    with this SDK. Both members enter, see each other and hear each other."""
+    before = Counter(IGNORED.fields)
+    (newer_client if newer == "client" else newer_server)(monkeypatch)
+    a, b = join(server, clients, ["10001", "10002"], RoomType.STANDARD)
+    wait_for([a, b], lambda: "10002" in a.events.users(UserUpdateEvent.ENTER)
+             and "10001" in b.events.users(UserUpdateEvent.ENTER))
+    heard_a, heard_b = listen(a), listen(b)
+    talk(a, write_wav(tmp_path / "a.wav", tone(440, 3), OUT_RATE))
+    talk(b, write_wav(tmp_path / "b.wav", tone(1000, 3), OUT_RATE))
+    wait_played([a, b], 2.0, heard_a, heard_b)
+    mix_a, mix_b = (s.take_all()[-OUT_RATE:] for s in (heard_a, heard_b))
+    assert band(mix_a, 1000) > 1000 and band(mix_a, 440) < 100  # A hears B, not itself
+    assert band(mix_b, 440) > 1000 and band(mix_b, 1000) < 100
+    if newer == "client":  # the server (in this process) ignored and counted what it did not know
+        assert {"hello.x_future", "enter.trace_id"} <= set(Counter(IGNORED.fields) - before)
+    else:
+        seen = [c.ctx._core.transport.ignored for c in (a, b)]  # the SDKs ignored and counted it
+        assert all(ignored.types["future_push"] > 0 for ignored in seen)
+        assert {"entered.media.relay_hint", "members.member.team"} <= set(seen[0].fields) | set(seen[1].fields)
 
 
 @pytest.mark.slow

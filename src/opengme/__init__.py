@@ -1,24 +1,29 @@
-"""OpenGME: an open, self-hostable game voice engine that behaves like Tencent Cloud GME."""
+"""OpenGME: an open, self-hostable game voice engine that behaves like Tencent Cloud GME.
+
+The public names are imported lazily at run time, so the CLI does not pay for the SDK's network
+stack when it does not use it; type checkers see the real classes (the package ships ``py.typed``).
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opengme.errors import ErrorCode, GmeError
+    from opengme.events import EventType, RoomType
+    from opengme.sdk import Context, Room
 
 __version__ = "0.1.0"
-__all__ = ["Context", "ErrorCode", "EventType", "Room", "RoomType", "__version__"]
+__all__ = ["Context", "ErrorCode", "EventType", "GmeError", "Room", "RoomType", "__version__"]
+
+_HOMES = {"Context": "opengme.sdk", "Room": "opengme.sdk", "ErrorCode": "opengme.errors",
+          "GmeError": "opengme.errors", "EventType": "opengme.events", "RoomType": "opengme.events"}
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy exports, so the CLI does not pay for the SDK's network stack when it does not use it."""
-    if name in ("Context", "Room"):
-        from opengme import sdk
+    """Lazy exports: the module that defines ``name`` is imported on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'opengme' has no attribute {name!r}")
+    import importlib
 
-        return getattr(sdk, name)
-    if name == "ErrorCode":
-        from opengme.errors import ErrorCode
-
-        return ErrorCode
-    if name in ("EventType", "RoomType"):
-        from opengme import events
-
-        return getattr(events, name)
-    raise AttributeError(f"module 'opengme' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -58,6 +58,9 @@ _MIN_CIPHER = 16
 _V1_FIXED = struct.Struct(">IIIIIH")  # appid, reserved1, expiry, auth bits, reserved3, room id length
 _B64_STD = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
 _B64_URL = re.compile(r"[A-Za-z0-9_-]*")
+_MAX_V1_BODY = 3 + MAX_ID_BYTES + _V1_FIXED.size + 4 * MAX_ID_BYTES  # openid bytes; room id: 127 chars of UTF-8
+MAX_V1_BYTES = -(-(1 + _SALT_LEN + _MAX_V1_BODY + _ZERO_LEN) // _BLOCK) * _BLOCK
+"""The longest v1 buffer GME's format can produce (672): anything longer is refused undecrypted."""
 _V2_FIELDS = {"version": int, "app_id": str, "open_id": str, "room_id": str, "expire": int, "auth_bits": int}
 
 Rng = Callable[[int], bytes]
@@ -145,10 +148,17 @@ def symmetry_encrypt(body: bytes, key: bytes, rng: Rng = os.urandom) -> bytes:
 
 
 def symmetry_decrypt(cipher: bytes, key: bytes) -> bytes | None:
-    """Tencent's ``symmetry_decrypt``: the body, or None when the length, padding or zero tail is wrong."""
+    """Tencent's ``symmetry_decrypt``: the body, or None when the length, padding or zero tail is wrong.
+
+    The last block is opened first: its low 7 bytes must be the zero tail, which garbage or a wrong
+    key misses with probability 1 - 2**-56, so refusing costs one block, not the whole buffer.
+    """
     if len(cipher) % _BLOCK or len(cipher) < _MIN_CIPHER:
         return None
     k = _key_words(key)
+    last = _decrypt_int(int.from_bytes(cipher[-_BLOCK:]), k) ^ int.from_bytes(cipher[-2 * _BLOCK : -_BLOCK])
+    if last & ((1 << (8 * _ZERO_LEN)) - 1):
+        return None
     plain = bytearray()
     prev = 0
     for i in range(0, len(cipher), _BLOCK):
@@ -364,6 +374,11 @@ def _parse_v1(body: bytes) -> AuthClaims | None:
 
 
 def _decode_v1(data: bytes, key: str) -> AuthClaims:
+    if len(data) > MAX_V1_BYTES:
+        raise _auth_failed(
+            f"AuthBuffer is {len(data)} bytes; a GME AuthBuffer is at most {MAX_V1_BYTES} "
+            "(pass the binary buffer, its base64 text, or an OpenGME v2 token)"
+        )
     if len(data) % _BLOCK or len(data) < _MIN_CIPHER:
         raise _auth_failed(
             f"AuthBuffer is {len(data)} bytes; a GME AuthBuffer is a multiple of 8 bytes, at least 16 "

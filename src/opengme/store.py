@@ -54,17 +54,32 @@ class AppStoreError(ValueError):
     """A registry request that cannot be carried out; the message says what to fix."""
 
 
+class RegistryNotFound(AppStoreError):
+    """A reader looked for a registry where there is none (so nothing was created there)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no app registry at {path}")
+        self.path = path
+
+
 def new_key() -> str:
     return "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
 
 
 class AppStore:
-    """SQLite-backed apps; safe to share between threads of one process."""
+    """SQLite-backed apps; safe to share between threads of one process.
 
-    def __init__(self, data_dir: Path | str) -> None:
+    The server creates the data directory and the registry on its first start (``create=True``);
+    commands that only use apps pass ``create=False`` and get ``RegistryNotFound`` instead of an
+    empty registry in the wrong place.
+    """
+
+    def __init__(self, data_dir: Path | str, *, create: bool = True) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
+        if not create and not self.path.is_file():
+            raise RegistryNotFound(self.path)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row

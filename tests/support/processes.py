@@ -43,14 +43,17 @@ def opengme_cmd(*args: str) -> list[str]:
 
 
 def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
-                 port: int = 0, timeout: float = 20.0) -> ServeProcess:
-    """Start ``opengme serve`` and wait for its "listening" line (the port is the one it picked)."""
+                 port: int = 0, timeout: float = 20.0, stderr: int = subprocess.DEVNULL,
+                 command: list[str] | None = None, cwd: Path | None = None) -> ServeProcess:
+    """Start ``opengme serve`` (or ``command``) and wait for its "listening" line (the port is the one it
+    picked). ``stderr=subprocess.PIPE`` keeps the log lines to read after ``stop``."""
     proc = subprocess.Popen(
-        opengme_cmd("serve", "--port", str(port), "--data-dir", str(data_dir), *extra),
+        [*(command or opengme_cmd("serve")), "--port", str(port), "--data-dir", str(data_dir), *extra],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout

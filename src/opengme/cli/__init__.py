@@ -1,4 +1,9 @@
-"""``opengme``: the command line. Each subcommand lives in its own module with a ``register`` function."""
+"""``opengme``: the command line. Each subcommand lives in its own module with a ``register`` function.
+
+The global flags ``--data-dir`` and ``--config`` are accepted before the subcommand and after it
+(the later one wins). Only ``serve`` and ``app create`` create a data directory; every other command
+opens the registry that exists, or says where it looked and how to point at the right one.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +14,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from opengme import __version__
-from opengme.config import ConfigError, load_settings
+from opengme.config import (
+    CONFIG_FILE,
+    DEFAULT_ORIGIN,
+    DEFAULT_SERVER_URL,
+    ENV_PREFIX,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    URL_VARIABLE,
+    ConfigError,
+    ResolvedSettings,
+    client_server_url,
+    resolve_settings,
+)
 
 if TYPE_CHECKING:
-    from opengme.store import App
+    from opengme.store import App, AppStore
+
+SETTING_FLAGS = ("host", "port", "data_dir", "log_level", "log_format")
+"""Settings a command line may override (``serve`` and ``config`` take all, the others ``--data-dir``)."""
 
 
 class CliError(Exception):
@@ -31,50 +51,115 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def data_dir(args: argparse.Namespace) -> Path:
-    """The data directory a command works on: ``--data-dir``, else settings, else ./opengme-data."""
+def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=default,
+        help="where the server keeps its database and files (default: ./opengme-data, "
+        "or data_dir from opengme.toml / OPENGME_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=default, help=f"settings file (default: ./{CONFIG_FILE} when it exists)"
+    )
+
+
+def settings_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser,
+                     name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that takes the server's setting flags: ``serve``, and ``config`` that shows what
+    ``serve`` would use with the same flags."""
+    p = sub.add_parser(name, parents=[common], help=summary, description=description)
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", help="TCP port (default 8090; 0 picks a free port)")
+    p.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
+    p.add_argument("--log-format", help=f"{' or '.join(LOG_FORMATS)}: JSON lines for machines (default), "
+                   "text for people")
+    return p
+
+
+def server_flag(parser: argparse.ArgumentParser) -> None:
+    """``--server``: the running server a client command talks to."""
+    parser.add_argument("--server", metavar="URL",
+                        help=f"the server's base URL as `opengme serve` prints it, or HOST:PORT "
+                        f"(default: ${URL_VARIABLE}, else {DEFAULT_SERVER_URL})")
+
+
+def server_of(args: argparse.Namespace) -> str:
+    """The base URL from ``--server``, else ``OPENGME_URL``, else the default; a bad one is a usage error."""
     try:
-        return load_settings(config_file=args.config, overrides={"data_dir": args.data_dir}).data_dir
+        return client_server_url(args.server)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
 
 
+def not_running_hint(url: str) -> str:
+    return f"is `opengme serve` running at {url}?"
+
+
+def resolved_settings(args: argparse.Namespace) -> ResolvedSettings:
+    """The effective settings for this command line, or a one-line CLI error naming the bad one."""
+    overrides = {name: getattr(args, name, None) for name in SETTING_FLAGS}
+    try:
+        return resolve_settings(config_file=getattr(args, "config", None), overrides=overrides)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The data directory a command works on: ``--data-dir``, else settings, else ./opengme-data."""
+    return resolved_settings(args).settings.data_dir
+
+
+def open_registry(args: argparse.Namespace) -> AppStore:
+    """The registry that exists in the data directory; never creates one where the user mistyped a path."""
+    from opengme.store import AppStore, RegistryNotFound
+
+    found = resolved_settings(args)
+    try:
+        return AppStore(found.settings.data_dir, create=False)
+    except RegistryNotFound as exc:
+        origin = found.origins["data_dir"]
+        source = "data_dir: the default" if origin == DEFAULT_ORIGIN else f"data_dir from {origin}"
+        raise CliError(
+            f"no app registry at {exc.path.absolute()} ({source}); point at the server's data directory "
+            f"with --data-dir DIR, data_dir in {CONFIG_FILE} or {ENV_PREFIX}DATA_DIR (`opengme config` "
+            "shows what is used), or create an app there with `opengme app create NAME`"
+        ) from None
+
+
 def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> App:
     """The app ``args.app_id`` from the data directory's registry, or a one-line CLI error."""
-    from opengme.store import AppStore
-
-    directory = data_dir(args)
-    store = AppStore(directory)
+    store = open_registry(args)
     try:
         app = store.get(args.app_id)
     finally:
         store.close()
     if app is None:
-        raise CliError(f"no app with AppID {args.app_id} in {directory}; {hint}")
+        raise CliError(f"no app with AppID {args.app_id} in {store.data_dir}; {hint}")
     return app
 
 
 def build_parser() -> Parser:
-    from opengme.cli import app_cmd, authbuffer_cmd, errors_cmd, join_cmd, rooms_cmd, serve_cmd
+    from opengme.cli import (
+        app_cmd,
+        authbuffer_cmd,
+        config_cmd,
+        errors_cmd,
+        join_cmd,
+        messages_cmd,
+        rooms_cmd,
+        serve_cmd,
+    )
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="where the server keeps its database and files (default: ./opengme-data, "
-        "or data_dir from opengme.toml / OPENGME_DATA_DIR)",
-    )
-    common.add_argument(
-        "--config", type=Path, default=None, help="settings file (default: ./opengme.toml when it exists)"
-    )
+    _add_global_flags(common, argparse.SUPPRESS)  # not given after the subcommand: keep the one before
     parser = Parser(
         prog="opengme",
         description="OpenGME: a self-hostable game voice engine that behaves like Tencent Cloud GME.",
     )
     parser.add_argument("--version", action="version", version=f"opengme {__version__}")
+    _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (serve_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd):
+    for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd):
         module.register(sub, common)
     return parser
 

@@ -5,7 +5,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-from opengme.cli import CliError, data_dir
+from opengme.cli import CliError, data_dir, open_registry
 from opengme.store import App, AppStore, AppStoreError
 
 
@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _store(args: argparse.Namespace) -> AppStore:
-    return AppStore(data_dir(args))
+    """The registry to change; only ``create`` makes one (where the settings say)."""
+    return AppStore(data_dir(args)) if args.action == "create" else open_registry(args)
 
 
 def _print_app(app: App, with_key: bool) -> None:

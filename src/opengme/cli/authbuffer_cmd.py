@@ -20,9 +20,9 @@ from opengme.authbuffer import (
     peek_app_id,
     verify_auth_buffer,
 )
-from opengme.cli import CliError, data_dir
+from opengme.cli import CliError, open_registry
 from opengme.errors import ErrorCode, GmeError
-from opengme.store import DB_NAME, App, AppStore
+from opengme.store import App, AppStore
 
 _PRINTED_FIELDS = ("version", "app_id", "open_id", "room_id", "expire")
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     gen.add_argument("app_id", metavar="APPID")
     gen.add_argument("open_id", metavar="OPENID")
     gen.add_argument("--room", default="", help="room id (default: empty, the voice-message form)")
-    gen.add_argument("--ttl", type=int, default=DEFAULT_TTL, help=f"validity in seconds (default {DEFAULT_TTL})")
+    gen.add_argument("--ttl", default=str(DEFAULT_TTL), help=f"validity in seconds (default {DEFAULT_TTL})")
     gen.add_argument("--v1", action="store_true", help="GME's TEA format instead of OpenGME's signed v2 token")
     gen.set_defaults(func=_gen)
     verify = actions.add_parser(
@@ -62,21 +62,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     verify.set_defaults(func=_verify)
 
 
-def _store(args: argparse.Namespace) -> AppStore:
-    """The registry, without creating an empty one where the user mistyped a path."""
-    directory = data_dir(args)
-    if not (directory / DB_NAME).is_file():
-        raise CliError(f"no app registry in {directory}; create an app with `opengme app create`")
-    return AppStore(directory)
+def _ttl(text: str) -> int:
+    """A buffer that is expired when made helps nobody: a positive whole number of seconds only."""
+    try:
+        ttl = int(text)
+    except ValueError:
+        ttl = 0
+    if ttl <= 0:
+        raise CliError(f"--ttl must be a positive whole number of seconds, got {text!r}")
+    return ttl
 
 
 def _gen(args: argparse.Namespace) -> int:
-    app = _store(args).get(args.app_id)
+    ttl = _ttl(args.ttl)
+    app = open_registry(args).get(args.app_id)
     if app is None:
         raise CliError(f"no app with AppID {args.app_id}; see `opengme app list`")
     try:
         buffer = gen_auth_buffer(
-            app.app_id, args.room, args.open_id, app.key, ttl=args.ttl, version=V1 if args.v1 else V2
+            app.app_id, args.room, args.open_id, app.key, ttl=ttl, version=V1 if args.v1 else V2
         )
     except GmeError as exc:
         raise CliError(str(exc)) from None
@@ -122,7 +126,7 @@ def _app_whose_key_fits(buffer: str, apps: list[App]) -> App:
 
 def _verify(args: argparse.Namespace) -> int:
     try:
-        claims = _check(args, _store(args))
+        claims = _check(args, open_registry(args))
     except GmeError as exc:
         raise CliError(str(exc), status=1) from None
     data = claims.to_dict()

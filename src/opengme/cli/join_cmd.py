@@ -1,7 +1,9 @@
 """``opengme join``: take part in a room from the command line (a voice bot, a smoke test, a listener).
 
-It signs its own AuthBuffer with the app's key from ``--data-dir`` (unless ``--auth-buffer`` is given),
-enters, opens the mic (a file, or the system default) and the speaker (a WAV file, or the default),
+It checks the mic and speaker files first (so a wrong path costs no entry and leaves no file), signs
+its own AuthBuffer with the app's key from ``--data-dir`` (unless ``--auth-buffer`` is given), enters,
+opens the mic (a file, or the system default) and the speaker (a file in the format its suffix names,
+or the default),
 and shows who is in the room and who is speaking: one line redrawn in place on a terminal, a new plain
 line whenever it changes otherwise. It leaves by itself after ``--duration`` seconds with status 0.
 A GME error ends it with one line naming the code and status 1; a usage error gives status 2.
@@ -14,18 +16,19 @@ import binascii
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from opengme.authbuffer import gen_auth_buffer
-from opengme.cli import CliError, load_app
-from opengme.config import DEFAULT_SERVER_URL
-from opengme.errors import ErrorCode
+from opengme.cli import CliError, load_app, not_running_hint, server_flag, server_of
+from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, RoomType, UserUpdateEvent
-from opengme.sdk import Context
-from opengme.sdk.audio_ctrl import AudioCtrl
+
+if TYPE_CHECKING:  # the SDK (aiohttp, PyAV, numpy) is imported only when `join` runs
+    from opengme.sdk.audio_ctrl import AudioCtrl
 
 DEFAULT_DEVICE = "default"
 POLL_S = 1 / 30  # GME's demo polls at 30 Hz
+PROBE_RATE = 48000  # any valid format will do to see whether a mic file opens
 EXIT_WAIT_S = 5.0
 
 
@@ -42,14 +45,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--openid", required=True, help="your openid (as Init)")
     p.add_argument("--mic", metavar="FILE|default",
                    help="speak from an audio file, or 'default' for the sound card (omit: listen only)")
-    p.add_argument("--speaker", metavar="OUT.wav|default",
-                   help="record what you hear to a WAV file, or 'default' to play it (omit: do not play)")
+    p.add_argument("--speaker", metavar="OUT|default",
+                   help="record what you hear to a file (.wav, .flac, .mp3, .ogg or .opus: the suffix picks "
+                   "the format), or 'default' to play it (omit: do not play)")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="leave after S seconds (default: stay until Ctrl-C)")
     p.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType],
                    help="1 FLUENCY (default), 2 STANDARD, 3 HIGHQUALITY")
-    p.add_argument("--server", default=DEFAULT_SERVER_URL, metavar="URL",
-                   help=f"the server's base URL, as `opengme serve` prints it (default {DEFAULT_SERVER_URL})")
+    server_flag(p)
     p.add_argument("--auth-buffer", metavar="B64",
                    help="an AuthBuffer (base64) from your signing backend, instead of signing with the local key")
     p.set_defaults(func=run)
@@ -103,6 +106,23 @@ def _auth(args: argparse.Namespace) -> bytes:
     return gen_auth_buffer(app.app_id, args.room_id, args.openid, app.key)
 
 
+def _check_files(args: argparse.Namespace) -> None:
+    """Open the mic file and check the speaker path as the devices will, before entering: a wrong
+    path then costs no entry, and its error names the path, the reason and the flag."""
+    from opengme.devices import FileMic, FileSpeaker
+
+    try:
+        if args.mic not in (None, DEFAULT_DEVICE):
+            flag = "--mic"
+            with FileMic(args.mic) as mic:
+                mic.open(PROBE_RATE, PROBE_RATE // 50)
+        if args.speaker not in (None, DEFAULT_DEVICE):
+            flag = "--speaker"
+            FileSpeaker(args.speaker).check()
+    except GmeError as exc:
+        raise _failed(exc.code, f"{exc.detail} ({flag})") from None
+
+
 def _failed(code: int, detail: str = "") -> CliError:
     """One line naming the GME code; the SDK's ``error_info`` usually starts with that name already."""
     try:
@@ -137,11 +157,14 @@ def _select(ctrl: AudioCtrl, choice: str, kind: str) -> None:
 class _Session:
     """One run: the context, the event queue it fills, the view and the output."""
 
-    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+    def __init__(self, args: argparse.Namespace, server: str, out: TextIO) -> None:
+        from opengme.sdk import Context
+
         self.args = args
+        self.server = server
         self.out = out
         self.tty = out.isatty()
-        self.ctx = Context(args.server, portaudio=DEFAULT_DEVICE in (args.mic, args.speaker))
+        self.ctx = Context(server, portaudio=DEFAULT_DEVICE in (args.mic, args.speaker))
         self.events: list[tuple[EventType, dict[str, Any]]] = []
         self.view = LiveView(args.openid, args.room_id)
         self._shown = ""
@@ -183,9 +206,8 @@ class _Session:
             self._shown = state
             print(state, file=self.out, flush=True)
 
-    def run(self) -> int:
+    def run(self, auth: bytes) -> int:
         args = self.args
-        auth = _auth(args)
         _check(self.ctx.init(args.app_id, args.openid), "init")
         try:
             ctrl = self.ctx.get_audio_ctrl()
@@ -195,7 +217,9 @@ class _Session:
             _check(self.ctx.enter_room(args.room_id, args.room_type, auth), "enter_room")
             entered = self.wait_for(EventType.ENTER_ROOM, self.ctx.entry_timeout + 1)
             if entered is None:
-                raise _failed(ErrorCode.AV_ERR_TIMEOUT, "no answer to enter_room")
+                raise _failed(ErrorCode.AV_ERR_TIMEOUT, f"no answer to enter_room ({not_running_hint(self.server)})")
+            if entered["result"] == ErrorCode.AV_ERR_NET_REQUEST_FALLED:
+                raise _failed(entered["result"], f"{entered['error_info']} ({not_running_hint(self.server)})")
             if entered["result"] != ErrorCode.AV_OK:
                 raise _failed(entered["result"], entered["error_info"])
             try:
@@ -217,4 +241,7 @@ class _Session:
 def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be positive")
-    return _Session(args, sys.stdout).run()
+    server = server_of(args)
+    _check_files(args)
+    auth = _auth(args)
+    return _Session(args, server, sys.stdout).run(auth)

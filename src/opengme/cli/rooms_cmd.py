@@ -10,8 +10,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from opengme.cli import CliError, load_app
-from opengme.config import DEFAULT_SERVER_URL
+from opengme.cli import CliError, load_app, not_running_hint, server_flag, server_of
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
@@ -22,8 +21,7 @@ TIMEOUT = 10.0
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     server = argparse.ArgumentParser(add_help=False)
-    server.add_argument("--server", default=DEFAULT_SERVER_URL, metavar="URL",
-                        help=f"base URL of the running server, as `opengme serve` prints it (default {DEFAULT_SERVER_URL})")
+    server_flag(server)
     server.add_argument("--json", action="store_true", help="print the server's JSON reply")
     parents = [common, server]
 
@@ -73,7 +71,7 @@ def call(server: str, app: App, method: str, path: str, body: dict[str, Any] | N
             raise CliError(f"{server} answered HTTP {exc.code} {exc.reason}", 1) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CliError(f"cannot reach the server at {server}: {reason} (is `opengme serve` running?)", 1) from None
+        raise CliError(f"cannot reach the server at {server}: {reason} ({not_running_hint(server)})", 1) from None
     if not isinstance(reply, dict):
         raise CliError(f"{server} answered something that is not an OpenGME reply", 1)
     if reply.get("code") != 0:
@@ -97,9 +95,9 @@ def _type_name(room_type: int) -> str:
 
 
 def _rooms(args: argparse.Namespace) -> int:
-    app = load_app(args)
+    server, app = server_of(args), load_app(args)
     if args.room_id is None:
-        reply = call(args.server, app, "GET", "/v1/admin/rooms")
+        reply = call(server, app, "GET", "/v1/admin/rooms")
         if args.json:
             print(json.dumps(reply, indent=2, ensure_ascii=False))
             return 0
@@ -107,7 +105,7 @@ def _rooms(args: argparse.Namespace) -> int:
         for room in reply["rooms"]:
             print(f"{room['room_id']:<32} {_type_name(room['room_type']):<12} {room['members']}")
         return 0
-    reply = call(args.server, app, "GET", _room_path(args.room_id))
+    reply = call(server, app, "GET", _room_path(args.room_id))
     if args.json:
         print(json.dumps(reply, indent=2, ensure_ascii=False))
         return 0
@@ -121,7 +119,7 @@ def _rooms(args: argparse.Namespace) -> int:
 
 
 def _member_action(args: argparse.Namespace, action: str, body: dict[str, Any], done: str) -> int:
-    reply = call(args.server, load_app(args), "POST", _room_path(args.room_id, action), body)
+    reply = call(server_of(args), load_app(args), "POST", _room_path(args.room_id, action), body)
     if args.json:
         print(json.dumps(reply, indent=2, ensure_ascii=False))
     code = reply["results"][0]["code"]

@@ -9,6 +9,12 @@ Address rules: a member's UDP address is unknown until an authenticated BIND arr
 relay acknowledges each BIND, so the client knows the path works). Later, any authenticated packet
 that advances the member's packet index moves the address (NAT rebinding); forged, replayed or
 stale packets never do. Nothing that arrives from the network can make ``handle_datagram`` raise.
+
+Routing: each speaker keeps its route table, the list of members that hear it. Tables are rebuilt
+only when something they depend on changes (a member joins or leaves, a room's ``RoutePolicy`` is set,
+or ``update_routes`` says one member's hearing rules changed), and only for the members concerned, so
+the per-packet path never asks a policy anything. Server mute is a flag of the speaker checked once per
+packet (its drops are counted apart), not a route.
 """
 from __future__ import annotations
 
@@ -28,8 +34,10 @@ from opengme.protocol.media import (
 
 Addr = tuple[str, int]
 Outgoing = list[tuple[bytes, Addr]]
-RouteFilter = Callable[[int, int], bool]
-"""``(speaker tinyid, listener tinyid) -> hears``: the hook for hearing rules (teams, range, routes)."""
+RoutePolicy = Callable[[int, int], bool]
+"""``(speaker tinyid, listener tinyid) -> hears`` within one room: the hook for hearing rules (teams,
+range, blocked speakers). Asked only when route tables are rebuilt, never per packet; it must answer
+from its own state, without calling back into the relay."""
 
 _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
@@ -88,6 +96,7 @@ class _Member:
         "last_packet",
         "last_voice",
         "level",
+        "listeners",
         "muted",
         "received",
         "report_top",
@@ -99,6 +108,7 @@ class _Member:
         self.tinyid = tinyid
         self.room = room
         self.crypto = crypto
+        self.listeners: list[_Member] = []  # this speaker's route table: who hears it
         self.addr: Addr | None = None
         self.muted = False
         self.level = 127
@@ -113,7 +123,17 @@ class _Room:
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
-        self.members: list[_Member] = []
+        self.members: list[_Member] = []  # in joining order
+
+
+def _everyone(speaker: int, listener: int) -> bool:
+    """The policy of a room that has none: every member hears every other one."""
+    return True
+
+
+def _table(speaker: _Member, hears: RoutePolicy) -> list[_Member]:
+    """A speaker's route table from scratch, in joining order."""
+    return [m for m in speaker.room.members if m is not speaker and hears(speaker.tinyid, m.tinyid)]
 
 
 class Relay:
@@ -123,7 +143,7 @@ class Relay:
         self._window = window
         self._members: dict[int, _Member] = {}
         self._rooms: dict[str, _Room] = {}
-        self._route_filter: RouteFilter | None = None
+        self._policies: dict[str, RoutePolicy] = {}  # by room id; outlive the room's members
         self.counters = RelayCounters()
 
     # -- membership (called by signalling) ---------------------------------------------------
@@ -141,6 +161,7 @@ class Relay:
         member = _Member(tinyid, room, crypto)
         room.members.append(member)
         self._members[tinyid] = member
+        self._route(member)
 
     def remove_member(self, tinyid: int) -> bool:
         """Close a session (exit, kick, room switch); False if there was none."""
@@ -149,6 +170,9 @@ class Relay:
             return False
         room = member.room
         room.members.remove(member)
+        for other in room.members:
+            if member in other.listeners:
+                other.listeners.remove(member)
         if not room.members:
             del self._rooms[room.room_id]
         return True
@@ -157,8 +181,40 @@ class Relay:
         """Server-side mute: the member still hears, but its voice is dropped."""
         self._member(tinyid).muted = muted
 
-    def set_route_filter(self, route_filter: RouteFilter | None) -> None:
-        self._route_filter = route_filter
+    # -- routes (who hears whom) -------------------------------------------------------------
+
+    def set_route_policy(self, room_id: str, policy: RoutePolicy | None) -> None:
+        """Give a room its hearing rules (None: everyone hears everyone) and rebuild its route tables.
+        The policy stays with the room id until replaced, also while the room is empty."""
+        if policy is None:
+            self._policies.pop(room_id, None)
+        else:
+            self._policies[room_id] = policy
+        room = self._rooms.get(room_id)
+        if room is not None:
+            for speaker in room.members:
+                speaker.listeners = _table(speaker, policy or _everyone)
+
+    def update_routes(self, tinyid: int) -> None:
+        """Rebuild the routes from and to one member, after its answers in the room's policy changed
+        (its team, its position, whom it blocks): 2 × (room size − 1) policy calls."""
+        self._route(self._member(tinyid))
+
+    def listeners(self, tinyid: int) -> list[int]:
+        """The tinyids that hear this member now (its route table), bound to an address or not."""
+        return [m.tinyid for m in self._member(tinyid).listeners]
+
+    def _route(self, member: _Member) -> None:
+        room = member.room
+        hears = self._policies.get(room.room_id, _everyone)
+        tinyid = member.tinyid
+        member.listeners = _table(member, hears)
+        for other in room.members:
+            if other is member:
+                continue
+            routed = member in other.listeners
+            if bool(hears(other.tinyid, tinyid)) != routed:
+                (other.listeners.remove if routed else other.listeners.append)(member)
 
     def members(self, room_id: str) -> list[int]:
         room = self._rooms.get(room_id)
@@ -243,14 +299,11 @@ class Relay:
             if level & 0x80:
                 member.last_voice = now
             tinyid = member.tinyid
-            route = self._route_filter
             out: Outgoing = []
-            for listener in member.room.members:
-                if listener is member or listener.addr is None:
-                    continue
-                if route is not None and not route(tinyid, listener.tinyid):
-                    continue
-                out.append((listener.crypto.seal_raw(head, tinyid, payload), listener.addr))
+            for listener in member.listeners:
+                to = listener.addr
+                if to is not None:
+                    out.append((listener.crypto.seal_raw(head, tinyid, payload), to))
             counters.forwarded += len(out)
             return out
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):

@@ -13,6 +13,8 @@ return values and the recorded ``RoomEvent``s into messages. Rules (GME's, see g
 - A server mute belongs to the room: it survives the member's connection dropping and reconnecting
   (GME: "until the user exits or is unmuted") and is cleared by a voluntary exit, a kick or the room
   vanishing.
+- Invitations expire after ``invite_ttl`` (``expire_invitations`` drops them) and are cancelled when
+  their inviter leaves; every operation on them is O(1) in the number pending.
 """
 from __future__ import annotations
 
@@ -25,16 +27,20 @@ from opengme.events import RoomType
 
 DEFAULT_INVITE_TTL = 60.0
 
+ConnId = int
+"""The server's opaque id of a client connection: how a member is reached (through the server's
+delivery of messages, wherever that connection lives)."""
+
 
 @dataclass(eq=False)
 class Member:
-    """One client in one room. ``conn`` is the server's opaque handle for reaching it."""
+    """One client in one room, reached through connection ``conn``."""
 
     app_id: str
     room_id: str
     open_id: str
     tinyid: int
-    conn: object
+    conn: ConnId
     entered_at: float
 
 
@@ -103,7 +109,8 @@ class RoomRegistry:
         self._by_open_id: dict[tuple[str, str], Member] = {}
         self._by_tinyid: dict[int, Member] = {}
         self._next_tinyid = 1
-        self._invitations: dict[str, Invitation] = {}
+        self._invitations: dict[str, Invitation] = {}  # by invite id, oldest first
+        self._sent: dict[tuple[str, str], set[str]] = {}  # (app, inviter openid) -> its pending invite ids
         self._events: list[RoomEvent] = []
 
     # --- queries --------------------------------------------------------------------------------
@@ -158,7 +165,7 @@ class RoomRegistry:
 
     # --- entering and leaving -------------------------------------------------------------------
 
-    def enter(self, app_id: str, room_id: str, open_id: str, room_type: RoomType, conn: object, now: float) -> Entered:
+    def enter(self, app_id: str, room_id: str, open_id: str, room_type: RoomType, conn: ConnId, now: float) -> Entered:
         """Add a member; raises 10005 on a room/member limit (and then nobody is displaced)."""
         displaced = self.find(app_id, open_id)
         self._check_capacity(app_id, room_id, displaced)
@@ -173,7 +180,7 @@ class RoomRegistry:
         self._remove(member, now, clear_mute=voluntary)
         return True
 
-    def switch(self, member: Member, room_id: str, conn: object, now: float) -> Switched:
+    def switch(self, member: Member, room_id: str, conn: ConnId, now: float) -> Switched:
         """Move to another room: 2001 raised when refused before leaving (same room, not in a room);
         2002 returned when the old room was left and the new one refused."""
         if not self.is_current(member):
@@ -215,7 +222,7 @@ class RoomRegistry:
             )
 
     def _add(
-        self, app_id: str, room_id: str, open_id: str, room_type: RoomType, conn: object, now: float,
+        self, app_id: str, room_id: str, open_id: str, room_type: RoomType, conn: ConnId, now: float,
         displaced: Member | None,
     ) -> Entered:
         room = self._rooms.get((app_id, room_id))
@@ -282,11 +289,11 @@ class RoomRegistry:
             raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {open_id!r} is not connected")
         if open_id in room.members:
             raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {open_id!r} is already in room {room.room_id!r}")
-        self._invitations = {k: v for k, v in self._invitations.items() if v.expires_at > now}
         invitation = Invitation(
             secrets.token_hex(8), inviter.app_id, inviter.room_id, inviter.open_id, open_id, now + self.invite_ttl
         )
         self._invitations[invitation.invite_id] = invitation
+        self._sent.setdefault((inviter.app_id, inviter.open_id), set()).add(invitation.invite_id)
         return invitation
 
     def reply_invitation(self, app_id: str, open_id: str, invite_id: str, accept: bool, now: float) -> Invitation:
@@ -301,12 +308,32 @@ class RoomRegistry:
         ):
             code = ErrorCode.AV_ERR_ACCEPTT_FAILED if accept else ErrorCode.AV_ERR_REFUSE_FAILED
             raise GmeError(code, f"no pending invitation {invite_id!r} for openid {open_id!r} (unknown, expired or cancelled)")
-        del self._invitations[invite_id]
+        self._drop_invitation(invitation)
         return invitation
 
+    def expire_invitations(self, now: float) -> int:
+        """Forget invitations whose time is over (the server calls it now and then); returns how many."""
+        expired = 0
+        while self._invitations:  # oldest first (one TTL for all): stop at the first one alive
+            invitation = next(iter(self._invitations.values()))
+            if invitation.expires_at > now:
+                break
+            self._drop_invitation(invitation)
+            expired += 1
+        return expired
+
+    @property
+    def invitation_count(self) -> int:
+        return len(self._invitations)
+
     def _cancel_invitations(self, inviter: Member) -> None:
-        self._invitations = {
-            k: v
-            for k, v in self._invitations.items()
-            if not (v.app_id == inviter.app_id and v.from_open_id == inviter.open_id)
-        }
+        for invite_id in self._sent.pop((inviter.app_id, inviter.open_id), ()):
+            del self._invitations[invite_id]
+
+    def _drop_invitation(self, invitation: Invitation) -> None:
+        del self._invitations[invitation.invite_id]
+        key = (invitation.app_id, invitation.from_open_id)
+        sent = self._sent[key]
+        sent.discard(invitation.invite_id)
+        if not sent:
+            del self._sent[key]

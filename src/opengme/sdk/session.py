@@ -29,6 +29,7 @@ BACKOFF_FIRST = 0.2  # docs/protocol.md: reconnect backoff 0.2 s doubling to 5 s
 BACKOFF_MAX = 5.0
 LIVENESS_FACTOR = 3.0  # a connection silent for this many heartbeat intervals is dead
 EXIT_TIMEOUT = 5.0  # an unanswered `exit` is finished locally: leaving never waits on the server
+REQUIRED_ABILITY = "audio"  # asked for in every hello; an entry the server does not grant it ends (10011)
 
 Event = tuple[EventType, dict[str, Any]]
 
@@ -581,10 +582,18 @@ class Session:
         })
 
     def _on_hello(self, message: dict[str, Any]) -> None:
+        """The server speaks our major version and grants audio (an older one, silent on abilities,
+        does), else the entry ends; then heartbeats start."""
         self.stats.server_version = message["server_version"]
         if message["protocol"] != signalling.PROTOCOL_VERSION:
-            self._on_error(Pending("hello"), ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE,
-                           f"server speaks protocol {message['protocol']}, SDK {signalling.PROTOCOL_VERSION}")
+            self._on_error(Pending("hello"), ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT,
+                           f"the server speaks protocol {message['protocol']}, this SDK protocol "
+                           f"{signalling.PROTOCOL_VERSION}: update the SDK or the server so that they match")
+            return
+        granted = message.get("abilities", signalling.ABILITIES)
+        if REQUIRED_ABILITY not in granted:
+            self._on_error(Pending("hello"), ErrorCode.AV_ERR_SERVER_INVALID_ABILITY,
+                           f"the server did not grant the {REQUIRED_ABILITY!r} ability (granted: {granted})")
             return
         self._heartbeat = self.heartbeat_override or float(message["heartbeat_interval"])
         if self._heartbeat:

@@ -68,6 +68,8 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._connections: dict[int, _Connection] = {}
+        self.ignored = signalling.Ignored()
+        """What this context's reader skipped of a newer server's messages (unknown fields and types)."""
         self.on_binary: BinarySink | None = None
         """Called on the network thread with each received binary frame and its arrival time."""
 
@@ -185,7 +187,7 @@ class Transport:
                     return f"connection error: {ws.exception()}"
                 continue
             try:
-                message = signalling.parse_server(frame.data)
+                message = signalling.parse_server(frame.data, self.ignored)
             except signalling.ProtocolError as exc:  # a server bug must not take the client down
                 log.warning("ignoring a malformed server message: %s", exc)
                 continue

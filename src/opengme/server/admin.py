@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from opengme.core.rooms import RoomEvent
+from opengme.core.signalling import DISSOLVED, KICKED
 from opengme.errors import ErrorCode, GmeError
 from opengme.ids import MAX_ID_CHARS, room_id_problem
 from opengme.logs import fields
@@ -127,13 +128,16 @@ class Admin:
 
     def signed(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         """Authenticate (401 + 7006 otherwise), then run ``handler`` for the signing app; a GmeError
-        becomes its JSON reply."""
+        becomes its JSON reply. The signing app's key is read on a worker thread (SQLite); the check
+        itself, and the nonce cache it updates, stay on the loop."""
 
         async def wrapper(request: web.Request) -> web.Response:
             body = await request.read()
+            claimed = request.headers.get(signing.HEADER_APP_ID)
+            key = await self.server.run_blocking(self._key_of, claimed) if claimed else None
             try:
                 app_id = signing.verify_request(
-                    request.headers, request.method, request.raw_path, body, self._key_of, self.nonces,
+                    request.headers, request.method, request.raw_path, body, lambda _: key, self.nonces,
                     time.time(), self.server.settings.admin_max_skew,
                 )
             except signing.AdminAuthError as exc:
@@ -175,7 +179,7 @@ class Admin:
         body = await _body(request, required={"open_ids"}, optional={"reason"})
         room_id = _room_id(request)
         self.signalling.registry.room(app_id, room_id)  # 10009 for the whole request
-        reason = _reason(body, signalling.KICKED)
+        reason = _reason(body, KICKED)
         results = [
             {"open_id": o, "code": int(_outcome(partial(self.signalling.kick, app_id, room_id, o, reason)))}
             for o in _open_ids(body)
@@ -184,7 +188,7 @@ class Admin:
 
     async def dissolve(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required=set(), optional={"reason"})
-        removed = self.signalling.dissolve(app_id, _room_id(request), _reason(body, signalling.DISSOLVED))
+        removed = self.signalling.dissolve(app_id, _room_id(request), _reason(body, DISSOLVED))
         return self._ok(removed=removed)
 
     async def mute(self, request: web.Request, app_id: str) -> web.Response:

@@ -2,28 +2,39 @@
 
 Each part (signalling, admin API, media relay …) is a module with a ``setup(server)`` function that
 adds its routes and start/stop hooks, so this file stays the table of contents.
+
+The event loop also carries the media relay, so nothing blocking runs on it: reads of the app
+registry (SQLite) and AuthBuffer checks go through ``Server.run_blocking`` to a few worker threads.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from aiohttp import web
 
 from opengme import __version__
 from opengme.config import Settings
 from opengme.logs import fields
-from opengme.server.metrics import Metrics
+from opengme.server.metrics import CONTENT_TYPE, Metrics
 from opengme.store import App, AppStore
 
 log = logging.getLogger("opengme.server")
 
 Hook = Callable[[], Awaitable[None]]
+P = ParamSpec("P")
+T = TypeVar("T")
+BLOCKING_WORKERS = 2
+"""Threads for blocking work. Few on purpose: pure-Python TEA holds the GIL, and every extra thread
+that wants it lengthens the event loop's waits; two keep one slow SQLite read from stalling the rest."""
 
 
 @dataclass
@@ -38,29 +49,41 @@ class Server:
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     base_url: str = ""
+    workers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(BLOCKING_WORKERS, thread_name_prefix="opengme-blocking"))
 
     def __post_init__(self) -> None:
         self.web_app.router.add_get("/healthz", self._healthz)
         self.web_app.router.add_get("/metrics", self._metrics)
-        self.metrics.gauge("opengme_uptime_seconds", "Seconds since the server started.", self.uptime)
-        self.metrics.gauge("opengme_apps", "Apps in the registry.", lambda: len(self.store.list()))
+        self._apps = 0  # read off the event loop before each scrape (SQLite)
+        self.metrics.gauge("opengme_apps", "Apps in the registry.", lambda: self._apps)
+        self.on_stop.insert(0, self._stop_workers)  # first in the list: the last hook to run on stop
 
     def uptime(self) -> float:
         return time.time() - self.started_at
+
+    async def run_blocking(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call`` on a worker thread (SQLite, CPU-heavy checks), so that the event loop goes on."""
+        return await asyncio.get_running_loop().run_in_executor(self.workers, functools.partial(call, *args, **kwargs))
+
+    async def _stop_workers(self) -> None:
+        """Drop queued jobs (their requests' connections are closed by now) and let the threads end."""
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__, "uptime": round(self.uptime(), 3)})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        self._apps = len(await asyncio.to_thread(self.store.list))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import admin, media, signalling
+    from opengme.server import admin, media, ptt, signalling
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir))
-    for part in (signalling, admin, media):
+    for part in (signalling, admin, media, ptt):
         part.setup(server)
     return server
 

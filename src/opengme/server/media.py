@@ -7,10 +7,13 @@
 - WebSocket fallback: a binary frame on the signalling socket is a datagram from the address
   ``("ws", connection id)``; datagrams for such an address go out as binary frames through the
   connection's bounded media outbox (a lagging client loses its oldest voice, counted).
+- Routing: the relay keeps per-speaker route tables, rebuilt on membership and route-policy changes
+  (``Relay.set_route_policy``, ``Relay.update_routes``), never per packet.
 - Sessions: signalling calls ``open_session`` for every entry, switch and resume, which adds the member
   to the relay under a fresh random key; departures of any kind arrive as room events.
 - Every ``quality_interval`` seconds, each member that sent media gets a ``quality`` push with its
-  uplink loss; the relay's counters are copied into the ``/metrics`` counters at every scrape.
+  uplink loss (through signalling's ``delivery``, like every push); the relay's counters are copied
+  into the ``/metrics`` counters at every scrape.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from opengme.logs import fields
 from opengme.protocol import signalling as proto
 from opengme.protocol.media import KEY_SIZE, MAX_DATAGRAM
 from opengme.server import signalling
-from opengme.server.signalling import Connection, Json
+from opengme.server.connection import Connection
+from opengme.server.signalling import Json
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -98,7 +102,6 @@ class Media:
         self.udp_port = 0  # known once started
         self._transport: asyncio.DatagramTransport | None = None
         self._sessions: dict[int, Member] = {}  # by tinyid
-        self._ws: dict[int, Connection] = {}  # fallback connections that sent media, by connection id
         self._synced = RelayCounters()  # the relay counters as last copied into the metrics
         self._ticker: asyncio.Task[None] | None = None
         self.signalling.media = self
@@ -152,11 +155,7 @@ class Media:
         if len(data) > MAX_DATAGRAM:
             self.count_drop("oversized")
             return
-        self._ws[conn.id] = conn
         self.dispatch(self.relay.handle_datagram(data, (WS, conn.id), time.monotonic()))
-
-    def forget_connection(self, conn: Connection) -> None:
-        self._ws.pop(conn.id, None)
 
     def _on_room_event(self, event: RoomEvent) -> None:
         if event.kind == "leave" and self._sessions.pop(event.member.tinyid, None) is not None:
@@ -166,10 +165,10 @@ class Media:
 
     def dispatch(self, out: Outgoing) -> None:
         """Send the relay's output: UDP addresses by the socket, fallback ones as binary frames."""
-        transport = self._transport
+        transport, connections = self._transport, self.signalling.connections
         for datagram, addr in out:
             if addr[0] == WS:
-                conn = self._ws.get(addr[1])
+                conn = connections.get(addr[1])
                 if conn is None or conn.closing:
                     self.count_drop("ws_closed")
                 elif not conn.send_media(datagram):
@@ -192,10 +191,11 @@ class Media:
 
     def push_quality(self) -> None:
         """``quality`` to every member that sent media since the previous push."""
+        delivery = self.signalling.delivery
         for q in self.relay.take_uplink_quality():
             member = self._sessions.get(q.tinyid)
-            if member is not None and isinstance(member.conn, Connection):
-                member.conn.send(proto.quality(q.loss, q.received, q.expected))
+            if member is not None:
+                delivery.send(member.conn, proto.quality(q.loss, q.received, q.expected))
 
     def sync_metrics(self) -> None:
         """Copy the relay's counters into the metrics registry (increments since the last copy)."""

@@ -1,0 +1,555 @@
+"""The signalling core: every decision of ``/v1/signal`` (docs/protocol.md) as plain code.
+
+The asyncio shell (``opengme.server.signalling``) owns the sockets, tasks and clocks and feeds this
+core its inputs:
+
+- ``connected(conn, now)``: a new client connection;
+- ``begin(conn, message, now)``: a parsed request arrived. Returns the ``Credentials`` it needs proven
+  before it can be decided (``hello``, ``enter``, ``switch``), or None. ``prove(credentials, app_of)``
+  proves them: a plain function, but a slow and blocking one (it reads the app registry and verifies
+  the AuthBuffer), so the shell runs it in a worker thread;
+- ``receive(conn, message, now, proof)``: decide the request;
+- ``refuse(conn, error, now)``: a frame that was not a valid request; ``disconnected(conn, now)``;
+- ``tick(now)``: heartbeat loss, connections that never said hello, expired invitations;
+- ``kick``, ``dissolve``, ``set_muted``: admin actions; ``shutdown(now)``: the server stops.
+
+Each returns an ``Output``: ``Send``/``Close`` actions addressed by connection id, for the shell to
+carry out in order through its ``Delivery``, and the call's ``RoomEvent``s (members entering and
+leaving) for the room listeners. ``now`` is an ``Instant``: the wall clock for what outlives the
+process or is shown to people (entry times, resume tokens, invitations), the monotonic clock for
+liveness. No sockets, tasks or clocks here.
+
+Ordering: the shell hands one connection's messages over one at a time, in order (begin, prove,
+receive), so a ``ping`` sent after an ``enter`` is answered after it. Other connections go on while a
+proof is being made, so ``receive`` re-checks everything that may have changed meanwhile (a kick, a
+takeover, a room filling up) and decides in one synchronous step: a message's effects on the registry
+are atomic.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opengme import __version__
+from opengme.authbuffer import verify_auth_buffer
+from opengme.config import Settings
+from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
+from opengme.errors import ErrorCode, GmeError, describe
+from opengme.events import RoomType
+from opengme.ids import open_id_problem
+from opengme.logs import fields
+from opengme.protocol import signalling as proto
+from opengme.protocol.resume import make_resume_token, resume_token_expiry, resume_token_problem
+
+if TYPE_CHECKING:
+    from opengme.store import App
+
+log = logging.getLogger("opengme.signalling")
+
+Json = dict[str, Any]
+
+CLOSE_GOING_AWAY = 1001  # WebSocket close code of a server shutdown: SDKs resume, as after a network drop
+KICKED = "kicked by the server"
+TAKEN_OVER = "another client entered with the same openid"
+DISSOLVED = "the room was dissolved"
+REMOVED = "the server removed this member from the room after the resume token was issued"
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """One moment on both of the server's clocks."""
+
+    wall: float  # time.time(): entry times, resume tokens, invitations, eviction records
+    mono: float  # time.monotonic(): liveness, immune to wall-clock steps
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Queue ``message`` on connection ``conn``."""
+
+    conn: ConnId
+    message: Json
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close connection ``conn`` with WebSocket code ``code`` once the frames queued before are sent."""
+
+    conn: ConnId
+    code: int = proto.CLOSE_NORMAL
+
+
+Action = Send | Close
+
+
+@dataclass
+class Output:
+    """What one input to the core caused: actions to carry out in order, then room events to announce."""
+
+    actions: list[Action] = field(default_factory=list)
+    events: list[RoomEvent] = field(default_factory=list)
+
+
+class Delivery(Protocol):
+    """Where the core's actions go: the shell's own connections, or (several nodes) another node's."""
+
+    def send(self, conn: ConnId, message: Json) -> None: ...
+
+    def close(self, conn: ConnId, code: int) -> None: ...
+
+
+class MediaSessions(Protocol):
+    """What the core needs from the media relay; departures reach the relay as room events."""
+
+    def open_session(self, member: Member, muted: bool) -> Json:
+        """Start the member's media session with a fresh key; returns the reply's ``media`` section."""
+        ...
+
+    def set_muted(self, member: Member, muted: bool) -> None: ...
+
+
+# --- proving who a client is (off the event loop) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request asks to have proven: the app and its openid rule (``hello``); for an entry
+    (``room_id`` set) also the AuthBuffer or resume token, checked at wall-clock time ``at``."""
+
+    app_id: str
+    open_id: str
+    at: float
+    room_id: str | None = None
+    auth_buffer: str = ""  # base64, as sent
+    resume_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """What ``prove`` found. ``refused``: the app is unknown or the openid breaks its rule (7006), or
+    the lookup failed (10001). For an entry: ``token_problem`` (None when the token sent holds) and the
+    AuthBuffer's verdict ``auth_error``, when it was checked (``auth_checked``)."""
+
+    app: App | None
+    refused: GmeError | None = None
+    token_problem: str | None = None
+    auth_checked: bool = False
+    auth_error: GmeError | None = None
+
+
+def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proof:
+    """Read the app as the console has it now and check the client's proof of identity. Blocking
+    (``app_of`` reads SQLite) and CPU-heavy (TEA in pure Python): the shell runs it in a worker thread.
+    Never raises. A resume (token, empty AuthBuffer) is decided by the token alone; whether the server
+    removed the member since is checked when the entry is decided, on the loop."""
+    c = credentials
+    try:
+        app = app_of(c.app_id)
+        if app is None:
+            return Proof(None, GmeError(ErrorCode.AV_ERR_AUTH_FIALD, f"unknown AppID {c.app_id}"))
+        reason = open_id_problem(c.open_id, app.string_openid)
+        if reason:
+            return Proof(app, GmeError(ErrorCode.AV_ERR_AUTH_FIALD, reason))
+        if c.room_id is None:
+            return Proof(app)
+        token_problem = None
+        if c.resume_token is not None:
+            token_problem = resume_token_problem(c.resume_token, app.key, app.app_id, c.open_id, c.room_id, c.at)
+        buffer = proto.decode_auth_buffer(c.auth_buffer)
+        if c.resume_token is not None and not buffer:
+            return Proof(app, token_problem=token_problem)
+        try:
+            verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id, now=c.at)
+        except GmeError as exc:
+            return Proof(app, token_problem=token_problem, auth_checked=True, auth_error=exc)
+        return Proof(app, token_problem=token_problem, auth_checked=True)
+    except Exception:
+        log.exception("admission check failed", extra=fields(app_id=c.app_id))
+        return Proof(None, GmeError(ErrorCode.AV_ERR_SERVER_FAILED, "internal server error"))
+
+
+# --- the core --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Peer:
+    """One client connection as the core sees it."""
+
+    id: ConnId
+    opened_at: float  # monotonic
+    last_seen: float  # monotonic: the last request or refused frame
+    app_id: str | None = None  # set by hello
+    open_id: str | None = None
+    member: Member | None = None  # while in a room (unless taken over: see SignallingCore._current)
+    has_entered: bool = False  # binary frames (media) are refused before the first room entry
+    closing: bool = False  # the core closed it: further input from it is ignored
+
+
+Handler = Callable[[Peer, Json, Instant, Proof | None], None]
+_PROVEN = frozenset({"hello", "enter", "switch"})
+
+
+class SignallingCore:
+    """The rooms of a server and the clients connected to it, as decisions (see the module doc)."""
+
+    def __init__(self, settings: Settings, media: MediaSessions | None = None) -> None:
+        self.settings = settings
+        self.registry = RoomRegistry(settings.max_rooms, settings.max_members_per_room)
+        self.media = media
+        self._peers: dict[ConnId, Peer] = {}
+        self._clients: dict[tuple[str, str], set[ConnId]] = defaultdict(set)  # (app, openid) after hello
+        # (app, openid, room) -> when the server removed it (kick, dissolve): older resume tokens
+        # must not bring a removed member straight back (in memory: a restart forgets it).
+        self._evicted: dict[tuple[str, str, str], float] = {}
+        self._out: list[Action] = []
+        self._handlers: dict[str, Handler] = {
+            "hello": self._hello,
+            "enter": self._enter,
+            "exit": self._exit,
+            "switch": self._switch,
+            "change_room_type": self._change_room_type,
+            "ping": self._ping,
+            "invite": self._invite,
+            "invite_reply": self._invite_reply,
+        }
+        assert set(self._handlers) == proto.REQUEST_TYPES
+
+    # --- inputs from connections ------------------------------------------------------------------
+
+    def connected(self, conn: ConnId, now: Instant) -> None:
+        self._peers[conn] = Peer(conn, now.mono, now.mono)
+
+    def carries_media(self, conn: ConnId) -> bool:
+        """Whether this connection's binary frames are media datagrams (after its first room entry)."""
+        peer = self._peers.get(conn)
+        return peer is not None and peer.has_entered and not peer.closing
+
+    def begin(self, conn: ConnId, message: Json, now: Instant) -> Credentials | None:
+        """A request arrived (the connection is alive): the credentials to ``prove`` before ``receive``
+        decides it, or None when there are none, or when it fails a check that comes first."""
+        peer = self._peers.get(conn)
+        if peer is None or peer.closing:
+            return None
+        peer.last_seen = now.mono
+        kind = message["type"]
+        if kind not in _PROVEN:
+            return None
+        try:
+            self._precheck(peer, kind)
+        except GmeError:
+            return None  # receive answers it, without a proof
+        if kind == "hello":
+            return Credentials(message["app_id"], message["open_id"], now.wall)
+        app_id, open_id = self._identity(peer)
+        return Credentials(app_id, open_id, now.wall, message["room_id"], message["auth_buffer"],
+                           message.get("resume_token"))
+
+    def receive(self, conn: ConnId, message: Json, now: Instant, proof: Proof | None = None) -> Output:
+        """Decide a request (with the proof of its ``begin`` credentials, if it had any)."""
+        peer = self._peers.get(conn)
+        if peer is None or peer.closing:
+            return Output()
+        peer.last_seen = now.mono
+        kind = message["type"]
+        try:
+            self._precheck(peer, kind)
+            self._handlers[kind](peer, message, now, proof)
+        except GmeError as exc:
+            self._reply_error(peer.id, message["id"], exc.code, exc.detail or describe(exc.code))
+        except Exception:
+            log.exception("signalling handler failed", extra=fields(type=kind, app_id=peer.app_id))
+            self._reply_error(peer.id, message["id"], ErrorCode.AV_ERR_SERVER_FAILED, "internal server error")
+        return self._take()
+
+    def refuse(self, conn: ConnId, error: proto.ProtocolError, now: Instant) -> Output:
+        """A frame that is not a valid request: the error reply, and a close when the error asks for one."""
+        peer = self._peers.get(conn)
+        if peer is None or peer.closing:
+            return Output()
+        peer.last_seen = now.mono
+        self._reply_error(conn, error.id, error.code, error.message)
+        if error.close_code is not None:
+            self._close(conn, error.close_code)
+        return self._take()
+
+    def disconnected(self, conn: ConnId, now: Instant) -> Output:
+        """The socket is gone: the member (if still current) leaves without clearing its mute."""
+        peer = self._peers.pop(conn, None)
+        if peer is None:
+            return Output()
+        peer.closing = True
+        if peer.app_id is not None and peer.open_id is not None:
+            peers = self._clients.get((peer.app_id, peer.open_id))
+            if peers is not None:
+                peers.discard(conn)
+                if not peers:
+                    del self._clients[(peer.app_id, peer.open_id)]
+        if peer.member is not None:
+            self.registry.leave(peer.member, now.wall, voluntary=False)
+            peer.member = None
+        return self._take()
+
+    # --- time and lifecycle -----------------------------------------------------------------------
+
+    def tick(self, now: Instant) -> Output:
+        """Drop members silent for ``member_timeout`` (``disconnect`` 10004), connections with no room
+        silent as long, and connections that did not complete ``hello`` within ``entry_timeout`` of
+        opening (traffic does not extend that); forget expired invitations. Liveness follows
+        ``now.mono``: a wall-clock step neither drops nor keeps anyone."""
+        entry_timeout, timeout = self.settings.entry_timeout, self.settings.member_timeout
+        for peer in list(self._peers.values()):
+            if peer.closing:
+                continue
+            if peer.open_id is None:
+                if now.mono - peer.opened_at >= entry_timeout:
+                    self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no hello within {entry_timeout:g} s")
+                continue
+            if now.mono - peer.last_seen < timeout:
+                continue
+            member = self._current(peer)
+            if member is not None:
+                self.registry.leave(member, now.wall, voluntary=False)
+                self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s (heartbeat lost)")
+            else:
+                self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s")
+        self.registry.expire_invitations(now.wall)
+        return self._take()
+
+    def shutdown(self, now: Instant) -> Output:
+        """Record everyone's departure and close every connection *without* ``disconnect`` (1001 going
+        away), so that SDKs reconnect and resume once the server is back."""
+        for member in self.registry.members():
+            self.registry.leave(member, now.wall, voluntary=False)
+        for peer in self._peers.values():
+            peer.member = None
+            self._close(peer.id, CLOSE_GOING_AWAY)
+        return self._take()
+
+    # --- admin actions ----------------------------------------------------------------------------
+
+    def kick(self, app_id: str, room_id: str, open_id: str, reason: str, now: Instant) -> Output:
+        """Remove a member (``disconnect`` 10003 with ``reason``); 10009 unknown room, 10010 not in it."""
+        member = self.registry.member(app_id, room_id, open_id)
+        self.registry.leave(member, now.wall, voluntary=True)
+        self._evict(member, now.wall)
+        self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
+        log.info("kicked", extra=fields(app_id=app_id, room_id=room_id, open_id=open_id))
+        return self._take()
+
+    def dissolve(self, app_id: str, room_id: str, reason: str, now: Instant) -> Output:
+        """Remove everyone (each gets ``disconnect`` 10003); one leave event per member removed."""
+        removed = self.registry.dissolve(app_id, room_id, now.wall)
+        for member in removed:
+            self._evict(member, now.wall)
+            self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
+        log.info("dissolved", extra=fields(app_id=app_id, room_id=room_id, removed=len(removed)))
+        return self._take()
+
+    def set_muted(self, app_id: str, room_id: str, open_id: str, muted: bool, reason: str = "") -> Output:
+        """Server mute (GME ModifyUserMicStatus): the member is told with a ``mute`` push."""
+        member = self.registry.set_muted(app_id, room_id, open_id, muted)
+        if self.media is not None:
+            self.media.set_muted(member, muted)
+        text = reason or ("muted by the server" if muted else "unmuted by the server")
+        self._send(member.conn, proto.mute(muted, text))
+        return self._take()
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    def _precheck(self, peer: Peer, kind: str) -> None:
+        """The checks that come before proving who the client is (GME's order); ``begin`` runs them
+        too, so a request that fails one never costs a proof."""
+        if kind == "hello":
+            if peer.open_id is not None:
+                raise GmeError(ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION, "hello was already sent on this connection")
+        elif peer.open_id is None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"send hello before {kind}")
+        elif kind == "enter" and self._current(peer) is not None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION, "already in a room on this connection; exit or switch")
+        elif kind == "switch":
+            self._member(peer)
+
+    def _hello(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        app = self._proven_app(proof)
+        peer.app_id, peer.open_id = app.app_id, msg["open_id"]
+        self._clients[(app.app_id, msg["open_id"])].add(peer.id)
+        self._send(peer.id, proto.hello_ok(msg["id"], __version__, self.settings.heartbeat_interval,
+                                           self.settings.member_timeout, proto.grant(msg["abilities"])))
+
+    def _enter(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        app = self._authorise(peer, msg["room_id"], msg.get("resume_token"), proof)
+        app_id, open_id = self._identity(peer)
+        entered = self.registry.enter(app_id, msg["room_id"], open_id, RoomType(msg["room_type"]), peer.id, now.wall)
+        if entered.displaced is not None:
+            self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
+        peer.member = entered.member
+        peer.has_entered = True
+        self._send(peer.id, self._room_reply(proto.entered, msg["id"], app, entered.member, now))
+        log.info("entered", extra=fields(app_id=app_id, room_id=msg["room_id"], open_id=open_id, conn=peer.id,
+                                         tinyid=entered.member.tinyid, resumed="resume_token" in msg))
+
+    def _exit(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        self.registry.leave(member, now.wall, voluntary=True)
+        peer.member = None
+        self._send(peer.id, proto.exited(msg["id"]))
+
+    def _switch(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        try:
+            app = self._authorise(peer, msg["room_id"], None, proof)
+        except GmeError as exc:
+            raise GmeError(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM, f"{exc.code.name} ({int(exc.code)}): {exc.detail}") from None
+        result = self.registry.switch(member, msg["room_id"], peer.id, now.wall)
+        if result.entered is None:
+            peer.member = None
+            assert result.error is not None
+            raise result.error
+        peer.member = result.entered.member
+        self._send(peer.id, self._room_reply(proto.switched, msg["id"], app, result.entered.member, now))
+
+    def _change_room_type(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        room_type = RoomType(msg["room_type"])
+        changed = self.registry.change_room_type(member, room_type)
+        self._send(peer.id, proto.room_type_changed(msg["id"], room_type))
+        if changed:
+            push = proto.room_type_push(room_type, member.open_id)
+            for other in self.registry.room(member.app_id, member.room_id).others(member):
+                self._send(other.conn, push)
+
+    def _ping(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        self._send(peer.id, proto.pong(msg["id"], msg["t"]))
+
+    def _invite(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        inviter = self._member(peer)
+        invitees = self._clients.get((inviter.app_id, msg["open_id"]), set())
+        invitation = self.registry.invite(inviter, msg["open_id"], bool(invitees), now.wall)
+        push = proto.invitation(invitation.invite_id, inviter.open_id, inviter.room_id)
+        for invitee in invitees:
+            self._send(invitee, push)
+        self._send(peer.id, proto.invite_sent(msg["id"], invitation.invite_id))
+
+    def _invite_reply(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        app_id, open_id = self._identity(peer)
+        invitation = self.registry.reply_invitation(app_id, open_id, msg["invite_id"], msg["accept"], now.wall)
+        self._send(peer.id, proto.invite_reply_ok(msg["id"], invitation.invite_id,
+                                                  invitation.room_id if msg["accept"] else None))
+        inviter = self.registry.find(app_id, invitation.from_open_id)
+        if inviter is not None and inviter.room_id == invitation.room_id:
+            self._send(inviter.conn, proto.invitation_result(invitation.invite_id, open_id, msg["accept"]))
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _proven_app(proof: Proof | None) -> App:
+        """The app of a proof that did not refuse the client (its 7006 is raised here, on the loop)."""
+        if proof is None:
+            raise RuntimeError("this request is decided with the proof of its credentials (begin, prove)")
+        if proof.refused is not None:
+            raise proof.refused
+        assert proof.app is not None
+        return proof.app
+
+    def _authorise(self, peer: Peer, room_id: str, resume_token: str | None, proof: Proof | None) -> App:
+        """Per-entry app checks, in GME's order: 7006 (app, openid, AuthBuffer or resume token),
+        7005 arrears, 7012 voice service off. A resume token that holds lets the member in without an
+        AuthBuffer unless the server removed it since the token was issued."""
+        app = self._proven_app(proof)
+        assert proof is not None
+        _, open_id = self._identity(peer)
+        token_holds = (resume_token is not None and proof.token_problem is None
+                       and not self._evicted_after(app.app_id, open_id, room_id, resume_token))
+        if not token_holds:
+            if not proof.auth_checked:  # a resume with no AuthBuffer to fall back on
+                raise GmeError(ErrorCode.AV_ERR_AUTH_FIALD, proof.token_problem or REMOVED)
+            if proof.auth_error is not None:
+                raise proof.auth_error
+        if app.arrears:
+            raise GmeError(ErrorCode.AV_ERR_CHARGE_OVERDUE, f"app {app.app_id} is in arrears")
+        if not app.voice:
+            raise GmeError(ErrorCode.AV_ERR_SERVICE_NOT_OPENED, f"voice chat is turned off for app {app.app_id}")
+        return app
+
+    def _evict(self, member: Member, now: float) -> None:
+        horizon = now - self.settings.reconnect_give_up
+        self._evicted = {k: t for k, t in self._evicted.items() if t > horizon}
+        self._evicted[(member.app_id, member.open_id, member.room_id)] = now
+
+    def _evicted_after(self, app_id: str, open_id: str, room_id: str, resume_token: str) -> bool:
+        """Whether the server removed this member after ``resume_token`` (already verified) was issued."""
+        removed_at = self._evicted.get((app_id, open_id, room_id))
+        expiry = resume_token_expiry(resume_token)
+        if removed_at is None or expiry is None:
+            return False
+        return removed_at >= expiry - self.settings.reconnect_give_up
+
+    def _room_reply(self, build: Callable[..., Json], id: int, app: App, member: Member, now: Instant) -> Json:
+        room = self.registry.room(member.app_id, member.room_id)
+        expires = int(now.wall + self.settings.reconnect_give_up)
+        muted = room.is_muted(member.open_id)
+        return build(
+            id,
+            room.room_id,
+            room.room_type,
+            member.tinyid,
+            [(m.tinyid, m.open_id) for m in room.others(member)],
+            make_resume_token(app.key, app.app_id, member.open_id, room.room_id, expires),
+            muted,
+            self.media.open_session(member, muted) if self.media is not None else None,
+        )
+
+    @staticmethod
+    def _identity(peer: Peer) -> tuple[str, str]:
+        assert peer.app_id is not None and peer.open_id is not None
+        return peer.app_id, peer.open_id
+
+    def _current(self, peer: Peer) -> Member | None:
+        """The connection's member, unless it has left, been kicked or been taken over."""
+        member = peer.member
+        return member if member is not None and self.registry.is_current(member) else None
+
+    def _member(self, peer: Peer) -> Member:
+        member = self._current(peer)
+        if member is None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_ID_NOT_IN_ROOM, "not in a room")
+        return member
+
+    def _send(self, conn: ConnId, message: Json) -> None:
+        peer = self._peers.get(conn)
+        if peer is None or not peer.closing:  # a connection the core does not know may live elsewhere
+            self._out.append(Send(conn, message))
+
+    def _close(self, conn: ConnId, code: int) -> None:
+        peer = self._peers.get(conn)
+        if peer is not None:
+            if peer.closing:
+                return
+            peer.closing = True
+        self._out.append(Close(conn, code))
+
+    def _drop(self, conn: ConnId, code: ErrorCode, reason: str) -> None:
+        """Tell a client it is out (``disconnect``), then close its connection."""
+        peer = self._peers.get(conn)
+        if peer is not None:
+            peer.member = None
+        self._send(conn, proto.disconnect(code, reason))
+        self._close(conn, proto.CLOSE_NORMAL)
+
+    def _reply_error(self, conn: ConnId, id: int | None, code: ErrorCode, message: str) -> None:
+        self._send(conn, proto.error(id, code, message))
+
+    def _take(self) -> Output:
+        """The actions queued since the last call, followed by the ``members`` pushes of the registry's
+        enter/leave events, and those events."""
+        events = self.registry.take_events()
+        for event in events:
+            push = proto.members_push("enter" if event.kind == "enter" else "exit",
+                                      [(event.member.tinyid, event.member.open_id)])
+            for other in event.others:
+                self._send(other.conn, push)
+        actions, self._out = self._out, []
+        return Output(actions, events)
