@@ -6,7 +6,6 @@ import errno
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import av
@@ -59,7 +58,8 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 def test_one_talks_the_other_records(served: ServeProcess, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"heard{suffix}"
     listener = join(served, "--openid", "10002", "--speaker", str(out), "--duration", "7")
-    time.sleep(1.0)  # the listener is in before the talker starts
+    assert listener.stdout is not None
+    assert listener.stdout.readline().startswith("room lobby:")  # its first state line: it is in the room
     talker = join(served, "--openid", "10001", "--mic", str(SPEECH_WAV), "--duration", "5")
     talker_out, talker_err = talker.communicate(timeout=30)
     listener_out, listener_err = listener.communicate(timeout=30)

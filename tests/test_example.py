@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -37,7 +36,8 @@ def example(*args: str, url: str = "http://127.0.0.1:9") -> subprocess.Popen[str
 def test_readme_example_prints_member_events(served: ServeProcess) -> None:
     app_id, key = app_and_key(served)
     first = example(app_id, key, "10001", "4", url=served.url)
-    time.sleep(1.5)
+    assert first.stdout is not None
+    assert first.stdout.readline().startswith("ENTER_ROOM")  # in the room before the second arrives
     second = example(app_id, key, "10002", "1", url=served.url)
     out_second, _ = second.communicate(timeout=30)
     out_first, _ = first.communicate(timeout=30)

@@ -392,9 +392,11 @@ async def test_metrics_show_the_media_counters(rig: Rig) -> None:
         await a.say(b"counted")
     for _ in range(4):
         await b.hear()
+    received = rig.media.relay.counters.received
     await a.path.send(b"junk")
     await a.path.send(b"\x41" + bytes(40))
-    await asyncio.sleep(0.05)
+    while rig.media.relay.counters.received < received + 2:  # both datagrams reached the relay
+        await asyncio.sleep(0.005)
     rig.media.sync_metrics()
     async with rig.srv.session.get(rig.srv.url + "/metrics") as r:
         text = await r.text()

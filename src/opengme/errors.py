@@ -1,6 +1,6 @@
 """GME's error codes: the one registry every layer raises from.
 
-The names and values are GME's (``../shared/seed`` is the contract), misspellings included,
+The names and values are GME's (its published error-code table is the contract), misspellings included,
 so that code written against GME keeps working; corrected spellings are enum aliases. The texts
 (description, cause, solution) are package data (``data/errors.json``) so that errors, the SDK's
 ``error_info`` and ``opengme errors`` all explain a code the same way.

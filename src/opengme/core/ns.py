@@ -1,7 +1,7 @@
 """Single-channel noise suppression (GME's ANS) for the FLUENCY send path, before the Opus encoder.
 
-GME documents only that FLUENCY rooms run ANS and the other room types do not (gme-reference.md
-§3.3); the method is OpenGME's own, chosen to be cheap, streaming and low in musical noise:
+GME documents only that FLUENCY rooms run ANS and the other room types do not (its sound-quality
+guide); the method is OpenGME's own, chosen to be cheap, streaming and low in musical noise:
 
 * **STFT**: each call's frame and the one before it form one ``2 * frame`` block, windowed with a
   sqrt-Hann (periodic) window for analysis and again for synthesis; at 50 % overlap the squared

@@ -1,7 +1,7 @@
 """Voice-chat rooms as plain state: members, tinyids, room types, mutes, liveness and invitations.
 
 No sockets, tasks or clocks: every call that depends on time takes ``now``. The server turns the
-return values and the recorded ``RoomEvent``s into messages. Rules (GME's, see gme-reference §3):
+return values and the recorded ``RoomEvent``s into messages. Rules (GME's room rules, as docs/protocol.md states them):
 
 - A room is keyed by (app_id, room_id); it appears with its first member and vanishes with the last.
   The first member's room type is the room's; only ``change_room_type`` changes it afterwards.
