@@ -74,11 +74,12 @@ def connect(data_dir: Path, schema: str) -> sqlite3.Connection:
 def damaged(path: Path, exc: sqlite3.Error) -> DataDirError:
     """The one-line refusal for an SQLite error met while opening or checking ``path``."""
     name = getattr(exc, "sqlite_errorname", "")
+    detail = " ".join(str(exc).split())  # SQLite's findings may span lines: the refusal is one
     if name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
         return DataDirError(f"{path} stayed locked by another process for {_BUSY_TIMEOUT:g} s; try again")
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_IOERR")):
-        return DataDirError(f"cannot open {path} ({exc}); check that it is a file this user can read and write")
-    return DataDirError(f"{path} is damaged ({exc}); {_start_over(path)}")
+        return DataDirError(f"cannot open {path} ({detail}); check that it is a file this user can read and write")
+    return DataDirError(f"{path} is damaged ({detail}); {_start_over(path)}")
 
 
 def _open(path: Path, schema: str) -> sqlite3.Connection:
