@@ -6,12 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from opengme.authbuffer import V1, V2, gen_auth_buffer
 from opengme.codec import voicefile as vf
@@ -19,22 +17,12 @@ from opengme.errors import ErrorCode
 from opengme.protocol import ptt as proto
 from opengme.store import App, AppStore
 from support.audio import clip
-from support.processes import ServeProcess, opengme_cmd, start_server
+from support.processes import ServeProcess, opengme_cmd
 from support.signal_harness import SignalClient, is_error
 
 E = ErrorCode
 V1_OFF = "v1 format, which is turned off for this app"
 V2_HINT = "gen_auth_buffer(..., version=2)"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """One server process for the module: each test uses an app of its own."""
-    server = start_server(tmp_path_factory.mktemp("v1") / "data")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def cli(served: ServeProcess, *args: str) -> subprocess.CompletedProcess[str]:
