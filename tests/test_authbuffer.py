@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import shutil
 import struct
 import subprocess
@@ -484,8 +485,9 @@ def test_every_bit_flip_of_v2_is_7006() -> None:
 
 
 def test_bit_flips_of_v1_never_change_accepted_claims() -> None:
-    """GME's v1 has no MAC: a flip confined to padding/salt can go unnoticed, but the zero tail and
-    the strictly checked fixed fields mean no flip yields *different* claims that verify."""
+    """GME's v1 has no MAC: a flip confined to padding/salt can go unnoticed, and here (the record
+    starts in the first block) the zero tail and the strictly checked fixed fields mean no single flip
+    yields *different* claims that verify. Not so in general: see the malleability test below."""
     buffer = gen_auth_buffer(APP, "room1", "10001", KEY, EXPIRE, version=V1)
     original = decode_auth_buffer(buffer, KEY)
     rejected = 0
@@ -516,3 +518,50 @@ def test_random_corruption_is_7006_or_harmless(data: st.DataObject) -> None:
         assert exc.code == ErrorCode.AV_ERR_AUTH_FIALD
     else:
         assert claims == decode_auth_buffer(buffer, KEY)
+
+
+# --- v1 is malleable: why an app can turn it off --------------------------------------------------
+
+
+def test_v1_openid_can_be_edited_without_the_key_in_about_one_try_in_eight() -> None:
+    """The attack of issue 9 item 8, which the app switch ``v1_auth`` (``allow_v1=False``) stops.
+
+    CBC decryption gives P1 = D(C1) xor C0, so XORing a delta into the first ciphertext block XORs
+    the same delta into the second plaintext block, and turns the first block into noise. The noise
+    passes whenever its low 3 bits (the pad length) happen to equal the original's: 1 try in 8.
+    With a 3-character room id and a 5-digit openid the pad is 5 bytes, the record starts at the
+    second block, and its bytes 3..7 are the openid: the player rewrites its first digit."""
+    rng = random.Random(9)
+    delta = bytes([0, 0, 0, ord("1") ^ ord("9"), 0, 0, 0, 0])
+    tries, forged = 400, 0
+    for _ in range(tries):  # each try: a fresh buffer from the backend, for the player's own openid
+        issued = gen_auth_buffer(APP, "abc", "10001", KEY, EXPIRE, version=V1, rng=rng.randbytes)
+        edited = bytes(c ^ d for c, d in zip(issued[:8], delta, strict=True)) + issued[8:]  # no key used
+        try:
+            claims = verify_auth_buffer(edited, KEY, app_id=APP, room_id="abc", now=NOW)
+        except GmeError as exc:
+            assert exc.code == ErrorCode.AV_ERR_AUTH_FIALD
+            continue
+        assert claims == AuthClaims(V1, APP, "90001", "abc", EXPIRE, AUTH_BITS_ALL)  # another player's openid
+        forged += 1
+        assert auth_failure(lambda b=edited: verify_auth_buffer(b, KEY, app_id=APP, now=NOW, allow_v1=False))
+    assert tries / 8 * 0.5 < forged < tries / 8 * 1.5, forged
+    # The same edit of a v2 token never verifies: its HMAC covers every byte.
+    token = gen_auth_buffer(APP, "abc", "10001", KEY, EXPIRE, version=V2)
+    auth_failure(lambda: verify_auth_buffer(bytes(c ^ d for c, d in zip(token[:8], delta, strict=True)) + token[8:],
+                                            KEY, app_id=APP, now=NOW))
+
+
+@pytest.mark.parametrize("form", ["raw", "base64"])
+def test_allow_v1_false_refuses_every_v1_buffer_and_says_to_sign_v2(form: str) -> None:
+    v1 = gen_auth_buffer(APP, "r", "10001", KEY, EXPIRE, version=V1)
+    buffer: bytes | str = v1 if form == "raw" else base64.b64encode(v1).decode()
+    for call in (lambda: decode_auth_buffer(buffer, KEY, allow_v1=False),
+                 lambda: verify_auth_buffer(buffer, KEY, app_id=APP, now=NOW, allow_v1=False)):
+        reason = auth_failure(call)
+        assert "v1 format, which is turned off for this app" in reason and "version=2" in reason
+    assert decode_auth_buffer(buffer, KEY).open_id == "10001"  # the default still accepts it
+    v2 = gen_auth_buffer(APP, "r", "10001", KEY, EXPIRE, version=V2)
+    assert verify_auth_buffer(v2, KEY, app_id=APP, now=NOW, allow_v1=False).open_id == "10001"
+    # Refused before any decryption: a garbage "v1" buffer gets the same answer, not "not signed".
+    assert "turned off" in auth_failure(lambda: decode_auth_buffer(b"\x00" * 64, KEY, allow_v1=False))

@@ -2,12 +2,16 @@
 
 Two formats, both carrying the same claims (app id, openid, room id, expiry, auth bits):
 
-* **v1**, GME's own, so buffers from existing GME signing backends keep working. A big-endian
-  record (GME key docs §2.2) encrypted with Tencent's "OI" TEA (16 rounds, CBC over 8-byte blocks
-  with a zero IV; framing ``[(rand & 0xF8) | padLen][padLen random][2 salt][body][7 zero bytes]``).
+* **v1**, GME's own, so buffers from existing GME signing backends keep working (unless the app's
+  ``v1_auth`` switch is off: ``allow_v1=False``). A big-endian record (GME key docs §2.2) encrypted
+  with Tencent's "OI" TEA (16 rounds, CBC over 8-byte blocks with a zero IV; framing ``[(rand & 0xF8) | padLen][padLen random][2 salt][body][7 zero bytes]``).
   The key is the 16-character console key used as the TEA key (GME's Go/C samples); the
   ``md5(key)`` variant the docs describe is accepted when decoding. The format has no MAC: its
   integrity rests on the zero tail and on the fixed fields, which decoding therefore checks strictly.
+  That is not enough: CBC lets whoever holds a buffer XOR chosen bytes into its second plaintext
+  block by editing the first ciphertext block, which turns the first block into noise that passes
+  whenever its 3 pad-length bits come out unchanged (1 try in 8). When the openid starts in the
+  second block, a player can so change the first characters of its openid without the key.
 * **v2**, OpenGME's default: ``OGME2.<base64url(JSON claims)>.<base64url(HMAC-SHA256)>`` keyed by
   the app key. The app id is readable without the key (:func:`peek_app_id`) so a server knows which
   key to check with.
@@ -394,12 +398,26 @@ def _decode_v1(data: bytes, key: str) -> AuthClaims:
     raise _auth_failed(NOT_SIGNED_REASON)
 
 
-def decode_auth_buffer(buffer: bytes | str, key: str) -> AuthClaims:
+V1_OFF_REASON = (
+    "AuthBuffer is in GME's v1 format, which is turned off for this app (v1 has no MAC, so whoever holds a "
+    "buffer can edit its openid; `opengme app set APPID --v1-auth on` allows it again): sign v2 tokens "
+    "instead, gen_auth_buffer(..., version=2)"
+)
+
+
+def decode_auth_buffer(buffer: bytes | str, key: str, *, allow_v1: bool = True) -> AuthClaims:
     """The claims of an authentic buffer (any accepted form); 7006 when the key does not fit or the
-    buffer is malformed, 1004 when ``key`` is not a permission key at all (16 printable ASCII chars)."""
+    buffer is malformed, 1004 when ``key`` is not a permission key at all (16 printable ASCII chars).
+
+    ``allow_v1=False`` (the app's ``v1_auth`` switch off) refuses every v1 buffer with 7006 before
+    decrypting it: v1 has no MAC, so a player can edit the openid of a buffer it was given."""
     key = _checked_key(key)
     data = _normalize(buffer)
-    return _decode_v2(data, key) if data.startswith(V2_PREFIX) else _decode_v1(data, key)
+    if data.startswith(V2_PREFIX):
+        return _decode_v2(data, key)
+    if not allow_v1:
+        raise _auth_failed(V1_OFF_REASON)
+    return _decode_v1(data, key)
 
 
 # --- verification -------------------------------------------------------------------------------
@@ -449,12 +467,14 @@ def verify_auth_buffer(
     open_id: str | None = None,
     room_id: str | None = None,
     now: float | None = None,
+    allow_v1: bool = True,
 ) -> AuthClaims:
-    """Authenticity, then :func:`check_claims`; every refusal is GmeError(AV_ERR_AUTH_FIALD, reason)."""
+    """Authenticity, then :func:`check_claims`; every refusal is GmeError(AV_ERR_AUTH_FIALD, reason).
+    Callers pass the app's ``v1_auth`` switch as ``allow_v1`` (see :func:`decode_auth_buffer`)."""
     expected_app = _app_id_text(app_id)
     claimed_app = peek_app_id(buffer)
     if claimed_app is not None and claimed_app != expected_app:
         # Said before the MAC check: "not signed with this key" would hide the actual mix-up.
         raise _auth_failed(f"AuthBuffer is for AppID {claimed_app}, not {expected_app}")
-    claims = decode_auth_buffer(buffer, key)
+    claims = decode_auth_buffer(buffer, key, allow_v1=allow_v1)
     return check_claims(claims, app_id=expected_app, open_id=open_id, room_id=room_id, now=now)

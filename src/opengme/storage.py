@@ -27,8 +27,20 @@ from pathlib import Path
 from typing import Protocol
 
 from opengme.codec.voicefile import write_atomically
+from opengme.datadir import DataDirError, connect
 
-DB_NAME = "opengme.db"  # the app registry's database file (opengme.store)
+_SCHEMA = """CREATE TABLE IF NOT EXISTS voice_messages (
+    file_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    open_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS voice_messages_owner ON voice_messages (app_id, open_id, created_at);
+CREATE INDEX IF NOT EXISTS voice_messages_created ON voice_messages (created_at);
+CREATE INDEX IF NOT EXISTS voice_messages_sha256 ON voice_messages (sha256);"""
 FOLDER = "messages"
 TMP_FOLDER = "tmp"
 SUFFIX = ".ogg"
@@ -108,26 +120,15 @@ class DiskStorage:
         self.retention = retention
         self._root = Path(data_dir) / FOLDER
         self._tmp = self._root / TMP_FOLDER
-        self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(Path(data_dir) / DB_NAME, check_same_thread=False, isolation_level=None,
-                                   timeout=10)
+        self._db = connect(Path(data_dir), _SCHEMA)  # DataDirError: one line, never a new db over a damaged one
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(
-            """CREATE TABLE IF NOT EXISTS voice_messages (
-                file_id TEXT PRIMARY KEY,
-                app_id TEXT NOT NULL,
-                open_id TEXT NOT NULL,
-                size INTEGER NOT NULL,
-                duration_ms INTEGER NOT NULL,
-                sha256 TEXT NOT NULL,
-                created_at REAL NOT NULL
-            );
-            CREATE INDEX IF NOT EXISTS voice_messages_owner ON voice_messages (app_id, open_id, created_at);
-            CREATE INDEX IF NOT EXISTS voice_messages_created ON voice_messages (created_at);
-            CREATE INDEX IF NOT EXISTS voice_messages_sha256 ON voice_messages (sha256);"""
-        )
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._db.close()
+            raise DataDirError(f"cannot use {self._root} for voice messages: {exc.strerror or exc}; "
+                               "it must be a directory this user can write") from None
 
     def close(self) -> None:
         with self._lock:

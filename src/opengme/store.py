@@ -13,11 +13,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opengme.datadir import DB_NAME as DB_NAME  # the registry's file; other parts share it
+from opengme.datadir import connect, damaged, integrity_problem, prepare
 from opengme.ids import KEY_LENGTH, IdError, validate_app_id, validate_key
 
-DB_NAME = "opengme.db"
 KEY_ALPHABET = string.ascii_letters + string.digits
-SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid")
+SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid", "v1_auth")
+_ADDED_COLUMNS = {"v1_auth": "INTEGER NOT NULL DEFAULT 1"}
+"""Columns added after the first release: opening an older registry adds them (with their defaults)."""
+_SCHEMA = """CREATE TABLE IF NOT EXISTS apps (
+    app_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    voice INTEGER NOT NULL DEFAULT 1,
+    ptt INTEGER NOT NULL DEFAULT 1,
+    stt INTEGER NOT NULL DEFAULT 1,
+    arrears INTEGER NOT NULL DEFAULT 0,
+    string_openid INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);"""
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class App:
     string_openid: bool
     created_at: float
     updated_at: float
+    v1_auth: bool = True  # accept GME's v1 AuthBuffers (malleable: see opengme.authbuffer)
 
     def public_dict(self) -> dict[str, object]:
         """Fields safe to print or log: everything but the key."""
@@ -45,6 +61,7 @@ class App:
             "stt": self.stt,
             "arrears": self.arrears,
             "string_openid": self.string_openid,
+            "v1_auth": self.v1_auth,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -75,29 +92,49 @@ class AppStore:
     """
 
     def __init__(self, data_dir: Path | str, *, create: bool = True) -> None:
+        """Open (or, with ``create``, make) the registry; :class:`DataDirError` in one line when the data
+        directory or ``opengme.db`` is damaged, never a new registry over an unreadable one."""
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / DB_NAME
-        if not create and not self.path.is_file():
+        self.path = prepare(self.data_dir, create=create)
+        if not create and not self.path.exists():
             raise RegistryNotFound(self.path)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db = connect(self.data_dir, _SCHEMA)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            """CREATE TABLE IF NOT EXISTS apps (
-                app_id TEXT PRIMARY KEY,
-                key TEXT NOT NULL,
-                name TEXT NOT NULL,
-                voice INTEGER NOT NULL DEFAULT 1,
-                ptt INTEGER NOT NULL DEFAULT 1,
-                stt INTEGER NOT NULL DEFAULT 1,
-                arrears INTEGER NOT NULL DEFAULT 0,
-                string_openid INTEGER NOT NULL DEFAULT 0,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL
-            )"""
-        )
+        try:
+            self._migrate()
+            self._db.execute("SELECT * FROM apps").fetchall()  # every registry page is readable
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise damaged(self.path, exc) from None
+
+    def _migrate(self) -> None:
+        """Add the columns a registry made by an older OpenGME lacks, with their defaults."""
+        if not self._missing_columns():
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see the columns
+        try:
+            for column in self._missing_columns():
+                self._db.execute(f"ALTER TABLE apps ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _missing_columns(self) -> list[str]:
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(apps)")}
+        return [column for column in _ADDED_COLUMNS if column not in have]
+
+    def check(self) -> None:
+        """Walk the whole database file (seconds for gigabytes; the server does it once at start):
+        :class:`DataDirError` when SQLite finds damage that opening did not reach."""
+        try:
+            with self._lock:
+                problem = integrity_problem(self._db)
+        except sqlite3.Error as exc:
+            raise damaged(self.path, exc) from None
+        if problem is not None:
+            raise damaged(self.path, sqlite3.DatabaseError(problem))
 
     def close(self) -> None:
         with self._lock:
@@ -152,7 +189,7 @@ class AppStore:
         return [_row_to_app(r) for r in rows]
 
     def set(self, app_id: str, **switches: bool) -> App:
-        """Change console switches (voice, ptt, stt, arrears, string_openid)."""
+        """Change console switches (voice, ptt, stt, arrears, string_openid, v1_auth)."""
         unknown = set(switches) - set(SWITCHES)
         if unknown:
             raise AppStoreError(f"unknown switch(es): {', '.join(sorted(unknown))}")
@@ -185,6 +222,7 @@ def _row_to_app(row: sqlite3.Row) -> App:
         stt=bool(row["stt"]),
         arrears=bool(row["arrears"]),
         string_openid=bool(row["string_openid"]),
+        v1_auth=bool(row["v1_auth"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

@@ -109,13 +109,17 @@ def data_dir(args: argparse.Namespace) -> Path:
     return resolved_settings(args).settings.data_dir
 
 
-def open_registry(args: argparse.Namespace) -> AppStore:
-    """The registry that exists in the data directory; never creates one where the user mistyped a path."""
+def open_registry(args: argparse.Namespace, *, create: bool = False) -> AppStore:
+    """The registry that exists in the data directory (``create``: or a new one, for ``app create``);
+    never creates one where the user mistyped a path. A damaged data directory or database is one line."""
+    from opengme.datadir import DataDirError
     from opengme.store import AppStore, RegistryNotFound
 
     found = resolved_settings(args)
     try:
-        return AppStore(found.settings.data_dir, create=False)
+        return AppStore(found.settings.data_dir, create=create)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
     except RegistryNotFound as exc:
         origin = found.origins["data_dir"]
         source = "data_dir: the default" if origin == DEFAULT_ORIGIN else f"data_dir from {origin}"

@@ -5,7 +5,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-from opengme.cli import CliError, data_dir, open_registry
+from opengme.cli import CliError, open_registry
 from opengme.store import App, AppStore, AppStoreError
 
 
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     for switch, what in (("voice", "voice chat"), ("ptt", "voice messages"), ("stt", "speech-to-text")):
         st.add_argument(f"--{switch}", choices=["on", "off"], help=f"turn {what} on or off (off gives 7012)")
     st.add_argument("--string-openid", choices=["on", "off"], help="allow non-numeric openids")
+    st.add_argument("--v1-auth", choices=["on", "off"],
+                    help="accept GME's v1 AuthBuffers (default on, so a GME signing backend moves over "
+                    "unchanged); off refuses them with 7006: v1 has no MAC, a player can edit its openid")
     st.set_defaults(func=_set)
     rot = actions.add_parser("rotate-key", parents=[common], help="replace the app's permission key")
     rot.add_argument("app_id", metavar="APPID")
@@ -51,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 def _store(args: argparse.Namespace) -> AppStore:
     """The registry to change; only ``create`` makes one (where the settings say)."""
-    return AppStore(data_dir(args)) if args.action == "create" else open_registry(args)
+    return open_registry(args, create=args.action == "create")
 
 
 def _print_app(app: App, with_key: bool) -> None:
@@ -80,10 +83,11 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([a.public_dict() for a in apps], indent=2))
         return 0
-    print(f"{'APPID':<12} {'NAME':<20} VOICE PTT STT ARREARS")
+    print(f"{'APPID':<12} {'NAME':<20} VOICE PTT STT ARREARS V1-AUTH")
     for a in apps:
-        flags = [("on" if v else "off") for v in (a.voice, a.ptt, a.stt)]
-        print(f"{a.app_id:<12} {a.name:<20} {flags[0]:<5} {flags[1]:<3} {flags[2]:<3} {'yes' if a.arrears else 'no'}")
+        flags = [("on" if v else "off") for v in (a.voice, a.ptt, a.stt, a.v1_auth)]
+        print(f"{a.app_id:<12} {a.name:<20} {flags[0]:<5} {flags[1]:<3} {flags[2]:<3} "
+              f"{'yes' if a.arrears else 'no':<7} {flags[3]}")
     return 0
 
 
@@ -95,12 +99,13 @@ def _set(args: argparse.Namespace) -> int:
     changes: dict[str, bool] = {}
     if args.arrears is not None:
         changes["arrears"] = args.arrears
-    for name in ("voice", "ptt", "stt", "string_openid"):
+    for name in ("voice", "ptt", "stt", "string_openid", "v1_auth"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value == "on"
     if not changes:
-        raise CliError("nothing to change: give --arrears/--no-arrears, --voice, --ptt, --stt or --string-openid")
+        raise CliError("nothing to change: give --arrears/--no-arrears, --voice, --ptt, --stt, --string-openid "
+                       "or --v1-auth")
     return _report(lambda store: store.set(args.app_id, **changes), args, with_key=False)
 
 

@@ -102,7 +102,8 @@ def _candidates(args: argparse.Namespace, store: AppStore) -> list[App]:
 def _check(args: argparse.Namespace, store: AppStore) -> AuthClaims:
     apps = _candidates(args, store)
     app = apps[0] if len(apps) == 1 else _app_whose_key_fits(args.buffer, apps)
-    return verify_auth_buffer(args.buffer, app.key, app_id=app.app_id, open_id=args.openid, room_id=args.room)
+    return verify_auth_buffer(args.buffer, app.key, app_id=app.app_id, open_id=args.openid, room_id=args.room,
+                              allow_v1=app.v1_auth)
 
 
 def _app_whose_key_fits(buffer: str, apps: list[App]) -> App:

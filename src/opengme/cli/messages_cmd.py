@@ -43,12 +43,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _storage(args: argparse.Namespace) -> MessageStorage:
+    from opengme.datadir import DataDirError
     from opengme.storage import open_storage
 
     settings = resolved_settings(args).settings
     if not settings.data_dir.is_dir():
         raise CliError(f"no data directory at {settings.data_dir}; pass --data-dir")
-    return open_storage(settings.data_dir, settings.ptt_retention_days)
+    try:
+        return open_storage(settings.data_dir, settings.ptt_retention_days)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _file_id(text: str) -> str:

@@ -14,6 +14,7 @@ from opengme.logs import setup_logging
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
+    from opengme.store import App
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -60,18 +61,14 @@ def _port_hint(port: int, origin: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from opengme.server.app import ensure_dev_app
+    from opengme.datadir import DataDirError
     from opengme.server.app import run as run_server
-    from opengme.store import AppStore
 
     found = resolved_settings(args)
     settings = found.settings
     setup_logging(settings.log_level, settings.log_format)
-    store = AppStore(settings.data_dir)
-    dev = ensure_dev_app(store)
-    store.close()
 
-    def ready(server: Server) -> None:
+    def ready(server: Server, dev: App | None) -> None:
         # The "listening" line comes last: scripts and tests wait for it.
         if dev is not None:
             data = shlex.quote(str(settings.data_dir))
@@ -84,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         run_server(settings, ready)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
         udp = f" (or the UDP port {settings.udp_port}: udp_port)" if settings.udp_port else ""
         raise CliError(f"cannot listen on {settings.host}:{settings.port}{udp}: {exc.strerror or exc}; "

@@ -162,7 +162,8 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
         if c.resume_token is not None and not buffer:
             return Proof(app, token_problem=token_problem)
         try:
-            verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id, now=c.at)
+            verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id, now=c.at,
+                               allow_v1=app.v1_auth)
         except GmeError as exc:
             return Proof(app, token_problem=token_problem, auth_checked=True, auth_error=exc)
         return Proof(app, token_problem=token_problem, auth_checked=True)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from opengme import __version__
 from opengme.config import Settings
+from opengme.datadir import ServerLock, prepare
 from opengme.logs import fields
 from opengme.server.metrics import CONTENT_TYPE, Metrics
 from opengme.store import App, AppStore
@@ -95,9 +96,10 @@ def ensure_dev_app(store: AppStore) -> App | None:
     return store.create("dev")
 
 
-async def serve(settings: Settings, ready: Callable[[Server], None] | None = None) -> None:
+async def serve(settings: Settings, ready: Callable[[Server], None] | None = None,
+                store: AppStore | None = None) -> None:
     """Run until SIGINT/SIGTERM, then stop every part cleanly."""
-    server = build_server(settings)
+    server = build_server(settings, store)
     runner = web.AppRunner(server.web_app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
@@ -128,13 +130,48 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run(settings: Settings, ready: Callable[[Server], None] | None = None) -> None:
-    """Blocking entry point used by ``opengme serve``; uvloop when available."""
+def open_data_dir(settings: Settings) -> tuple[ServerLock, AppStore]:
+    """The start-up check: lock the data directory (one server per directory), then open its registry
+    and walk the whole database once. :class:`DataDirError` (one line) when either fails; nothing is
+    created over a database that exists but cannot be read."""
+    prepare(settings.data_dir, create=True)
+    lock = ServerLock(settings.data_dir)
+    lock.acquire()
+    store: AppStore | None = None
+    try:
+        store = AppStore(settings.data_dir)
+        store.check()
+    except BaseException:
+        if store is not None:
+            store.close()
+        lock.release()
+        raise
+    return lock, store
+
+
+Ready = Callable[[Server, App | None], None]
+"""Called once the server listens, with the ``dev`` app its first start created (else None)."""
+
+
+def run(settings: Settings, ready: Ready | None = None) -> None:
+    """Blocking entry point used by ``opengme serve``; uvloop when available. Holds the data
+    directory's lock for the server's life; :class:`DataDirError` before anything else when the
+    directory is taken or damaged."""
     try:
         import uvloop
 
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - Windows has no uvloop
         runner = asyncio.run
-    runner(serve(settings, ready))
+    lock, store = open_data_dir(settings)
+    try:
+        dev = ensure_dev_app(store)
+
+        def listening(server: Server) -> None:
+            if ready is not None:
+                ready(server, dev)
+
+        runner(serve(settings, listening, store))
+    finally:
+        lock.release()
     sys.stdout.flush()

@@ -199,7 +199,7 @@ class Ptt:
             raise Refused(direction.signature, 403, problem)
         try:
             claims: AuthClaims = verify_auth_buffer(decode_auth_buffer(text), app.key, app_id=app.app_id,
-                                                    open_id=open_id, room_id="", now=now)
+                                                    open_id=open_id, room_id="", now=now, allow_v1=app.v1_auth)
         except (GmeError, ValueError) as exc:
             reason = exc.detail if isinstance(exc, GmeError) else str(exc)
             raise Refused(direction.signature, 403, f"AuthBuffer refused: {reason}") from None
