@@ -104,11 +104,6 @@ def resolved_settings(args: argparse.Namespace) -> ResolvedSettings:
         raise CliError(str(exc)) from None
 
 
-def data_dir(args: argparse.Namespace) -> Path:
-    """The data directory a command works on: ``--data-dir``, else settings, else ./opengme-data."""
-    return resolved_settings(args).settings.data_dir
-
-
 def open_registry(args: argparse.Namespace, *, create: bool = False) -> AppStore:
     """The registry that exists in the data directory (``create``: or a new one, for ``app create``);
     never creates one where the user mistyped a path. A damaged data directory or database is one line."""
