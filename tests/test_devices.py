@@ -438,7 +438,9 @@ def test_registry_lists_and_selects_virtual_devices(tmp_path: Path) -> None:
     assert registry.mics.current() is file_mic
     assert registry.mics.select("nope") == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
     assert registry.mics.current() is file_mic  # a failed select changes nothing
-    assert registry.mics.register(MemoryMic("bot-mic")) == ErrorCode.AV_ERR_REPEATED_OPERATION
+    assert registry.mics.register(bot) == ErrorCode.AV_ERR_HAS_IN_THE_STATE  # 1003: already listed
+    assert registry.mics.register(MemoryMic("bot-mic")) == ErrorCode.AV_ERR_INVALID_ARGUMENT  # 1004: id taken
+    assert registry.mics.find("bot-mic") is bot  # the listed device stays
     assert registry.mics.register(MemoryMic(DEVICEID_DEFAULT)) == ErrorCode.AV_ERR_INVALID_ARGUMENT
     assert registry.mics.unregister("file-mic") == ErrorCode.AV_OK
     with pytest.raises(GmeError) as err:
@@ -465,7 +467,7 @@ def test_device_open_by_two_owners_is_occupied() -> None:
     assert err.value.code == ErrorCode.AV_ERR_RESOURCE_IS_OCCUPIED
     with pytest.raises(GmeError) as err:
         mic.open(16000, 320, owner=first)
-    assert err.value.code == ErrorCode.AV_ERR_REPEATED_OPERATION
+    assert err.value.code == ErrorCode.AV_ERR_HAS_IN_THE_STATE  # 1003: this owner already holds it
     assert owner_of(mic) is first and mic.sample_rate == 16000
     mic.close()
     mic.open(48000, 960, owner=second)

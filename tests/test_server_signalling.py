@@ -12,6 +12,7 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
+from opengme.core.signalling import CLOSE_HEARTBEAT_LOST
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol import signalling as p
@@ -216,9 +217,12 @@ async def test_a_handler_bug_is_10001_and_the_server_survives(srv: Running, monk
 # --- liveness and reconnect -----------------------------------------------------------------------
 
 
-async def test_silent_member_is_dropped_with_10004(tmp_path: Path) -> None:
+async def test_silent_member_is_closed_without_disconnect_and_resumes(tmp_path: Path) -> None:
+    """Heartbeat loss closes the connection without `disconnect` (so the SDK resumes, as GME's client
+    keeps reconnecting), the others see the member leave, and its resume token brings it back."""
     async with running_server(tmp_path, heartbeat_interval=0.05, member_timeout=0.4) as srv:
-        silent = await srv.member("10001")
+        silent = await srv.client("10001")
+        token = (await silent.enter("r1"))["resume_token"]
         alive = await srv.member("10002")
         await silent.recv()  # 10002 entered
         pushes: list[dict[str, Any]] = []
@@ -232,10 +236,11 @@ async def test_silent_member_is_dropped_with_10004(tmp_path: Path) -> None:
                 if message["type"] != "pong":
                     pushes.append(message)
         assert [(m["type"], m["event"], members_of(m)) for m in pushes] == [("members", "exit", ["10001"])]
-        message = await silent.recv()
-        assert message["type"] == "disconnect" and message["code"] == ErrorCode.AV_ERR_SERVER_TIMEOUT
-        await silent.expect_closed()
+        await silent.expect_closed(CLOSE_HEARTBEAT_LOST)  # no `disconnect` frame before the close
         assert get_signalling(srv.server).registry.member_count == 1
+        back = await srv.client("10001")
+        assert (await back.enter("r1", auth=b"", resume_token=token))["type"] == "entered"
+        assert members_of(await alive.recv()) == ["10001"]
 
 
 async def test_connection_without_hello_is_closed_after_the_entry_timeout(tmp_path: Path) -> None:

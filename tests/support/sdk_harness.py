@@ -94,7 +94,7 @@ class ThreadServer:
         self.app = self.store.create("sdk-tests")
 
     async def _main(self) -> None:
-        server = build_server(self.settings)
+        server = self.server = build_server(self.settings)
         # A short shutdown: the server's handlers linger ~2 s after a client closes first (see report).
         runner = await start_on_loopback(server, shutdown_timeout=0.2)
         self.url = server.base_url
@@ -105,9 +105,27 @@ class ThreadServer:
         await stop_serving(server, runner)
 
     def close(self) -> None:
+        """Stop serving (a test may stop it early; the fixture's second call does nothing)."""
+        if not self._thread.is_alive():
+            return
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
         self.store.close()
+
+    def stall(self, seconds: float, then: Callable[[], object] | None = None) -> None:
+        """Block the server's event loop for ``seconds`` (an overloaded or frozen server: nothing is
+        read or answered meanwhile), then run ``then`` on it before any socket is looked at again.
+        Returns once the loop is blocked."""
+        blocked = threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            time.sleep(seconds)
+
+        self._loop.call_soon_threadsafe(block)
+        if then is not None:
+            self._loop.call_soon_threadsafe(then)
+        assert blocked.wait(10)
 
     def auth(self, room_id: str, open_id: str, **kw: Any) -> bytes:
         return gen_auth_buffer(self.app.app_id, room_id, open_id, self.app.key, **kw)
