@@ -95,6 +95,7 @@ def test_switches_after_entry_and_exit(server: ThreadServer, clients: ClientMake
     assert ctrl.get_mic_state() == 0 and not mic.is_open  # off again after the next entry
 
 
+@pytest.mark.public_surface
 def test_volumes_levels_and_member_lookups(server: ThreadServer, clients: ClientMaker) -> None:
     a = client_in_room(server, clients, "10001")
     client_in_room(server, clients, "10002")
@@ -123,6 +124,7 @@ def test_volumes_levels_and_member_lookups(server: ThreadServer, clients: Client
     assert ctrl.get_speaker_volume_by_openid("10002") == (ErrorCode.AV_ERR_ROOM_NOT_EXIST, 0)
 
 
+@pytest.mark.public_surface
 def test_audience_role_and_server_mute(server: ThreadServer, clients: ClientMaker) -> None:
     c = clients(server.url, server.app, "10001", portaudio=False)
     assert c.ctx.set_audio_role(AudioRole.AUDIENCE) == ErrorCode.AV_OK  # before entry, as GME
@@ -151,6 +153,7 @@ def test_audience_role_and_server_mute(server: ThreadServer, clients: ClientMake
     assert c.ctx.get_audio_role() is AudioRole.ANCHOR  # reset on exit
 
 
+@pytest.mark.public_surface
 def test_device_listing_selection_and_occupancy(server: ThreadServer, clients: ClientMaker) -> None:
     a = client_in_room(server, clients, "10001")
     b = client_in_room(server, clients, "10002")
@@ -177,6 +180,7 @@ def test_device_listing_selection_and_occupancy(server: ThreadServer, clients: C
     assert ctrl_a.get_speaker_list() == [] and ctrl_a.enable_speaker(True) == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
 
 
+@pytest.mark.public_surface
 def test_device_test_loops_mic_to_speaker(server: ThreadServer, clients: ClientMaker) -> None:
     c = clients(server.url, server.app, "10001", portaudio=False)
     ctrl = c.ctx.get_audio_ctrl()
@@ -199,6 +203,7 @@ def test_device_test_loops_mic_to_speaker(server: ThreadServer, clients: ClientM
 
 
 
+@pytest.mark.public_surface
 def test_portaudio_missing_is_7014_with_the_library_error(server: ThreadServer, clients: ClientMaker,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
@@ -224,6 +229,7 @@ def test_portaudio_missing_is_7014_with_the_library_error(server: ThreadServer, 
     assert ctrl.select_mic("memory:none") == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
     assert ctrl.enable_mic(True) == ErrorCode.AV_OK and mic.is_open
 
+@pytest.mark.public_surface
 def test_blacklist_rules_and_cleared_on_exit(server: ThreadServer, clients: ClientMaker) -> None:
     c = client_in_room(server, clients)
     ctrl = c.ctx.get_audio_ctrl()

@@ -25,6 +25,7 @@ from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, wai
 # --- rooms and members -----------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 def test_entry_member_events_and_lookups(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001", heartbeat_interval=0.1)  # an rtt for the tips soon
     b = clients(server.url, server.app, "10002")
@@ -80,6 +81,7 @@ def test_room_type_adoption_and_change(server: ThreadServer, clients: ClientMake
     assert a.ctx.get_room().get_room_type() == b.ctx.get_room().get_room_type() == RoomType.HIGHQUALITY
 
 
+@pytest.mark.public_surface
 def test_switch_room_and_2001(server: ThreadServer, clients: ClientMaker) -> None:
     a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, a, "r1")
@@ -100,6 +102,7 @@ def test_switch_room_and_2001(server: ThreadServer, clients: ClientMaker) -> Non
     assert b.ctx.get_room().get_room_id() == "r2"
 
 
+@pytest.mark.public_surface
 def test_a_switch_that_times_out_is_2001_and_the_old_room_resumes(server: ThreadServer,
                                                                   clients: ClientMaker) -> None:
     """GME's SwitchRoom fails with 2001 (still in the old room) or 2002, never 1005: a switch the
@@ -117,6 +120,7 @@ def test_a_switch_that_times_out_is_2001_and_the_old_room_resumes(server: Thread
     assert b.ctx.get_room().get_room_id() == "r1" and not b.events.of(EventType.ROOM_DISCONNECT)
 
 
+@pytest.mark.public_surface
 def test_server_refusals_reach_enter_room(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001")
     a.ctx.enter_room("r", 1, server.auth("elsewhere", "10001"))
@@ -154,6 +158,7 @@ def test_kick_and_mute_through_the_admin_api(server: ThreadServer, clients: Clie
     assert not b.ctx.is_room_entered() and not b.events.of(EventType.RECONNECT_START)
 
 
+@pytest.mark.public_surface
 def test_missed_heartbeats_close_the_connection_and_the_sdk_resumes(make_server: Callable[..., ThreadServer],
                                            clients: ClientMaker) -> None:
     server = make_server(member_timeout=0.5, heartbeat_interval=0.2)
@@ -176,6 +181,7 @@ def test_missed_heartbeats_close_the_connection_and_the_sdk_resumes(make_server:
     assert gone["result"] == ErrorCode.AV_ERR_TIMEOUT and "gave up" in gone["error_info"]
 
 
+@pytest.mark.public_surface
 def test_a_kick_whose_disconnect_was_lost_is_10003_on_resume(make_server: Callable[..., ThreadServer],
                                                              clients: ClientMaker) -> None:
     """The server kicks a member whose connection is already dead: the `disconnect` push never
@@ -195,6 +201,7 @@ def test_a_kick_whose_disconnect_was_lost_is_10003_on_resume(make_server: Callab
     enter(server, victim, "r")  # a fresh AuthBuffer still lets the player back in
 
 
+@pytest.mark.public_surface
 def test_invitation_accepted_and_refused(server: ThreadServer, clients: ClientMaker) -> None:
     host, guest = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, host, "party")
@@ -351,6 +358,7 @@ def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, client
         served.stop()
 
 
+@pytest.mark.public_surface
 def test_protocol_mismatch_is_10007(served: ServeProcess, clients: ClientMaker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     app = served.dev_app()

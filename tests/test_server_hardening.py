@@ -43,6 +43,7 @@ def test_resume_token_with_non_ascii_digits_is_malformed_not_a_crash() -> None:
         assert "malformed" in resume_token_problem(token, "k" * 16, "1400000001", "10001", "r1", 1.0), token
 
 
+@pytest.mark.public_surface
 async def test_a_kicked_member_cannot_come_back_with_its_old_resume_token(srv: Running) -> None:
     victim = await srv.client("10001")
     entered = await victim.enter("r1")
