@@ -107,11 +107,12 @@ def test_a_switch_that_times_out_is_2001_and_the_old_room_resumes(server: Thread
                                                                   clients: ClientMaker) -> None:
     """GME's SwitchRoom fails with 2001 (still in the old room) or 2002, never 1005: a switch the
     server does not answer in time is 2001 "timeout", and the SDK resumes the old room."""
-    b = clients(server.url, server.app, "10002", entry_timeout=1.0)
+    b = clients(server.url, server.app, "10002", entry_timeout=2.0)
     enter(server, b, "r1")
-    server.stall(2.0)  # the server reads nothing for 2 s: the switch goes unanswered
-    assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_OK
-    wait_for([b], lambda: bool(b.events.of(EventType.RECONNECT_SUCCESS)), timeout=15)
+    with server.frozen():  # the server reads nothing: the switch goes unanswered
+        assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_OK
+        wait_for([b], lambda: bool(b.events.of(EventType.SWITCH_ROOM)))
+    wait_for([b], lambda: bool(b.events.of(EventType.RECONNECT_SUCCESS)), timeout=10)
     (failed,) = b.events.of(EventType.SWITCH_ROOM)
     assert failed["result"] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM and "timeout" in failed["error_info"]
     assert [e for e, _ in b.events.events if e in (EventType.SWITCH_ROOM, EventType.RECONNECT_START,
@@ -170,6 +171,7 @@ def test_missed_heartbeats_close_the_connection_and_the_sdk_resumes(make_server:
     # (10004 is for connections that never entered), but RECONNECT_START then RECONNECT_SUCCESS.
     wait_for([quiet, alive], lambda: bool(quiet.events.of(EventType.RECONNECT_SUCCESS)), timeout=5)
     assert quiet.events.results(EventType.RECONNECT_START)[0] == ErrorCode.AV_OK
+    assert "WebSocket code 4000" in quiet.events.of(EventType.RECONNECT_START)[0]["error_info"]
     assert not quiet.events.of(EventType.ROOM_DISCONNECT) and quiet.ctx.get_room().get_room_id() == "r"
     wait_for([quiet, alive], lambda: alive.events.users(UserUpdateEvent.ENTER).count("10001") >= 2)
     assert alive.events.users(UserUpdateEvent.EXIT)[:1] == ["10001"]  # it left, and came back with its token
@@ -190,9 +192,10 @@ def test_a_kick_whose_disconnect_was_lost_is_10003_on_resume(make_server: Callab
     server = make_server(heartbeat_interval=0.2)  # the SDK gives a silent connection up after 0.6 s
     victim = clients(server.url, server.app, "10001")
     enter(server, victim, "r")
-    # Frozen for 1.5 s: the SDK drops the silent connection and tries to resume; the kick runs on the
-    # server's loop before it reads any socket again, so its push goes to the dead connection.
-    server.stall(1.5, then=lambda: get_signalling(server.server).kick(server.app.app_id, "r", "10001"))
+    # While the server is frozen the SDK drops the silent connection and tries to resume; the kick runs
+    # on the server's loop before it reads any socket again, so its push goes to the dead connection.
+    with server.frozen(then=lambda: get_signalling(server.server).kick(server.app.app_id, "r", "10001")):
+        wait_for([victim], lambda: bool(victim.events.of(EventType.RECONNECT_START)))
     wait_for([victim], lambda: bool(victim.events.of(EventType.ROOM_DISCONNECT)), timeout=10)
     assert victim.events.results(EventType.RECONNECT_START) == [ErrorCode.AV_OK]
     (removed,) = victim.events.of(EventType.ROOM_DISCONNECT)

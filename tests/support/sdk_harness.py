@@ -7,7 +7,8 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,20 +113,24 @@ class ThreadServer:
         self._thread.join(10)
         self.store.close()
 
-    def stall(self, seconds: float, then: Callable[[], object] | None = None) -> None:
-        """Block the server's event loop for ``seconds`` (an overloaded or frozen server: nothing is
-        read or answered meanwhile), then run ``then`` on it before any socket is looked at again.
-        Returns once the loop is blocked."""
-        blocked = threading.Event()
+    @contextmanager
+    def frozen(self, then: Callable[[], object] | None = None) -> Iterator[None]:
+        """The server's event loop blocked while inside (a frozen server: nothing is read or answered),
+        then ``then`` run on it before it looks at any socket again."""
+        blocked, release = threading.Event(), threading.Event()
 
         def block() -> None:
             blocked.set()
-            time.sleep(seconds)
+            release.wait(30)
 
         self._loop.call_soon_threadsafe(block)
         if then is not None:
             self._loop.call_soon_threadsafe(then)
         assert blocked.wait(10)
+        try:
+            yield
+        finally:
+            release.set()
 
     def auth(self, room_id: str, open_id: str, **kw: Any) -> bytes:
         return gen_auth_buffer(self.app.app_id, room_id, open_id, self.app.key, **kw)

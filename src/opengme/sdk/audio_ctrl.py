@@ -425,11 +425,10 @@ class AudioCtrl(Facade):
         if not isinstance(device_id, str):
             return _invalid("device id must be a str"), False
         core, devices = self._core, kind.devices(self._core.devices)
-        if devices.find(device_id) is None:
-            return device_failure(devices.missing(device_id)), False
-        code = devices.select(device_id)
-        if code != ErrorCode.AV_OK or core.held(kind) is None:
-            return code, False
+        if devices.select(device_id) != ErrorCode.AV_OK:
+            return device_failure(devices.missing(device_id)), False  # 1301, or 7014 without PortAudio
+        if core.held(kind) is None:
+            return ErrorCode.AV_OK, False
         code = core.open_device(kind)
         if code != ErrorCode.AV_OK:
             core.close_device(kind)
