@@ -84,6 +84,7 @@ def test_nonce_cache_stays_bounded_by_the_window() -> None:
 # --- over HTTP ---------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_refusals_are_401_with_7006(srv: Running) -> None:
     async with srv.session.get(srv.url + "/v1/admin/rooms") as r:
         assert r.status == 401 and (await r.json())["code"] == ErrorCode.AV_ERR_AUTH_FIALD
@@ -135,6 +136,7 @@ async def test_room_ids_with_slashes_and_spaces_are_reachable(srv: Running) -> N
     assert status == 200 and info["room_id"] == room
 
 
+@pytest.mark.public_surface
 async def test_kick(srv: Running) -> None:
     a = await srv.member("10001")
     b = await srv.member("10002")
@@ -170,6 +172,7 @@ async def test_dissolve(srv: Running) -> None:
     assert (await admin(srv, "POST", "/v1/admin/rooms/r1/dissolve"))[0] == 404
 
 
+@pytest.mark.public_surface
 async def test_mute_and_unmute(srv: Running) -> None:
     a = await srv.member("10001")
     status, reply = await admin(srv, "POST", "/v1/admin/rooms/r1/mute", {"open_ids": ["10001", "10002"], "muted": True})

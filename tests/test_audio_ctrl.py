@@ -4,9 +4,12 @@ Against a real server on 127.0.0.1 with memory devices (no sound card needed).
 """
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 
 import numpy as np
+import pytest
 
 from opengme.devices import DEVICEID_DEFAULT, MemoryMic, MemorySpeaker
 from opengme.errors import ErrorCode
@@ -92,6 +95,7 @@ def test_switches_after_entry_and_exit(server: ThreadServer, clients: ClientMake
     assert ctrl.get_mic_state() == 0 and not mic.is_open  # off again after the next entry
 
 
+@pytest.mark.public_surface
 def test_volumes_levels_and_member_lookups(server: ThreadServer, clients: ClientMaker) -> None:
     a = client_in_room(server, clients, "10001")
     client_in_room(server, clients, "10002")
@@ -120,6 +124,7 @@ def test_volumes_levels_and_member_lookups(server: ThreadServer, clients: Client
     assert ctrl.get_speaker_volume_by_openid("10002") == (ErrorCode.AV_ERR_ROOM_NOT_EXIST, 0)
 
 
+@pytest.mark.public_surface
 def test_audience_role_and_server_mute(server: ThreadServer, clients: ClientMaker) -> None:
     c = clients(server.url, server.app, "10001", portaudio=False)
     assert c.ctx.set_audio_role(AudioRole.AUDIENCE) == ErrorCode.AV_OK  # before entry, as GME
@@ -148,6 +153,7 @@ def test_audience_role_and_server_mute(server: ThreadServer, clients: ClientMake
     assert c.ctx.get_audio_role() is AudioRole.ANCHOR  # reset on exit
 
 
+@pytest.mark.public_surface
 def test_device_listing_selection_and_occupancy(server: ThreadServer, clients: ClientMaker) -> None:
     a = client_in_room(server, clients, "10001")
     b = client_in_room(server, clients, "10002")
@@ -158,7 +164,8 @@ def test_device_listing_selection_and_occupancy(server: ThreadServer, clients: C
     for ctrl in (ctrl_a, ctrl_b):
         assert ctrl.register_mic(shared) == ErrorCode.AV_OK
     assert ctrl_a.register_mic(other) == ErrorCode.AV_OK
-    assert ctrl_a.register_mic(other) == ErrorCode.AV_ERR_REPEATED_OPERATION
+    assert ctrl_a.register_mic(other) == ErrorCode.AV_ERR_HAS_IN_THE_STATE  # 1003: already listed
+    assert ctrl_a.register_mic(MemoryMic("memory:other")) == ErrorCode.AV_ERR_INVALID_ARGUMENT  # 1004: id taken
     assert [(d.device_id, d.name) for d in ctrl_a.get_mic_list()] == [
         ("0", "Default: Shared mic"), ("memory:shared", "Shared mic"), ("memory:other", "Other mic")]
     assert ctrl_a.get_mic_list_count() == 3
@@ -173,6 +180,7 @@ def test_device_listing_selection_and_occupancy(server: ThreadServer, clients: C
     assert ctrl_a.get_speaker_list() == [] and ctrl_a.enable_speaker(True) == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
 
 
+@pytest.mark.public_surface
 def test_device_test_loops_mic_to_speaker(server: ThreadServer, clients: ClientMaker) -> None:
     c = clients(server.url, server.app, "10001", portaudio=False)
     ctrl = c.ctx.get_audio_ctrl()
@@ -189,9 +197,39 @@ def test_device_test_loops_mic_to_speaker(server: ThreadServer, clients: ClientM
     assert ctrl.stop_device_test() == ErrorCode.AV_ERR_DEVICE_TEST_NOT_EXIST
     assert c.ctx.enter_room("ctrl", RoomType.FLUENCY, server.auth("ctrl", "10001")) == ErrorCode.AV_OK
     wait_for([c], lambda: c.ctx.is_room_entered())
-    assert ctrl.start_device_test() == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION  # not in a room
+    # 1202 AV_ERR_ROOM_NOT_EXITED: the device test is allowed only outside a room (GME).
+    assert ctrl.start_device_test() == ErrorCode.AV_ERR_ROOM_NOT_EXITED
+    assert not mic.is_open and not speaker.is_open and ctrl.stop_device_test() == ErrorCode.AV_ERR_DEVICE_TEST_NOT_EXIST
 
 
+
+@pytest.mark.public_surface
+def test_portaudio_missing_is_7014_with_the_library_error(server: ThreadServer, clients: ClientMaker,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The headless case: no sounddevice/libportaudio, so no device at all. GME's 7014 (library
+    failed to load) says what to fix, where 1301 (no such device) would not."""
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # what `import sounddevice` meets without it
+    c = clients(server.url, server.app, "10001")  # portaudio=True, the default
+    ctrl = c.ctx.get_audio_ctrl()
+    caplog.set_level(logging.WARNING, logger="opengme.sdk")
+    assert ctrl.get_mic_list() == [] and ctrl.get_speaker_list() == []
+    assert ctrl.select_mic(DEVICEID_DEFAULT) == ErrorCode.AV_ERR_LOAD_LIB_FAILED
+    assert ctrl.select_speaker(DEVICEID_DEFAULT) == ErrorCode.AV_ERR_LOAD_LIB_FAILED
+    assert ctrl.start_device_test() == ErrorCode.AV_ERR_LOAD_LIB_FAILED
+    assert ctrl.stop_device_test() == ErrorCode.AV_ERR_DEVICE_TEST_NOT_EXIST  # the failed start left nothing
+    assert c.ctx.enter_room("ctrl", RoomType.FLUENCY, server.auth("ctrl", "10001")) == ErrorCode.AV_OK
+    wait_for([c], lambda: c.ctx.is_room_entered())
+    assert ctrl.enable_mic(True) == ErrorCode.AV_ERR_LOAD_LIB_FAILED
+    assert ctrl.enable_speaker(True) == ErrorCode.AV_ERR_LOAD_LIB_FAILED
+    assert not ctrl.is_audio_capture_device_enabled() and not ctrl.is_audio_play_device_enabled()
+    logged = [r.getMessage() for r in caplog.records if "AV_ERR_LOAD_LIB_FAILED" in r.getMessage()]
+    assert len(logged) == 5 and all("libportaudio2" in m and "sounddevice" in m for m in logged), logged
+    mic, _ = devices(c)  # a registered device is listed again: an unknown id is 1301 once devices exist
+    assert ctrl.select_mic("memory:none") == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
+    assert ctrl.enable_mic(True) == ErrorCode.AV_OK and mic.is_open
+
+@pytest.mark.public_surface
 def test_blacklist_rules_and_cleared_on_exit(server: ThreadServer, clients: ClientMaker) -> None:
     c = client_in_room(server, clients)
     ctrl = c.ctx.get_audio_ctrl()

@@ -402,6 +402,7 @@ def test_check_claims_directly() -> None:
         {"expire_at": 2**32},
     ],
 )
+@pytest.mark.public_surface
 def test_invalid_generation_arguments_are_1004(kwargs: dict[str, object]) -> None:
     args: dict[str, object] = {"app_id": APP, "room_id": "r", "open_id": "1", "key": KEY, "expire_at": EXPIRE}
     args.update(kwargs)

@@ -86,6 +86,7 @@ async def test_rooms_lists_rooms_and_members(server: ServeProcess, app: App, joi
     assert [m["open_id"] for m in as_json["members"]] == ["10001", "10002"]
 
 
+@pytest.mark.public_surface
 async def test_kick_disconnects_the_member(server: ServeProcess, app: App, join: Any) -> None:
     victim = await join("10011", "arena")
     done = await acli(server, "kick", app.app_id, "arena", "10011", "--reason", "afk too long")
@@ -98,6 +99,7 @@ async def test_kick_disconnects_the_member(server: ServeProcess, app: App, join:
     )
 
 
+@pytest.mark.public_surface
 async def test_mute_and_unmute(server: ServeProcess, app: App, join: Any) -> None:
     member = await join("10021", "studio")
     await join("10022", "studio")

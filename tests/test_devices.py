@@ -164,6 +164,7 @@ def test_file_mic_reopen_starts_over(tmp_path: Path) -> None:
     assert np.array_equal(mic.read_frame(), first)
 
 
+@pytest.mark.public_surface
 def test_missing_or_unreadable_file_is_7010(tmp_path: Path) -> None:
     for path in (tmp_path / "missing.wav", tmp_path):
         mic = FileMic(path)
@@ -176,6 +177,7 @@ def test_missing_or_unreadable_file_is_7010(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", [bytes(range(256)) * 40, b"just some text\n" * 100,
                                      b"RIFF\x10\x00\x00\x00WAVEfmt garbage"])
+@pytest.mark.public_surface
 def test_damaged_file_is_7011(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "broken.wav"
     path.write_bytes(content)
@@ -186,6 +188,7 @@ def test_damaged_file_is_7011(tmp_path: Path, content: bytes) -> None:
     assert not mic.is_open and owner_of(mic) is None
 
 
+@pytest.mark.public_surface
 def test_bad_format_is_invalid_argument(tmp_path: Path) -> None:
     mic = FileMic(tmp_path / "x.wav")
     for args in ((0, 320), (16000, 0), (16000, 320, 3)):
@@ -234,6 +237,7 @@ def test_file_speaker_stereo_and_frame_checks(tmp_path: Path) -> None:
     assert np.array_equal(data, frame)
 
 
+@pytest.mark.public_surface
 def test_file_speaker_unwritable_path_is_7010(tmp_path: Path) -> None:
     speaker = FileSpeaker(tmp_path / "no" / "such" / "dir.wav")
     with pytest.raises(GmeError) as err:
@@ -413,6 +417,7 @@ def test_playout_ring_prebuffers_and_counts_underruns() -> None:
 # ---------------------------------------------------------------- registry and occupancy
 
 
+@pytest.mark.public_surface
 def test_empty_registry_has_no_devices() -> None:
     registry = DeviceRegistry(portaudio=False)
     assert registry.mics.infos() == [] and len(registry.speakers.infos()) == 0
@@ -423,6 +428,7 @@ def test_empty_registry_has_no_devices() -> None:
     assert err.value.code == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
 
 
+@pytest.mark.public_surface
 def test_registry_lists_and_selects_virtual_devices(tmp_path: Path) -> None:
     registry = DeviceRegistry(portaudio=False)
     bot = MemoryMic("bot-mic", "Bot voice")
@@ -438,7 +444,9 @@ def test_registry_lists_and_selects_virtual_devices(tmp_path: Path) -> None:
     assert registry.mics.current() is file_mic
     assert registry.mics.select("nope") == ErrorCode.AV_ERR_DEVICE_NOT_EXIST
     assert registry.mics.current() is file_mic  # a failed select changes nothing
-    assert registry.mics.register(MemoryMic("bot-mic")) == ErrorCode.AV_ERR_REPEATED_OPERATION
+    assert registry.mics.register(bot) == ErrorCode.AV_ERR_HAS_IN_THE_STATE  # 1003: already listed
+    assert registry.mics.register(MemoryMic("bot-mic")) == ErrorCode.AV_ERR_INVALID_ARGUMENT  # 1004: id taken
+    assert registry.mics.find("bot-mic") is bot  # the listed device stays
     assert registry.mics.register(MemoryMic(DEVICEID_DEFAULT)) == ErrorCode.AV_ERR_INVALID_ARGUMENT
     assert registry.mics.unregister("file-mic") == ErrorCode.AV_OK
     with pytest.raises(GmeError) as err:
@@ -454,6 +462,7 @@ def test_registry_lists_and_selects_virtual_devices(tmp_path: Path) -> None:
     assert registry.speakers.current() is speaker
 
 
+@pytest.mark.public_surface
 def test_device_open_by_two_owners_is_occupied() -> None:
     first, second = DeviceRegistry(portaudio=False), DeviceRegistry(portaudio=False)
     mic = MemoryMic("shared")
@@ -465,7 +474,7 @@ def test_device_open_by_two_owners_is_occupied() -> None:
     assert err.value.code == ErrorCode.AV_ERR_RESOURCE_IS_OCCUPIED
     with pytest.raises(GmeError) as err:
         mic.open(16000, 320, owner=first)
-    assert err.value.code == ErrorCode.AV_ERR_REPEATED_OPERATION
+    assert err.value.code == ErrorCode.AV_ERR_HAS_IN_THE_STATE  # 1003: this owner already holds it
     assert owner_of(mic) is first and mic.sample_rate == 16000
     mic.close()
     mic.open(48000, 960, owner=second)
@@ -485,6 +494,7 @@ def test_acquire_release_table() -> None:
     assert release(mic, b) == ErrorCode.AV_OK and owner_of(mic) is None
 
 
+@pytest.mark.public_surface
 def test_two_file_speakers_on_one_path_exclude_each_other(tmp_path: Path) -> None:
     one, two = FileSpeaker(tmp_path / "a.wav"), FileSpeaker(tmp_path / "." / "a.wav")
     one.open(16000, 320, owner="ctx1")
@@ -499,6 +509,7 @@ def test_two_file_speakers_on_one_path_exclude_each_other(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- PortAudio
 
 
+@pytest.mark.public_surface
 def test_portaudio_missing_library_is_7014(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sounddevice", None)
     with pytest.raises(GmeError) as err:

@@ -1,5 +1,7 @@
-"""docs/errors.md stays true: one row per GME code, cited tests exist and assert that code, and the
-page's "raised or not" agrees with the source. Parses the page's tables; no server, no network."""
+"""docs/errors.md stays true: one row per GME code, each raised code names the GME source its
+situation follows, cited tests exist and assert that code and at least one of them goes through a
+public surface, and the page's "raised or not" agrees with the source. Parses the page's tables and
+the tests' source; no server, no network."""
 from __future__ import annotations
 
 import ast
@@ -25,6 +27,16 @@ SECTIONS = {
 LATER = ("*Later issue: voice messages.*", "*Later issue: speech-to-text.*", "*Later issue: 3D voice.*")
 NOT_RAISED = "*Not raised.*"
 IN_PROGRESS = "*Real-time voice issue (in progress).*"
+# The GME sources a raised row may follow (the page's legend), or OpenGME's own choice.
+SOURCES = frozenset({"error table", "EnterRoom table", "API reference", "AVSDK"})
+SOURCE_TAG = re.compile(r"^\*GME: ([^*]+)\.\*")
+CHOICE = "*OpenGME's choice"
+DEFAULT_SOURCE = {"Voice messages and speech-to-text": "error table"}  # the legend says so for this section
+# A test marked public_surface drives the SDK, a server socket, the CLI or a Python API. These files
+# test pure cores below those surfaces, so none of their tests may carry the mark.
+PUBLIC_SURFACE = "public_surface"
+PURE_CORE_TESTS = frozenset({"tests/test_sdk_session.py", "tests/test_rooms_core.py", "tests/test_signalling_core.py",
+                             "tests/test_signalling_protocol.py", "tests/test_media_session.py"})
 NODE_ID = re.compile(r"tests/[\w/]+\.py::[\w:]+(?:\[[^\]`]*\])?")
 ROW = re.compile(r"^\|\s*(\d+)\s*\|")
 CODES = [code for code in ErrorCode if code is not ErrorCode.AV_OK]  # one per value: aliases fold
@@ -121,6 +133,29 @@ def mentions(node_id: str, code: ErrorCode) -> bool:
             or re.search(rf"(?<![\d\"'.]){int(code)}(?![\d\"'.])", text) is not None)
 
 
+def marks(node_id: str) -> set[str]:
+    """The ``pytest.mark.NAME`` decorators of a cited test (``@pytest.mark.slow`` or ``…slow(…)``)."""
+    function = cited_function(node_id)
+    assert function is not None
+    found = set()
+    for decorator in function.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute)
+                and target.value.attr == "mark"):
+            found.add(target.attr)
+    return found
+
+
+def sources(row: Row) -> set[str] | None:
+    """The GME sources a raised row names; empty for OpenGME's choice, None when it names neither."""
+    if row.when.startswith(CHOICE):
+        return set()
+    tag = SOURCE_TAG.match(row.when)
+    if tag is not None:
+        return {s.strip() for s in tag.group(1).split(",")}
+    return {DEFAULT_SOURCE[row.section]} if row.section in DEFAULT_SOURCE else None
+
+
 @cache
 def raised_in_source() -> frozenset[int]:
     """Codes the package refers to outside the registry itself (raised, returned or sent)."""
@@ -180,6 +215,34 @@ def test_each_cited_test_mentions_its_code(code: ErrorCode) -> None:
     assert silent == [], f"docs/errors.md:{row.line}: these tests never mention {row.name} ({row.value}): {silent}"
 
 
+@pytest.mark.parametrize("code", CODES, ids=lambda c: str(int(c)))
+def test_raised_codes_name_the_gme_source_they_follow(code: ErrorCode) -> None:
+    row = row_of(code)
+    if not row.raised:
+        return
+    named = sources(row)
+    assert named is not None, (f"docs/errors.md:{row.line}: begin the cell with *GME: SOURCE.* "
+                               f"(one of {sorted(SOURCES)}) or *OpenGME's choice*")
+    assert named <= SOURCES, f"docs/errors.md:{row.line}: unknown sources {sorted(named - SOURCES)}"
+
+
+@pytest.mark.parametrize("code", CODES, ids=lambda c: str(int(c)))
+def test_raised_codes_cite_a_test_through_a_public_surface(code: ErrorCode) -> None:
+    row = row_of(code)
+    if row.raised:
+        public = [t for t in row.tests if cited_function(t) is not None and PUBLIC_SURFACE in marks(t)]
+        assert public, (f"docs/errors.md:{row.line}: {row.name} cites no test marked "
+                        f"@pytest.mark.{PUBLIC_SURFACE} (one that goes through the SDK, a server socket, "
+                        f"the CLI or a Python API): {list(row.tests)}")
+
+
+def test_pure_core_tests_are_not_marked_public() -> None:
+    cited = sorted(set(NODE_ID.findall(doc_text())))
+    wrong = [t for t in cited if t.split("::")[0] in PURE_CORE_TESTS and cited_function(t) is not None
+             and PUBLIC_SURFACE in marks(t)]
+    assert wrong == [], f"these test a pure core, not a public surface: {wrong}"
+
+
 # --- the page agrees with the source ---------------------------------------------------------------
 
 
@@ -203,3 +266,7 @@ def test_the_checks_see_what_they_check() -> None:
     assert mentions(node_id, ErrorCode.AV_ERR_REPEATED_OPERATION)
     assert not mentions(node_id, ErrorCode.AV_ERR_FILE_DAMAGED)
     assert cited_function("tests/test_sdk_session.py::test_no_such_test") is None
+    assert PUBLIC_SURFACE in marks("tests/test_sdk_context.py::test_everything_before_init_is_1101")
+    assert PUBLIC_SURFACE not in marks(node_id)  # a pure session test
+    assert sources(row_of(ErrorCode.AV_ERR_AUTH_FIALD)) == {"error table", "EnterRoom table"}
+    assert sources(row_of(ErrorCode.AV_ERR_TINYID_TO_OPENID_FAILED)) == set()

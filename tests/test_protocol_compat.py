@@ -62,6 +62,7 @@ async def test_a_newer_client_sending_unknown_fields_in_every_request_is_served_
     assert {kind for kind in REQUESTS if ignored[f"{kind}.x_future"] and ignored[f"{kind}.trace_id"]} == set(REQUESTS)
 
 
+@pytest.mark.public_surface
 async def test_an_unknown_request_type_is_10007_and_the_connection_stays_open(srv: Running) -> None:
     client = await srv.member("10001")
     await client.send({"type": "teleport", "id": 41, "to": "moon"})
@@ -77,6 +78,7 @@ def enter_result(server: ThreadServer, client: SdkClient) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.public_surface
 def test_a_server_of_another_major_version_ends_the_entry_with_10007(
         server: ThreadServer, clients: ClientMaker, monkeypatch: pytest.MonkeyPatch) -> None:
     newer_server(monkeypatch, lambda m: {**m, "protocol": 2} if m["type"] == "hello_ok" else m, unknown_push=False)
@@ -86,6 +88,7 @@ def test_a_server_of_another_major_version_ends_the_entry_with_10007(
     assert "protocol 2" in data["error_info"] and "protocol 1" in data["error_info"]
 
 
+@pytest.mark.public_surface
 def test_a_server_that_does_not_grant_audio_ends_the_entry_with_10011(
         server: ThreadServer, clients: ClientMaker, monkeypatch: pytest.MonkeyPatch) -> None:
     newer_server(monkeypatch, lambda m: {**m, "abilities": ["video"]} if m["type"] == "hello_ok" else m,

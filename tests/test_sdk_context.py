@@ -99,6 +99,7 @@ def test_get_instance_is_a_singleton_and_other_contexts_coexist(monkeypatch: pyt
 # --- lifecycle -------------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 def test_everything_before_init_is_1101(ctx: Context) -> None:
     room = ctx.get_room()
     calls: list[Callable[[], object]] = [
@@ -114,6 +115,7 @@ def test_everything_before_init_is_1101(ctx: Context) -> None:
     assert ctx.get_sdk_version() == "0.1.0" and ctx.set_delegate(Recorder()) == ErrorCode.AV_OK
 
 
+@pytest.mark.public_surface
 def test_init_rules_1004_1003_1102(ctx: Context) -> None:
     assert ctx.init("not-a-number", ME) == ErrorCode.AV_ERR_INVALID_ARGUMENT
     assert ctx.init(APP, "") == ErrorCode.AV_ERR_INVALID_ARGUMENT
@@ -125,6 +127,7 @@ def test_init_rules_1004_1003_1102(ctx: Context) -> None:
     assert ctx.init(APP, "10002") == ErrorCode.AV_OK  # uninit is how GME switches accounts
 
 
+@pytest.mark.public_surface
 def test_room_calls_outside_a_room_are_1201_and_get_room_is_one_object(ctx: Context) -> None:
     ctx.init(APP, ME)
     room = ctx.get_room()
@@ -140,6 +143,7 @@ def test_room_calls_outside_a_room_are_1201_and_get_room_is_one_object(ctx: Cont
     assert "state: idle" in room.get_quality_tips()
 
 
+@pytest.mark.public_surface
 def test_calls_from_another_thread_are_1007_and_change_nothing(ctx: Context) -> None:
     ctx.init(APP, ME)
     results: dict[str, object] = {}
@@ -187,6 +191,7 @@ def test_uninit_joins_the_network_thread() -> None:
 # --- failing networks ------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 def test_closed_port_is_7004_promptly(ctx: Context) -> None:
     events = Recorder()
     ctx.set_delegate(events)
@@ -201,6 +206,7 @@ def test_closed_port_is_7004_promptly(ctx: Context) -> None:
     assert events.threads == {threading.get_ident()} and not ctx.is_room_entered()
 
 
+@pytest.mark.public_surface
 def test_a_server_that_never_answers_is_1005_after_the_entry_timeout(silent_server: str) -> None:
     ctx = Context(silent_server, entry_timeout=0.5)
     events = Recorder()
@@ -216,6 +222,7 @@ def test_a_server_that_never_answers_is_1005_after_the_entry_timeout(silent_serv
     assert ctx.uninit() == ErrorCode.AV_OK
 
 
+@pytest.mark.public_surface
 def test_exit_during_entry_is_7013(silent_server: str) -> None:
     ctx = Context(silent_server)
     events = Recorder()

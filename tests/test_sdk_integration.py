@@ -18,12 +18,14 @@ from opengme.errors import ErrorCode
 from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent, RoomType, UserUpdateEvent
 from opengme.protocol import signalling as proto
 from opengme.sdk import Context
+from opengme.server.signalling import get as get_signalling
 from support.processes import ServeProcess, start_server
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, wait_for
 
 # --- rooms and members -----------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 def test_entry_member_events_and_lookups(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001", heartbeat_interval=0.1)  # an rtt for the tips soon
     b = clients(server.url, server.app, "10002")
@@ -79,29 +81,47 @@ def test_room_type_adoption_and_change(server: ThreadServer, clients: ClientMake
     assert a.ctx.get_room().get_room_type() == b.ctx.get_room().get_room_type() == RoomType.HIGHQUALITY
 
 
+@pytest.mark.public_surface
 def test_switch_room_and_2001(server: ThreadServer, clients: ClientMaker) -> None:
     a, b = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, a, "r1")
     enter(server, b, "r1")
-    assert b.ctx.switch_room("r1", server.auth("r1", "10002")) == ErrorCode.AV_OK
-    assert b.ctx.exit_room() == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION  # 1002 during the switch
-    assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION
-    wait_for([a, b], lambda: bool(b.events.of(EventType.SWITCH_ROOM)))
-    (failed,) = b.events.of(EventType.SWITCH_ROOM)
-    assert failed["result"] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM and "already in room" in failed["error_info"]
-    assert b.ctx.get_room().get_room_id() == "r1"
+    # Into the room it is in: 1003 at once (as enter_room and change_room_type), no SWITCH_ROOM later.
+    assert b.ctx.switch_room("r1", server.auth("r1", "10002")) == ErrorCode.AV_ERR_HAS_IN_THE_STATE
     assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_OK
-    wait_for([a, b], lambda: len(b.events.of(EventType.SWITCH_ROOM)) == 2 and a.events.users(UserUpdateEvent.EXIT))
-    assert b.events.results(EventType.SWITCH_ROOM)[1] == ErrorCode.AV_OK
+    assert b.ctx.exit_room() == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION  # 1002 during the switch
+    assert b.ctx.switch_room("r3", server.auth("r3", "10002")) == ErrorCode.AV_ERR_EXCLUSIVE_OPERATION
+    wait_for([a, b], lambda: bool(b.events.of(EventType.SWITCH_ROOM)) and a.events.users(UserUpdateEvent.EXIT))
+    assert b.events.results(EventType.SWITCH_ROOM) == [ErrorCode.AV_OK]  # one event: the 1003 queued none
     assert b.ctx.get_room().get_room_id() == "r2" and b.ctx.get_room().get_members() == ["10002"]
     assert b.events.users(UserUpdateEvent.EXIT) == ["10001"] and a.events.users(UserUpdateEvent.EXIT) == ["10002"]
     bad = server.auth("r9", "10002")  # a buffer for another room
     assert b.ctx.switch_room("r3", bad) == ErrorCode.AV_OK
-    wait_for([b], lambda: len(b.events.of(EventType.SWITCH_ROOM)) == 3)
-    assert b.events.results(EventType.SWITCH_ROOM)[2] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM
+    wait_for([b], lambda: len(b.events.of(EventType.SWITCH_ROOM)) == 2)
+    assert b.events.results(EventType.SWITCH_ROOM)[1] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM
     assert b.ctx.get_room().get_room_id() == "r2"
 
 
+@pytest.mark.public_surface
+def test_a_switch_that_times_out_is_2001_and_the_old_room_resumes(server: ThreadServer,
+                                                                  clients: ClientMaker) -> None:
+    """GME's SwitchRoom fails with 2001 (still in the old room) or 2002, never 1005: a switch the
+    server does not answer in time is 2001 "timeout", and the SDK resumes the old room."""
+    b = clients(server.url, server.app, "10002", entry_timeout=2.0)
+    enter(server, b, "r1")
+    with server.frozen():  # the server reads nothing: the switch goes unanswered
+        assert b.ctx.switch_room("r2", server.auth("r2", "10002")) == ErrorCode.AV_OK
+        wait_for([b], lambda: bool(b.events.of(EventType.SWITCH_ROOM)))
+    wait_for([b], lambda: bool(b.events.of(EventType.RECONNECT_SUCCESS)), timeout=10)
+    (failed,) = b.events.of(EventType.SWITCH_ROOM)
+    assert failed["result"] == ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM and "timeout" in failed["error_info"]
+    assert [e for e, _ in b.events.events if e in (EventType.SWITCH_ROOM, EventType.RECONNECT_START,
+                                                   EventType.RECONNECT_SUCCESS)] == [
+        EventType.SWITCH_ROOM, EventType.RECONNECT_START, EventType.RECONNECT_SUCCESS]
+    assert b.ctx.get_room().get_room_id() == "r1" and not b.events.of(EventType.ROOM_DISCONNECT)
+
+
+@pytest.mark.public_surface
 def test_server_refusals_reach_enter_room(server: ThreadServer, clients: ClientMaker) -> None:
     a = clients(server.url, server.app, "10001")
     a.ctx.enter_room("r", 1, server.auth("elsewhere", "10001"))
@@ -139,20 +159,52 @@ def test_kick_and_mute_through_the_admin_api(server: ThreadServer, clients: Clie
     assert not b.ctx.is_room_entered() and not b.events.of(EventType.RECONNECT_START)
 
 
-def test_missed_heartbeats_drop_the_member(make_server: Callable[..., ThreadServer],
+@pytest.mark.public_surface
+def test_missed_heartbeats_close_the_connection_and_the_sdk_resumes(make_server: Callable[..., ThreadServer],
                                            clients: ClientMaker) -> None:
     server = make_server(member_timeout=0.5, heartbeat_interval=0.2)
-    quiet = clients(server.url, server.app, "10001", heartbeat_interval=60.0)  # never pings
+    quiet = clients(server.url, server.app, "10001", heartbeat_interval=60.0, reconnect_give_up=2.0)  # never pings
     alive = clients(server.url, server.app, "10002")  # pings at the server's 0.2 s
     enter(server, alive, "r")  # first: had its pings not counted, it would be dropped before the other
     enter(server, quiet, "r")
-    wait_for([quiet, alive], lambda: bool(quiet.events.of(EventType.ROOM_DISCONNECT)), timeout=3)
-    (dropped,) = quiet.events.of(EventType.ROOM_DISCONNECT)
-    assert dropped["result"] == ErrorCode.AV_ERR_SERVER_TIMEOUT  # 10004
-    wait_for([quiet, alive], lambda: alive.events.users(UserUpdateEvent.EXIT) == ["10001"])
+    # GME drops the connection after 90 s of silence, and its client reconnects: no ROOM_DISCONNECT
+    # (10004 is for connections that never entered), but RECONNECT_START then RECONNECT_SUCCESS.
+    wait_for([quiet, alive], lambda: bool(quiet.events.of(EventType.RECONNECT_SUCCESS)), timeout=5)
+    assert quiet.events.results(EventType.RECONNECT_START)[0] == ErrorCode.AV_OK
+    assert "WebSocket code 4000" in quiet.events.of(EventType.RECONNECT_START)[0]["error_info"]
+    assert not quiet.events.of(EventType.ROOM_DISCONNECT) and quiet.ctx.get_room().get_room_id() == "r"
+    wait_for([quiet, alive], lambda: alive.events.users(UserUpdateEvent.ENTER).count("10001") >= 2)
+    assert alive.events.users(UserUpdateEvent.EXIT)[:1] == ["10001"]  # it left, and came back with its token
     assert alive.ctx.is_room_entered() and not alive.events.of(EventType.ROOM_DISCONNECT)
+    # The final ROOM_DISCONNECT stays for when reconnecting gives up (GME: 60 min; here the server is gone).
+    server.close()
+    wait_for([quiet], lambda: bool(quiet.events.of(EventType.ROOM_DISCONNECT)), timeout=10)
+    (gone,) = quiet.events.of(EventType.ROOM_DISCONNECT)
+    assert gone["result"] == ErrorCode.AV_ERR_TIMEOUT and "gave up" in gone["error_info"]
 
 
+@pytest.mark.public_surface
+def test_a_kick_whose_disconnect_was_lost_is_10003_on_resume(make_server: Callable[..., ThreadServer],
+                                                             clients: ClientMaker) -> None:
+    """The server kicks a member whose connection is already dead: the `disconnect` push never
+    arrives, the SDK resumes, and the server answers what happened (10003 removed from the room)
+    rather than 7006."""
+    server = make_server(heartbeat_interval=0.2)  # the SDK gives a silent connection up after 0.6 s
+    victim = clients(server.url, server.app, "10001")
+    enter(server, victim, "r")
+    # While the server is frozen the SDK drops the silent connection and tries to resume; the kick runs
+    # on the server's loop before it reads any socket again, so its push goes to the dead connection.
+    with server.frozen(then=lambda: get_signalling(server.server).kick(server.app.app_id, "r", "10001")):
+        wait_for([victim], lambda: bool(victim.events.of(EventType.RECONNECT_START)))
+    wait_for([victim], lambda: bool(victim.events.of(EventType.ROOM_DISCONNECT)), timeout=10)
+    assert victim.events.results(EventType.RECONNECT_START) == [ErrorCode.AV_OK]
+    (removed,) = victim.events.of(EventType.ROOM_DISCONNECT)
+    assert removed["result"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION, removed  # 10003, not 7006
+    assert "removed" in removed["error_info"] and not victim.ctx.is_room_entered()
+    enter(server, victim, "r")  # a fresh AuthBuffer still lets the player back in
+
+
+@pytest.mark.public_surface
 def test_invitation_accepted_and_refused(server: ThreadServer, clients: ClientMaker) -> None:
     host, guest = clients(server.url, server.app, "10001"), clients(server.url, server.app, "10002")
     enter(server, host, "party")
@@ -309,6 +361,7 @@ def test_a_stalled_server_is_noticed_by_the_missing_pongs(tmp_path: Path, client
         served.stop()
 
 
+@pytest.mark.public_surface
 def test_protocol_mismatch_is_10007(served: ServeProcess, clients: ClientMaker,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     app = served.dev_app()

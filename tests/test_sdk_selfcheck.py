@@ -52,6 +52,7 @@ def test_a_whole_installation_passes_the_check(fresh_check: None, tmp_path: Path
     ctx.uninit()
 
 
+@pytest.mark.public_surface
 def test_a_module_from_another_release_makes_init_return_7015(fresh_check: None, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     dist, package = install(tmp_path)

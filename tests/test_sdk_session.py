@@ -334,6 +334,28 @@ def test_switch_2001_keeps_the_old_room_and_2002_leaves_it(h: Harness) -> None:
     assert data["result"] == ErrorCode.QAV_ERR_TRY_NEW_ROOM_FAILED and not h.s.entered
 
 
+def test_switch_into_the_current_room_is_1003_at_once(h: Harness) -> None:
+    h.in_room()
+    sent = len(h.sent)
+    assert h.s.switch("r1", AUTH, h.now) == ErrorCode.AV_ERR_HAS_IN_THE_STATE  # as enter_room: treat as success
+    h.commands()
+    assert len(h.sent) == sent and h.events() == [] and h.s.phase is Phase.IN_ROOM
+
+
+def test_an_unanswered_switch_is_2001_timeout_then_the_old_room_resumes() -> None:
+    h = Harness(entry_timeout=5.0)
+    h.in_room()
+    old = h.conn
+    h.s.switch("r2", AUTH, h.now)
+    h.commands()
+    h.tick(5.0)
+    events = h.events()
+    assert [(e, d["result"]) for e, d in events] == [
+        (EventType.SWITCH_ROOM, ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM), (EventType.RECONNECT_START, ErrorCode.AV_OK)]
+    assert "timeout" in events[0][1]["error_info"]
+    assert old in h.closed and h.s.phase is Phase.RECONNECTING and h.s.room is not None and h.s.room.room_id == "r1"
+
+
 def test_switch_outside_a_room_is_1201(h: Harness) -> None:
     assert h.s.switch("r2", AUTH, h.now) == ErrorCode.AV_ERR_ROOM_NOT_EXIST
     assert h.s.switch("", AUTH, h.now) == ErrorCode.AV_ERR_INVALID_ARGUMENT

@@ -121,6 +121,7 @@ async def test_files_from_ffmpeg_encoders_are_accepted(srv: Running, tmp_path: P
         assert 16_700 <= reply["duration_ms"] <= 16_760
 
 
+@pytest.mark.public_surface
 async def test_upload_refusals_have_their_codes_and_store_nothing(srv: Running, voice: bytes,
                                                                   tmp_path: Path) -> None:
     app, other_key = srv.app, "A" * 16
@@ -174,6 +175,7 @@ async def test_fuzzed_uploads_are_each_refused_with_8193_and_stored_nowhere(srv:
     assert stored(srv) == [] and srv.server.metrics.value(server_ptt.UPLOADS) == 0
 
 
+@pytest.mark.public_surface
 async def test_a_chunked_body_is_cut_at_the_limit(srv: Running, voice: bytes) -> None:
     """No Content-Length (chunked): the server refuses once the body passes the limit."""
 
@@ -202,6 +204,7 @@ async def test_switches_app_ptt_off_is_7012_and_arrears_7005_both_ways(srv: Runn
     assert len(stored(srv)) == 1
 
 
+@pytest.mark.public_surface
 async def test_download_refusals_have_their_codes(srv: Running, voice: bytes) -> None:
     app = srv.app
     _, reply = await upload(srv, voice, auth(app, "10001"))
@@ -233,6 +236,7 @@ async def test_download_refusals_have_their_codes(srv: Running, voice: bytes) ->
         assert (status, body["code"]) == (404, E.QAVPTTERROR_DOWNLOAD_REMOTEFILE_ACCESSERROR)
 
 
+@pytest.mark.public_surface
 async def test_retention_removes_expired_messages_and_their_files(srv: Running, voice: bytes,
                                                                   tmp_path: Path) -> None:
     ptt = server_ptt.get(srv.server)
@@ -336,6 +340,7 @@ def test_kill_9_mid_upload_leaves_no_partial_message_and_keeps_every_completed_o
         restarted.stop()
 
 
+@pytest.mark.public_surface
 async def test_storage_failures_are_8195_on_upload_and_12291_on_download(srv: Running, voice: bytes,
                                                                          tmp_path: Path) -> None:
     """Real disk failures: the file's shard folder is taken by a file; the stored file became a folder."""

@@ -12,6 +12,7 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
+from opengme.core.signalling import CLOSE_HEARTBEAT_LOST
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol import signalling as p
@@ -23,6 +24,7 @@ from support.signal_harness import Running, admin, is_error, members_of, running
 # --- handshake ----------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_hello_ok_carries_protocol_and_timings(srv: Running) -> None:
     client = await srv.client()
     reply = await client.hello("10001")
@@ -30,6 +32,7 @@ async def test_hello_ok_carries_protocol_and_timings(srv: Running) -> None:
     assert is_error(await client.hello("10001"), ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION)
 
 
+@pytest.mark.public_surface
 async def test_protocol_mismatch_is_10007_naming_both_versions_then_close(srv: Running) -> None:
     client = await srv.client()
     await client.ws.send_str(json.dumps({"type": "hello", "id": 1, "protocol": 99, "future": "field"}))
@@ -46,6 +49,7 @@ async def test_video_and_unknown_abilities_are_not_granted_nor_refused(srv: Runn
     assert (await client.enter("r1"))["type"] == "entered"
 
 
+@pytest.mark.public_surface
 async def test_requests_before_hello_are_10002(srv: Running) -> None:
     client = await srv.client()
     assert is_error(await client.ping(), ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "hello")
@@ -65,6 +69,7 @@ async def test_hello_checks_the_app_and_its_openid_rule(srv: Running) -> None:
 # --- entering, members, room types ----------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_entry_and_member_pushes(srv: Running) -> None:
     a = await srv.member("10001")
     b = await srv.client("10002")
@@ -109,6 +114,7 @@ async def test_room_type_adoption_and_change(srv: Running) -> None:
     assert is_error(await lone.request(p.change_room_type(lone.next_id(), 2)), ErrorCode.AV_ERR_SERVER_ID_NOT_IN_ROOM)
 
 
+@pytest.mark.public_surface
 async def test_same_openid_takes_over(srv: Running) -> None:
     other = await srv.member("10002")
     first = await srv.member("10001")
@@ -125,6 +131,7 @@ async def test_same_openid_takes_over(srv: Running) -> None:
     assert get_signalling(srv.server).registry.member_count == 2
 
 
+@pytest.mark.public_surface
 async def test_member_limit_is_10005(tmp_path: Path) -> None:
     async with running_server(tmp_path, max_members_per_room=1, max_rooms=1) as srv:
         await srv.member("10001")
@@ -136,6 +143,7 @@ async def test_member_limit_is_10005(tmp_path: Path) -> None:
 # --- per-entry app checks ---------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_each_auth_failure_is_7006_with_the_reason(srv: Running) -> None:
     client = await srv.client("10001")
     other = AppStore(srv.server.settings.data_dir).create("other")
@@ -157,6 +165,7 @@ async def test_each_auth_failure_is_7006_with_the_reason(srv: Running) -> None:
     assert srv.server.metrics.value("opengme_errors_total", code=7006) == len(cases)
 
 
+@pytest.mark.public_surface
 async def test_console_switches_are_seen_by_the_next_entry(srv: Running) -> None:
     console = AppStore(srv.server.settings.data_dir)  # as `opengme app set` from another process
     client = await srv.client("10001")
@@ -174,6 +183,7 @@ async def test_console_switches_are_seen_by_the_next_entry(srv: Running) -> None
 # --- malformed input ------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_malformed_frames_get_errors_and_the_server_keeps_answering(srv: Running) -> None:
     client = await srv.client("10001")
     await client.ws.send_str("{not json")
@@ -200,6 +210,7 @@ async def test_oversized_frame_is_10002_then_1009(tmp_path: Path) -> None:
         assert (await bystander.ping())["type"] == "pong"
 
 
+@pytest.mark.public_surface
 async def test_a_handler_bug_is_10001_and_the_server_survives(srv: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     signalling = get_signalling(srv.server)
 
@@ -216,9 +227,12 @@ async def test_a_handler_bug_is_10001_and_the_server_survives(srv: Running, monk
 # --- liveness and reconnect -----------------------------------------------------------------------
 
 
-async def test_silent_member_is_dropped_with_10004(tmp_path: Path) -> None:
+async def test_silent_member_is_closed_without_disconnect_and_resumes(tmp_path: Path) -> None:
+    """Heartbeat loss closes the connection without `disconnect` (so the SDK resumes, as GME's client
+    keeps reconnecting), the others see the member leave, and its resume token brings it back."""
     async with running_server(tmp_path, heartbeat_interval=0.05, member_timeout=0.4) as srv:
-        silent = await srv.member("10001")
+        silent = await srv.client("10001")
+        token = (await silent.enter("r1"))["resume_token"]
         alive = await srv.member("10002")
         await silent.recv()  # 10002 entered
         pushes: list[dict[str, Any]] = []
@@ -232,12 +246,14 @@ async def test_silent_member_is_dropped_with_10004(tmp_path: Path) -> None:
                 if message["type"] != "pong":
                     pushes.append(message)
         assert [(m["type"], m["event"], members_of(m)) for m in pushes] == [("members", "exit", ["10001"])]
-        message = await silent.recv()
-        assert message["type"] == "disconnect" and message["code"] == ErrorCode.AV_ERR_SERVER_TIMEOUT
-        await silent.expect_closed()
+        await silent.expect_closed(CLOSE_HEARTBEAT_LOST)  # no `disconnect` frame before the close
         assert get_signalling(srv.server).registry.member_count == 1
+        back = await srv.client("10001")
+        assert (await back.enter("r1", auth=b"", resume_token=token))["type"] == "entered"
+        assert members_of(await alive.recv()) == ["10001"]
 
 
+@pytest.mark.public_surface
 async def test_connection_without_hello_is_closed_after_the_entry_timeout(tmp_path: Path) -> None:
     async with running_server(tmp_path, heartbeat_interval=0.05, entry_timeout=0.2) as srv:
         client = await srv.client()
@@ -295,6 +311,7 @@ async def test_resume_after_a_server_restart(tmp_path: Path) -> None:
 # --- switch ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_switch_success_and_2001(srv: Running) -> None:
     a = await srv.member("10001", room_id="a", room_type=RoomType.STANDARD)
     b = await srv.member("10002", room_id="a")
@@ -311,6 +328,7 @@ async def test_switch_success_and_2001(srv: Running) -> None:
     assert is_error(await lone.switch("a"), ErrorCode.AV_ERR_SERVER_ID_NOT_IN_ROOM)
 
 
+@pytest.mark.public_surface
 async def test_switch_2002_leaves_the_old_room(tmp_path: Path) -> None:
     async with running_server(tmp_path, max_members_per_room=1) as srv:
         a = await srv.member("10001", room_id="a")
@@ -324,6 +342,7 @@ async def test_switch_2002_leaves_the_old_room(tmp_path: Path) -> None:
 # --- invitations -----------------------------------------------------------------------------------
 
 
+@pytest.mark.public_surface
 async def test_invitation_flow_and_errors(srv: Running) -> None:
     host = await srv.member("10001", room_id="party")
     guest = await srv.client("10002")

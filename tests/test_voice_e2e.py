@@ -275,6 +275,7 @@ def test_voice_resumes_with_a_new_key_after_the_server_restarts(tmp_path: Path, 
 
 
 @pytest.mark.slow
+@pytest.mark.public_surface
 def test_server_muted_member_is_silent_for_everyone(server: ThreadServer, clients: ClientMaker,
                                                     tmp_path: Path) -> None:
     a, b, c = join(server, clients, ["10001", "10002", "10003"], RoomType.STANDARD)

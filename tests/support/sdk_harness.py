@@ -7,7 +7,8 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,7 @@ class ThreadServer:
         self.app = self.store.create("sdk-tests")
 
     async def _main(self) -> None:
-        server = build_server(self.settings)
+        server = self.server = build_server(self.settings)
         # A short shutdown: the server's handlers linger ~2 s after a client closes first (see report).
         runner = await start_on_loopback(server, shutdown_timeout=0.2)
         self.url = server.base_url
@@ -105,9 +106,31 @@ class ThreadServer:
         await stop_serving(server, runner)
 
     def close(self) -> None:
+        """Stop serving (a test may stop it early; the fixture's second call does nothing)."""
+        if not self._thread.is_alive():
+            return
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
         self.store.close()
+
+    @contextmanager
+    def frozen(self, then: Callable[[], object] | None = None) -> Iterator[None]:
+        """The server's event loop blocked while inside (a frozen server: nothing is read or answered),
+        then ``then`` run on it before it looks at any socket again."""
+        blocked, release = threading.Event(), threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            release.wait(30)
+
+        self._loop.call_soon_threadsafe(block)
+        if then is not None:
+            self._loop.call_soon_threadsafe(then)
+        assert blocked.wait(10)
+        try:
+            yield
+        finally:
+            release.set()
 
     def auth(self, room_id: str, open_id: str, **kw: Any) -> bytes:
         return gen_auth_buffer(self.app.app_id, room_id, open_id, self.app.key, **kw)

@@ -52,6 +52,9 @@ log = logging.getLogger("opengme.signalling")
 Json = dict[str, Any]
 
 CLOSE_GOING_AWAY = 1001  # WebSocket close code of a server shutdown: SDKs resume, as after a network drop
+# Heartbeat loss: a private-use WebSocket close code and no `disconnect`, so that the SDK resumes (GME
+# drops the connection after 90 s and its client keeps reconnecting; the room is lost only on giving up).
+CLOSE_HEARTBEAT_LOST = 4000
 KICKED = "kicked by the server"
 TAKEN_OVER = "another client entered with the same openid"
 DISSOLVED = "the room was dissolved"
@@ -296,10 +299,12 @@ class SignallingCore:
     # --- time and lifecycle -----------------------------------------------------------------------
 
     def tick(self, now: Instant) -> Output:
-        """Drop members silent for ``member_timeout`` (``disconnect`` 10004), connections with no room
-        silent as long, and connections that did not complete ``hello`` within ``entry_timeout`` of
-        opening (traffic does not extend that); forget expired invitations. Liveness follows
-        ``now.mono``: a wall-clock step neither drops nor keeps anyone."""
+        """Close the connection of a member silent for ``member_timeout`` without ``disconnect`` (it
+        leaves the room; its SDK resumes with the resume token, as GME's reconnects); drop connections
+        with no room silent as long, and connections that did not complete ``hello`` within
+        ``entry_timeout`` of opening (traffic does not extend that), with ``disconnect`` 10004; forget
+        expired invitations. Liveness follows ``now.mono``: a wall-clock step neither drops nor keeps
+        anyone."""
         entry_timeout, timeout = self.settings.entry_timeout, self.settings.member_timeout
         for peer in list(self._peers.values()):
             if peer.closing:
@@ -313,7 +318,8 @@ class SignallingCore:
             member = self._current(peer)
             if member is not None:
                 self.registry.leave(member, now.wall, voluntary=False)
-                self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s (heartbeat lost)")
+                peer.member = None
+                self._close(peer.id, CLOSE_HEARTBEAT_LOST)
             else:
                 self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s")
         self.registry.expire_invitations(now.wall)
@@ -458,7 +464,8 @@ class SignallingCore:
     def _authorise(self, peer: Peer, room_id: str, resume_token: str | None, proof: Proof | None) -> App:
         """Per-entry app checks, in GME's order: 7006 (app, openid, AuthBuffer or resume token),
         7005 arrears, 7012 voice service off. A resume token that holds lets the member in without an
-        AuthBuffer unless the server removed it since the token was issued."""
+        AuthBuffer unless the server removed it since the token was issued: then 10003, what happened
+        (the `disconnect` that said so may never have arrived)."""
         app = self._proven_app(proof)
         assert proof is not None
         _, open_id = self._identity(peer)
@@ -466,7 +473,9 @@ class SignallingCore:
                        and not self._evicted_after(app.app_id, open_id, room_id, resume_token))
         if not token_holds:
             if not proof.auth_checked:  # a resume with no AuthBuffer to fall back on
-                raise GmeError(ErrorCode.AV_ERR_AUTH_FIALD, proof.token_problem or REMOVED)
+                if proof.token_problem is not None:
+                    raise GmeError(ErrorCode.AV_ERR_AUTH_FIALD, proof.token_problem)
+                raise GmeError(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
             if proof.auth_error is not None:
                 raise proof.auth_error
         if app.arrears:

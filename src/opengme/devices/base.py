@@ -12,7 +12,8 @@ next frame if one is ready and ``None`` otherwise.
 
 Occupancy: one physical resource may be open by one owner (an SDK context) at a time. ``open`` takes
 the lock through ``acquire`` and ``close`` gives it back; a second owner gets
-``AV_ERR_RESOURCE_IS_OCCUPIED`` (1008), the same owner opening twice ``AV_ERR_REPEATED_OPERATION``.
+``AV_ERR_RESOURCE_IS_OCCUPIED`` (1008), the same owner opening twice ``AV_ERR_HAS_IN_THE_STATE`` (1003,
+as GME's AVSDK answers for a device the context already holds).
 """
 from __future__ import annotations
 
@@ -36,14 +37,14 @@ _locks_guard = threading.Lock()
 
 
 def acquire(device: AudioDevice, owner: object) -> ErrorCode:
-    """Claim ``device``'s resource for ``owner``: AV_OK, 1008 if another owner has it, 1001 if this one does."""
+    """Claim ``device``'s resource for ``owner``: AV_OK, 1008 if another owner has it, 1003 if this one does."""
     with _locks_guard:
         holder = _locks.get(device.lock_key)
         if holder is None:
             _locks[device.lock_key] = owner
             return ErrorCode.AV_OK
     if holder is owner:
-        return ErrorCode.AV_ERR_REPEATED_OPERATION
+        return ErrorCode.AV_ERR_HAS_IN_THE_STATE
     return ErrorCode.AV_ERR_RESOURCE_IS_OCCUPIED
 
 
@@ -104,7 +105,8 @@ class AudioDevice(ABC):
         who = _ANONYMOUS if owner is None else owner
         code = acquire(self, who)
         if code != ErrorCode.AV_OK:
-            raise GmeError(code, f"device {self.id!r} ({self.name}) is already open")
+            by = "this owner" if code == ErrorCode.AV_ERR_HAS_IN_THE_STATE else "another owner"
+            raise GmeError(code, f"device {self.id!r} ({self.name}) is already open by {by}")
         self.sample_rate, self.frame_samples, self.channels = sample_rate, frame_samples, channels
         try:
             self._open()

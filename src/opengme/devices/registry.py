@@ -37,9 +37,13 @@ class DeviceInfo:
 class DeviceList(Generic[D]):
     """One direction (capture or playback): hardware devices, registered devices, the selection."""
 
-    def __init__(self, kind: str, hardware: Callable[[], tuple[Sequence[D], D | None]]) -> None:
+    def __init__(self, kind: str, hardware: Callable[[], tuple[Sequence[D], D | None]],
+                 unavailable: Callable[[], GmeError | None] = lambda: None) -> None:
+        """``hardware`` lists the host's devices and its default; ``unavailable`` says why it lists
+        none when its library failed to load (7014), None otherwise."""
         self.kind = kind
         self._hardware = hardware
+        self._unavailable = unavailable
         self._registered: dict[str, D] = {}
         self._known: dict[tuple[str, str], D] = {}  # keeps hardware device objects stable
         self._selected = DEVICEID_DEFAULT
@@ -49,11 +53,15 @@ class DeviceList(Generic[D]):
         return self._selected
 
     def register(self, device: D) -> ErrorCode:
-        """Add a virtual device; its id must be new and not the reserved "0"."""
+        """Add a virtual device; its id must be new and not the reserved "0". The same device again
+        is 1003 (already registered, treat as success); another device reusing a listed id is 1004."""
         if device.id == DEVICEID_DEFAULT:
             return ErrorCode.AV_ERR_INVALID_ARGUMENT
-        if self.find(device.id) is not None:
-            return ErrorCode.AV_ERR_REPEATED_OPERATION
+        listed = self.find(device.id)
+        if listed is device:
+            return ErrorCode.AV_ERR_HAS_IN_THE_STATE
+        if listed is not None:
+            return ErrorCode.AV_ERR_INVALID_ARGUMENT
         self._registered[device.id] = device
         return ErrorCode.AV_OK
 
@@ -86,19 +94,29 @@ class DeviceList(Generic[D]):
         return next((d for d in devices if d.id == device_id), None)
 
     def select(self, device_id: str) -> ErrorCode:
-        """SelectMic / SelectSpeaker: 1301 for an unknown id (the selection is then unchanged)."""
+        """SelectMic / SelectSpeaker: 1301 for an unknown id, 7014 when no device exists because
+        PortAudio failed to load (see :meth:`missing`); the selection is then unchanged."""
         if self.find(device_id) is None:
-            return ErrorCode.AV_ERR_DEVICE_NOT_EXIST
+            return ErrorCode(self.missing(device_id).code)
         self._selected = device_id
         return ErrorCode.AV_OK
 
     def current(self) -> D:
-        """The selected device, resolved now; GmeError 1301 if it is gone or none exists."""
+        """The selected device, resolved now; GmeError 1301 if it is gone or none exists (7014 when
+        that is because PortAudio failed to load)."""
         device = self.find(self._selected)
         if device is None:
-            raise GmeError(ErrorCode.AV_ERR_DEVICE_NOT_EXIST,
-                           f"no {self.kind} device {self._selected!r}")
+            raise self.missing(self._selected)
         return device
+
+    def missing(self, device_id: str) -> GmeError:
+        """Why ``device_id`` names no device: when nothing is listed because the hardware library
+        failed to load (the common headless case), that failure (7014, with the library's error
+        text); otherwise 1301."""
+        failure = self._unavailable()
+        if failure is not None and self.default() is None:
+            return GmeError(failure.code, failure.detail)
+        return GmeError(ErrorCode.AV_ERR_DEVICE_NOT_EXIST, f"no {self.kind} device {device_id!r}")
 
     def _scan(self) -> tuple[list[D], D | None]:
         found, system_default = self._hardware()
@@ -123,9 +141,13 @@ class DeviceRegistry:
         self._use_portaudio = portaudio
         self.portaudio_error: GmeError | None = None
         self.mics: DeviceList[MicDevice] = DeviceList(
-            "mic", lambda: self._portaudio_side(lambda pa: (pa.mics, pa.default_mic)))
+            "mic", lambda: self._portaudio_side(lambda pa: (pa.mics, pa.default_mic)), self._why_no_hardware)
         self.speakers: DeviceList[SpeakerDevice] = DeviceList(
-            "speaker", lambda: self._portaudio_side(lambda pa: (pa.speakers, pa.default_speaker)))
+            "speaker", lambda: self._portaudio_side(lambda pa: (pa.speakers, pa.default_speaker)),
+            self._why_no_hardware)
+
+    def _why_no_hardware(self) -> GmeError | None:
+        return self.portaudio_error
 
     def _portaudio_side(self, pick: Callable[[PortAudioDevices], tuple[Sequence[D], D | None]]
                         ) -> tuple[Sequence[D], D | None]:

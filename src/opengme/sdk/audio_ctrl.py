@@ -16,9 +16,12 @@
   read 101 until set (GME).
 - Device listing, selection and registration work from Context creation on (no room needed);
   ``select_mic``/``select_speaker`` answer 1301 for an unknown id and move an open device over.
-  A device another Context holds answers 1008 when this one tries to open it.
-- ``start_device_test`` loops the mic into the speaker outside a room (1002 in one; 1602 when running,
-  1601 to stop one that is not; entering a room ends it).
+  A device another Context holds answers 1008 when this one tries to open it. With no device at all
+  because PortAudio failed to load (headless machines), ``enable_mic``/``enable_speaker``/
+  ``select_mic("0")``/``start_device_test`` answer 7014 (AV_ERR_LOAD_LIB_FAILED), and the
+  library's error text goes to the ``opengme.sdk`` log, as every device refusal's detail does.
+- ``start_device_test`` loops the mic into the speaker outside a room (1202 in one, GME's "room not
+  exited"; 1602 when running, 1601 to stop one that is not; entering a room ends it).
 
 Events (queued by the Context in the order they arise among the room's, see
 :mod:`opengme.sdk.room_audio`): USER_UPDATE HAS_AUDIO / NO_AUDIO with openids, USER_VOLUMES
@@ -44,7 +47,7 @@ from opengme.core.mixer import MAX_MIX_STREAMS
 from opengme.devices import DeviceInfo, DeviceRegistry, FileMic, FileSpeaker, MicDevice, SpeakerDevice
 from opengme.errors import ErrorCode
 from opengme.events import AudioRole
-from opengme.sdk.core import MIC, SPEAKER, D, DeviceKind, Facade, guarded
+from opengme.sdk.core import MIC, SPEAKER, D, DeviceKind, Facade, device_failure, guarded
 from opengme.sdk.session import valid_open_id
 
 UNSET_VOLUME = 101
@@ -421,10 +424,11 @@ class AudioCtrl(Facade):
         (the new device would not open), which turns its switch off."""
         if not isinstance(device_id, str):
             return _invalid("device id must be a str"), False
-        core = self._core
-        code = kind.devices(core.devices).select(device_id)
-        if code != ErrorCode.AV_OK or core.held(kind) is None:
-            return code, False
+        core, devices = self._core, kind.devices(self._core.devices)
+        if devices.select(device_id) != ErrorCode.AV_OK:
+            return device_failure(devices.missing(device_id)), False  # 1301, or 7014 without PortAudio
+        if core.held(kind) is None:
+            return ErrorCode.AV_OK, False
         code = core.open_device(kind)
         if code != ErrorCode.AV_OK:
             core.close_device(kind)
@@ -446,10 +450,10 @@ class AudioCtrl(Facade):
 
     @guarded()
     def start_device_test(self) -> ErrorCode:
-        """Loop the selected mic into the selected speaker, outside a room (1002 in one, 1602 if running)."""
+        """Loop the selected mic into the selected speaker, outside a room (1202 in one, 1602 if running)."""
         core = self._core
         if core.room() is not None:
-            return ErrorCode.AV_ERR_EXCLUSIVE_OPERATION
+            return ErrorCode.AV_ERR_ROOM_NOT_EXITED
         if core.audio.device_test:
             return ErrorCode.AV_ERR_DEVICE_TEST_NOT_STOPPED
         self._update(device_test=True)

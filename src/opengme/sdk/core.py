@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ D = TypeVar("D", MicDevice, SpeakerDevice)
 P = ParamSpec("P")
 R = TypeVar("R")
 _CODE: Any = object()  # guarded's default: a refusal answers the code itself
+
+log = logging.getLogger("opengme.sdk")
 
 
 def signal_url(server_url: str) -> str:
@@ -69,6 +72,13 @@ class DeviceKind(Generic[D]):
 
 MIC = DeviceKind(MicDevice, attrgetter("mics"), MediaEngine.use_mic, attrgetter("mic"))
 SPEAKER = DeviceKind(SpeakerDevice, attrgetter("speakers"), MediaEngine.use_speaker, attrgetter("speaker"))
+
+
+def device_failure(error: GmeError) -> ErrorCode:
+    """A device call's refusal as its code; the detail (which device, the library's error text for
+    7014) goes to the log, since a GME call answers a code only."""
+    log.warning("%s", error)
+    return ErrorCode(error.code)
 
 
 class SdkCore:
@@ -201,7 +211,7 @@ class SdkCore:
         try:
             device = kind.devices(self.devices).current()
         except GmeError as exc:
-            return ErrorCode(exc.code)
+            return device_failure(exc)
         return kind.use(self.engine, device)
 
     def close_device(self, kind: DeviceKind[D]) -> None:

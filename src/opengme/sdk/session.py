@@ -331,6 +331,9 @@ class Session:
         refusal = self._room_refusal()
         if refusal:
             return refusal
+        assert self.room is not None
+        if self.room.room_id == room_id:  # as enter_room and change_room_type: already there
+            return ErrorCode.AV_ERR_HAS_IN_THE_STATE
         self._start_switch(room_id, auth, now)
         return ErrorCode.AV_OK
 
@@ -500,7 +503,11 @@ class Session:
             case Phase.ENTERING if now >= self._deadline:
                 self._fail_entry(ErrorCode.AV_ERR_TIMEOUT, f"no answer within {self.entry_timeout:g} s")
             case Phase.SWITCHING if now >= self._deadline:
-                self._emit(EventType.SWITCH_ROOM, outcome(ErrorCode.AV_ERR_TIMEOUT, "no answer to the switch"))
+                # GME's SwitchRoom failures are 2001 (still in the old room) and 2002; the connection
+                # is presumed dead, so the SDK reconnects to the old room.
+                self._emit(EventType.SWITCH_ROOM, outcome(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM,
+                                                          f"timeout: no answer to the switch within "
+                                                          f"{self.entry_timeout:g} s"))
                 self.phase = Phase.IN_ROOM
                 self._connection_lost("switch unanswered", now)
                 return
