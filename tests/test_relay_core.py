@@ -234,7 +234,7 @@ def test_an_unreachable_address_gets_nothing_until_it_speaks_again() -> None:
 
 def test_packets_name_the_session_id_not_the_guessable_tinyid() -> None:
     relay = Relay()
-    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    a, _ = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
     by_tinyid = a.crypto.seal(MediaHeader(PacketType.DATA, 1, level=30), b"opus")
     assert relay.handle_datagram(by_tinyid, a.addr, 0.0) == []
     assert relay.counters.dropped_unknown_member == 1 and relay.counters.dropped_auth == 0
