@@ -28,7 +28,7 @@ from typing import cast
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from opengme.core.relay import Relay, RoutePolicy
-from opengme.protocol.media import MediaCrypto, MediaHeader, MediaPacketError, PacketType
+from opengme.protocol.media import MediaCrypto, MediaHeader, MediaPacketError, PacketType, session_id
 
 ROOM_SIZE = 5
 PACKETS_PER_SECOND = 50
@@ -111,18 +111,19 @@ def bench_pure(rooms: int = 20, frames: int = 200, policy: RoutePolicy | None = 
     ``policy`` each room has it as its route policy (its cost is paid at join, not per packet)."""
     members = []
     for tinyid in range(1, rooms * ROOM_SIZE + 1):
-        crypto = MediaCrypto.for_client(session_key(0, tinyid))
-        members.append((tinyid, crypto, ("127.0.0.1", 10_000 + tinyid), crypto.seal_bind(tinyid)))
+        key = session_key(0, tinyid)
+        crypto = MediaCrypto.for_client(key)
+        members.append((session_id(key), crypto, ("127.0.0.1", 10_000 + tinyid), crypto.seal_bind(session_id(key))))
     payload = os.urandom(PAYLOAD_SIZE)
     packets = [
-        (crypto.seal(MediaHeader(PacketType.DATA, tinyid, seq=s, timestamp=s * FRAME_SAMPLES, level=30,
+        (crypto.seal(MediaHeader(PacketType.DATA, session, seq=s, timestamp=s * FRAME_SAMPLES, level=30,
                                  voice=True), payload), addr)
-        for s in range(frames) for tinyid, crypto, addr, _ in members
+        for s in range(frames) for session, crypto, addr, _ in members
     ]
     best = float("inf")
     for _ in range(3):  # a fresh relay each pass, so the same packets pass its replay windows again
         relay = Relay()
-        for tinyid, _, addr, bind in members:
+        for tinyid, (_, _, addr, bind) in enumerate(members, 1):
             relay.add_member(f"room{(tinyid - 1) // ROOM_SIZE}", tinyid, session_key(0, tinyid))
             relay.handle_datagram(bind, addr, 0.0)
         if policy is not None:
@@ -202,8 +203,8 @@ def relay_main(conn: Connection, use_uvloop: bool, cpu: int | None) -> None:
 class Member(asyncio.DatagramProtocol):
     """One simulated client: sends its voice to the relay, receives the others'."""
 
-    def __init__(self, tinyid: int, key: bytes, stats: Stats) -> None:
-        self.tinyid = tinyid
+    def __init__(self, key: bytes, stats: Stats) -> None:
+        self.session = session_id(key)  # what its packets name
         self.crypto = MediaCrypto.for_client(key)
         self.stats = stats
         self.bound = asyncio.get_running_loop().create_future()
@@ -230,7 +231,7 @@ class Member(asyncio.DatagramProtocol):
 
     def send_voice(self, filler: bytes) -> None:
         seq = self.seq = (self.seq + 1) & 0xFFFF
-        header = MediaHeader(PacketType.DATA, self.tinyid, seq=seq, timestamp=seq * FRAME_SAMPLES, level=30,
+        header = MediaHeader(PacketType.DATA, self.session, seq=seq, timestamp=seq * FRAME_SAMPLES, level=30,
                              voice=True)
         self.transport.sendto(self.crypto.seal(header, _STAMP.pack(time.monotonic_ns()) + filler))  # type: ignore[union-attr]
 
@@ -247,13 +248,13 @@ async def load(conn: Connection, port: int, rooms: int, seed: int, seconds: floa
     stats = Stats()
     members = []
     for tinyid in range(1, rooms * ROOM_SIZE + 1):
-        member = Member(tinyid, session_key(seed, tinyid), stats)
+        member = Member(session_key(seed, tinyid), stats)
         await loop.create_datagram_endpoint(lambda: member, remote_addr=("127.0.0.1", port))
         members.append(member)
     for _ in range(10):  # BIND until acknowledged
         for m in members:
             if not m.bound.done():
-                m.transport.sendto(m.crypto.seal_bind(m.tinyid))  # type: ignore[union-attr]
+                m.transport.sendto(m.crypto.seal_bind(m.session))  # type: ignore[union-attr]
         await asyncio.wait([m.bound for m in members], timeout=0.5)
         if all(m.bound.done() for m in members):
             break
