@@ -8,7 +8,7 @@ prints per step the forwarded rate, loss, end-to-end latency p50/p99, the relay'
 user/kernel time per forwarded packet, and where datagrams queued (relay socket or clients').
 Processes are not pinned by default: on a shared machine a pinned relay cannot flee a busy core.
 
-    python bench/bench_relay.py [--step-seconds 3] [--rooms 20,50,...] [--no-uvloop] [--pin]
+    python bench/bench_relay.py [--step-seconds 3] [--rooms 20,50,...] [--no-uvloop] [--pin] [--pure]
 """
 from __future__ import annotations
 
@@ -145,6 +145,23 @@ def bench_pure(rooms: int = 20, frames: int = 200, policy: RoutePolicy | None = 
           f"{per_in:.2f} µs per packet in = 1 open + {seals:.1f} seals ({per_fwd:.2f} µs per forwarded)"
           + ("" if policy is None else f", route policy {policy.__name__}"))
     return per_fwd
+
+
+def bench_forged(n: int = 20_000) -> None:
+    """What a forged datagram costs the relay: one that names a member's session id (an attacker who
+    guessed it, 1 in 2**32 per try: an AEAD check) and one with a wrong guess (a dict lookup)."""
+    relay = Relay()
+    key = session_key(0, 1)
+    relay.add_member("room", 1, key)
+    relay.handle_datagram(MediaCrypto.for_client(key).seal_bind(session_id(key)), ("127.0.0.1", 1), 0.0)
+    junk = os.urandom(PAYLOAD_SIZE + 16)
+    print("\nForged datagrams (garbage ciphertext, best of 5):")
+    for label, wire_id in (("naming the session id", session_id(key)), ("naming a wrong guess", session_id(key) ^ 1)):
+        packets = [MediaHeader(PacketType.DATA, wire_id, seq=s, level=30).pack()[:14] + s.to_bytes(2) + junk
+                   for s in range(n)]
+        handle = relay.handle_datagram
+        best = min(timeit.repeat(lambda: [handle(d, ("127.0.0.1", 2), 1.0) for d in packets], number=1, repeat=5))
+        print(f"  {label:22s} {best / n * 1e6:5.2f} µs each ({n / best:12,.0f} per second of one core)")
 
 
 # -- 3. relay server process --------------------------------------------------------------------
@@ -370,6 +387,7 @@ def main() -> None:
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument("--pin", action="store_true",
                         help="pin the relay to CPU 0 and the load generator to CPU 1 (best on a quiet machine)")
+    parser.add_argument("--pure", action="store_true", help="only the parts without sockets (a few seconds)")
     args = parser.parse_args()
     use_uvloop = not args.no_uvloop
     began = time.monotonic()
@@ -377,6 +395,9 @@ def main() -> None:
     bench_aead()
     pure_us = bench_pure()
     bench_pure(policy=two_teams)
+    bench_forged()
+    if args.pure:
+        return
 
     ctx = mp.get_context("spawn")
     relay_conn, child_conn = ctx.Pipe()

@@ -165,6 +165,12 @@ class _Room:
         self.members: list[_Member] = []  # in joining order
 
 
+def _head(first: bytes, data: bytes, member: _Member) -> bytes:
+    """The first 14 bytes of a downlink header answering ``data``: our first byte, the uplink's media
+    fields, the member's tinyid in place of its session id."""
+    return b"".join((first, data[1:8], member.wire_tinyid, data[12:14]))
+
+
 def _everyone(speaker: int, listener: int) -> bool:
     """The policy of a room that has none: every member hears every other one."""
     return True
@@ -341,7 +347,6 @@ class Relay:
                 counters.dropped_malformed += 1
             return []
         member.received += 1
-        tail = data[1:8] + member.wire_tinyid + data[12:14]  # the downlink header after its first byte
         out: Outgoing = []
         if new_path:
             if crypto.window.top == top_before:
@@ -350,7 +355,7 @@ class Relay:
             if member.addr is None and member.lost in (None, addr):
                 member.addr, member.lost = addr, None  # the first BIND, or the address that failed is back
             else:
-                out = self._new_path(member, ptype, payload, addr, now, tail)
+                out = self._new_path(member, ptype, payload, addr, now, data)
                 if ptype != _DATA:
                     return out
         member.last_packet = now
@@ -362,7 +367,7 @@ class Relay:
             member.level = level & 0x7F
             if level & 0x80:
                 member.last_voice = now
-            head = _DOWNLINK_FIRST[data[0]] + tail
+            head = b"".join((_DOWNLINK_FIRST[data[0]], data[1:8], member.wire_tinyid, data[12:14]))  # = _head
             tinyid = member.tinyid
             sent = len(out)
             for listener in member.listeners:
@@ -373,7 +378,7 @@ class Relay:
             return out
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
             counters.replies += 1
-            return [(crypto.seal_raw(_DOWNLINK_FIRST[data[0]] + tail, member.tinyid, payload), addr)]
+            return [(crypto.seal_raw(_head(_DOWNLINK_FIRST[data[0]], data, member), member.tinyid, payload), addr)]
         if ptype == _CHALLENGE:
             counters.dropped_challenge += 1  # an answer from the current address: it moved already
         else:
@@ -381,7 +386,7 @@ class Relay:
         return []
 
     def _new_path(self, member: _Member, ptype: int, payload: bytes, addr: Addr, now: float,
-                  tail: bytes) -> Outgoing:
+                  data: bytes) -> Outgoing:
         """An authentic, fresh packet from an address that is not the member's: the answer to our
         challenge moves the member there, anything else earns that address a challenge."""
         counters, crypto = self.counters, member.crypto
@@ -395,7 +400,7 @@ class Relay:
             member.challenges.clear()
             counters.rebinds += 1
             member.addr, member.lost = addr, None
-            return [(crypto.seal_raw(_DOWNLINK_BIND + tail, member.tinyid, BIND_MAGIC), addr)]
+            return [(crypto.seal_raw(_head(_DOWNLINK_BIND, data, member), member.tinyid, BIND_MAGIC), addr)]
         if pending is not None and now - pending[1] < CHALLENGE_INTERVAL:
             member.challenges[addr] = pending
             return []
@@ -404,4 +409,4 @@ class Relay:
         nonce = pending[0] if pending is not None else self._random(CHALLENGE_SIZE)
         member.challenges[addr] = (nonce, now)
         counters.challenges += 1
-        return [(crypto.seal_raw(_DOWNLINK_CHALLENGE + tail, member.tinyid, nonce), addr)]
+        return [(crypto.seal_raw(_head(_DOWNLINK_CHALLENGE, data, member), member.tinyid, nonce), addr)]
