@@ -254,6 +254,16 @@ def attack_halfopen(url: str, app_id: str, tinyids: list[int], seconds: float) -
 ATTACKS = {"enter": attack_enter, "forge": attack_forge, "invite": attack_invite, "halfopen": attack_halfopen}
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def udp_port_of(url: str) -> int:
     return int(os.environ["BENCH_UDP_PORT"]) if "BENCH_UDP_PORT" in os.environ else urlsplit(url).port or 0
 
@@ -297,15 +307,17 @@ async def main(attacks: list[str], seconds: float) -> None:
                         target=ATTACKS[name], args=(url, app.app_id, [a.tinyid, b.tinyid], seconds))
                     attacker.start()
                     await asyncio.sleep(min(1.0, seconds / 4))
+                    cpu_before, wall_before = server_cpu(proc.pid), time.monotonic()
                     during_task = asyncio.create_task(voice(a, b, seconds))
                     await asyncio.sleep(seconds / 2)
                     check = await still_works(session, url, app)
                     during = await during_task
+                    cpu = (server_cpu(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
                     attacker.join(seconds + 30)
                     if attacker.is_alive():
                         attacker.kill()
                     print(f"{name:9s} quiet:  {quiet.report()}")
-                    print(f"{'':9s} attack: {during.report()}   ({check})", flush=True)
+                    print(f"{'':9s} attack: {during.report()}   (server CPU {cpu:.0%} of a core; {check})", flush=True)
                     await asyncio.sleep(1.0)
                 for m in (a, b):
                     await m.ws.close()
