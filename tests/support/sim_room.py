@@ -60,7 +60,7 @@ class SimRoom:
                 Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression),
                 Downlink(self.room_type, crypto), ("127.0.0.1", 40_000 + tinyid))
         for client in self.clients.values():  # bind each member's address; the relay acknowledges
-            for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.uplink.tinyid),
+            for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.uplink.session_id),
                                                           client.addr, START):
                 assert client.downlink.receive(datagram, START) is PacketType.BIND
 
