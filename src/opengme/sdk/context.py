@@ -44,6 +44,7 @@ from opengme.ids import IdError, validate_app_id
 from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
 from opengme.sdk.media_session import MediaTransport
+from opengme.sdk.ptt import Ptt
 from opengme.sdk.room import Room
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Session, valid_open_id
@@ -83,6 +84,7 @@ class Context(Facade):
         self.heartbeat_interval = heartbeat_interval
         self._room = Room(self._core)
         self._audio = AudioCtrl(self._core)
+        self._ptt = Ptt(self._core)
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
 
@@ -218,6 +220,10 @@ class Context(Facade):
     def get_audio_ctrl(self) -> AudioCtrl:
         """GME: ITMGContext::GetAudioCtrl. Always the same object; see :mod:`opengme.sdk.audio_ctrl`."""
         return self._audio
+
+    def get_ptt(self) -> Ptt:
+        """GME: ITMGContext::GetPTT. Voice messages (no room needed); see :mod:`opengme.sdk.ptt`."""
+        return self._ptt
 
     @guarded()
     def set_audio_role(self, role: AudioRole) -> ErrorCode:
