@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.cli import CliError, load_app, not_running_hint, open_registry, server_flag, server_of
 from opengme.cli.join_cmd import DEFAULT_DEVICE, POLL_S, _check, _failed, _select
 from opengme.config import DEFAULT_SERVER_URL
-from opengme.errors import ErrorCode
+from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType
 from opengme.protocol.signalling import decode_auth_buffer
 
 if TYPE_CHECKING:  # the SDK (aiohttp, PyAV, numpy) is imported only when a command runs
-    from opengme.sdk import Context
+    from opengme.sdk import Context, Ptt
 
 LOCAL_APP_ID = "1400000000"  # record and play talk to no server: any valid AppID will do for init
 LOCAL_OPEN_ID = "opengme-cli"
@@ -165,9 +167,7 @@ def _record(args: argparse.Namespace) -> int:
             _check(client.ptt.stop_recording(), "stop_recording")
             done = client.wait(EventType.PTT_RECORD_COMPLETE, 5.0)
         _result(client, done, "recording")
-        code, duration = client.ptt.get_voice_file_duration(args.out)
-        _check(code, args.out)
-        print(f"recorded {args.out}: {duration / 1000:.1f} s, {client.ptt.get_file_size(args.out)[1]} bytes")
+        print(f"recorded {args.out}: {_duration(args.out) / 1000:.1f} s, {os.path.getsize(args.out)} bytes")
     finally:
         client.close()
     return 0
@@ -183,17 +183,24 @@ def _auth(args: argparse.Namespace) -> bytes | str:
     return gen_auth_buffer(app.app_id, "", args.openid, app.key)
 
 
-def _send(args: argparse.Namespace) -> int:
+def _transfer(args: argparse.Namespace, start: Callable[[Ptt], ErrorCode], done: EventType,
+              what: str) -> dict[str, Any]:
+    """Sign (or take) the AuthBuffer, start the upload or download and wait for its event."""
     server = server_of(args)
     auth = _auth(args)
     client = _Client(server, args.app_id, args.openid)
     try:
         _check(client.ptt.apply_ptt_auth_buffer(auth), "apply_ptt_auth_buffer")
-        _check(client.ptt.upload_recorded_file(args.file), "upload_recorded_file")
-        done = _result(client, client.wait(EventType.PTT_UPLOAD_COMPLETE, TRANSFER_WAIT_S), f"sending {args.file}", server)
-        print(done["file_id"])
+        _check(start(client.ptt), what)
+        return _result(client, client.wait(done, TRANSFER_WAIT_S), what, server)
     finally:
         client.close()
+
+
+def _send(args: argparse.Namespace) -> int:
+    sent = _transfer(args, lambda ptt: ptt.upload_recorded_file(args.file), EventType.PTT_UPLOAD_COMPLETE,
+                     f"sending {args.file}")
+    print(sent["file_id"])
     return 0
 
 
@@ -209,21 +216,22 @@ def _only_app(args: argparse.Namespace) -> str:
 
 
 def _get(args: argparse.Namespace) -> int:
-    server = server_of(args)
     if args.app_id is None:
         args.app_id = _only_app(args)
-    auth = _auth(args)
-    client = _Client(server, args.app_id, args.openid)
-    try:
-        _check(client.ptt.apply_ptt_auth_buffer(auth), "apply_ptt_auth_buffer")
-        _check(client.ptt.download_recorded_file(args.file_id, args.out), "download_recorded_file")
-        _result(client, client.wait(EventType.PTT_DOWNLOAD_COMPLETE, TRANSFER_WAIT_S), f"getting {args.file_id}", server)
-        code, duration = client.ptt.get_voice_file_duration(args.out)
-        _check(code, args.out)
-        print(f"got {args.out}: {duration / 1000:.1f} s")
-    finally:
-        client.close()
+    _transfer(args, lambda ptt: ptt.download_recorded_file(args.file_id, args.out), EventType.PTT_DOWNLOAD_COMPLETE,
+              f"getting {args.file_id}")
+    print(f"got {args.out}: {_duration(args.out) / 1000:.1f} s")
     return 0
+
+
+def _duration(path: str) -> int:
+    """The message's duration in ms, read as GME's GetVoiceFileDuration does (7010/7011 on failure)."""
+    from opengme.codec.voicefile import voice_file_duration_ms
+
+    try:
+        return voice_file_duration_ms(path)
+    except GmeError as exc:
+        raise _failed(exc.code, exc.detail) from None
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -231,8 +239,7 @@ def _play(args: argparse.Namespace) -> int:
     try:
         ctrl = client.ctx.get_audio_ctrl()
         _select(ctrl, args.speaker, "speaker")
-        code, duration = client.ptt.get_voice_file_duration(args.file)
-        _check(code, args.file)
+        duration = _duration(args.file)
         _check(client.ptt.play_recorded_file(args.file), client.why(f"cannot play {args.file}"))
         try:
             done = client.wait(EventType.PTT_PLAY_COMPLETE, duration / 1000 + 10)

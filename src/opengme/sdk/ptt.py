@@ -79,6 +79,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _volume_refusal(volume: object) -> ErrorCode | None:
+    if isinstance(volume, bool) or not isinstance(volume, int) or not 0 <= volume <= MAX_VOLUME:
+        return _invalid(f"volume must be an int in 0..{MAX_VOLUME}")
+    return None
+
+
 def _scaled(pcm: Pcm, volume: int) -> Pcm:
     """``pcm`` at ``volume`` percent (saturating)."""
     if volume == UNITY:
@@ -366,10 +372,10 @@ class Ptt(Facade):
     @guarded()
     def set_mic_volume(self, volume: int) -> ErrorCode:
         """GME: ITMGPTT::SetMicVolume: 0-200 percent applied to what is recorded."""
-        if not _is_int(volume) or not 0 <= volume <= MAX_VOLUME:
-            return _invalid(f"volume must be an int in 0..{MAX_VOLUME}")
-        self._mic_volume = volume
-        return ErrorCode.AV_OK
+        refusal = _volume_refusal(volume)
+        if refusal is None:
+            self._mic_volume = volume
+        return refusal or ErrorCode.AV_OK
 
     @guarded(empty=0)
     def get_mic_volume(self) -> int:
@@ -383,10 +389,10 @@ class Ptt(Facade):
     @guarded()
     def set_speaker_volume(self, volume: int) -> ErrorCode:
         """GME: ITMGPTT::SetSpeakerVolume: 0-200 percent applied to what is played (at once)."""
-        if not _is_int(volume) or not 0 <= volume <= MAX_VOLUME:
-            return _invalid(f"volume must be an int in 0..{MAX_VOLUME}")
-        self._speaker_volume[0] = volume
-        return ErrorCode.AV_OK
+        refusal = _volume_refusal(volume)
+        if refusal is None:
+            self._speaker_volume[0] = volume
+        return refusal or ErrorCode.AV_OK
 
     @guarded(empty=0)
     def get_speaker_volume(self) -> int:
