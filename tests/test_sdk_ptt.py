@@ -480,3 +480,23 @@ def test_uninit_drops_a_recording_and_a_playback(server: ThreadServer, clients: 
     assert alice.ctx.init(server.app.app_id, "10001") == E.AV_OK
     assert ptt_of(alice).stop_recording() == E.QAVPTTERROR_RECORDER_RECORD_NOT_START
     assert upload(alice, message)["result"] == E.QAVPTTERROR_UPLOAD_APPINFO_UNSET  # the AuthBuffer went too
+
+
+def test_recording_in_a_room_shares_the_rooms_mic(server: ThreadServer, clients: ClientMaker, files: Path) -> None:
+    """In a FLUENCY room the mic runs at 16 kHz for the room; a recording taps it and leaves it open."""
+    from support.sdk_harness import enter
+    alice = player(server, clients, "10001")
+    mic = MemoryMic()
+    use_mic(alice, mic)
+    enter(server, alice, "lobby")
+    audio = alice.ctx.get_audio_ctrl()
+    assert audio.enable_mic(True) == E.AV_OK
+    out = files / "in-room.ogg"
+    assert ptt_of(alice).start_recording(str(out)) == E.AV_OK
+    mic.push(resample(clip(1.5), 16_000, mic.sample_rate))
+    wait_for([alice], lambda: mic.buffered_samples < mic.frame_samples)
+    assert ptt_of(alice).stop_recording() == E.AV_OK
+    assert next_event(alice, RECORD)["result"] == E.AV_OK
+    code, duration = ptt_of(alice).get_voice_file_duration(str(out))
+    assert code == E.AV_OK and 1400 <= duration <= 1600
+    assert mic.is_open and audio.is_audio_capture_device_enabled()  # the room's mic stays on

@@ -6,7 +6,7 @@ delegate only inside :meth:`Context.poll` on that thread. Calls return an ``Erro
 (0) means "accepted", and the outcome of an asynchronous call arrives later as an event with GME's
 number and payload keys. Connection and server failures never raise: they become codes and events.
 
-Behind it and the other facades (``Room``, ``AudioCtrl``): one :class:`~opengme.sdk.core.SdkCore`
+Behind it and the other facades (``Room``, ``AudioCtrl``, ``Ptt``): one :class:`~opengme.sdk.core.SdkCore`
 holding :class:`~opengme.sdk.session.Session` (all the room rules, pure),
 :class:`~opengme.sdk.transport.Transport` (one network thread per context) and
 :class:`~opengme.sdk.media.MediaEngine` (one audio thread per context around a pure
