@@ -45,20 +45,16 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from opengme.codec.voicefile import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
-    VoiceFileWriter,
-    decode_voice_file,
-    voice_file_duration_ms,
-)
+from opengme.codec.voicefile import FRAME_SAMPLES, SAMPLE_RATE, VoiceFileWriter, voice_file_duration_ms
 from opengme.core.downlink import OUTPUT_RATE
 from opengme.core.levels import MAX_VOLUME, mic_level
+from opengme.devices import FileMic
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType
 from opengme.protocol import ptt as proto
 from opengme.protocol.signalling import encode_auth_buffer
 from opengme.sdk.core import MIC, SPEAKER, DeviceKind, Facade, SdkCore, guarded
+from opengme.sdk.media_session import OUTPUT_SAMPLES
 from opengme.sdk.ptt_transfer import DOWNLOAD, Outcome, Transfers, file_id_problem, is_signed_link
 
 MIN_MESSAGE_MS: Final = 1000
@@ -169,24 +165,37 @@ class Recording:
 
 
 class Playback:
-    """One message playing: the local-player source the audio thread pulls 48 kHz frames from."""
+    """One message playing: the local-player source the audio thread pulls 48 kHz frames from.
 
-    def __init__(self, path: str, pcm: Pcm, volume: list[int]) -> None:
+    The file is decoded as it plays (a file mic at the output rate does exactly that), so a long
+    message costs neither memory nor a pause on the caller's thread.
+    """
+
+    def __init__(self, path: str, volume: list[int]) -> None:
         self.path = path
-        self._pcm = pcm
+        self._decoder = FileMic(path)
         self._volume = volume  # the facade's [volume]: a change applies from the next frame
-        self._at = 0
         self.level = 0
         self.finished = threading.Event()
 
+    def open(self) -> None:
+        """Decode the first frame: GmeError 7010/7011 when the file cannot be played."""
+        self._decoder.open(OUTPUT_RATE, OUTPUT_SAMPLES, owner=self)
+
+    def close(self) -> None:
+        self._decoder.close()
+
     def __call__(self, frame_samples: int) -> Pcm | None:
-        if self._at >= len(self._pcm):
+        try:
+            frame = self._decoder.read_frame()
+        except GmeError as exc:  # damage found half way: the playback ends there
+            log.warning("playback of %s stopped: %s", self.path, exc.detail)
+            frame = None
+        if frame is None:
             self.finished.set()
             self.level = 0
             return None
-        chunk = self._pcm[self._at:self._at + frame_samples]
-        self._at += frame_samples
-        frame = _scaled(np.pad(chunk, (0, frame_samples - len(chunk))), self._volume[0])
+        frame = _scaled(frame.reshape(-1)[:frame_samples], self._volume[0])
         self.level = mic_level(frame)
         return frame
 
@@ -199,15 +208,6 @@ class Ptt(Facade):
         core.attach(self)
         self._transfers = Transfers("opengme-sdk-ptt")
         self.reset()
-
-    @property
-    def transfer_timeout(self) -> float:
-        """Seconds an upload or download may take before it fails with its network code."""
-        return self._transfers.timeout
-
-    @transfer_timeout.setter
-    def transfer_timeout(self, seconds: float) -> None:
-        self._transfers.timeout = seconds
 
     def reset(self) -> None:
         """The state after ``init``: no AuthBuffer, 58 s, volumes 100, nothing recording or playing."""
@@ -244,6 +244,7 @@ class Ptt(Facade):
             self._recording.writer.abort()
         if self._playback is not None:
             self._core.engine.remove_player(self._playback)
+            self._playback.close()
         self._transfers.close()
         self.reset()
 
@@ -487,18 +488,21 @@ class Ptt(Facade):
         if self._playback is not None:
             log.info("a voice message is still playing: stop_play_file first")
             return ErrorCode.QAVPTTERROR_PLAYER_PLAYING_ERR
+        playback = Playback(path, self._speaker_volume)
         try:
-            pcm = decode_voice_file(path, OUTPUT_RATE)
+            voice_file_duration_ms(path)  # a voice message: Ogg/Opus, whole (a few ms, no decoding)
+            playback.open()
         except GmeError as exc:
             log.info("cannot play %s: %s", path, exc.detail)
             return ErrorCode.QAVPTTERROR_PLAYER_OPENFILE_ERR
         core = self._core
         code = ErrorCode.AV_OK if core.held(SPEAKER) is not None else core.open_device(SPEAKER)
         if code != ErrorCode.AV_OK:
+            playback.close()
             log.info("the speaker for playback would not open (%d)", code)
             return ErrorCode.QAVPTTERROR_PLAYER_INIT_ERR
-        self._playback = Playback(path, pcm, self._speaker_volume)
-        core.engine.add_player(self._playback)
+        self._playback = playback
+        core.engine.add_player(playback)
         return ErrorCode.AV_OK
 
     @guarded()
@@ -514,6 +518,7 @@ class Ptt(Facade):
         assert playback is not None
         core = self._core
         core.engine.remove_player(playback)
+        playback.close()
         self._playback = None
         if not (core.audio.play or core.audio.device_test):
             core.close_device(SPEAKER)
