@@ -102,16 +102,17 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture
-def other_http() -> Iterator[Callable[[int, bytes], str]]:
+def other_http() -> Iterator[Callable[..., str]]:
     """A plain HTTP server that is not OpenGME (a misconfigured proxy): every request gets the
-    status and body given; returns its base URL."""
+    status and body given, after ``delay`` seconds; returns its base URL."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(status: int, body: bytes) -> str:
+    def start(status: int, body: bytes, delay: float = 0.0) -> str:
         class Handler(http.server.BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 self.rfile.read(length)
+                time.sleep(delay)
                 self.send_response(status)
                 self.send_header("Content-Type", "text/html")
                 self.send_header("Content-Length", str(len(body)))
@@ -368,7 +369,7 @@ def test_upload_codes(server: ThreadServer, clients: ClientMaker, message: Path,
 
 
 def test_upload_network_and_reply_codes(server: ThreadServer, clients: ClientMaker, message: Path,
-                                        other_http: Callable[[int, bytes], str]) -> None:
+                                        other_http: Callable[..., str]) -> None:
     """8195 no server answers, 8197 an empty reply, 8198 a reply that is not OpenGME's."""
     for url, code in ((closed_port_url(), E.QAVPTTERROR_UPLOAD_COS_INTERNAL_FAIL),
                       (other_http(200, b""), E.QAVPTTERROR_UPLOAD_SYSTEM_INNER_ERROR),
@@ -423,7 +424,7 @@ def test_download_codes(server: ThreadServer, clients: ClientMaker, shared: tupl
 
 
 def test_download_network_and_reply_codes(server: ThreadServer, clients: ClientMaker, shared: tuple[SdkClient, str],
-                                          message: Path, other_http: Callable[[int, bytes], str],
+                                          message: Path, other_http: Callable[..., str],
                                           files: Path) -> None:
     """12291 no answer, 12294 an empty reply, 12295 a reply that is not OpenGME's or bytes that do
     not match the server's sha256."""
@@ -500,3 +501,49 @@ def test_recording_in_a_room_shares_the_rooms_mic(server: ThreadServer, clients:
     code, duration = ptt_of(alice).get_voice_file_duration(str(out))
     assert code == E.AV_OK and 1400 <= duration <= 1600
     assert mic.is_open and audio.is_audio_capture_device_enabled()  # the room's mic stays on
+
+
+def test_transfers_never_block_the_callers_thread(server: ThreadServer, clients: ClientMaker, message: Path,
+                                                  other_http: Callable[..., str], files: Path) -> None:
+    """A server that takes 1.5 s to answer: the calls return at once, poll keeps running, the
+    outcome arrives as an event."""
+    slow = other_http(200, b"", delay=1.5)
+    alice = player(server, clients, "10001", url=slow)
+    started = time.monotonic()
+    assert ptt_of(alice).upload_recorded_file(str(message)) == E.AV_OK
+    assert ptt_of(alice).download_recorded_file(slow + proto.FILES_PATH + "/x", str(files / "x.ogg")) == E.AV_OK
+    assert time.monotonic() - started < 0.2
+    polls = 0
+
+    def answered() -> bool:
+        nonlocal polls
+        polls += 1
+        return bool(alice.events.of(UPLOAD)) and bool(alice.events.of(DOWNLOAD))
+
+    wait_for([alice], answered, timeout=10)
+    assert polls > 50  # poll ran all along (every 5 ms) while both waited 1.5 s
+    assert alice.events.results(UPLOAD) == [E.QAVPTTERROR_UPLOAD_SYSTEM_INNER_ERROR]
+    assert alice.events.results(DOWNLOAD) == [E.QAVPTTERROR_DOWNLOAD_SYSTEM_INNER_ERROR]
+
+
+def test_a_recording_goes_on_after_leaving_the_room(server: ThreadServer, clients: ClientMaker, files: Path) -> None:
+    """Leaving closes the room's devices; a recording that runs reopens its mic (at 48 kHz now)."""
+    from support.sdk_harness import enter
+    alice = player(server, clients, "10001")
+    mic = MemoryMic()
+    use_mic(alice, mic)
+    enter(server, alice, "lobby")
+    assert alice.ctx.get_audio_ctrl().enable_mic(True) == E.AV_OK
+    out = files / "across.ogg"
+    assert ptt_of(alice).start_recording(str(out)) == E.AV_OK
+    mic.push(resample(clip(1.0), 16_000, mic.sample_rate))
+    wait_for([alice], lambda: mic.buffered_samples < mic.frame_samples)
+    assert alice.ctx.exit_room() == E.AV_OK
+    wait_for([alice], lambda: bool(alice.events.of(EventType.EXIT_ROOM)) and mic.is_open and mic.sample_rate == 48_000)
+    mic.push(resample(clip(1.0, 1.0), 16_000, 48_000))
+    wait_for([alice], lambda: mic.buffered_samples < mic.frame_samples)
+    assert ptt_of(alice).stop_recording() == E.AV_OK
+    assert next_event(alice, RECORD)["result"] == E.AV_OK
+    code, duration = ptt_of(alice).get_voice_file_duration(str(out))
+    assert code == E.AV_OK and 1850 <= duration <= 2100
+    assert not mic.is_open  # nothing else needs it outside the room
