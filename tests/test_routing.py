@@ -152,9 +152,9 @@ def test_cap_changes_rebuild_the_listeners_whose_selection_moved() -> None:
 class Room:
     """A real pure relay with one room whose route policy is a ``RoomRouting``."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_voices: int = MAX_VOICES) -> None:
         self.relay = Relay()
-        self.routing = RoomRouting(move_threshold=0.0)
+        self.routing = RoomRouting(move_threshold=0.0, max_voices=max_voices)
         self.relay.set_route_policy("r", self.routing.policy)
         self.clients = {t: join(self.relay, "r", t, 7000 + t) for t in range(1, size + 1)}
         self.by_addr = {c.addr: c for c in self.clients.values()}
@@ -191,19 +191,20 @@ def test_relay_forwards_data_only_where_the_rules_say() -> None:
     assert room.receivers(1) == {3}
 
 
-def test_relay_routes_match_the_pure_rules_as_members_move() -> None:
+@pytest.mark.parametrize("cap", [MAX_VOICES, 4])
+def test_relay_routes_match_the_pure_rules_as_members_move(cap: int) -> None:
     rng = random.Random(14)
     size = 30
-    room = Room(size)
+    room = Room(size, cap)
     states = {}
-    for step in range(300):
+    for step in range(600):
         tinyid = rng.randrange(1, size + 1) if step >= size else step + 1
         states[tinyid] = member(f"p{tinyid}", rng.choice([0, 1, 2, 3]), rng.choice([W, T]), rng.choice([5.0, 20.0]),
                                 x=rng.uniform(0, 40), entered_with_team=rng.random() < 0.5)
         room.set(tinyid, states[tinyid])
-        if step % 25 == 24:
+        if step % 20 == 19:
             for listener, me in states.items():
                 audible = sorted((abs(s.position[0] - me.position[0]), sid) for sid, s in states.items()
                                  if sid != listener and hears(s, me))
-                expected = {sid for _, sid in audible[:MAX_VOICES]}
+                expected = {sid for _, sid in audible[:cap]}
                 assert {s for s in states if s != listener and listener in room.relay.listeners(s)} == expected

@@ -154,6 +154,7 @@ class RoomRouting:
         self.max_voices = max_voices
         self._states: dict[int, HearingState] = {}
         self._audible: dict[int, list[tuple[float, int]]] = {}  # listener -> (distance, speaker), sorted
+        self._distances: dict[int, dict[int, float]] = {}  # listener -> {audible speaker: its entry's distance}
         self._heard: dict[int, frozenset[int]] = {}  # listener -> the speakers it receives (cache)
 
     def state(self, tinyid: int) -> HearingState | None:
@@ -185,33 +186,41 @@ class RoomRouting:
 
     def _change(self, tinyid: int, state: HearingState | None) -> set[int]:
         """Apply one member's change incrementally: its own audible list from scratch, its entry in
-        every other listener's list; another listener needs a rebuild only if its capped selection
-        changed other than by this member (``update_routes(tinyid)`` covers pairs with this member)."""
+        every other listener's list. Another listener's capped selection changes other than by this
+        member only when this member crossed the cap (entered or left its nearest ``max_voices``) while
+        enough others were audible; ``update_routes(tinyid)`` covers the pairs with this member."""
         changed = {tinyid}
         self._heard.pop(tinyid, None)
         if state is None:
-            del self._states[tinyid], self._audible[tinyid]
+            del self._states[tinyid], self._audible[tinyid], self._distances[tinyid]
         else:
             self._states[tinyid] = state
-            self._audible[tinyid] = sorted(
-                (distance(s.position, state.position), sid) for sid, s in self._states.items()
-                if sid != tinyid and hears(s, state))
+            found = {sid: distance(s.position, state.position) for sid, s in self._states.items()
+                     if sid != tinyid and hears(s, state)}
+            self._distances[tinyid] = found
+            self._audible[tinyid] = sorted((d, sid) for sid, d in found.items())
         cap = self.max_voices
         for lid, audible in self._audible.items():
             if lid == tinyid:
                 continue
-            capped_before = len(audible) > cap
-            old = self._voices(lid)
-            for i, (_, sid) in enumerate(audible):
-                if sid == tinyid:
-                    del audible[i]
-                    break
+            found = self._distances[lid]
+            was_in = now_in = False
+            old = found.pop(tinyid, None)
+            if old is not None:
+                at = bisect.bisect_left(audible, (old, tinyid))
+                was_in = at < cap
+                del audible[at]
             listener = self._states[lid]
             if state is not None and hears(state, listener):
-                bisect.insort(audible, (distance(state.position, listener.position), tinyid))
-            self._heard.pop(lid, None)
-            if (capped_before or len(audible) > cap) and old - {tinyid} != self._voices(lid) - {tinyid}:
-                changed.add(lid)
+                entry = (distance(state.position, listener.position), tinyid)
+                at = bisect.bisect_left(audible, entry)
+                now_in = at < cap
+                audible.insert(at, entry)
+                found[tinyid] = entry[0]
+            if was_in != now_in:
+                self._heard.pop(lid, None)
+                if len(audible) - (tinyid in found) >= cap:
+                    changed.add(lid)  # the cap-th nearest other speaker was pushed out or pulled in
         return changed
 
     def _voices(self, listener: int) -> frozenset[int]:
