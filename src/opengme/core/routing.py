@@ -162,9 +162,12 @@ class RoomRouting:
 
     def policy(self, speaker: int, listener: int) -> bool:
         """The relay's ``RoutePolicy``; members without a state (not yet registered) hear everyone."""
-        if listener not in self._states or speaker not in self._states:
-            return True
-        return speaker in self._voices(listener)
+        voices = self._heard.get(listener)
+        if voices is None:
+            if listener not in self._states:
+                return True
+            voices = self._voices(listener)
+        return speaker in voices or speaker not in self._states
 
     def update(self, tinyid: int, state: HearingState) -> set[int]:
         """Set a member's state; returns the tinyids whose routes must be rebuilt (empty when nothing
