@@ -165,6 +165,7 @@ def test_many_sources_mix_and_leave(hrtf: Hrtf) -> None:
     assert caught.value.code is ErrorCode.AV_ERR_INVALID_ARGUMENT
 
 
+@pytest.mark.public_surface  # the Python API the SDK's init_spatializer wraps
 def test_use_before_init_is_7003_and_a_damaged_file_is_7002(tmp_path: Path) -> None:
     spatializer = Spatializer(16000, 320)
     with pytest.raises(SpatializerNotReady) as caught:
@@ -231,6 +232,7 @@ def test_a_minimal_sofa_file_with_delays_loads(tmp_path: Path) -> None:
 ORIGINAL = BUILTIN.read_bytes()
 
 
+@pytest.mark.public_surface
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(0, len(ORIGINAL)),
        flips=st.lists(st.tuples(st.integers(0, len(ORIGINAL) - 1), st.integers(1, 255)), max_size=8))
