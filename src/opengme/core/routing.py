@@ -119,13 +119,12 @@ def distance(a: Position | None, b: Position | None) -> float:
 
 def in_range(speaker: HearingState, listener: HearingState) -> bool:
     """Range is judged per listener, with the listener's range (reference §5.2)."""
-    return distance(speaker.position, listener.position) <= listener.recv_range
+    a, b = speaker.position, listener.position
+    return a is not None and b is not None and math.dist(a, b) <= listener.recv_range
 
 
-def hears(speaker: HearingState, listener: HearingState) -> bool:
-    """GME's truth table (reference §5.2) combined with both members' server audio routes (§4.6)."""
-    if not (speaker.route.sends_to(listener.openid) and listener.route.receives_from(speaker.openid)):
-        return False
+def _rules(speaker: HearingState, listener: HearingState) -> bool:
+    """The truth table of reference §5.2, without the server audio routes."""
     if speaker.team == 0:
         return True  # TeamID 0 is host/broadcast: everyone hears it, whatever their mode
     if listener.team == 0:
@@ -135,6 +134,13 @@ def hears(speaker: HearingState, listener: HearingState) -> bool:
         return True  # teammates always hear each other, whatever the distance or mode
     both_world = speaker.mode is RangeMode.WORLD and listener.mode is RangeMode.WORLD
     return both_world and in_range(speaker, listener)
+
+
+def hears(speaker: HearingState, listener: HearingState) -> bool:
+    """GME's truth table (reference §5.2) combined with both members' server audio routes (§4.6):
+    a route can only take a voice away."""
+    return (_rules(speaker, listener) and speaker.route.sends_to(listener.openid)
+            and listener.route.receives_from(speaker.openid))
 
 
 class RoomRouting:
