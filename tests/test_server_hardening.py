@@ -1,16 +1,27 @@
 """Inputs and sequences a code review found could crash, wedge or fool the server."""
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from opengme.config import Settings
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
+from opengme.protocol.messages import REQUESTS
 from opengme.protocol.resume import make_resume_token, resume_token_problem
+from opengme.server.connection import frame_text
 from opengme.server.signalling import get as get_signalling
-from support.signal_harness import Running, admin, is_error
+from support.sdk_harness import ThreadServer
+from support.signal_harness import Running, SignalClient, admin, is_error
 
 
 async def test_deeply_nested_json_is_10002_and_the_connection_stays(srv: Running) -> None:
@@ -93,3 +104,128 @@ async def test_liveness_follows_the_monotonic_clock_not_the_wall_clock(
     dropped = await member.recv()
     assert dropped["type"] == "disconnect" and dropped["code"] == ErrorCode.AV_ERR_SERVER_TIMEOUT
     assert signalling.registry.find(srv.app.app_id, "10001") is None
+
+
+# --- issue 9 item 5: lone surrogates and huge numbers anywhere ------------------------------------
+
+LONE_SURROGATES = ("\ud800", "a\udfffb", "\udc80" * 3)
+HUGE_NUMBERS = (10**400, -(10**400), 10**308 * 10, 10**300)
+HOSTILE_VALUES: tuple[object, ...] = (*LONE_SURROGATES, *HUGE_NUMBERS, "", None, [], {}, True, 1.5, "x" * 5000)
+
+
+def _valid_request(kind: str, client: SignalClient) -> dict[str, Any]:
+    """A well-formed request of each type, to spoil one field of."""
+    valid: dict[str, Callable[[int], dict[str, Any]]] = {
+        "hello": lambda id: p.hello(id, client.app.app_id, "10009", "0.1.0"),
+        "enter": lambda id: p.enter(id, "r2", 1, client.auth("r2")),
+        "exit": p.exit_,
+        "switch": lambda id: p.switch(id, "r2", client.auth("r2")),
+        "change_room_type": lambda id: p.change_room_type(id, 2),
+        "ping": lambda id: p.ping(id, 1.5),
+        "invite": lambda id: p.invite(id, "10002"),
+        "invite_reply": lambda id: p.invite_reply(id, "0123456789abcdef", False),
+    }
+    assert set(valid) == p.REQUEST_TYPES
+    return valid[kind](client.next_id())
+
+
+async def _answer_then_alive(client: SignalClient, message: dict[str, Any]) -> None:
+    """Sent as ASCII JSON (escapes carry the lone surrogates): the server answers with a frame that
+    parses, and then still answers a ping (unless its answer was a close)."""
+    await client.ws.send_str(json.dumps(message))
+    frame = await client.ws.receive(timeout=3.0)
+    if frame.type is aiohttp.WSMsgType.CLOSE:
+        return
+    assert frame.type is aiohttp.WSMsgType.TEXT, frame
+    first = p.parse_server(frame.data)  # valid UTF-8 JSON the SDK reads
+    if is_error(first, ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT, "protocol"):  # a hello of another version
+        await client.expect_closed(p.CLOSE_NORMAL)
+        return
+    ping = p.ping(client.next_id(), 2.5)
+    await client.send(ping)
+    while (reply := await client.recv()).get("id") != ping["id"]:  # pushes the spoiled request caused
+        assert reply["type"] in p.PUSH_TYPES or reply["type"] == "error", reply
+    assert reply["type"] == "pong" or is_error(reply, ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "hello"), reply
+
+
+@pytest.mark.parametrize("kind", sorted(p.REQUEST_TYPES))
+async def test_every_field_of_every_request_survives_surrogates_and_huge_numbers(srv: Running, kind: str) -> None:
+    await srv.member("10002")
+    client: SignalClient | None = None
+    fields = [name for name in _valid_request(kind, await srv.client("10003")) if name != "type"]
+    spoiled: list[dict[str, Any]] = []
+    for name in [*fields, "\ud800", "type"]:
+        for value in HOSTILE_VALUES:
+            if client is None:  # a fresh client per case: a case may end its connection or room
+                client = await (srv.client() if kind == "hello" else srv.member("10001"))
+            message = _valid_request(kind, client)
+            message[name] = value
+            spoiled.append(message)
+            await _answer_then_alive(client, message)
+            if kind in ("hello", "enter", "exit", "switch") or client.ws.closed:
+                await client.ws.close()  # (the client session holds at most 100 connections)
+                client = None
+    assert len(spoiled) == (len(fields) + 2) * len(HOSTILE_VALUES)
+
+
+async def test_an_unknown_app_id_with_a_lone_surrogate_is_answered_7006(srv: Running) -> None:
+    client = await srv.client()
+    message = p.hello(client.next_id(), "14\ud800", "10001", "0.1.0")
+    await client.ws.send_str(json.dumps(message))
+    reply = await client.recv()
+    assert is_error(reply, ErrorCode.AV_ERR_AUTH_FIALD, "unknown AppID")
+    assert (await client.hello("10001"))["type"] == "hello_ok"
+
+
+async def test_an_admin_kick_reason_with_a_lone_surrogate_is_refused_and_the_member_stays(srv: Running) -> None:
+    member = await srv.member("10001")
+    status, reply = await admin(srv, "POST", "/v1/admin/rooms/r1/kick",
+                                {"open_ids": ["10001"], "reason": "bye \ud800"})
+    assert status == 400 and reply["code"] == ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT
+    assert "surrogate" in reply["message"]
+    assert (await member.ping())["type"] == "pong"
+
+
+def test_a_frame_that_cannot_be_utf8_still_goes_out_as_valid_text() -> None:
+    text = frame_text(p.error(1, ErrorCode.AV_ERR_AUTH_FIALD, "unknown AppID 14\ud800"))
+    assert p.parse_server(text.encode("utf-8"))["message"] == "unknown AppID 14\ufffd"
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(p.REQUEST_TYPES)), data=st.data())
+def test_hypothesis_hostile_requests_never_kill_a_connection(
+    fuzz_server: ThreadServer, kind: str, data: st.DataObject
+) -> None:
+    server = fuzz_server
+    spoilt = data.draw(st.dictionaries(_FIELD_NAMES, _HOSTILE_JSON, min_size=1, max_size=4))
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(server.url.replace("http", "ws") + "/v1/signal")
+            client = SignalClient(ws, server.app)
+            client.open_id = "10001"
+            if kind != "hello":
+                assert (await client.hello("10001"))["type"] == "hello_ok"
+            message = {**_valid_request(kind, client), **spoilt}
+            await _answer_then_alive(client, message)
+            await ws.close()
+
+    asyncio.run(run())
+
+
+_HOSTILE_TEXT = st.text(st.characters(codec=None, categories=("Cs", "Lu", "Nd", "Co", "Zs")), max_size=40)
+_HOSTILE_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=False, allow_infinity=False) | _HOSTILE_TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_HOSTILE_TEXT, children, max_size=3),
+    max_leaves=6,
+)
+_FIELD_NAMES = st.sampled_from(sorted({f.name for spec in REQUESTS.values() for f in spec.fields} | {"type"})) | _HOSTILE_TEXT
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    """One server for every example (hypothesis runs the test body many times)."""
+    server = ThreadServer(Settings(port=0, data_dir=tmp_path_factory.mktemp("fuzz") / "data"))
+    yield server
+    server.close()

@@ -147,7 +147,7 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
     removed the member since is checked when the entry is decided, on the loop."""
     c = credentials
     try:
-        app = app_of(c.app_id)
+        app = app_of(c.app_id) if c.app_id.isascii() else None  # AppIDs are digits; never look up junk
         if app is None:
             return Proof(None, GmeError(ErrorCode.AV_ERR_AUTH_FIALD, f"unknown AppID {c.app_id}"))
         reason = open_id_problem(c.open_id, app.string_openid)

@@ -255,7 +255,19 @@ def _reason(body: dict[str, Any], default: str) -> str:
     reason = body.get("reason", default)
     if not isinstance(reason, str) or len(reason) > MAX_TEXT_CHARS:
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"reason must be a string of at most {MAX_TEXT_CHARS} characters")
+    if not _is_unicode(reason):
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT,
+                       "reason must be Unicode text: it has a lone surrogate (an unpaired \\uD800-\\uDFFF escape)")
     return reason or default
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8 (JSON's ``\\ud800`` escapes can smuggle in a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _outcome(action: Callable[[], object]) -> ErrorCode:

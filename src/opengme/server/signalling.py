@@ -169,8 +169,19 @@ class Signalling:
         return ws
 
     async def _on_text(self, conn: Connection, text: str) -> None:
+        """One request, start to finish; nothing it raises may end the connection unanswered."""
         if conn.closing:
             return
+        try:
+            await self._request(conn, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("signalling request failed", extra=fields(conn=conn.id))
+            self._apply(self.core.refuse(conn.id, proto.ProtocolError(ErrorCode.AV_ERR_SERVER_FAILED,
+                                                                      "internal server error"), _now()))
+
+    async def _request(self, conn: Connection, text: str) -> None:
         now = _now()
         try:
             message = proto.parse_client(text, self.settings.max_message_bytes)
