@@ -5,6 +5,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +19,11 @@ from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
 from opengme.protocol.messages import REQUESTS
 from opengme.protocol.resume import make_resume_token, resume_token_problem
+from opengme.server.admin import MAX_BODY_BYTES as ADMIN_MAX_BODY_BYTES
 from opengme.server.connection import frame_text
 from opengme.server.signalling import get as get_signalling
 from support.sdk_harness import ThreadServer
-from support.signal_harness import Running, SignalClient, admin, is_error
+from support.signal_harness import Running, SignalClient, admin, is_error, running_server
 
 
 async def test_deeply_nested_json_is_10002_and_the_connection_stays(srv: Running) -> None:
@@ -229,3 +231,61 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServ
     server = ThreadServer(Settings(port=0, data_dir=tmp_path_factory.mktemp("fuzz") / "data"))
     yield server
     server.close()
+
+
+# --- issue 9 item 10: admin bodies ----------------------------------------------------------------
+
+
+async def _raw_http(srv: Running, head: str, body: bytes = b"") -> bytes:
+    """Send a raw HTTP request (headers, then ``body``, maybe less than announced) and read the reply."""
+    port = int(srv.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+async def test_an_unsigned_admin_post_is_refused_before_its_body_is_read(srv: Running) -> None:
+    head = f"POST /v1/admin/rooms/r1/kick HTTP/1.1\nHost: x\nContent-Length: {10 * 2**20}\nConnection: close\n"
+    reply = await _raw_http(srv, head, b"{" * 1000)  # 10 MB announced, 1 KB sent: no waiting for the rest
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    assert b'"code": 7006' in reply
+
+
+def _signed_head(srv: Running, path: str, body: bytes, length: int | None = None) -> str:
+    headers = signing.signed_headers(srv.app.app_id, srv.app.key, "POST", path, body)
+    lines = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body) if length is None else length}",
+             "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    return "\n".join(lines) + "\n"
+
+
+async def test_a_signed_admin_body_over_the_limit_is_413_without_reading_it(srv: Running) -> None:
+    body = json.dumps({"open_ids": ["10001"], "reason": "x" * (ADMIN_MAX_BODY_BYTES + 1)}).encode()
+    reply = await _raw_http(srv, _signed_head(srv, "/v1/admin/rooms/r1/kick", body), body[:100])
+    assert reply.startswith(b"HTTP/1.1 413") and b'"code": 10002' in reply, reply[:300]
+
+
+async def test_a_signed_admin_body_nested_deep_is_10002_not_500(srv: Running) -> None:
+    await srv.member("10001")
+    body = b"[" * 30000 + b"]" * 30000
+    status, reply = await _signed_raw(srv, "/v1/admin/rooms/r1/kick", body)
+    assert status == 400 and reply["code"] == ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT
+    assert "nested" in reply["message"]
+
+
+async def _signed_raw(srv: Running, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    headers = signing.signed_headers(srv.app.app_id, srv.app.key, "POST", path, body)
+    async with srv.session.post(srv.url + path, data=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_a_signed_admin_body_that_stalls_is_408_after_the_body_timeout(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", http_body_timeout=0.3) as srv:
+        body = json.dumps({"open_ids": ["10001"]}).encode()
+        started = time.monotonic()
+        reply = await _raw_http(srv, _signed_head(srv, "/v1/admin/rooms/r1/kick", body), body[:5])
+        assert reply.startswith(b"HTTP/1.1 408") and b'"code": 10004' in reply, reply[:300]
+        assert time.monotonic() - started < 3
