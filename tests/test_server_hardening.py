@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opengme.config import Settings
+from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
@@ -151,7 +152,12 @@ async def _answer_then_alive(client: SignalClient, message: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("kind", sorted(p.REQUEST_TYPES))
-async def test_every_field_of_every_request_survives_surrogates_and_huge_numbers(srv: Running, kind: str) -> None:
+async def test_every_field_of_every_request_survives_surrogates_and_huge_numbers(tmp_path: Path, kind: str) -> None:
+    async with running_server(tmp_path / "data", max_requests_per_second=0, max_entries_per_minute=0) as srv:
+        await _spoil_every_field(srv, kind)
+
+
+async def _spoil_every_field(srv: Running, kind: str) -> None:
     await srv.member("10002")
     client: SignalClient | None = None
     fields = [name for name in _valid_request(kind, await srv.client("10003")) if name != "type"]
@@ -289,3 +295,52 @@ async def test_a_signed_admin_body_that_stalls_is_408_after_the_body_timeout(tmp
         reply = await _raw_http(srv, _signed_head(srv, "/v1/admin/rooms/r1/kick", body), body[:5])
         assert reply.startswith(b"HTTP/1.1 408") and b'"code": 10004' in reply, reply[:300]
         assert time.monotonic() - started < 3
+
+
+# --- issue 9 items 1 and 4: rate limits -----------------------------------------------------------
+
+
+def test_token_bucket_spends_refills_and_says_how_long_to_wait() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3.0, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait(0.0) == pytest.approx(0.5)
+    assert bucket.take(0.5) and not bucket.take(0.5)
+    assert bucket.take(100.0)  # refills to the burst, no further
+    table = BucketTable(rate=1.0, burst=1.0, capacity=2)
+    assert table.bucket("a", 0.0).take(0.0) and not table.bucket("a", 0.0).take(0.0)
+    table.bucket("b", 0.0), table.bucket("c", 0.0)
+    assert len(table) == 2 and table.bucket("a", 0.0).take(0.0)  # "a" was forgotten: bounded memory
+
+
+async def test_an_invite_flood_is_10005_then_the_flooder_is_dropped(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", max_requests_per_second=10) as srv:
+        flooder = await srv.member("10001")
+        bystander = await srv.member("10002")
+        replies = []
+        for _ in range(20 + 40):
+            await flooder.send(p.invite(flooder.next_id(), "10003"))
+        while (reply := await flooder.recv())["type"] != "disconnect":
+            if reply["type"] not in p.PUSH_TYPES:  # (the bystander's entry is pushed first)
+                replies.append(reply)
+        assert all(is_error(r, ErrorCode.AV_ERR_INVITET_FAILED) for r in replies[:20])  # the burst: 2 s worth
+        limited = replies[20:]
+        assert limited and all(is_error(r, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "rate limit") for r in limited)
+        assert "retry in" in limited[0]["message"]
+        assert reply["code"] == ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED
+        await flooder.expect_closed()
+        left = await bystander.recv()
+        assert left["type"] == "members" and left["event"] == "exit"
+        assert (await bystander.ping())["type"] == "pong"  # the others are untouched
+
+
+async def test_entries_are_limited_per_connection_and_per_address(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", max_entries_per_minute=6, max_entries_per_minute_per_address=60) as srv:
+        client = await srv.client("10001")
+        answers = [await client.enter("r1", auth=b"garbage") for _ in range(11)]
+        assert all(is_error(a, ErrorCode.AV_ERR_AUTH_FIALD) for a in answers[:10])  # ENTRY_BURST
+        assert is_error(answers[10], ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "per minute on a connection")
+        assert (await client.ping())["type"] == "pong"  # the connection stays
+        # the address had 11 tokens of 10 s worth (10); others from it are refused until it refills
+        other = await srv.client("10002")
+        refused = await other.enter("r1")
+        assert is_error(refused, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "from one address")

@@ -71,7 +71,7 @@ class Settings:
     # entries (enter, switch) per minute per connection and per address.
     max_requests_per_second: float = 20.0
     max_entries_per_minute: int = 30
-    max_entries_per_minute_per_address: int = 120
+    max_entries_per_minute_per_address: int = 600
     # Admin API: how far a signed request's timestamp may be from the server's clock.
     admin_max_skew: float = 300.0
     # Voice messages (PTT): upload limits, retention, signed download links.

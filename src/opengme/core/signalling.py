@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opengme import __version__
 from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
+from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
 from opengme.events import RoomType
@@ -56,6 +57,10 @@ KICKED = "kicked by the server"
 TAKEN_OVER = "another client entered with the same openid"
 DISSOLVED = "the room was dissolved"
 REMOVED = "the server removed this member from the room after the resume token was issued"
+RATE_LIMITED = "rate limit"  # the start of every rate-limit refusal (10005)
+STRIKES_RATE, STRIKES_BURST = 1.0, 30.0  # rate-limited requests a connection may go on sending before it is dropped
+_ENTRIES = frozenset({"enter", "switch"})
+ENTRY_BURST = 10.0  # entries a connection may make back to back (a game retrying its AuthBuffer, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,10 @@ class Peer:
     member: Member | None = None  # while in a room (unless taken over: see SignallingCore._current)
     has_entered: bool = False  # binary frames (media) are refused before the first room entry
     closing: bool = False  # the core closed it: further input from it is ignored
+    address: str = ""  # the peer's IP address, for the per-address limits ("" when unknown)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)  # rate limits by request type
+    strikes: TokenBucket | None = None  # rate-limited requests it may still send before it is dropped
+    refusal: GmeError | None = None  # begin's rate-limit verdict on the request receive is to decide
 
 
 Handler = Callable[[Peer, Json, Instant, Proof | None], None]
@@ -205,6 +214,8 @@ class SignallingCore:
         # must not bring a removed member straight back (in memory: a restart forgets it).
         self._evicted: dict[tuple[str, str, str], float] = {}
         self._out: list[Action] = []
+        entries = settings.max_entries_per_minute_per_address / 60
+        self._address_entries = BucketTable(entries, max(1.0, 10 * entries))
         self._handlers: dict[str, Handler] = {
             "hello": self._hello,
             "enter": self._enter,
@@ -219,8 +230,10 @@ class SignallingCore:
 
     # --- inputs from connections ------------------------------------------------------------------
 
-    def connected(self, conn: ConnId, now: Instant) -> None:
-        self._peers[conn] = Peer(conn, now.mono, now.mono)
+    def connected(self, conn: ConnId, now: Instant, address: str = "") -> None:
+        """A new connection from IP ``address`` (the per-address entry limit counts by it)."""
+        self._peers[conn] = Peer(conn, now.mono, now.mono, address=address,
+                                 strikes=TokenBucket(STRIKES_RATE, STRIKES_BURST, now.mono))
 
     def carries_media(self, conn: ConnId) -> bool:
         """Whether this connection's binary frames are media datagrams (after its first room entry)."""
@@ -235,7 +248,8 @@ class SignallingCore:
             return None
         peer.last_seen = now.mono
         kind = message["type"]
-        if kind not in _PROVEN:
+        peer.refusal = self._rate_limit(peer, kind, now.mono)
+        if kind not in _PROVEN or peer.refusal is not None:
             return None
         try:
             self._precheck(peer, kind)
@@ -254,6 +268,10 @@ class SignallingCore:
             return Output()
         peer.last_seen = now.mono
         kind = message["type"]
+        if peer.refusal is not None:
+            refusal, peer.refusal = peer.refusal, None
+            self._refuse_limited(peer, message["id"], refusal, now)
+            return self._take()
         try:
             self._precheck(peer, kind)
             self._handlers[kind](peer, message, now, proof)
@@ -270,6 +288,10 @@ class SignallingCore:
         if peer is None or peer.closing:
             return Output()
         peer.last_seen = now.mono
+        limited = self._rate_limit(peer, "invalid", now.mono)
+        if limited is not None:
+            self._refuse_limited(peer, error.id, limited, now)
+            return self._take()
         self._reply_error(conn, error.id, error.code, error.message)
         if error.close_code is not None:
             self._close(conn, error.close_code)
@@ -441,6 +463,50 @@ class SignallingCore:
         inviter = self.registry.find(app_id, invitation.from_open_id)
         if inviter is not None and inviter.room_id == invitation.room_id:
             self._send(inviter.conn, proto.invitation_result(invitation.invite_id, open_id, msg["accept"]))
+
+    # --- rate limits ------------------------------------------------------------------------------
+
+    def _rate_limit(self, peer: Peer, kind: str, mono: float) -> GmeError | None:
+        """The 10005 refusal when ``kind`` is over its rate on this connection (or, for an entry, from
+        this address), else None and a token is spent. Token buckets, O(1): every request type has
+        ``max_requests_per_second`` (burst: 2 s worth); entries have ``max_entries_per_minute`` per
+        connection (burst: 10 s worth, at least ENTRY_BURST) and ``max_entries_per_minute_per_address`` from one address."""
+        s = self.settings
+        entry = kind in _ENTRIES
+        rate = s.max_entries_per_minute / 60 if entry else s.max_requests_per_second
+        if rate <= 0:
+            return None
+        bucket = peer.buckets.get(kind)
+        if bucket is None:
+            bucket = peer.buckets[kind] = TokenBucket(rate, max(ENTRY_BURST, 10 * rate) if entry else 2 * rate, mono)
+        per = "minute" if entry else "second"
+        limit = s.max_entries_per_minute if entry else s.max_requests_per_second
+        if not bucket.take(mono):
+            return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                            f"{RATE_LIMITED}: at most {limit:g} {kind} per {per} on a connection; "
+                            f"retry in {bucket.wait(mono):.1f} s")
+        if entry and peer.address and self._address_entries.rate > 0:
+            shared = self._address_entries.bucket(peer.address, mono)
+            if not shared.take(mono):
+                return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                                f"{RATE_LIMITED}: at most {s.max_entries_per_minute_per_address} entries per "
+                                f"minute from one address; retry in {shared.wait(mono):.1f} s")
+        return None
+
+    def _refuse_limited(self, peer: Peer, id: int | None, refusal: GmeError, now: Instant) -> None:
+        """Answer a rate-limited request (10005, the connection stays); a connection that goes on
+        sending regardless is dropped (``disconnect`` 10005), as Mumble's autoban does."""
+        assert peer.strikes is not None
+        if peer.strikes.take(now.mono):
+            self._reply_error(peer.id, id, refusal.code, refusal.detail)
+            return
+        log.warning("dropping a client that ignores rate limits",
+                    extra=fields(conn=peer.id, app_id=peer.app_id, open_id=peer.open_id, address=peer.address))
+        member = self._current(peer)
+        if member is not None:
+            self.registry.leave(member, now.wall, voluntary=False)
+        self._drop(peer.id, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                   f"{RATE_LIMITED}: too many requests over the rate limit; reconnect later")
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -153,7 +153,7 @@ class Signalling:
             return ws
         conn = Connection(ws)
         self.connections.add(conn)
-        self.core.connected(conn.id, _now())
+        self.core.connected(conn.id, _now(), request.remote or "")
         try:
             async for frame in ws:
                 if frame.type is WSMsgType.TEXT:
