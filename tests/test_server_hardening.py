@@ -344,3 +344,21 @@ async def test_entries_are_limited_per_connection_and_per_address(tmp_path: Path
         other = await srv.client("10002")
         refused = await other.enter("r1")
         assert is_error(refused, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "from one address")
+
+
+# --- issue 9 item 7: hello proves nothing ---------------------------------------------------------
+
+
+async def test_invitations_reach_only_connections_that_proved_the_openid(srv: Running) -> None:
+    host = await srv.member("10001", room_id="party")
+    impostor = await srv.client("10002")  # says hello as 10002, has no AuthBuffer of 10002's
+    refused = await host.request(p.invite(host.next_id(), "10002"))
+    assert is_error(refused, ErrorCode.AV_ERR_INVITET_FAILED, "not connected")  # not online, as far as proofs go
+    real = await srv.member("10002", room_id="lobby")
+    sent = await host.request(p.invite(host.next_id(), "10002"))
+    assert await real.recv() == p.invitation(sent["invite_id"], "10001", "party")
+    assert await impostor.silent()  # the room id and the inviter are not leaked to it
+    no = await impostor.request(p.invite_reply(impostor.next_id(), sent["invite_id"], False))
+    assert is_error(no, ErrorCode.AV_ERR_REFUSE_FAILED, "hello alone does not")
+    ok = await real.request(p.invite_reply(real.next_id(), sent["invite_id"], False))  # still pending
+    assert ok["type"] == "invite_reply_ok"

@@ -326,7 +326,8 @@ async def test_switch_2002_leaves_the_old_room(tmp_path: Path) -> None:
 
 async def test_invitation_flow_and_errors(srv: Running) -> None:
     host = await srv.member("10001", room_id="party")
-    guest = await srv.client("10002")
+    guest = await srv.member("10002", room_id="lobby")  # an entry proves the openid: invitations reach it
+    assert (await guest.request(p.exit_(guest.next_id())))["type"] == "exited"
     assert is_error(await host.request(p.invite(host.next_id(), "10009")), ErrorCode.AV_ERR_INVITET_FAILED,
                     "not connected")
     assert is_error(await guest.request(p.invite(guest.next_id(), "10001")), ErrorCode.AV_ERR_SERVER_ID_NOT_IN_ROOM)

@@ -359,7 +359,10 @@ def test_server_mute_survives_a_dropped_connection_and_a_resume_but_not_an_exit(
 def test_invitations_reach_every_connection_of_the_openid_and_expire() -> None:
     rig = Rig()
     host = rig.member("10001", "party")
-    guests = [rig.hello("10002"), rig.hello("10002")]
+    guests = [rig.member("10002", "lobby")]  # an entry proves the openid; hello alone does not
+    rig.ask(guests[0], p.exit_)
+    guests.append(rig.member("10002", "lobby"))
+    rig.hello("10002")  # unproven: gets nothing
     assert is_error(reply(rig.ask(host, p.invite, "10009"), host), ErrorCode.AV_ERR_INVITET_FAILED, "not connected")
     out = rig.ask(host, p.invite, "10002")
     invite_id = reply(out, host)["invite_id"]
@@ -434,8 +437,8 @@ def test_a_closed_socket_leaves_the_room_and_stops_its_invitations() -> None:
     rig = Rig()
     a = rig.member("10001")
     b = rig.member("10002")
-    rig.hello("10003")
-    rig.ask(a, p.invite, "10003")
+    rig.member("10003", "other")
+    assert reply(rig.ask(a, p.invite, "10003"), a)["type"] == "invite_sent"
     out = rig.core.disconnected(a, rig.now)
     assert [(m["event"], open_ids(m)) for m in sent(out, b)] == [("exit", ["10001"])]
     assert rig.core.registry.invitation_count == 0

@@ -209,7 +209,9 @@ class SignallingCore:
         self.registry = RoomRegistry(settings.max_rooms, settings.max_members_per_room)
         self.media = media
         self._peers: dict[ConnId, Peer] = {}
-        self._clients: dict[tuple[str, str], set[ConnId]] = defaultdict(set)  # (app, openid) after hello
+        # (app, openid) -> the connections that proved that openid (an entry with an AuthBuffer or a
+        # resume token; a bare hello proves nothing): where its invitations go.
+        self._clients: dict[tuple[str, str], set[ConnId]] = defaultdict(set)
         # (app, openid, room) -> when the server removed it (kick, dissolve): older resume tokens
         # must not bring a removed member straight back (in memory: a restart forgets it).
         self._evicted: dict[tuple[str, str, str], float] = {}
@@ -397,7 +399,6 @@ class SignallingCore:
     def _hello(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         app = self._proven_app(proof)
         peer.app_id, peer.open_id = app.app_id, msg["open_id"]
-        self._clients[(app.app_id, msg["open_id"])].add(peer.id)
         self._send(peer.id, proto.hello_ok(msg["id"], __version__, self.settings.heartbeat_interval,
                                            self.settings.member_timeout, proto.grant(msg["abilities"])))
 
@@ -409,6 +410,7 @@ class SignallingCore:
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         peer.member = entered.member
         peer.has_entered = True
+        self._clients[(app_id, open_id)].add(peer.id)  # the openid is proven: invitations reach it
         self._send(peer.id, self._room_reply(proto.entered, msg["id"], app, entered.member, now))
         log.info("entered", extra=fields(app_id=app_id, room_id=msg["room_id"], open_id=open_id, conn=peer.id,
                                          tinyid=entered.member.tinyid, resumed="resume_token" in msg))
@@ -457,6 +459,10 @@ class SignallingCore:
 
     def _invite_reply(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         app_id, open_id = self._identity(peer)
+        if not peer.has_entered:  # a bare hello proves nothing: no invitation is addressed to it
+            code = ErrorCode.AV_ERR_ACCEPTT_FAILED if msg["accept"] else ErrorCode.AV_ERR_REFUSE_FAILED
+            raise GmeError(code, "answer invitations after entering a room once on this connection "
+                                 "(an AuthBuffer proves the openid; hello alone does not)")
         invitation = self.registry.reply_invitation(app_id, open_id, msg["invite_id"], msg["accept"], now.wall)
         self._send(peer.id, proto.invite_reply_ok(msg["id"], invitation.invite_id,
                                                   invitation.room_id if msg["accept"] else None))
