@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -362,3 +363,57 @@ async def test_invitations_reach_only_connections_that_proved_the_openid(srv: Ru
     assert is_error(no, ErrorCode.AV_ERR_REFUSE_FAILED, "hello alone does not")
     ok = await real.request(p.invite_reply(real.next_id(), sent["invite_id"], False))  # still pending
     assert ok["type"] == "invite_reply_ok"
+
+
+# --- issue 9 item 6: connection caps and the header deadline --------------------------------------
+
+
+async def _is_refused(srv: Running) -> bool:
+    try:
+        async with srv.session.get(srv.url + "/healthz") as r:
+            return r.status != 200
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+        return True
+
+
+@pytest.mark.parametrize("cap", ["max_connections", "max_connections_per_address"])
+async def test_connections_over_a_cap_are_closed_at_once_counted_and_logged(
+    tmp_path: Path, cap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_server(tmp_path / "data", **{cap: 3}) as srv:
+        clients = [await srv.client(str(10001 + i)) for i in range(3)]
+        with caplog.at_level("WARNING", logger="opengme.server"):
+            assert await _is_refused(srv)
+        assert srv.server.metrics.value("opengme_connections_refused_total", reason=cap) >= 1
+        assert any(getattr(r, "fields", {}).get("reason") == cap for r in caplog.records)
+        assert (await clients[0].ping())["type"] == "pong"  # those admitted are untouched
+        await clients[0].ws.close()
+        gate = srv.server.gate
+        for _ in range(100):  # the server notices the close
+            if gate.total < 3:
+                break
+            await asyncio.sleep(0.02)
+        assert not await _is_refused(srv)
+
+
+async def test_headers_trickled_byte_by_byte_do_not_extend_the_header_deadline(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", http_header_timeout=0.3) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+        with contextlib.suppress(ConnectionError):
+            for byte in request:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                if reader.at_eof() or writer.is_closing():
+                    break
+                try:
+                    assert await asyncio.wait_for(reader.read(1), 0.05) == b""
+                    break  # closed by the server
+                except TimeoutError:
+                    pass
+        assert time.monotonic() - started < 2.0  # 0.3 s, or at most two periods
+        writer.close()
+        assert srv.server.metrics.value("opengme_connections_refused_total", reason="http_header_timeout") == 1
+        assert not await _is_refused(srv)  # a prompt request is served
