@@ -417,3 +417,52 @@ async def test_headers_trickled_byte_by_byte_do_not_extend_the_header_deadline(t
         writer.close()
         assert srv.server.metrics.value("opengme_connections_refused_total", reason="http_header_timeout") == 1
         assert not await _is_refused(srv)  # a prompt request is served
+
+
+# --- from issue 8: what the log and a removed member are told -------------------------------------
+
+
+def _log_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if r.getMessage() == message]  # type: ignore[attr-defined]
+
+
+async def test_refused_entries_and_departures_are_logged_once_with_their_reason(
+    srv: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="opengme.signalling")
+    client = await srv.client("10001")
+    garbage = b"not an AuthBuffer at all"
+    assert is_error(await client.enter("r1", auth=garbage), ErrorCode.AV_ERR_AUTH_FIALD)
+    (refused,) = _log_lines(caplog, "entry refused")
+    assert refused["code"] == ErrorCode.AV_ERR_AUTH_FIALD and refused["open_id"] == "10001"
+    assert refused["address"] == "127.0.0.1" and refused["app_id"] == srv.app.app_id
+    assert not any(p.encode_auth_buffer(garbage) in str(v) or srv.app.key in str(v)
+                   for r in caplog.records for v in getattr(r, "fields", {}).values())
+    await client.enter("r1")
+    await client.request(p.exit_(client.next_id()))
+    await client.enter("r1")
+    second = await srv.client("10001")
+    await second.enter("r1")  # takes over
+    assert (await client.recv())["type"] == "disconnect"
+    status, _ = await admin(srv, "POST", "/v1/admin/rooms/r1/kick", {"open_ids": ["10001"]})
+    assert status == 200
+    third = await srv.member("10003")
+    await third.ws.close()
+    for _ in range(100):
+        if len(_log_lines(caplog, "left")) >= 4:
+            break
+        await asyncio.sleep(0.02)
+    assert [line["reason"] for line in _log_lines(caplog, "left")] == ["exit", "takeover", "kick", "connection closed"]
+
+
+async def test_a_kicked_member_and_a_replaced_one_are_told_what_happened(srv: Running) -> None:
+    first = await srv.member("10001")
+    await (await srv.client("10001")).enter("r1")
+    taken = await first.recv()
+    assert taken["code"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION and "same openid entered elsewhere" in taken["reason"]
+    member = await srv.member("10002")
+    await admin(srv, "POST", "/v1/admin/rooms/r1/kick", {"open_ids": ["10002"], "reason": "cheating"})
+    while (kicked := await member.recv())["type"] != "disconnect":
+        pass
+    assert kicked["code"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
+    assert kicked["reason"] == "removed from the room by the server (kick): cheating"

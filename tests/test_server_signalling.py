@@ -12,6 +12,7 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
+from opengme.core.signalling import TAKEN_OVER
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol import signalling as p
@@ -116,8 +117,7 @@ async def test_same_openid_takes_over(srv: Running) -> None:
     second = await srv.client("10001")
     entered = await second.enter("r1")
     assert members_of(entered) == ["10002"]
-    assert await first.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION,
-                                              "another client entered with the same openid")
+    assert await first.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
     await first.expect_closed()
     assert [(m["event"], members_of(m)) for m in (await other.recv(), await other.recv())] == \
         [("exit", ["10001"]), ("enter", ["10001"])]

@@ -292,7 +292,7 @@ def test_a_switch_whose_member_was_kicked_meanwhile_goes_nowhere() -> None:
     message = p.switch(7, "r2", rig.auth(conn, "r2"))
     proof = prove(rig.core.begin(conn, message, rig.now), rig.apps)  # type: ignore[arg-type]
     out = rig.core.kick(APP_ID, "r1", "10001", "bye", rig.now)
-    assert sent(out, conn) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "bye")]
+    assert sent(out, conn) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: bye")]
     assert rig.core.receive(conn, message, rig.now, proof).actions == []  # closing: nothing more to say
     assert rig.core.registry.member_count == 0
 
@@ -416,7 +416,7 @@ def test_kick_and_dissolve_void_older_resume_tokens_only() -> None:
     token = reply(rig.enter(kicked), kicked)["resume_token"]
     watcher = rig.member("10002")
     out = rig.core.kick(APP_ID, "r1", "10001", "cheating", rig.now)
-    assert sent(out, kicked) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "cheating")]
+    assert sent(out, kicked) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: cheating")]
     assert [m["event"] for m in sent(out, watcher)] == ["exit"] and [e.kind for e in out.events] == ["leave"]
     back = rig.hello("10001")
     assert is_error(reply(rig.enter(back, auth=b"", token=token), back), ErrorCode.AV_ERR_AUTH_FIALD, REMOVED)

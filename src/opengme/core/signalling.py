@@ -53,9 +53,9 @@ log = logging.getLogger("opengme.signalling")
 Json = dict[str, Any]
 
 CLOSE_GOING_AWAY = 1001  # WebSocket close code of a server shutdown: SDKs resume, as after a network drop
-KICKED = "kicked by the server"
-TAKEN_OVER = "another client entered with the same openid"
-DISSOLVED = "the room was dissolved"
+KICKED = "removed from the room by the server (kick)"
+TAKEN_OVER = "the same openid entered elsewhere (this connection was replaced by the newer one)"
+DISSOLVED = "removed from the room by the server (the room was dissolved)"
 REMOVED = "the server removed this member from the room after the resume token was issued"
 RATE_LIMITED = "rate limit"  # the start of every rate-limit refusal (10005)
 STRIKES_RATE, STRIKES_BURST = 1.0, 30.0  # rate-limited requests a connection may go on sending before it is dropped
@@ -176,6 +176,19 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
         return Proof(None, GmeError(ErrorCode.AV_ERR_SERVER_FAILED, "internal server error"))
 
 
+def _removal(what: str, reason: str) -> str:
+    """The ``disconnect`` detail of a removal: GME's 10003 says "no permission", so the detail says
+    what happened, then the operator's reason when one was given."""
+    return what if reason in ("", what) else f"{what}: {reason}"
+
+
+def _log_departure(member: Member, reason: str) -> None:
+    """One info line per departure: exit, kick, dissolve, takeover, switch, heartbeat lost, connection
+    closed, rate limit, server stopping."""
+    log.info("left", extra=fields(app_id=member.app_id, room_id=member.room_id, open_id=member.open_id,
+                                  tinyid=member.tinyid, conn=member.conn, reason=reason))
+
+
 # --- the core --------------------------------------------------------------------------------------
 
 
@@ -278,6 +291,10 @@ class SignallingCore:
             self._precheck(peer, kind)
             self._handlers[kind](peer, message, now, proof)
         except GmeError as exc:
+            if kind in _ENTRIES:  # once per refused entry; never the AuthBuffer, token or key
+                log.info("entry refused", extra=fields(code=int(exc.code), detail=exc.detail, app_id=peer.app_id,
+                                                       open_id=peer.open_id, room_id=message["room_id"],
+                                                       address=peer.address, conn=peer.id))
             self._reply_error(peer.id, message["id"], exc.code, exc.detail or describe(exc.code))
         except Exception:
             log.exception("signalling handler failed", extra=fields(type=kind, app_id=peer.app_id))
@@ -312,7 +329,7 @@ class SignallingCore:
                 if not peers:
                     del self._clients[(peer.app_id, peer.open_id)]
         if peer.member is not None:
-            self.registry.leave(peer.member, now.wall, voluntary=False)
+            self._leave(peer.member, now, "connection closed", voluntary=False)
             peer.member = None
         return self._take()
 
@@ -335,7 +352,7 @@ class SignallingCore:
                 continue
             member = self._current(peer)
             if member is not None:
-                self.registry.leave(member, now.wall, voluntary=False)
+                self._leave(member, now, "heartbeat lost", voluntary=False)
                 self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s (heartbeat lost)")
             else:
                 self._drop(peer.id, ErrorCode.AV_ERR_SERVER_TIMEOUT, f"no message for {timeout:g} s")
@@ -346,7 +363,7 @@ class SignallingCore:
         """Record everyone's departure and close every connection *without* ``disconnect`` (1001 going
         away), so that SDKs reconnect and resume once the server is back."""
         for member in self.registry.members():
-            self.registry.leave(member, now.wall, voluntary=False)
+            self._leave(member, now, "server stopping", voluntary=False)
         for peer in self._peers.values():
             peer.member = None
             self._close(peer.id, CLOSE_GOING_AWAY)
@@ -357,18 +374,18 @@ class SignallingCore:
     def kick(self, app_id: str, room_id: str, open_id: str, reason: str, now: Instant) -> Output:
         """Remove a member (``disconnect`` 10003 with ``reason``); 10009 unknown room, 10010 not in it."""
         member = self.registry.member(app_id, room_id, open_id)
-        self.registry.leave(member, now.wall, voluntary=True)
+        self._leave(member, now, "kick", voluntary=True)
         self._evict(member, now.wall)
-        self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
-        log.info("kicked", extra=fields(app_id=app_id, room_id=room_id, open_id=open_id))
+        self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, _removal(KICKED, reason))
         return self._take()
 
     def dissolve(self, app_id: str, room_id: str, reason: str, now: Instant) -> Output:
         """Remove everyone (each gets ``disconnect`` 10003); one leave event per member removed."""
         removed = self.registry.dissolve(app_id, room_id, now.wall)
         for member in removed:
+            _log_departure(member, "dissolve")
             self._evict(member, now.wall)
-            self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
+            self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, _removal(DISSOLVED, reason))
         log.info("dissolved", extra=fields(app_id=app_id, room_id=room_id, removed=len(removed)))
         return self._take()
 
@@ -407,6 +424,7 @@ class SignallingCore:
         app_id, open_id = self._identity(peer)
         entered = self.registry.enter(app_id, msg["room_id"], open_id, RoomType(msg["room_type"]), peer.id, now.wall)
         if entered.displaced is not None:
+            _log_departure(entered.displaced, "takeover")
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         peer.member = entered.member
         peer.has_entered = True
@@ -417,7 +435,7 @@ class SignallingCore:
 
     def _exit(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         member = self._member(peer)
-        self.registry.leave(member, now.wall, voluntary=True)
+        self._leave(member, now, "exit", voluntary=True)
         peer.member = None
         self._send(peer.id, proto.exited(msg["id"]))
 
@@ -428,6 +446,7 @@ class SignallingCore:
         except GmeError as exc:
             raise GmeError(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM, f"{exc.code.name} ({int(exc.code)}): {exc.detail}") from None
         result = self.registry.switch(member, msg["room_id"], peer.id, now.wall)
+        _log_departure(member, "switch")
         if result.entered is None:
             peer.member = None
             assert result.error is not None
@@ -510,11 +529,16 @@ class SignallingCore:
                     extra=fields(conn=peer.id, app_id=peer.app_id, open_id=peer.open_id, address=peer.address))
         member = self._current(peer)
         if member is not None:
-            self.registry.leave(member, now.wall, voluntary=False)
+            self._leave(member, now, "rate limit", voluntary=False)
         self._drop(peer.id, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
                    f"{RATE_LIMITED}: too many requests over the rate limit; reconnect later")
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _leave(self, member: Member, now: Instant, reason: str, *, voluntary: bool) -> None:
+        """The member leaves its room (if still current), logged with ``reason``."""
+        if self.registry.leave(member, now.wall, voluntary=voluntary):
+            _log_departure(member, reason)
 
     @staticmethod
     def _proven_app(proof: Proof | None) -> App:
