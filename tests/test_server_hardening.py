@@ -23,6 +23,7 @@ from opengme.protocol.messages import REQUESTS
 from opengme.protocol.resume import make_resume_token, resume_token_problem
 from opengme.server.admin import MAX_BODY_BYTES as ADMIN_MAX_BODY_BYTES
 from opengme.server.connection import frame_text
+from opengme.server.media import RELAY_SAMPLE
 from opengme.server.signalling import get as get_signalling
 from support.sdk_harness import ThreadServer
 from support.signal_harness import Running, SignalClient, admin, is_error, running_server
@@ -466,3 +467,33 @@ async def test_a_kicked_member_and_a_replaced_one_are_told_what_happened(srv: Ru
         pass
     assert kicked["code"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
     assert kicked["reason"] == "removed from the room by the server (kick): cheating"
+
+
+async def test_metrics_have_entry_request_and_relay_histograms(srv: Running) -> None:
+    member = await srv.member("10001")
+    entered = await srv.client("10002")
+    reply = await entered.enter("r1")
+    await entered.ping()
+    udp_port = reply["media"]["udp_port"]
+
+    def sample(name: str, **labels: str) -> float:
+        return srv.server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=("127.0.0.1", udp_port))
+    try:
+        for _ in range(2 * RELAY_SAMPLE):  # garbage: dropped as malformed, but timed all the same
+            transport.sendto(b"\x00" * 40)
+        for _ in range(200):
+            if sample("opengme_relay_datagram_seconds_count") >= 1:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        transport.close()
+    assert sample("opengme_entry_seconds_count") == 2
+    assert sample("opengme_signal_request_seconds_count", type="ping") == 1
+    assert sample("opengme_signal_request_seconds_count", type="hello") == 2
+    assert sample("opengme_relay_datagram_seconds_count") >= 1
+    async with srv.session.get(srv.url + "/metrics") as r:
+        text = await r.text()
+    assert 'opengme_entry_seconds_bucket{le="0.5"}' in text and "opengme_relay_datagram_seconds_sum" in text
