@@ -470,7 +470,7 @@ async def test_a_kicked_member_and_a_replaced_one_are_told_what_happened(srv: Ru
 
 
 async def test_metrics_have_entry_request_and_relay_histograms(srv: Running) -> None:
-    member = await srv.member("10001")
+    await srv.member("10001")
     entered = await srv.client("10002")
     reply = await entered.enter("r1")
     await entered.ping()
