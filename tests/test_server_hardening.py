@@ -155,7 +155,7 @@ async def _answer_then_alive(client: SignalClient, message: dict[str, Any]) -> N
 
 @pytest.mark.parametrize("kind", sorted(p.REQUEST_TYPES))
 async def test_every_field_of_every_request_survives_surrogates_and_huge_numbers(tmp_path: Path, kind: str) -> None:
-    async with running_server(tmp_path / "data", max_requests_per_second=0, max_entries_per_minute=0) as srv:
+    async with running_server(tmp_path / "data", max_request_rate=0, max_entry_rate=0) as srv:
         await _spoil_every_field(srv, kind)
 
 
@@ -315,7 +315,7 @@ def test_token_bucket_spends_refills_and_says_how_long_to_wait() -> None:
 
 
 async def test_an_invite_flood_is_10005_then_the_flooder_is_dropped(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "data", max_requests_per_second=10) as srv:
+    async with running_server(tmp_path / "data", max_request_rate=10) as srv:
         flooder = await srv.member("10001")
         bystander = await srv.member("10002")
         replies = []
@@ -336,7 +336,7 @@ async def test_an_invite_flood_is_10005_then_the_flooder_is_dropped(tmp_path: Pa
 
 
 async def test_entries_are_limited_per_connection_and_per_address(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "data", max_entries_per_minute=6, max_entries_per_minute_per_address=60) as srv:
+    async with running_server(tmp_path / "data", max_entry_rate=6, max_ip_entry_rate=60) as srv:
         client = await srv.client("10001")
         answers = [await client.enter("r1", auth=b"garbage") for _ in range(11)]
         assert all(is_error(a, ErrorCode.AV_ERR_AUTH_FIALD) for a in answers[:10])  # ENTRY_BURST
@@ -360,10 +360,8 @@ async def test_invitations_reach_only_connections_that_proved_the_openid(srv: Ru
     sent = await host.request(p.invite(host.next_id(), "10002"))
     assert await real.recv() == p.invitation(sent["invite_id"], "10001", "party")
     assert await impostor.silent()  # the room id and the inviter are not leaked to it
-    no = await impostor.request(p.invite_reply(impostor.next_id(), sent["invite_id"], False))
-    assert is_error(no, ErrorCode.AV_ERR_REFUSE_FAILED, "hello alone does not")
-    ok = await real.request(p.invite_reply(real.next_id(), sent["invite_id"], False))  # still pending
-    assert ok["type"] == "invite_reply_ok"
+    # (answering needs the invite_id, 64 random bits that only the proven connections were given: an
+    # SDK that left its room answers on a fresh connection, before it enters the inviter's room)
 
 
 # --- issue 9 item 6: connection caps and the header deadline --------------------------------------
@@ -377,7 +375,7 @@ async def _is_refused(srv: Running) -> bool:
         return True
 
 
-@pytest.mark.parametrize("cap", ["max_connections", "max_connections_per_address"])
+@pytest.mark.parametrize("cap", ["max_connections", "max_ip_connections"])
 async def test_connections_over_a_cap_are_closed_at_once_counted_and_logged(
     tmp_path: Path, cap: str, caplog: pytest.LogCaptureFixture
 ) -> None:

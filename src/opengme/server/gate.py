@@ -3,7 +3,7 @@
 aiohttp reads headers for as long as a client cares to send them, and accepts every connection
 until the process runs out of file descriptors. The gate wraps each connection's protocol:
 
-- at most ``max_connections`` open connections in total and ``max_connections_per_address`` from
+- at most ``max_connections`` open connections in total and ``max_ip_connections`` from
   one IP address (0 = no cap); one over a cap is closed at once, counted in
   ``opengme_connections_refused_total{reason}`` and logged (at most once per ``LOG_EVERY`` seconds
   per reason, with how many were refused meanwhile);
@@ -55,8 +55,8 @@ class Gate:
         if s.max_connections and self.total >= s.max_connections:
             self.refused("max_connections", address)
             return False
-        if s.max_connections_per_address and address and self.by_address[address] >= s.max_connections_per_address:
-            self.refused("max_connections_per_address", address)
+        if s.max_ip_connections and address and self.by_address[address] >= s.max_ip_connections:
+            self.refused("max_ip_connections", address)
             return False
         self.total += 1
         if address:
