@@ -340,7 +340,7 @@ async def test_entries_are_limited_per_connection_and_per_address(tmp_path: Path
         client = await srv.client("10001")
         answers = [await client.enter("r1", auth=b"garbage") for _ in range(11)]
         assert all(is_error(a, ErrorCode.AV_ERR_AUTH_FIALD) for a in answers[:10])  # ENTRY_BURST
-        assert is_error(answers[10], ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "per minute on a connection")
+        assert is_error(answers[10], ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "per minute per client")
         assert (await client.ping())["type"] == "pong"  # the connection stays
         # the address had 11 tokens of 10 s worth (10); others from it are refused until it refills
         other = await srv.client("10002")
@@ -495,3 +495,16 @@ async def test_metrics_have_entry_request_and_relay_histograms(srv: Running) -> 
     async with srv.session.get(srv.url + "/metrics") as r:
         text = await r.text()
     assert 'opengme_entry_seconds_bucket{le="0.5"}' in text and "opengme_relay_datagram_seconds_sum" in text
+
+
+async def test_reconnecting_does_not_refill_a_members_buckets(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", max_request_rate=5) as srv:
+        flooder = await srv.member("10001")
+        for _ in range(10):  # the burst: 2 s worth
+            assert is_error(await flooder.request(p.invite(flooder.next_id(), "10003")), ErrorCode.AV_ERR_INVITET_FAILED)
+        await flooder.ws.close()
+        again = await srv.member("10001")  # the same proven openid on a new connection
+        refused = await again.request(p.invite(again.next_id(), "10003"))
+        assert is_error(refused, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "rate limit")
+        other = await srv.member("10002")  # another player is not affected
+        assert is_error(await other.request(p.invite(other.next_id(), "10003")), ErrorCode.AV_ERR_INVITET_FAILED)

@@ -55,10 +55,12 @@ class BucketTable:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def bucket(self, key: Hashable, now: float) -> TokenBucket:
+    def bucket(self, key: Hashable, now: float, rate: float | None = None, burst: float | None = None) -> TokenBucket:
+        """The key's bucket; a new one has ``rate``/``burst`` when given, else the table's."""
         found = self._buckets.get(key)
         if found is None:
-            found = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+            found = self._buckets[key] = TokenBucket(self.rate if rate is None else rate,
+                                                     self.burst if burst is None else burst, now)
             if len(self._buckets) > self.capacity:
                 self._buckets.popitem(last=False)
         else:

@@ -231,6 +231,10 @@ class SignallingCore:
         self._out: list[Action] = []
         entries = settings.max_ip_entry_rate / 60
         self._address_entries = BucketTable(entries, max(1.0, 10 * entries))
+        # A proven member's buckets ((app, openid, type); strikes by (app, openid)) outlive its
+        # connection, so reconnecting does not refill them; an unproven one's are its connection's.
+        self._member_buckets = BucketTable(0.0, 1.0)
+        self._member_strikes = BucketTable(STRIKES_RATE, STRIKES_BURST)
         self._handlers: dict[str, Handler] = {
             "hello": self._hello,
             "enter": self._enter,
@@ -488,8 +492,9 @@ class SignallingCore:
     # --- rate limits ------------------------------------------------------------------------------
 
     def _rate_limit(self, peer: Peer, kind: str, mono: float) -> GmeError | None:
-        """The 10005 refusal when ``kind`` is over its rate on this connection (or, for an entry, from
-        this address), else None and a token is spent. Token buckets, O(1): every request type has
+        """The 10005 refusal when ``kind`` is over its rate for this client (its connection, or once it
+        proved its openid by an entry, that openid; for an entry also its address), else None and a
+        token is spent. Token buckets, O(1): every request type has
         ``max_request_rate`` (burst: 2 s worth); entries have ``max_entry_rate`` per
         connection (burst: 10 s worth, at least ENTRY_BURST) and ``max_ip_entry_rate`` from one address."""
         s = self.settings
@@ -497,14 +502,17 @@ class SignallingCore:
         rate = s.max_entry_rate / 60 if entry else s.max_request_rate
         if rate <= 0:
             return None
-        bucket = peer.buckets.get(kind)
-        if bucket is None:
-            bucket = peer.buckets[kind] = TokenBucket(rate, max(ENTRY_BURST, 10 * rate) if entry else 2 * rate, mono)
+        burst = max(ENTRY_BURST, 10 * rate) if entry else 2 * rate
+        if peer.has_entered:
+            bucket = self._member_buckets.bucket((peer.app_id, peer.open_id, kind), mono, rate, burst)
+        else:
+            found = peer.buckets.get(kind)
+            bucket = found if found is not None else peer.buckets.setdefault(kind, TokenBucket(rate, burst, mono))
         per = "minute" if entry else "second"
         limit = s.max_entry_rate if entry else s.max_request_rate
         if not bucket.take(mono):
             return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
-                            f"{RATE_LIMITED}: at most {limit:g} {kind} per {per} on a connection; "
+                            f"{RATE_LIMITED}: at most {limit:g} {kind} per {per} per client; "
                             f"retry in {bucket.wait(mono):.1f} s")
         if entry and peer.address and self._address_entries.rate > 0:
             shared = self._address_entries.bucket(peer.address, mono)
@@ -517,8 +525,9 @@ class SignallingCore:
     def _refuse_limited(self, peer: Peer, id: int | None, refusal: GmeError, now: Instant) -> None:
         """Answer a rate-limited request (10005, the connection stays); a connection that goes on
         sending regardless is dropped (``disconnect`` 10005), as Mumble's autoban does."""
-        assert peer.strikes is not None
-        if peer.strikes.take(now.mono):
+        strikes = self._member_strikes.bucket((peer.app_id, peer.open_id), now.mono) if peer.has_entered else peer.strikes
+        assert strikes is not None
+        if strikes.take(now.mono):
             self._reply_error(peer.id, id, refusal.code, refusal.detail)
             return
         log.warning("dropping a client that ignores rate limits",
