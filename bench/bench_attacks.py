@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,25 +180,26 @@ def attacker_session() -> aiohttp.ClientSession:
 
 
 def attack_enter(url: str, app_id: str, tinyids: list[int], seconds: float) -> None:
-    async def one(session: aiohttp.ClientSession, n: int, deadline: float) -> int:
+    async def one(session: aiohttp.ClientSession, n: int, deadline: float) -> Counter[int]:
         garbage = os.urandom(4096)
-        i, sent = 2, 0
+        i, codes = 2, Counter[int]()
         while time.monotonic() < deadline:  # a dropped connection is opened again
             with contextlib.suppress(Exception):
                 ws = await session.ws_connect(url + proto.SIGNAL_PATH)
                 await request(ws, proto.hello(1, app_id, str(20000 + n), "attacker"))
                 while time.monotonic() < deadline:
-                    await request(ws, proto.enter(i, ROOM, 1, garbage), timeout=5)
-                    i, sent = i + 1, sent + 1
+                    codes[(await request(ws, proto.enter(i, ROOM, 1, garbage), timeout=5)).get("code", 0)] += 1
+                    i += 1
             await asyncio.sleep(0.01)
-        return sent
+        return codes
 
     async def run() -> None:
         deadline = time.monotonic() + seconds
         async with attacker_session() as session:
-            sent = await asyncio.gather(*(one(session, n, deadline) for n in range(16)), return_exceptions=True)
-        answered = sum(n for n in sent if isinstance(n, int))
-        print(f"    enter: {answered / seconds:,.0f} garbage entries/s answered", flush=True)
+            results = await asyncio.gather(*(one(session, n, deadline) for n in range(16)), return_exceptions=True)
+        codes = sum((c for c in results if isinstance(c, Counter)), Counter[int]())
+        print(f"    enter: garbage entries answered per s, by code: "
+              f"{', '.join(f'{code}: {k / seconds:,.0f}' for code, k in sorted(codes.items()))}", flush=True)
 
     asyncio.run(run())
 
