@@ -16,6 +16,9 @@ same length, and the script prints both phases side by side:
 - ``halfopen``: 1,000 TCP connections that send half an HTTP request and stall (item 6); the
   script also reports whether ``/healthz`` and a new entry still work during the attack.
 
+The attacks come from 127.0.0.2 (``ATTACKER``), the legitimate members from 127.0.0.1; an attacker
+whose connection is dropped opens another one.
+
 Only public interfaces are used (the CLI, the signalling WebSocket, the media packet format), so the
 script measures any server version. Bounded: every phase has a time limit, traffic stays on loopback.
 
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,9 @@ except ImportError:  # measuring a version from before session ids (PYTHONPATH):
 from opengme.store import App, AppStore
 
 ROOM = "bench"
+ATTACKER = "127.0.0.2"
+"""The attacks come from another loopback address than the legitimate members (127.0.0.1), as one
+attacker on one address would: the per-address limits then apply to it alone."""
 PACKETS_PER_SECOND = 50
 _STAMP = struct.Struct(">d")
 _LISTENING = re.compile(r"OpenGME listening on (http://\S+)")
@@ -177,21 +184,31 @@ async def voice(speaker: Member, listener: Member, seconds: float) -> Phase:
 # --- attacks (each in its own process, bounded by a deadline) --------------------------------
 
 
+def attacker_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ATTACKER, 0), limit=0))
+
+
 def attack_enter(url: str, app_id: str, tinyids: list[int], seconds: float) -> None:
-    async def one(session: aiohttp.ClientSession, n: int, deadline: float) -> None:
-        ws = await session.ws_connect(url + proto.SIGNAL_PATH)
-        await request(ws, proto.hello(1, app_id, str(20000 + n), "attacker"))
+    async def one(session: aiohttp.ClientSession, n: int, deadline: float) -> Counter[int]:
         garbage = os.urandom(4096)
-        i = 2
-        while time.monotonic() < deadline:
+        i, codes = 2, Counter[int]()
+        while time.monotonic() < deadline:  # a dropped connection is opened again
             with contextlib.suppress(Exception):
-                await request(ws, proto.enter(i, ROOM, 1, garbage), timeout=5)
-            i += 1
+                ws = await session.ws_connect(url + proto.SIGNAL_PATH)
+                await request(ws, proto.hello(1, app_id, str(20000 + n), "attacker"))
+                while time.monotonic() < deadline:
+                    codes[(await request(ws, proto.enter(i, ROOM, 1, garbage), timeout=5)).get("code", 0)] += 1
+                    i += 1
+            await asyncio.sleep(0.01)
+        return codes
 
     async def run() -> None:
         deadline = time.monotonic() + seconds
-        async with aiohttp.ClientSession() as session:
-            await asyncio.gather(*(one(session, n, deadline) for n in range(16)), return_exceptions=True)
+        async with attacker_session() as session:
+            results = await asyncio.gather(*(one(session, n, deadline) for n in range(16)), return_exceptions=True)
+        codes = sum((c for c in results if isinstance(c, Counter)), Counter[int]())
+        print(f"    enter: garbage entries answered per s, by code: "
+              f"{', '.join(f'{code}: {k / seconds:,.0f}' for code, k in sorted(codes.items()))}", flush=True)
 
     asyncio.run(run())
 
@@ -215,19 +232,21 @@ def attack_forge(url: str, app_id: str, tinyids: list[int], seconds: float) -> N
 def attack_invite(url: str, app_id: str, tinyids: list[int], seconds: float) -> None:
     async def run() -> None:
         store_key = os.environ["BENCH_APP_KEY"]
-        async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(url + proto.SIGNAL_PATH)
-            await request(ws, proto.hello(1, app_id, "30001", "attacker"))
-            buffer = gen_auth_buffer(app_id, "attacker-room", "30001", store_key)
-            await request(ws, proto.enter(2, "attacker-room", 1, buffer))
+        async with attacker_session() as session:
             deadline = time.monotonic() + seconds
             i, answered = 3, 0
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline:  # a dropped connection is opened again
                 with contextlib.suppress(Exception):
-                    await request(ws, proto.invite(i, "10002"), timeout=5)
-                    answered += 1
-                i += 1
-            print(f"    invite: {answered / seconds:,.0f} invites/s answered", flush=True)
+                    ws = await session.ws_connect(url + proto.SIGNAL_PATH)
+                    await request(ws, proto.hello(1, app_id, "30001", "attacker"))
+                    buffer = gen_auth_buffer(app_id, "attacker-room", "30001", store_key)
+                    await request(ws, proto.enter(2, "attacker-room", 1, buffer))
+                    while time.monotonic() < deadline:
+                        reply = await request(ws, proto.invite(i, "10002"), timeout=5)
+                        answered += reply.get("type") == "invite_sent"
+                        i += 1
+                await asyncio.sleep(0.01)
+            print(f"    invite: {answered / seconds:,.0f} invitations/s sent", flush=True)
 
     asyncio.run(run())
 
@@ -240,15 +259,27 @@ def attack_halfopen(url: str, app_id: str, tinyids: list[int], seconds: float) -
         if time.monotonic() > deadline:
             break
         try:
-            s = socket.create_connection((parts.hostname, parts.port), timeout=2)
+            s = socket.create_connection((parts.hostname, parts.port), timeout=2, source_address=(ATTACKER, 0))
             s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
             socks.append(s)
         except OSError:
             break
-    print(f"    halfopen: {len(socks)} stalled connections open", flush=True)
     time.sleep(max(0.0, deadline - time.monotonic()))
+    alive = sum(1 for s in socks if _open(s))
+    print(f"    halfopen: {len(socks)} stalled connections made, {alive} still open at the end", flush=True)
     for s in socks:
         s.close()
+
+
+def _open(s: socket.socket) -> bool:
+    """Whether the server still holds this connection (a closed one reads as EOF or an error)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 ATTACKS = {"enter": attack_enter, "forge": attack_forge, "invite": attack_invite, "halfopen": attack_halfopen}

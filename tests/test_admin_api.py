@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from opengme.core.signalling import KICKED
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
@@ -147,7 +148,7 @@ async def test_kick(srv: Running) -> None:
         {"open_id": "10002", "code": 0},
         {"open_id": "10009", "code": ErrorCode.AV_ERR_SERVER_ENDPOINT_NOT_EXIST},
     ]
-    assert await b.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "cheating")
+    assert await b.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: cheating")
     await b.expect_closed()
     assert (await a.recv())["event"] == "exit"
     status, reply = await admin(srv, "POST", "/v1/admin/rooms/nowhere/kick", {"open_ids": ["10001"]})

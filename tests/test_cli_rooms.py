@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from opengme.authbuffer import gen_auth_buffer
+from opengme.core.signalling import KICKED
 from opengme.errors import ErrorCode
 from opengme.protocol import signalling as p
 from opengme.store import App, AppStore
@@ -91,7 +92,7 @@ async def test_kick_disconnects_the_member(server: ServeProcess, app: App, join:
     victim = await join("10011", "arena")
     done = await acli(server, "kick", app.app_id, "arena", "10011", "--reason", "afk too long")
     assert done.returncode == 0 and "kicked 10011" in done.stdout, done.stderr
-    assert await victim.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "afk too long")
+    assert await victim.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: afk too long")
     again = await acli(server, "kick", app.app_id, "arena", "10011")
     assert again.returncode == 1
     assert again.stderr.strip() == (

@@ -12,7 +12,7 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
-from opengme.core.signalling import CLOSE_HEARTBEAT_LOST
+from opengme.core.signalling import CLOSE_HEARTBEAT_LOST, TAKEN_OVER
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol import signalling as p
@@ -122,8 +122,7 @@ async def test_same_openid_takes_over(srv: Running) -> None:
     second = await srv.client("10001")
     entered = await second.enter("r1")
     assert members_of(entered) == ["10002"]
-    assert await first.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION,
-                                              "another client entered with the same openid")
+    assert await first.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
     await first.expect_closed()
     assert [(m["event"], members_of(m)) for m in (await other.recv(), await other.recv())] == \
         [("exit", ["10001"]), ("enter", ["10001"])]
@@ -345,7 +344,8 @@ async def test_switch_2002_leaves_the_old_room(tmp_path: Path) -> None:
 @pytest.mark.public_surface
 async def test_invitation_flow_and_errors(srv: Running) -> None:
     host = await srv.member("10001", room_id="party")
-    guest = await srv.client("10002")
+    guest = await srv.member("10002", room_id="lobby")  # an entry proves the openid: invitations reach it
+    assert (await guest.request(p.exit_(guest.next_id())))["type"] == "exited"
     assert is_error(await host.request(p.invite(host.next_id(), "10009")), ErrorCode.AV_ERR_INVITET_FAILED,
                     "not connected")
     assert is_error(await guest.request(p.invite(guest.next_id(), "10001")), ErrorCode.AV_ERR_SERVER_ID_NOT_IN_ROOM)

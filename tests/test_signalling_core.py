@@ -293,7 +293,7 @@ def test_a_switch_whose_member_was_kicked_meanwhile_goes_nowhere() -> None:
     message = p.switch(7, "r2", rig.auth(conn, "r2"))
     proof = prove(rig.core.begin(conn, message, rig.now), rig.apps)  # type: ignore[arg-type]
     out = rig.core.kick(APP_ID, "r1", "10001", "bye", rig.now)
-    assert sent(out, conn) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "bye")]
+    assert sent(out, conn) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: bye")]
     assert rig.core.receive(conn, message, rig.now, proof).actions == []  # closing: nothing more to say
     assert rig.core.registry.member_count == 0
 
@@ -360,7 +360,10 @@ def test_server_mute_survives_a_dropped_connection_and_a_resume_but_not_an_exit(
 def test_invitations_reach_every_connection_of_the_openid_and_expire() -> None:
     rig = Rig()
     host = rig.member("10001", "party")
-    guests = [rig.hello("10002"), rig.hello("10002")]
+    guests = [rig.member("10002", "lobby")]  # an entry proves the openid; hello alone does not
+    rig.ask(guests[0], p.exit_)
+    guests.append(rig.member("10002", "lobby"))
+    rig.hello("10002")  # unproven: gets nothing
     assert is_error(reply(rig.ask(host, p.invite, "10009"), host), ErrorCode.AV_ERR_INVITET_FAILED, "not connected")
     out = rig.ask(host, p.invite, "10002")
     invite_id = reply(out, host)["invite_id"]
@@ -414,7 +417,7 @@ def test_kick_and_dissolve_void_older_resume_tokens_only() -> None:
     token = reply(rig.enter(kicked), kicked)["resume_token"]
     watcher = rig.member("10002")
     out = rig.core.kick(APP_ID, "r1", "10001", "cheating", rig.now)
-    assert sent(out, kicked) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "cheating")]
+    assert sent(out, kicked) == [p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: cheating")]
     assert [m["event"] for m in sent(out, watcher)] == ["exit"] and [e.kind for e in out.events] == ["leave"]
     back = rig.hello("10001")
     assert is_error(reply(rig.enter(back, auth=b"", token=token), back), ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
@@ -436,8 +439,8 @@ def test_a_closed_socket_leaves_the_room_and_stops_its_invitations() -> None:
     rig = Rig()
     a = rig.member("10001")
     b = rig.member("10002")
-    rig.hello("10003")
-    rig.ask(a, p.invite, "10003")
+    rig.member("10003", "other")
+    assert reply(rig.ask(a, p.invite, "10003"), a)["type"] == "invite_sent"
     out = rig.core.disconnected(a, rig.now)
     assert [(m["event"], open_ids(m)) for m in sent(out, b)] == [("exit", ["10001"])]
     assert rig.core.registry.invitation_count == 0

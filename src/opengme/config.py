@@ -61,6 +61,18 @@ class Settings:
     max_rooms: int = 0  # 0 = no limit
     max_members_per_room: int = 0  # 0 = no limit
     max_message_bytes: int = 65536
+    # HTTP: a request's headers must arrive within http_header_timeout of the connection opening (or
+    # of the previous check, while no request is in progress), an admin body within http_body_timeout.
+    # Connection caps in total and per IP address (0 = none).
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 10.0
+    max_connections: int = 4096
+    max_ip_connections: int = 64
+    # Signalling rate limits (token buckets; 0 = none): requests per second per connection and type
+    # (bursts of 2 s worth); entries (enter, switch) per minute per connection and per IP address.
+    max_request_rate: float = 20.0
+    max_entry_rate: int = 30
+    max_ip_entry_rate: int = 600
     # Admin API: how far a signed request's timestamp may be from the server's clock.
     admin_max_skew: float = 300.0
     # Voice messages (PTT): upload limits, retention, signed download links.

@@ -26,7 +26,7 @@ RECV_TIMEOUT = 3.0
 async def start_on_loopback(server: Server, **runner_options: Any) -> web.AppRunner:
     """Serve a built server as ``serve`` does (base URL, start hooks) on a free 127.0.0.1 port;
     ``runner_options`` go to aiohttp's AppRunner."""
-    runner = web.AppRunner(server.web_app, handle_signals=False, access_log=None, **runner_options)
+    runner = server.runner(handle_signals=False, access_log=None, **runner_options)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

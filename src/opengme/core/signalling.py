@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opengme import __version__
 from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
+from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
 from opengme.events import RoomType
@@ -55,10 +56,14 @@ CLOSE_GOING_AWAY = 1001  # WebSocket close code of a server shutdown: SDKs resum
 # Heartbeat loss: a private-use WebSocket close code and no `disconnect`, so that the SDK resumes (GME
 # drops the connection after 90 s and its client keeps reconnecting; the room is lost only on giving up).
 CLOSE_HEARTBEAT_LOST = 4000
-KICKED = "kicked by the server"
-TAKEN_OVER = "another client entered with the same openid"
-DISSOLVED = "the room was dissolved"
+KICKED = "removed from the room by the server (kick)"
+TAKEN_OVER = "the same openid entered elsewhere (this connection was replaced by the newer one)"
+DISSOLVED = "removed from the room by the server (the room was dissolved)"
 REMOVED = "the server removed this member from the room after the resume token was issued"
+RATE_LIMITED = "rate limit"  # the start of every rate-limit refusal (10005)
+STRIKES_RATE, STRIKES_BURST = 1.0, 30.0  # rate-limited requests a connection may go on sending before it is dropped
+_ENTRIES = frozenset({"enter", "switch"})
+ENTRY_BURST = 10.0  # entries a connection may make back to back (a game retrying its AuthBuffer, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +155,7 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
     removed the member since is checked when the entry is decided, on the loop."""
     c = credentials
     try:
-        app = app_of(c.app_id)
+        app = app_of(c.app_id) if c.app_id.isascii() else None  # AppIDs are digits; never look up junk
         if app is None:
             return Proof(None, GmeError(ErrorCode.AV_ERR_AUTH_FIALD, f"unknown AppID {c.app_id}"))
         reason = open_id_problem(c.open_id, app.string_openid)
@@ -175,6 +180,19 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
         return Proof(None, GmeError(ErrorCode.AV_ERR_SERVER_FAILED, "internal server error"))
 
 
+def _removal(what: str, reason: str) -> str:
+    """The ``disconnect`` detail of a removal: GME's 10003 says "no permission", so the detail says
+    what happened, then the operator's reason when one was given."""
+    return what if reason in ("", what) else f"{what}: {reason}"
+
+
+def _log_departure(member: Member, reason: str) -> None:
+    """One info line per departure: exit, kick, dissolve, takeover, switch, heartbeat lost, connection
+    closed, rate limit, server stopping."""
+    log.info("left", extra=fields(app_id=member.app_id, room_id=member.room_id, open_id=member.open_id,
+                                  tinyid=member.tinyid, conn=member.conn, reason=reason))
+
+
 # --- the core --------------------------------------------------------------------------------------
 
 
@@ -190,6 +208,10 @@ class Peer:
     member: Member | None = None  # while in a room (unless taken over: see SignallingCore._current)
     has_entered: bool = False  # binary frames (media) are refused before the first room entry
     closing: bool = False  # the core closed it: further input from it is ignored
+    address: str = ""  # the peer's IP address, for the per-address limits ("" when unknown)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)  # rate limits by request type
+    strikes: TokenBucket | None = None  # rate-limited requests it may still send before it is dropped
+    refusal: GmeError | None = None  # begin's rate-limit verdict on the request receive is to decide
 
 
 Handler = Callable[[Peer, Json, Instant, Proof | None], None]
@@ -204,11 +226,19 @@ class SignallingCore:
         self.registry = RoomRegistry(settings.max_rooms, settings.max_members_per_room)
         self.media = media
         self._peers: dict[ConnId, Peer] = {}
-        self._clients: dict[tuple[str, str], set[ConnId]] = defaultdict(set)  # (app, openid) after hello
+        # (app, openid) -> the connections that proved that openid (an entry with an AuthBuffer or a
+        # resume token; a bare hello proves nothing): where its invitations go.
+        self._clients: dict[tuple[str, str], set[ConnId]] = defaultdict(set)
         # (app, openid, room) -> when the server removed it (kick, dissolve): older resume tokens
         # must not bring a removed member straight back (in memory: a restart forgets it).
         self._evicted: dict[tuple[str, str, str], float] = {}
         self._out: list[Action] = []
+        entries = settings.max_ip_entry_rate / 60
+        self._address_entries = BucketTable(entries, max(1.0, 10 * entries))
+        # A proven member's buckets ((app, openid, type); strikes by (app, openid)) outlive its
+        # connection, so reconnecting does not refill them; an unproven one's are its connection's.
+        self._member_buckets = BucketTable(0.0, 1.0)
+        self._member_strikes = BucketTable(STRIKES_RATE, STRIKES_BURST)
         self._handlers: dict[str, Handler] = {
             "hello": self._hello,
             "enter": self._enter,
@@ -223,8 +253,10 @@ class SignallingCore:
 
     # --- inputs from connections ------------------------------------------------------------------
 
-    def connected(self, conn: ConnId, now: Instant) -> None:
-        self._peers[conn] = Peer(conn, now.mono, now.mono)
+    def connected(self, conn: ConnId, now: Instant, address: str = "") -> None:
+        """A new connection from IP ``address`` (the per-address entry limit counts by it)."""
+        self._peers[conn] = Peer(conn, now.mono, now.mono, address=address,
+                                 strikes=TokenBucket(STRIKES_RATE, STRIKES_BURST, now.mono))
 
     def carries_media(self, conn: ConnId) -> bool:
         """Whether this connection's binary frames are media datagrams (after its first room entry)."""
@@ -239,7 +271,8 @@ class SignallingCore:
             return None
         peer.last_seen = now.mono
         kind = message["type"]
-        if kind not in _PROVEN:
+        peer.refusal = self._rate_limit(peer, kind, now.mono)
+        if kind not in _PROVEN or peer.refusal is not None:
             return None
         try:
             self._precheck(peer, kind)
@@ -258,10 +291,18 @@ class SignallingCore:
             return Output()
         peer.last_seen = now.mono
         kind = message["type"]
+        if peer.refusal is not None:
+            refusal, peer.refusal = peer.refusal, None
+            self._refuse_limited(peer, message["id"], refusal, now)
+            return self._take()
         try:
             self._precheck(peer, kind)
             self._handlers[kind](peer, message, now, proof)
         except GmeError as exc:
+            if kind in _ENTRIES:  # once per refused entry; never the AuthBuffer, token or key
+                log.info("entry refused", extra=fields(code=int(exc.code), detail=exc.detail, app_id=peer.app_id,
+                                                       open_id=peer.open_id, room_id=message["room_id"],
+                                                       address=peer.address, conn=peer.id))
             self._reply_error(peer.id, message["id"], exc.code, exc.detail or describe(exc.code))
         except Exception:
             log.exception("signalling handler failed", extra=fields(type=kind, app_id=peer.app_id))
@@ -274,6 +315,10 @@ class SignallingCore:
         if peer is None or peer.closing:
             return Output()
         peer.last_seen = now.mono
+        limited = self._rate_limit(peer, "invalid", now.mono)
+        if limited is not None:
+            self._refuse_limited(peer, error.id, limited, now)
+            return self._take()
         self._reply_error(conn, error.id, error.code, error.message)
         if error.close_code is not None:
             self._close(conn, error.close_code)
@@ -292,7 +337,7 @@ class SignallingCore:
                 if not peers:
                     del self._clients[(peer.app_id, peer.open_id)]
         if peer.member is not None:
-            self.registry.leave(peer.member, now.wall, voluntary=False)
+            self._leave(peer.member, now, "connection closed", voluntary=False)
             peer.member = None
         return self._take()
 
@@ -317,7 +362,7 @@ class SignallingCore:
                 continue
             member = self._current(peer)
             if member is not None:
-                self.registry.leave(member, now.wall, voluntary=False)
+                self._leave(member, now, "heartbeat lost", voluntary=False)
                 peer.member = None
                 self._close(peer.id, CLOSE_HEARTBEAT_LOST)
             else:
@@ -329,7 +374,7 @@ class SignallingCore:
         """Record everyone's departure and close every connection *without* ``disconnect`` (1001 going
         away), so that SDKs reconnect and resume once the server is back."""
         for member in self.registry.members():
-            self.registry.leave(member, now.wall, voluntary=False)
+            self._leave(member, now, "server stopping", voluntary=False)
         for peer in self._peers.values():
             peer.member = None
             self._close(peer.id, CLOSE_GOING_AWAY)
@@ -340,18 +385,18 @@ class SignallingCore:
     def kick(self, app_id: str, room_id: str, open_id: str, reason: str, now: Instant) -> Output:
         """Remove a member (``disconnect`` 10003 with ``reason``); 10009 unknown room, 10010 not in it."""
         member = self.registry.member(app_id, room_id, open_id)
-        self.registry.leave(member, now.wall, voluntary=True)
+        self._leave(member, now, "kick", voluntary=True)
         self._evict(member, now.wall)
-        self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
-        log.info("kicked", extra=fields(app_id=app_id, room_id=room_id, open_id=open_id))
+        self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, _removal(KICKED, reason))
         return self._take()
 
     def dissolve(self, app_id: str, room_id: str, reason: str, now: Instant) -> Output:
         """Remove everyone (each gets ``disconnect`` 10003); one leave event per member removed."""
         removed = self.registry.dissolve(app_id, room_id, now.wall)
         for member in removed:
+            _log_departure(member, "dissolve")
             self._evict(member, now.wall)
-            self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, reason)
+            self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, _removal(DISSOLVED, reason))
         log.info("dissolved", extra=fields(app_id=app_id, room_id=room_id, removed=len(removed)))
         return self._take()
 
@@ -382,7 +427,6 @@ class SignallingCore:
     def _hello(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         app = self._proven_app(proof)
         peer.app_id, peer.open_id = app.app_id, msg["open_id"]
-        self._clients[(app.app_id, msg["open_id"])].add(peer.id)
         self._send(peer.id, proto.hello_ok(msg["id"], __version__, self.settings.heartbeat_interval,
                                            self.settings.member_timeout, proto.grant(msg["abilities"])))
 
@@ -391,16 +435,18 @@ class SignallingCore:
         app_id, open_id = self._identity(peer)
         entered = self.registry.enter(app_id, msg["room_id"], open_id, RoomType(msg["room_type"]), peer.id, now.wall)
         if entered.displaced is not None:
+            _log_departure(entered.displaced, "takeover")
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         peer.member = entered.member
         peer.has_entered = True
+        self._clients[(app_id, open_id)].add(peer.id)  # the openid is proven: invitations reach it
         self._send(peer.id, self._room_reply(proto.entered, msg["id"], app, entered.member, now))
         log.info("entered", extra=fields(app_id=app_id, room_id=msg["room_id"], open_id=open_id, conn=peer.id,
                                          tinyid=entered.member.tinyid, resumed="resume_token" in msg))
 
     def _exit(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         member = self._member(peer)
-        self.registry.leave(member, now.wall, voluntary=True)
+        self._leave(member, now, "exit", voluntary=True)
         peer.member = None
         self._send(peer.id, proto.exited(msg["id"]))
 
@@ -411,6 +457,7 @@ class SignallingCore:
         except GmeError as exc:
             raise GmeError(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM, f"{exc.code.name} ({int(exc.code)}): {exc.detail}") from None
         result = self.registry.switch(member, msg["room_id"], peer.id, now.wall)
+        _log_departure(member, "switch")
         if result.entered is None:
             peer.member = None
             assert result.error is not None
@@ -449,7 +496,61 @@ class SignallingCore:
         if inviter is not None and inviter.room_id == invitation.room_id:
             self._send(inviter.conn, proto.invitation_result(invitation.invite_id, open_id, msg["accept"]))
 
+    # --- rate limits ------------------------------------------------------------------------------
+
+    def _rate_limit(self, peer: Peer, kind: str, mono: float) -> GmeError | None:
+        """The 10005 refusal when ``kind`` is over its rate for this client (its connection, or once it
+        proved its openid by an entry, that openid; for an entry also its address), else None and a
+        token is spent. Token buckets, O(1): every request type has
+        ``max_request_rate`` (burst: 2 s worth); entries have ``max_entry_rate`` per
+        connection (burst: 10 s worth, at least ENTRY_BURST) and ``max_ip_entry_rate`` from one address."""
+        s = self.settings
+        entry = kind in _ENTRIES
+        rate = s.max_entry_rate / 60 if entry else s.max_request_rate
+        if rate <= 0:
+            return None
+        burst = max(ENTRY_BURST, 10 * rate) if entry else 2 * rate
+        if peer.has_entered:
+            bucket = self._member_buckets.bucket((peer.app_id, peer.open_id, kind), mono, rate, burst)
+        else:
+            found = peer.buckets.get(kind)
+            bucket = found if found is not None else peer.buckets.setdefault(kind, TokenBucket(rate, burst, mono))
+        per = "minute" if entry else "second"
+        limit = s.max_entry_rate if entry else s.max_request_rate
+        if not bucket.take(mono):
+            return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                            f"{RATE_LIMITED}: at most {limit:g} {kind} per {per} per client; "
+                            f"retry in {bucket.wait(mono):.1f} s")
+        if entry and peer.address and self._address_entries.rate > 0:
+            shared = self._address_entries.bucket(peer.address, mono)
+            if not shared.take(mono):
+                return GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                                f"{RATE_LIMITED}: at most {s.max_ip_entry_rate} entries per "
+                                f"minute from one address; retry in {shared.wait(mono):.1f} s")
+        return None
+
+    def _refuse_limited(self, peer: Peer, id: int | None, refusal: GmeError, now: Instant) -> None:
+        """Answer a rate-limited request (10005, the connection stays); a connection that goes on
+        sending regardless is dropped (``disconnect`` 10005), as Mumble's autoban does."""
+        strikes = self._member_strikes.bucket((peer.app_id, peer.open_id), now.mono) if peer.has_entered else peer.strikes
+        assert strikes is not None
+        if strikes.take(now.mono):
+            self._reply_error(peer.id, id, refusal.code, refusal.detail)
+            return
+        log.warning("dropping a client that ignores rate limits",
+                    extra=fields(conn=peer.id, app_id=peer.app_id, open_id=peer.open_id, address=peer.address))
+        member = self._current(peer)
+        if member is not None:
+            self._leave(member, now, "rate limit", voluntary=False)
+        self._drop(peer.id, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                   f"{RATE_LIMITED}: too many requests over the rate limit; reconnect later")
+
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _leave(self, member: Member, now: Instant, reason: str, *, voluntary: bool) -> None:
+        """The member leaves its room (if still current), logged with ``reason``."""
+        if self.registry.leave(member, now.wall, voluntary=voluntary):
+            _log_departure(member, reason)
 
     @staticmethod
     def _proven_app(proof: Proof | None) -> App:

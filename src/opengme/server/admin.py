@@ -39,6 +39,9 @@ log = logging.getLogger("opengme.admin")
 
 PREFIX = "/v1/admin"
 MAX_OPEN_IDS = 100  # per kick/mute request, like GME's batch APIs
+MAX_BODY_BYTES = 65536  # an admin body is a list of at most 100 openids and a reason: a few KB
+_SIGNATURE_HEADERS = (signing.HEADER_APP_ID, signing.HEADER_TIMESTAMP, signing.HEADER_NONCE, signing.HEADER_SIGNATURE)
+_BODY: web.RequestKey[bytes] = web.RequestKey("opengme.admin.body", bytes)
 Handler = Callable[[web.Request, str], Awaitable[web.Response]]
 
 
@@ -132,9 +135,17 @@ class Admin:
         itself, and the nonce cache it updates, stay on the loop."""
 
         async def wrapper(request: web.Request) -> web.Response:
-            body = await request.read()
             claimed = request.headers.get(signing.HEADER_APP_ID)
             key = await self.server.run_blocking(self._key_of, claimed) if claimed else None
+            if key is None or not all(request.headers.get(h) for h in _SIGNATURE_HEADERS):
+                body = b""  # unsigned or unknown app: refused below without reading the body
+            else:
+                try:
+                    body = await _read_body(request, self.server.settings.http_body_timeout)
+                except GmeError as exc:
+                    return self._reply(exc.code, exc.detail,
+                                       status=408 if exc.code is ErrorCode.AV_ERR_SERVER_TIMEOUT else 413)
+            request[_BODY] = body
             try:
                 app_id = signing.verify_request(
                     request.headers, request.method, request.raw_path, body, lambda _: key, self.nonces,
@@ -223,13 +234,35 @@ def _room_id(request: web.Request) -> str:
     return room_id
 
 
+async def _read_body(request: web.Request, timeout: float) -> bytes:
+    """The body, read as it streams in: at most MAX_BODY_BYTES (10002, HTTP 413, as soon as it is
+    clear there is more) within ``timeout`` seconds (10004, HTTP 408), so a big or slow body costs
+    neither memory nor a connection for long."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"the body exceeds {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"the body exceeds {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_TIMEOUT, f"the body did not arrive within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
 async def _body(request: web.Request, required: set[str], optional: set[str]) -> dict[str, Any]:
     """A JSON object body with exactly the allowed fields (an empty body counts as ``{}``)."""
-    raw = await request.read()
+    raw = request[_BODY]
     try:
         body = json.loads(raw) if raw.strip() else {}
     except ValueError:
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "the body must be JSON") from None
+    except RecursionError:  # signed, but nested thousands deep
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "the body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "the body must be a JSON object")
     unknown, missing = set(body) - required - optional, required - set(body)
@@ -255,7 +288,19 @@ def _reason(body: dict[str, Any], default: str) -> str:
     reason = body.get("reason", default)
     if not isinstance(reason, str) or len(reason) > MAX_TEXT_CHARS:
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"reason must be a string of at most {MAX_TEXT_CHARS} characters")
+    if not _is_unicode(reason):
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT,
+                       "reason must be Unicode text: it has a lone surrogate (an unpaired \\uD800-\\uDFFF escape)")
     return reason or default
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8 (JSON's ``\\ud800`` escapes can smuggle in a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _outcome(action: Callable[[], object]) -> ErrorCode:

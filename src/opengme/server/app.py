@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 
@@ -25,6 +25,7 @@ from opengme import __version__
 from opengme.config import Settings
 from opengme.datadir import ServerLock, prepare
 from opengme.logs import fields
+from opengme.server.gate import Gate, GatedRunner
 from opengme.server.metrics import CONTENT_TYPE, Metrics
 from opengme.store import App, AppStore
 
@@ -59,6 +60,11 @@ class Server:
         self._apps = 0  # read off the event loop before each scrape (SQLite)
         self.metrics.gauge("opengme_apps", "Apps in the registry.", lambda: self._apps)
         self.on_stop.insert(0, self._stop_workers)  # first in the list: the last hook to run on stop
+        self.gate = Gate(self.settings, self.metrics)  # connection caps and the header deadline
+
+    def runner(self, **options: Any) -> web.AppRunner:
+        """The aiohttp runner to serve this server with: its connections pass ``gate``."""
+        return GatedRunner(self.web_app, self.gate, **options)
 
     def uptime(self) -> float:
         return time.time() - self.started_at
@@ -100,7 +106,7 @@ async def serve(settings: Settings, ready: Callable[[Server], None] | None = Non
                 store: AppStore | None = None) -> None:
     """Run until SIGINT/SIGTERM, then stop every part cleanly."""
     server = build_server(settings, store)
-    runner = web.AppRunner(server.web_app, handle_signals=False, access_log=None)
+    runner = server.runner(handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import Iterator
 from itertools import count
@@ -28,6 +29,21 @@ OUTBOX_LIMIT = 1024  # frames queued for one client before it is dropped as too 
 MEDIA_OUTBOX_LIMIT = 64  # media datagrams queued for one client (~0.3 s of 5 speakers) before the oldest go
 CLOSE_TIMEOUT = 1.0  # how long a closing socket waits for the client's close frame
 _connection_ids = count(1)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def frame_text(message: dict[str, Any]) -> str:
+    """The JSON text of one outbound frame, always valid UTF-8: a lone surrogate that client input
+    carried into a reply (an unknown AppID quoted in an error, say) becomes U+FFFD instead of making
+    the frame unsendable, which used to kill the connection's writer."""
+    text = proto.encode(message)
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+    return text
 
 
 class Connection:
@@ -52,7 +68,7 @@ class Connection:
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.closing:
-            self._enqueue(proto.encode(message))
+            self._enqueue(frame_text(message))
 
     def send_media(self, datagram: bytes) -> bool:
         """Queue one media datagram as a binary frame without waiting; False when it was not queued
@@ -100,6 +116,11 @@ class Connection:
                     await self._wake.wait()
         except (ConnectionError, RuntimeError):
             self.closing = True  # the peer is gone; the reader notices and cleans up
+        except Exception:  # a bug here must not leave a socket that nobody writes to nor closes
+            log.exception("connection writer failed, closing", extra=fields(conn=self.id))
+            self.closing = True
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR)
 
     async def finish(self) -> None:
         """Called once the reader is done. Frames before a queued close (a ``disconnect``, say) still

@@ -61,6 +61,8 @@ class MediaPlane(MediaSessions, Protocol):
         ...
 
 
+REQUEST_SECONDS = "opengme_signal_request_seconds"
+ENTRY_SECONDS = "opengme_entry_seconds"
 SIGNALLING: web.AppKey[Signalling] = web.AppKey("opengme.signalling")
 
 
@@ -77,6 +79,9 @@ def setup(server: Server) -> None:
     m.describe("opengme_entries_total", "counter", "Successful room entries (enter and switch).")
     m.describe("opengme_errors_total", "counter", "Error replies and disconnects sent, by GME error code.")
     m.describe("opengme_signal_messages_total", "counter", "Signalling messages received, by type.")
+    m.describe(REQUEST_SECONDS, "histogram", "Signalling requests: frame read to reply queued (the server's "
+               "share of the round trip, identity proof included), by type.", labels=("type",))
+    m.describe(ENTRY_SECONDS, "histogram", "Successful entries (enter, switch): request read to entered/switched queued.")
 
 
 def get(server: Server) -> Signalling:
@@ -153,7 +158,7 @@ class Signalling:
             return ws
         conn = Connection(ws)
         self.connections.add(conn)
-        self.core.connected(conn.id, _now())
+        self.core.connected(conn.id, _now(), request.remote or "")
         try:
             async for frame in ws:
                 if frame.type is WSMsgType.TEXT:
@@ -169,9 +174,21 @@ class Signalling:
         return ws
 
     async def _on_text(self, conn: Connection, text: str) -> None:
+        """One request, start to finish; nothing it raises may end the connection unanswered."""
         if conn.closing:
             return
+        try:
+            await self._request(conn, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("signalling request failed", extra=fields(conn=conn.id))
+            self._apply(self.core.refuse(conn.id, proto.ProtocolError(ErrorCode.AV_ERR_SERVER_FAILED,
+                                                                      "internal server error"), _now()))
+
+    async def _request(self, conn: Connection, text: str) -> None:
         now = _now()
+        received = now.mono
         try:
             message = proto.parse_client(text, self.settings.max_message_bytes)
         except proto.ProtocolError as exc:
@@ -186,7 +203,18 @@ class Signalling:
             if proof is None:
                 return  # the server is stopping
             now = _now()
-        self._apply(self.core.receive(conn.id, message, now, proof))
+        output = self.core.receive(conn.id, message, now, proof)
+        self._apply(output)
+        self._observe(message["type"], time.monotonic() - received, output)
+
+    def _observe(self, kind: str, seconds: float, output: Output) -> None:
+        """The request's time from its frame read to its reply queued (the server's share of the round
+        trip, proof included; not the network's); for a successful entry also as the entry time."""
+        metrics = self.server.metrics
+        metrics.observe(REQUEST_SECONDS, seconds, type=kind)
+        if kind in ("enter", "switch") and any(
+                isinstance(a, Send) and a.message["type"] in ("entered", "switched") for a in output.actions):
+            metrics.observe(ENTRY_SECONDS, seconds)
 
     async def _prove(self, credentials: Credentials) -> Proof | None:
         """``prove`` on a worker thread; None when the server dropped the job because it is stopping."""
