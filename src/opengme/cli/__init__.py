@@ -147,6 +147,7 @@ def build_parser() -> Parser:
         messages_cmd,
         rooms_cmd,
         serve_cmd,
+        transcribe_cmd,
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -158,7 +159,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"opengme {__version__}")
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd):
+    for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
+                   transcribe_cmd):
         module.register(sub, common)
     return parser
 

@@ -1,0 +1,59 @@
+"""The embedded default recogniser: CMU pocketsphinx with the en-US model its wheel ships.
+
+Settings were chosen against measured word error rate on real read speech (``bench/bench_stt.py``);
+see :data:`TUNED`.
+"""
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pocketsphinx
+
+from opengme.stt.base import SAMPLE_RATE, Pcm, RecognitionFailed, RecognitionStream, Recognizer, as_pcm
+
+TUNED: Final[dict[str, Any]] = {}
+"""Overrides of pocketsphinx's defaults, measured in bench/bench_stt.py."""
+
+
+class PocketsphinxStream(RecognitionStream):
+    """One utterance in a pocketsphinx decoder (the decoder is reused: one stream at a time)."""
+
+    def __init__(self, decoder: pocketsphinx.Decoder) -> None:
+        self._decoder = decoder
+        self._open = True
+        decoder.start_utt()
+
+    def feed(self, pcm: Pcm) -> str:
+        if not self._open:
+            raise RecognitionFailed("this recognition stream has finished")
+        try:
+            self._decoder.process_raw(as_pcm(pcm).astype("<i2", copy=False).tobytes(), False, False)
+        except RuntimeError as exc:
+            raise RecognitionFailed(f"pocketsphinx: {exc}") from exc
+        hyp = self._decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+    def finish(self) -> str:
+        if not self._open:
+            raise RecognitionFailed("this recognition stream has finished")
+        self._open = False
+        try:
+            self._decoder.end_utt()
+        except RuntimeError as exc:
+            raise RecognitionFailed(f"pocketsphinx: {exc}") from exc
+        hyp = self._decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+
+class PocketsphinxRecognizer(Recognizer):
+    """pocketsphinx with its bundled US English acoustic model, dictionary and language model."""
+
+    LANGUAGES: Final = ("en-US",)
+
+    def __init__(self, language: str = "en-US", **settings: Any) -> None:
+        self.language = language
+        options = {**TUNED, **settings}
+        self._decoder = pocketsphinx.Decoder(loglevel="FATAL", samprate=SAMPLE_RATE, **options)
+
+    def stream(self) -> RecognitionStream:
+        return PocketsphinxStream(self._decoder)
