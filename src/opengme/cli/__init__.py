@@ -146,6 +146,7 @@ def build_parser() -> Parser:
         join_cmd,
         messages_cmd,
         rooms_cmd,
+        say_cmd,
         serve_cmd,
         transcribe_cmd,
     )
@@ -160,7 +161,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   transcribe_cmd):
+                   transcribe_cmd, say_cmd):
         module.register(sub, common)
     return parser
 

@@ -89,7 +89,8 @@ def normalise_level(pcm: Pcm, gain: float | None = None) -> Pcm:
         gain = level_gain(pcm)
     if gain == 1.0:
         return pcm
-    return np.clip(np.rint(pcm.astype(np.float32) * gain), -32768, 32767).astype(np.int16)
+    scaled: Pcm = np.clip(np.rint(pcm.astype(np.float32) * gain), -32768, 32767).astype(np.int16)
+    return scaled
 
 
 def level_gain(pcm: Pcm) -> float:
