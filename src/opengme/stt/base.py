@@ -43,11 +43,13 @@ _TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 class UnsupportedLanguage(GmeError):
     """No installed engine recognises this language (1004: the caller passed an unusable argument)."""
 
-    def __init__(self, language: str, supported: Iterable[str]) -> None:
-        names = ", ".join(sorted(supported)) or "none"
-        super().__init__(ErrorCode.AV_ERR_INVALID_ARGUMENT,
-                         f"speech-to-text language {language!r} is not supported by any installed engine; "
-                         f"supported: {names}")
+    def __init__(self, language: str, supported: Iterable[str] | None) -> None:
+        if supported is None:
+            detail = f"{language!r} is not a BCP-47 language code such as en-US"
+        else:
+            detail = (f"speech-to-text language {language!r} is not supported by any installed engine; "
+                      f"supported: {', '.join(sorted(supported)) or 'none'}")
+        super().__init__(ErrorCode.AV_ERR_INVALID_ARGUMENT, detail)
         self.language = language
 
 
@@ -62,7 +64,7 @@ def canonical_language(code: str) -> str:
     """A BCP-47 tag in its usual casing (``en-us`` → ``en-US``, ``zh-hans-cn`` → ``zh-Hans-CN``);
     anything that is not a tag is :class:`UnsupportedLanguage`."""
     if not isinstance(code, str) or not _TAG.match(code):
-        raise UnsupportedLanguage(str(code), ())
+        raise UnsupportedLanguage(str(code), None)
     first, *rest = code.split("-")
     parts = [first.lower()]
     for part in rest:
