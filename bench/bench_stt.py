@@ -16,43 +16,28 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import jiwer
-import numpy as np
 
 from opengme.codec.voicefile import decode_voice_file, encode_voice_file
 from opengme.stt.base import SAMPLE_RATE, Pcm
 from opengme.stt.pocketsphinx import TUNED, PocketsphinxRecognizer
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.speech import DATA, librivox, read_wav
+
 LEVERS: dict[str, dict[str, Any]] = {
     "pocketsphinx defaults": {"lw": 6.5, "beam": 1e-48, "wbeam": 7e-29, "fwdflat": True, "bestpath": True},
     "shipped (TUNED)": {},
+    "no fwdflat, lw 5.5": {"fwdflat": False, "lw": 5.5},
     "lw 8": {"lw": 8.0},
     "lw 10": {"lw": 10.0},
-    "no fwdflat": {"fwdflat": False},
+    "fwdflat, lw 5": {"fwdflat": True, "lw": 5.0},
     "narrow beams": {"beam": 1e-40, "wbeam": 1e-24},
     "wider beams": {"beam": 1e-60, "wbeam": 1e-40},
 }
-
-
-def read_wav(path: Path) -> Pcm:
-    with wave.open(str(path)) as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SAMPLE_RATE, 1, 2), path
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16)
-
-
-def librivox() -> list[tuple[Pcm, str]]:
-    """The real read-speech utterances with their reference transcripts."""
-    out = []
-    for line in (DATA / "librivox" / "transcription").read_text().splitlines():
-        words, _, name = line.rpartition(" (")
-        text = words.replace("<s>", "").replace("</s>", "").strip()
-        out.append((read_wav(DATA / "librivox" / f"{name.rstrip(')')}.wav"), text))
-    return out
 
 
 def opus_round_trip(pcm: Pcm) -> Pcm:

@@ -2,8 +2,6 @@
 text-to-speech, on real recorded read speech (LibriVox), the synthetic clip and synthesised speech."""
 from __future__ import annotations
 
-import re
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 from opengme.errors import ErrorCode, GmeError
 from opengme.stt.base import (
     EngineEntry,
-    Pcm,
     RecognitionFailed,
     Registry,
     UnsupportedLanguage,
@@ -24,19 +21,7 @@ from opengme.stt.base import (
 )
 from opengme.stt.pocketsphinx import PocketsphinxRecognizer
 from opengme.stt.tts import synthesize
-
-DATA = Path(__file__).parent / "data"
-JOHN = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0870.wav"
-JOHN_WORDS = {"john", "leisure", "consider", "power"}  # "and mister john dashwood had then leisure to consider …"
-
-
-def read_wav(path: Path) -> Pcm:
-    with wave.open(str(path)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16)
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower()))
+from support.speech import DATA, JOHN, JOHN_WORDS, read_wav, words
 
 
 @pytest.fixture(scope="module")
