@@ -53,7 +53,7 @@ def test_the_synthetic_repository_clip_gives_recognisable_words(registry: Regist
 
 
 def test_streaming_gives_partial_hypotheses_then_the_final_text(registry: Registry) -> None:
-    pcm = normalise_level(read_wav(JOHN))
+    pcm = (read_wav(JOHN) // 20).astype(np.int16)  # a quiet mic: levelled as it streams
     session = registry.get().stream()
     partials = [session.feed(pcm[i : i + 8000]) for i in range(0, len(pcm), 8000)]
     assert any(partials[: len(partials) // 2 + 1]), "a partial hypothesis arrives while audio is still coming"

@@ -53,7 +53,7 @@ def transcribe_file(path: Path, language: str) -> str:
     gain = level_gain(pcm)
     total_s = len(pcm) / SAMPLE_RATE
     show = total_s >= PROGRESS_AFTER_S
-    session = recognizer.stream()
+    session = recognizer.open_stream()  # levelled here with the whole file's gain
     step = CHUNK_S * SAMPLE_RATE
     for start in range(0, len(pcm), step):
         session.feed(normalise_level(pcm[start : start + step], gain))

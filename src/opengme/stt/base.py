@@ -2,6 +2,7 @@
 
 A :class:`Recognizer` turns 16 kHz mono int16 PCM into text, either at once (:meth:`~Recognizer.transcribe`)
 or as it is captured (:meth:`~Recognizer.stream`: feed chunks, read partial hypotheses, finish).
+A plugged-in engine implements :meth:`~Recognizer.open_stream`; levelling is done here for every engine.
 
 Plugging another offline engine (faster-whisper, Vosk, sherpa-onnx …): write a :class:`Recognizer`
 subclass whose constructor takes ``(model_path: Path, language: str)`` and loads its model from that
@@ -113,20 +114,40 @@ class RecognitionStream(ABC):
         """End the utterance and return the final text; the stream cannot be fed afterwards."""
 
 
+class LevelledStream(RecognitionStream):
+    """A stream whose audio is levelled as it comes: the gain follows the loudest sample so far and
+    only ever goes down, so a quiet mic is lifted without a later loud word being clipped twice."""
+
+    def __init__(self, inner: RecognitionStream) -> None:
+        self._inner = inner
+        self._gain = MAX_GAIN
+
+    def feed(self, pcm: Pcm) -> str:
+        samples = as_pcm(pcm)
+        self._gain = min(self._gain, level_gain(samples))
+        return self._inner.feed(normalise_level(samples, self._gain))
+
+    def finish(self) -> str:
+        return self._inner.finish()
+
+
 class Recognizer(ABC):
     """An offline speech recogniser for one language, fed 16 kHz mono int16 PCM."""
 
     language: str
 
     @abstractmethod
+    def open_stream(self) -> RecognitionStream:
+        """A new streaming session on the engine, fed audio as it is (no levelling)."""
+
     def stream(self) -> RecognitionStream:
-        """A new streaming session."""
+        """A new streaming session whose audio is levelled as it is captured."""
+        return LevelledStream(self.open_stream())
 
     def transcribe(self, pcm: Pcm) -> str:
         """The text spoken in a whole recording (its level normalised first)."""
-        samples = as_pcm(pcm)
-        session = self.stream()
-        session.feed(normalise_level(samples))
+        session = self.open_stream()
+        session.feed(normalise_level(as_pcm(pcm)))
         return session.finish()
 
 

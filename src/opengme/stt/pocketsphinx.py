@@ -57,5 +57,5 @@ class PocketsphinxRecognizer(Recognizer):
         options = {**TUNED, **settings}
         self._decoder = pocketsphinx.Decoder(loglevel="FATAL", samprate=SAMPLE_RATE, **options)
 
-    def stream(self) -> RecognitionStream:
+    def open_stream(self) -> RecognitionStream:
         return PocketsphinxStream(self._decoder)
