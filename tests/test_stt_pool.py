@@ -60,3 +60,11 @@ def test_pool_arguments_are_checked() -> None:
     with pytest.raises(GmeError) as caught:
         RecognitionPool(workers=0)
     assert caught.value.code == ErrorCode.AV_ERR_INVALID_ARGUMENT
+
+
+async def test_text_to_speech_runs_in_a_worker_and_is_recognised_back(pool: RecognitionPool) -> None:
+    pcm = await pool.synthesize("The soldiers walked to the castle in the morning.", "en-US", 1.0)
+    assert {"soldiers", "castle"} <= words(await pool.transcribe(pcm))
+    with pytest.raises(GmeError) as caught:
+        await pool.synthesize("hello", "en-US", 2.0)
+    assert caught.value.code == ErrorCode.AV_ERR_INVALID_ARGUMENT and pool.running == 0

@@ -1,4 +1,4 @@
-"""Recognition in worker processes, off the event loop: decoding speech is seconds of CPU that
+"""Recognition (and text-to-speech) in worker processes, off the event loop: decoding speech is seconds of CPU that
 would otherwise stall signalling and media for every room on the server.
 
 Workers are started with ``spawn`` (never ``fork`` of a process that runs an event loop and threads)
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
 
 from opengme.errors import ErrorCode, GmeError
 from opengme.stt.base import DEFAULT_LANGUAGE, EngineEntry, Pcm, RecognitionFailed, Registry, as_pcm, build_registry
 
 _registry: Registry | None = None  # one per worker process
+_T = TypeVar("_T")
 
 
 class PoolBusy(GmeError):
@@ -36,6 +38,12 @@ def _init_worker(entries: tuple[EngineEntry, ...]) -> None:
 def _transcribe(pcm: bytes, language: str) -> str:
     assert _registry is not None, "worker started without _init_worker"
     return _registry.get(language).transcribe(as_pcm(pcm))
+
+
+def _synthesize(text: str, language: str, speaking_rate: float) -> bytes:
+    from opengme.stt.tts import synthesize
+
+    return synthesize(text, language, speaking_rate).astype("<i2", copy=False).tobytes()
 
 
 class RecognitionPool:
@@ -60,15 +68,21 @@ class RecognitionPool:
         """The text of a whole 16 kHz mono recording: 1004 for an unsupported language, :class:`PoolBusy`
         beyond the limit, 32785 when the engine fails on the audio."""
         tag = self._languages.resolve(language)
+        data = pcm if isinstance(pcm, bytes) else as_pcm(pcm).astype("<i2", copy=False).tobytes()
+        return await self._run(_transcribe, data, tag)
+
+    async def synthesize(self, text: str, language: str = DEFAULT_LANGUAGE, speaking_rate: float = 1.0) -> Pcm:
+        """``text`` spoken as 16 kHz mono PCM by the offline text-to-speech (1004 for bad arguments)."""
+        return as_pcm(await self._run(_synthesize, text, language, speaking_rate))
+
+    async def _run(self, job: Callable[..., _T], *args: object) -> _T:
         if self.running >= self.limit:
             raise PoolBusy(self.limit)
         self.running += 1
         try:
-            data = pcm if isinstance(pcm, bytes) else as_pcm(pcm).astype("<i2", copy=False).tobytes()
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, _transcribe, data, tag)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
         except BrokenProcessPool as exc:
-            raise RecognitionFailed(f"a recognition worker died: {exc}") from exc
+            raise RecognitionFailed(f"a speech worker died: {exc}") from exc
         finally:
             self.running -= 1
 
