@@ -9,7 +9,9 @@ The synthetic espeak clip (tests/data/speech_en_16k.wav) is reported separately 
 not read speech. Real-time factor = CPU seconds of the recogniser / seconds of audio (process CPU
 time, so other load on the machine does not inflate it).
 
-``--settings`` also tries a few pocketsphinx settings (the levers) and prints each one's figures.
+``--settings`` also tries a few pocketsphinx settings (the levers) and prints each one's figures; each
+lever is applied on top of the shipped settings (:data:`opengme.stt.pocketsphinx.TUNED`), except the
+first line, pocketsphinx's own defaults.
 """
 from __future__ import annotations
 
