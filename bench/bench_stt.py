@@ -31,13 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.speech import DATA, librivox, read_wav
 
 LEVERS: dict[str, dict[str, Any]] = {
-    "pocketsphinx defaults": {"lw": 6.5, "beam": 1e-48, "wbeam": 7e-29, "fwdflat": True, "bestpath": True},
+    "pocketsphinx defaults": {"lw": 6.5, "beam": 1e-48, "wbeam": 7e-29, "fwdflat": True, "bestpath": True,
+                              "maxhmmpf": 30_000},
     "shipped (TUNED)": {},
     "no fwdflat, lw 5.5": {"fwdflat": False, "lw": 5.5},
     "lw 8": {"lw": 8.0},
     "lw 10": {"lw": 10.0},
     "fwdflat, lw 5": {"fwdflat": True, "lw": 5.0},
     "narrow beams": {"beam": 1e-40, "wbeam": 1e-24},
+    "maxhmmpf 30000 (default)": {"maxhmmpf": 30_000},
+    "topn 2": {"topn": 2},
+    "pl_window 10": {"pl_window": 10},
+    "no bestpath": {"bestpath": False},
+    "ds 2": {"ds": 2},
     "wider beams": {"beam": 1e-60, "wbeam": 1e-40},
 }
 
