@@ -52,6 +52,7 @@ def test_the_synthetic_repository_clip_gives_recognisable_words(registry: Regist
     assert {"room", "microphone"} <= heard
 
 
+@pytest.mark.public_surface
 def test_streaming_gives_partial_hypotheses_then_the_final_text(registry: Registry) -> None:
     pcm = (read_wav(JOHN) // 20).astype(np.int16)  # a quiet mic: levelled as it streams
     session = registry.get().stream()
@@ -59,8 +60,9 @@ def test_streaming_gives_partial_hypotheses_then_the_final_text(registry: Regist
     assert any(partials[: len(partials) // 2 + 1]), "a partial hypothesis arrives while audio is still coming"
     assert "john" in words(partials[-1])
     assert words(session.finish()) >= JOHN_WORDS
-    with pytest.raises(RecognitionFailed):
+    with pytest.raises(RecognitionFailed) as caught:
         session.feed(pcm[:1600])
+    assert caught.value.code == ErrorCode.QAVPTTERROR_S2T_AUTO_SPEECH_REC_ERROR
 
 
 @pytest.mark.parametrize(("given", "expected"), [("en-US", "en-US"), ("EN-us", "en-US"), ("zh-hans-cn", "zh-Hans-CN")])

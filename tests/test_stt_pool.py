@@ -37,6 +37,7 @@ async def test_a_recording_is_transcribed_in_a_worker_while_the_loop_stays_respo
     assert pool.running == 0
 
 
+@pytest.mark.public_surface
 async def test_beyond_the_limit_a_job_is_refused_at_once(pool: RecognitionPool) -> None:
     pcm = read_wav(JOHN)
     jobs = [asyncio.create_task(pool.transcribe(pcm)) for _ in range(pool.limit)]
