@@ -26,7 +26,7 @@ test: lint
 
 # Lint and strict typing run before the suite (make test and CI): pinned in the test extras.
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test

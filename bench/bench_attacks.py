@@ -8,8 +8,10 @@ same length, and the script prints both phases side by side:
 
 - ``enter``: 16 sockets say hello, then send ``enter`` with a 4 KiB garbage AuthBuffer in a loop
   (issue 9 item 1: AuthBuffer crypto before authentication);
-- ``forge``: one process floods UDP datagrams that name the legitimate members' tinyids with garbage
-  ciphertext (item 2: each costs an AEAD check);
+- ``forge``: one process floods UDP datagrams with garbage ciphertext that name the legitimate
+  members' tinyids (public: in every downlink header and room member list) and, as often, guessed
+  32-bit ids (item 2: against a server that routes uplink by tinyid each costs an AEAD check; since
+  packets name a secret session id, guessing is all an attacker without the key can do);
 - ``invite``: an authenticated member sends ``invite`` as fast as the server answers (item 4);
 - ``halfopen``: 1,000 TCP connections that send half an HTTP request and stall (item 6); the
   script also reports whether ``/healthz`` and a new entry still work during the attack.
@@ -45,6 +47,11 @@ import aiohttp
 from opengme.authbuffer import gen_auth_buffer
 from opengme.protocol import signalling as proto
 from opengme.protocol.media import MediaCrypto, MediaHeader, MediaPacketError, PacketType
+
+try:
+    from opengme.protocol.media import session_id
+except ImportError:  # measuring a version from before session ids (PYTHONPATH): packets name the tinyid
+    session_id = None  # type: ignore[assignment]
 from opengme.store import App, AppStore
 
 ROOM = "bench"
@@ -79,6 +86,7 @@ class Member:
     open_id: str
     ws: aiohttp.ClientWebSocketResponse
     tinyid: int
+    wire_id: int  # what its packets name: the session id (the tinyid before session ids)
     crypto: MediaCrypto
     sock: socket.socket
     next_id: int = 10
@@ -109,13 +117,14 @@ async def join(session: aiohttp.ClientSession, url: str, app: App, open_id: str)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect((urlsplit(url).hostname or "127.0.0.1", entered["media"]["udp_port"]))
     sock.setblocking(False)
-    member = Member(open_id, ws, entered["tinyid"], MediaCrypto.for_client(key), sock)
+    crypto = MediaCrypto.for_client(key)
     loop = asyncio.get_running_loop()
+    wire_id = entered["tinyid"] if session_id is None else session_id(key)
     for _ in range(20):  # BIND until acknowledged
-        sock.send(member.crypto.seal_bind(member.tinyid))
+        sock.send(crypto.seal_bind(wire_id))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(loop.sock_recv(sock, 2048), 0.3)
-            return member
+            return Member(open_id, ws, entered["tinyid"], wire_id, crypto, sock)
     raise RuntimeError("no BIND acknowledgement")
 
 
@@ -153,7 +162,7 @@ async def voice(speaker: Member, listener: Member, seconds: float) -> Phase:
     seq = 0
     while time.monotonic() - start < seconds:
         payload = _STAMP.pack(time.time()) + bytes(72)
-        header = MediaHeader(PacketType.DATA, speaker.tinyid, seq=seq & 0xFFFF, timestamp=seq * 320, level=30,
+        header = MediaHeader(PacketType.DATA, speaker.wire_id, seq=seq & 0xFFFF, timestamp=seq * 320, level=30,
                              voice=True)
         with contextlib.suppress(BlockingIOError):
             speaker.sock.send(speaker.crypto.seal(header, payload))
@@ -194,11 +203,12 @@ def attack_forge(url: str, app_id: str, tinyids: list[int], seconds: float) -> N
     junk = os.urandom(80)
     sent = 0
     while time.monotonic() < deadline:
-        for tinyid in tinyids:
-            header = MediaHeader(PacketType.DATA, tinyid, seq=sent & 0xFFFF, timestamp=0, level=30).pack()
-            with contextlib.suppress(OSError):
-                sock.sendto(header + junk, ("127.0.0.1", port))
-            sent += 1
+        for known in tinyids:  # each known tinyid, then as many guesses
+            for wire_id in (known, int.from_bytes(os.urandom(4))):
+                header = MediaHeader(PacketType.DATA, wire_id, seq=sent & 0xFFFF, timestamp=0, level=30).pack()
+                with contextlib.suppress(OSError):
+                    sock.sendto(header + junk, ("127.0.0.1", port))
+                sent += 1
     print(f"    forge: {sent / seconds:,.0f} forged datagrams/s sent", flush=True)
 
 
@@ -244,6 +254,16 @@ def attack_halfopen(url: str, app_id: str, tinyids: list[int], seconds: float) -
 ATTACKS = {"enter": attack_enter, "forge": attack_forge, "invite": attack_invite, "halfopen": attack_halfopen}
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def udp_port_of(url: str) -> int:
     return int(os.environ["BENCH_UDP_PORT"]) if "BENCH_UDP_PORT" in os.environ else urlsplit(url).port or 0
 
@@ -287,15 +307,17 @@ async def main(attacks: list[str], seconds: float) -> None:
                         target=ATTACKS[name], args=(url, app.app_id, [a.tinyid, b.tinyid], seconds))
                     attacker.start()
                     await asyncio.sleep(min(1.0, seconds / 4))
+                    cpu_before, wall_before = server_cpu(proc.pid), time.monotonic()
                     during_task = asyncio.create_task(voice(a, b, seconds))
                     await asyncio.sleep(seconds / 2)
                     check = await still_works(session, url, app)
                     during = await during_task
+                    cpu = (server_cpu(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
                     attacker.join(seconds + 30)
                     if attacker.is_alive():
                         attacker.kill()
                     print(f"{name:9s} quiet:  {quiet.report()}")
-                    print(f"{'':9s} attack: {during.report()}   ({check})", flush=True)
+                    print(f"{'':9s} attack: {during.report()}   (server CPU {cpu:.0%} of a core; {check})", flush=True)
                     await asyncio.sleep(1.0)
                 for m in (a, b):
                     await m.ws.close()

@@ -8,7 +8,7 @@ prints per step the forwarded rate, loss, end-to-end latency p50/p99, the relay'
 user/kernel time per forwarded packet, and where datagrams queued (relay socket or clients').
 Processes are not pinned by default: on a shared machine a pinned relay cannot flee a busy core.
 
-    python bench/bench_relay.py [--step-seconds 3] [--rooms 20,50,...] [--no-uvloop] [--pin]
+    python bench/bench_relay.py [--step-seconds 3] [--rooms 20,50,...] [--no-uvloop] [--pin] [--pure]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import cast
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from opengme.core.relay import Relay, RoutePolicy
-from opengme.protocol.media import MediaCrypto, MediaHeader, MediaPacketError, PacketType
+from opengme.protocol.media import MediaCrypto, MediaHeader, MediaPacketError, PacketType, session_id
 
 ROOM_SIZE = 5
 PACKETS_PER_SECOND = 50
@@ -111,18 +111,19 @@ def bench_pure(rooms: int = 20, frames: int = 200, policy: RoutePolicy | None = 
     ``policy`` each room has it as its route policy (its cost is paid at join, not per packet)."""
     members = []
     for tinyid in range(1, rooms * ROOM_SIZE + 1):
-        crypto = MediaCrypto.for_client(session_key(0, tinyid))
-        members.append((tinyid, crypto, ("127.0.0.1", 10_000 + tinyid), crypto.seal_bind(tinyid)))
+        key = session_key(0, tinyid)
+        crypto = MediaCrypto.for_client(key)
+        members.append((session_id(key), crypto, ("127.0.0.1", 10_000 + tinyid), crypto.seal_bind(session_id(key))))
     payload = os.urandom(PAYLOAD_SIZE)
     packets = [
-        (crypto.seal(MediaHeader(PacketType.DATA, tinyid, seq=s, timestamp=s * FRAME_SAMPLES, level=30,
+        (crypto.seal(MediaHeader(PacketType.DATA, session, seq=s, timestamp=s * FRAME_SAMPLES, level=30,
                                  voice=True), payload), addr)
-        for s in range(frames) for tinyid, crypto, addr, _ in members
+        for s in range(frames) for session, crypto, addr, _ in members
     ]
     best = float("inf")
     for _ in range(3):  # a fresh relay each pass, so the same packets pass its replay windows again
         relay = Relay()
-        for tinyid, _, addr, bind in members:
+        for tinyid, (_, _, addr, bind) in enumerate(members, 1):
             relay.add_member(f"room{(tinyid - 1) // ROOM_SIZE}", tinyid, session_key(0, tinyid))
             relay.handle_datagram(bind, addr, 0.0)
         if policy is not None:
@@ -144,6 +145,23 @@ def bench_pure(rooms: int = 20, frames: int = 200, policy: RoutePolicy | None = 
           f"{per_in:.2f} µs per packet in = 1 open + {seals:.1f} seals ({per_fwd:.2f} µs per forwarded)"
           + ("" if policy is None else f", route policy {policy.__name__}"))
     return per_fwd
+
+
+def bench_forged(n: int = 20_000) -> None:
+    """What a forged datagram costs the relay: one that names a member's session id (an attacker who
+    guessed it, 1 in 2**32 per try: an AEAD check) and one with a wrong guess (a dict lookup)."""
+    relay = Relay()
+    key = session_key(0, 1)
+    relay.add_member("room", 1, key)
+    relay.handle_datagram(MediaCrypto.for_client(key).seal_bind(session_id(key)), ("127.0.0.1", 1), 0.0)
+    junk = os.urandom(PAYLOAD_SIZE + 16)
+    print("\nForged datagrams (garbage ciphertext, best of 5):")
+    for label, wire_id in (("naming the session id", session_id(key)), ("naming a wrong guess", session_id(key) ^ 1)):
+        packets = [MediaHeader(PacketType.DATA, wire_id, seq=s, level=30).pack()[:14] + s.to_bytes(2) + junk
+                   for s in range(n)]
+        handle = relay.handle_datagram
+        best = min(timeit.repeat(lambda: [handle(d, ("127.0.0.1", 2), 1.0) for d in packets], number=1, repeat=5))
+        print(f"  {label:22s} {best / n * 1e6:5.2f} µs each ({n / best:12,.0f} per second of one core)")
 
 
 # -- 3. relay server process --------------------------------------------------------------------
@@ -202,8 +220,8 @@ def relay_main(conn: Connection, use_uvloop: bool, cpu: int | None) -> None:
 class Member(asyncio.DatagramProtocol):
     """One simulated client: sends its voice to the relay, receives the others'."""
 
-    def __init__(self, tinyid: int, key: bytes, stats: Stats) -> None:
-        self.tinyid = tinyid
+    def __init__(self, key: bytes, stats: Stats) -> None:
+        self.session = session_id(key)  # what its packets name
         self.crypto = MediaCrypto.for_client(key)
         self.stats = stats
         self.bound = asyncio.get_running_loop().create_future()
@@ -230,7 +248,7 @@ class Member(asyncio.DatagramProtocol):
 
     def send_voice(self, filler: bytes) -> None:
         seq = self.seq = (self.seq + 1) & 0xFFFF
-        header = MediaHeader(PacketType.DATA, self.tinyid, seq=seq, timestamp=seq * FRAME_SAMPLES, level=30,
+        header = MediaHeader(PacketType.DATA, self.session, seq=seq, timestamp=seq * FRAME_SAMPLES, level=30,
                              voice=True)
         self.transport.sendto(self.crypto.seal(header, _STAMP.pack(time.monotonic_ns()) + filler))  # type: ignore[union-attr]
 
@@ -247,13 +265,13 @@ async def load(conn: Connection, port: int, rooms: int, seed: int, seconds: floa
     stats = Stats()
     members = []
     for tinyid in range(1, rooms * ROOM_SIZE + 1):
-        member = Member(tinyid, session_key(seed, tinyid), stats)
+        member = Member(session_key(seed, tinyid), stats)
         await loop.create_datagram_endpoint(lambda: member, remote_addr=("127.0.0.1", port))
         members.append(member)
     for _ in range(10):  # BIND until acknowledged
         for m in members:
             if not m.bound.done():
-                m.transport.sendto(m.crypto.seal_bind(m.tinyid))  # type: ignore[union-attr]
+                m.transport.sendto(m.crypto.seal_bind(m.session))  # type: ignore[union-attr]
         await asyncio.wait([m.bound for m in members], timeout=0.5)
         if all(m.bound.done() for m in members):
             break
@@ -369,6 +387,7 @@ def main() -> None:
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument("--pin", action="store_true",
                         help="pin the relay to CPU 0 and the load generator to CPU 1 (best on a quiet machine)")
+    parser.add_argument("--pure", action="store_true", help="only the parts without sockets (a few seconds)")
     args = parser.parse_args()
     use_uvloop = not args.no_uvloop
     began = time.monotonic()
@@ -376,6 +395,9 @@ def main() -> None:
     bench_aead()
     pure_us = bench_pure()
     bench_pure(policy=two_teams)
+    bench_forged()
+    if args.pure:
+        return
 
     ctx = mp.get_context("spawn")
     relay_conn, child_conn = ctx.Pipe()

@@ -1,6 +1,7 @@
 """Media datagram format, AEAD sealing and the replay window (opengme.protocol.media)."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -23,6 +24,7 @@ from opengme.protocol.media import (
     MediaPacketError,
     PacketType,
     ReplayWindow,
+    session_id,
 )
 
 KEY = bytes(range(32))
@@ -308,3 +310,20 @@ def test_window_extend_recovers_indexes_within_half_the_counter(top: int, offset
     w.update(top)
     for off in offsets:
         assert w.extend((top + off) & 0xFFFF) == top + off
+
+
+def test_the_session_id_is_derived_from_the_key_and_fits_the_header() -> None:
+    assert session_id(KEY) == int.from_bytes(hashlib.sha256(b"OpenGME-session-id-v1\0" + KEY).digest()[:4])
+    assert session_id(KEY) != session_id(OTHER_KEY)
+    assert MediaHeader.unpack(MediaHeader(PacketType.DATA, session_id(KEY)).pack()).tinyid == session_id(KEY)
+    with pytest.raises(ValueError, match="32 bytes"):
+        session_id(KEY[:16])
+
+
+def test_a_challenge_carries_exactly_its_nonce() -> None:
+    server, client = MediaCrypto.for_server(KEY), MediaCrypto.for_client(KEY)
+    header = MediaHeader(PacketType.CHALLENGE, 7)
+    assert client.open(server.seal(header, bytes(16)))[1] == bytes(16)
+    with pytest.raises(MediaPacketError) as caught:
+        client.open(server.seal(header, bytes(15)))
+    assert caught.value.reason is DropReason.MALFORMED

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 import pytest
 
-from opengme.core.relay import Relay
+from opengme.core.relay import Addr, Relay
 from opengme.devices import Frame
 from opengme.events import RoomType, UserUpdateEvent
 from opengme.sdk.audio_settings import AudioSettings
@@ -60,7 +60,8 @@ def band(samples: np.ndarray, freq: float, rate: int = RATE) -> float:
 class Net:
     """MediaSessions around the real relay core on a fake clock. Datagrams travel at once, over UDP
     (each member at its own address) or the signalling WebSocket (``("ws", tinyid)``, the form
-    server.media gives the relay); ``udp_down`` cuts members' UDP both ways."""
+    server.media gives the relay); ``udp_down`` cuts members' UDP both ways; ``ports`` are the members'
+    UDP ports as the relay sees them (a NAT can change one), and datagrams to any other port are lost."""
 
     def __init__(self, *tinyids: int, room_type: RoomType = RoomType.STANDARD) -> None:
         self.relay = Relay()
@@ -71,6 +72,8 @@ class Net:
         self.sent: Counter[tuple[int, Route]] = Counter()
         self.udp_down: set[int] = set()
         self.watchers: list[Callable[[], None]] = []  # called after every tick
+        self.ports = {tinyid: 40_000 + tinyid for tinyid in tinyids}
+        self.strays: list[tuple[bytes, Addr]] = []  # sent to an address no member has
         for tinyid in tinyids:
             key = os.urandom(32)
             self.relay.add_member("room", tinyid, key)
@@ -110,13 +113,19 @@ class Net:
     def _send(self, sender: int, route: Route, datagram: bytes) -> None:
         if route is Route.UDP and sender in self.udp_down:
             return
-        addr = ("127.0.0.1", 40_000 + sender) if route is Route.UDP else ("ws", sender)
-        for out, to in self.relay.handle_datagram(datagram, addr, self.now):
+        addr = ("127.0.0.1", self.ports[sender]) if route is Route.UDP else ("ws", sender)
+        self.deliver(self.relay.handle_datagram(datagram, addr, self.now))
+
+    def deliver(self, out: list[tuple[bytes, Addr]]) -> None:
+        """The relay's datagrams to whoever has their address now."""
+        by_port = {port: tinyid for tinyid, port in self.ports.items()}
+        for datagram, to in out:
             via = Route.WS if to[0] == "ws" else Route.UDP
-            listener = to[1] if via is Route.WS else to[1] - 40_000
-            if via is Route.UDP and listener in self.udp_down:
-                continue
-            self.sessions[listener].receive(out, self.now, via)
+            listener = to[1] if via is Route.WS else by_port.get(to[1])
+            if listener is None:
+                self.strays.append((datagram, to))
+            elif not (via is Route.UDP and listener in self.udp_down):
+                self.sessions[listener].receive(datagram, self.now, via)
 
 
 def rms(samples: np.ndarray) -> float:
@@ -124,6 +133,49 @@ def rms(samples: np.ndarray) -> float:
 
 
 # --- route choice (pure) ---------------------------------------------------------------------------
+
+
+def test_a_nat_rebinding_is_challenged_answered_and_heard_again_within_a_round_trip() -> None:
+    """A's NAT gives it a new port mid-talk: its voice goes on reaching B at once (authentic), the
+    relay challenges the new port, A answers at its next tick and B's voice follows it there."""
+    net = Net(A, B)
+    a, b = net.sessions[A], net.sessions[B]
+    a.apply(AudioSettings(send=True, recv=True), {"b": B})
+    b.apply(AudioSettings(send=True, recv=True), {"a": A})
+    voices = {A: tone(440), B: tone(660)}
+    net.run(1.0, voices, until=lambda: a.route is Route.UDP and b.route is Route.UDP)
+    net.run(0.6, voices)
+    assert band(net.last(A, 0.4), 660) > 500 and band(net.last(B, 0.4), 440) > 500
+
+    net.ports[A] = 50_000  # the NAT rebinds: the old port is gone
+    lost = len(net.strays)
+    back = net.run(1.0, voices, until=lambda: net.relay.activity(A).addr == ("127.0.0.1", 50_000))
+    assert back <= 3 * TICK_S and a.counters.challenges_answered == 1
+    assert net.relay.counters.challenges == 1 and net.relay.counters.rebinds == 1
+    assert len(net.strays) - lost <= 3  # B's voice lost on the way to the dead port meanwhile
+    net.run(0.6, voices)
+    assert band(net.last(A, 0.4), 660) > 500 and band(net.last(B, 0.4), 440) > 500
+    assert a.route is Route.UDP and not a.silent
+
+
+def test_a_captured_packet_sent_from_another_socket_cannot_take_the_downlink() -> None:
+    """An on-path attacker sends a copy of A's fresh KEEPALIVE from its own socket before A's own:
+    the relay challenges the attacker's address, which cannot answer, and A keeps hearing B."""
+    net = Net(A, B)
+    a, b = net.sessions[A], net.sessions[B]
+    a.apply(AudioSettings(recv=True), {"b": B})
+    b.apply(AudioSettings(send=True), {"a": A})
+    voices = {B: tone(660)}
+    net.run(1.0, voices, until=lambda: a.route is Route.UDP and b.route is Route.UDP)
+    theirs = ("127.0.0.1", 6666)
+    captured = [d for route, d in a.tick(net.now + KEEPALIVE_S).datagrams if route is Route.UDP]
+    assert captured
+    for datagram in captured:
+        net.deliver(net.relay.handle_datagram(datagram, theirs, net.now))
+    assert [to for _, to in net.strays] == [theirs] * len(captured)  # challenges it cannot read
+    net.run(1.0, voices)
+    assert net.relay.activity(A).addr == ("127.0.0.1", net.ports[A]) and net.relay.counters.rebinds == 0
+    assert band(net.last(A, 0.4), 660) > 500 and not a.silent
 
 
 def test_binding_auto_udp_and_ws_modes() -> None:

@@ -8,39 +8,53 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opengme.core.relay import Addr, Relay
+from opengme.core.relay import CHALLENGE_INTERVAL, MAX_CHALLENGES, Addr, Relay, SessionIdTaken
 from opengme.protocol.media import (
     BIND_MAGIC,
+    CHALLENGE_SIZE,
     Direction,
     MediaCrypto,
     MediaHeader,
     PacketType,
+    session_id,
 )
 
 
 @dataclass
 class Client:
-    """A member as the relay sees it: tinyid, key, UDP address, and its own send state."""
+    """A member as the relay sees it: tinyid, key, UDP address, and its own send state. Its packets
+    name its session id (derived from the key), as the SDK's do."""
 
     tinyid: int
     key: bytes
     addr: Addr
     crypto: MediaCrypto = field(init=False)
+    session: int = field(init=False)
     seq: int = 0
 
     def __post_init__(self) -> None:
         self.crypto = MediaCrypto.for_client(self.key)
+        self.session = session_id(self.key)
 
     def voice(self, payload: bytes = b"opus", level: int = 30, voice: bool = True) -> bytes:
         self.seq += 1
         return self.crypto.seal(
-            MediaHeader(PacketType.DATA, self.tinyid, seq=self.seq, timestamp=self.seq * 960, level=level,
+            MediaHeader(PacketType.DATA, self.session, seq=self.seq, timestamp=self.seq * 960, level=level,
                         voice=voice),
             payload,
         )
 
     def bind(self) -> bytes:
-        return self.crypto.seal_bind(self.tinyid)
+        return self.crypto.seal_bind(self.session)
+
+    def keepalive(self, timestamp: int = 0) -> bytes:
+        return self.crypto.seal(MediaHeader(PacketType.KEEPALIVE, self.session, timestamp=timestamp), b"")
+
+    def answer(self, challenge: bytes) -> bytes:
+        """The CHALLENGE answer the SDK sends: the relay's nonce, back under our key."""
+        header, nonce = self.crypto.open(challenge)
+        assert header.ptype is PacketType.CHALLENGE and header.tinyid == self.tinyid and len(nonce) == CHALLENGE_SIZE
+        return self.crypto.seal(MediaHeader(PacketType.CHALLENGE, self.session), nonce)
 
 
 def join(relay: Relay, room: str, tinyid: int, port: int, bind: bool = True) -> Client:
@@ -118,6 +132,7 @@ def test_forged_bind_does_not_learn_an_address() -> None:
     relay = Relay()
     a = join(relay, "r", 1, 1, bind=False)
     impostor = Client(1, os.urandom(32), ("127.0.0.1", 666))
+    impostor.session = a.session  # knows (or guessed) the session id, not the key
     assert relay.handle_datagram(impostor.bind(), impostor.addr, 0.0) == []
     assert relay.activity(1).addr is None
     assert relay.counters.dropped_auth == 1
@@ -125,7 +140,7 @@ def test_forged_bind_does_not_learn_an_address() -> None:
     assert relay.activity(1).addr == a.addr
 
 
-def test_nat_rebinding_after_authentication_only() -> None:
+def test_a_new_address_is_challenged_and_moves_only_when_it_answers() -> None:
     relay = Relay()
     a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
     moved = ("127.0.0.1", 9999)
@@ -133,18 +148,100 @@ def test_nat_rebinding_after_authentication_only() -> None:
     forged = bytearray(a.voice())
     forged[-1] ^= 1
     assert relay.handle_datagram(bytes(forged), moved, 0.0) == []
-    assert relay.activity(1).addr == a.addr
-    fresh = a.voice()
-    assert [to for _, to in relay.handle_datagram(fresh, moved, 0.0)] == [b.addr]
+    assert relay.activity(1).addr == a.addr and relay.counters.challenges == 0
+    # Genuine fresh voice from the new address (a NAT rebinding): forwarded, and the address challenged.
+    out = relay.handle_datagram(a.voice(), moved, 0.0)
+    assert [to for _, to in out] == [moved, b.addr]
+    challenge = out[0][0]
+    assert relay.activity(1).addr == a.addr and relay.counters.challenges == 1
+    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.0)] == [a.addr]  # still the old one
+    # More voice within CHALLENGE_INTERVAL is forwarded without another challenge.
+    assert [to for _, to in relay.handle_datagram(a.voice(), moved, 0.1)] == [b.addr]
+    # The answer from the new address moves the downlink there, acknowledged with a BIND.
+    [(ack, to)] = relay.handle_datagram(a.answer(challenge), moved, 0.1)
+    assert to == moved and a.crypto.open(ack)[0].ptype is PacketType.BIND
     assert relay.activity(1).addr == moved and relay.counters.rebinds == 1
     # An older genuine packet still on the old path is accepted as audio but cannot move the address back.
-    assert relay.handle_datagram(stale, a.addr, 0.0) == []
+    assert relay.handle_datagram(stale, a.addr, 0.2) == []
     assert relay.activity(1).addr == moved
-    # A replay from anywhere is dropped.
-    assert relay.handle_datagram(fresh, ("127.0.0.1", 7777), 0.0) == []
-    assert relay.counters.dropped_replay == 1
-    # Audio to a now goes to the new address.
-    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.0)] == [moved]
+    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.2)] == [moved]
+
+
+def test_a_captured_packet_from_another_socket_moves_nothing() -> None:
+    """Issue 9 item 3: one authenticated KEEPALIVE from another socket no longer redirects the
+    downlink; the attacker gets one CHALLENGE it cannot read, and no echo."""
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    attacker = ("127.0.0.1", 6666)
+    captured = a.keepalive(1234)  # an on-path attacker races the member's own packet
+    [(challenge, to)] = relay.handle_datagram(captured, attacker, 1.0)
+    assert to == attacker and MediaHeader.unpack(challenge).ptype is PacketType.CHALLENGE
+    assert relay.activity(1).addr == a.addr
+    assert relay.handle_datagram(captured, a.addr, 1.0) == []  # the member's copy is now a replay
+    # The member carries on from its own address: its downlink never moved.
+    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 1.1)] == [a.addr]
+    [(_, to)] = relay.handle_datagram(a.keepalive(), a.addr, 1.1)
+    assert to == a.addr
+    # A wrong answer (a replayed challenge, or another nonce) from the attacker moves nothing.
+    bogus = a.crypto.seal(MediaHeader(PacketType.CHALLENGE, a.session), bytes(CHALLENGE_SIZE))
+    assert relay.handle_datagram(bogus, attacker, 1.2) == []
+    assert relay.handle_datagram(challenge, attacker, 1.2) == []  # the relay's own datagram sent back
+    # Even the member's genuine answer, relayed by the attacker from its socket, is checked against
+    # the address it was meant for: answered from the member's address it moves nothing.
+    assert relay.handle_datagram(a.answer(challenge), a.addr, 1.3) == []
+    assert relay.activity(1).addr == a.addr and relay.counters.rebinds == 0
+    assert relay.counters.dropped_challenge == 2
+
+
+def test_challenges_are_paced_and_bounded_per_member() -> None:
+    relay = Relay()
+    a = join(relay, "r", 1, 1)
+    spots = [("127.0.0.1", 7000 + i) for i in range(MAX_CHALLENGES + 2)]
+    first = relay.handle_datagram(a.keepalive(), spots[0], 0.0)
+    assert relay.handle_datagram(a.keepalive(), spots[0], CHALLENGE_INTERVAL / 2) == []  # paced
+    again = relay.handle_datagram(a.keepalive(), spots[0], CHALLENGE_INTERVAL)
+    nonce = a.crypto.open(again[0][0])[1]
+    assert a.crypto.open(first[0][0])[1] == nonce  # the same nonce, resent
+    for spot in spots[1:]:
+        assert len(relay.handle_datagram(a.keepalive(), spot, 1.0)) == 1
+    assert relay.counters.challenges == 2 + len(spots) - 1
+    # The oldest outstanding challenges were forgotten: their answers move nothing.
+    answer = a.crypto.seal(MediaHeader(PacketType.CHALLENGE, a.session), nonce)
+    assert relay.handle_datagram(answer, spots[0], 1.1) == []
+    assert relay.activity(1).addr == a.addr
+
+
+def test_an_unreachable_address_gets_nothing_until_it_speaks_again() -> None:
+    relay = Relay()
+    a, b = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    assert relay.address_unreachable(a.addr) == 1 and relay.counters.unreachable == 1
+    assert relay.activity(1).addr is None
+    assert relay.handle_datagram(b.voice(), b.addr, 0.0) == []  # nothing goes to a dead port
+    # The same address speaking again takes its downlink back at once.
+    assert [to for _, to in relay.handle_datagram(a.voice(), a.addr, 0.1)] == [b.addr]
+    assert [to for _, to in relay.handle_datagram(b.voice(), b.addr, 0.1)] == [a.addr]
+    # Another address after a loss is challenged, like any move.
+    relay.address_unreachable(a.addr)
+    moved = ("127.0.0.1", 4242)
+    [(challenge, to)] = relay.handle_datagram(a.keepalive(), moved, 0.2)
+    relay.address_unreachable(moved)  # the challenge bounced too: forgotten
+    assert relay.handle_datagram(a.answer(challenge), moved, 0.3) == []
+    assert relay.activity(1).addr is None
+    [(challenge, _)] = relay.handle_datagram(a.keepalive(), moved, 0.4)
+    [(_, to)] = relay.handle_datagram(a.answer(challenge), moved, 0.4)
+    assert to == moved and relay.activity(1).addr == moved
+
+
+def test_packets_name_the_session_id_not_the_guessable_tinyid() -> None:
+    relay = Relay()
+    a, _ = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
+    by_tinyid = a.crypto.seal(MediaHeader(PacketType.DATA, 1, level=30), b"opus")
+    assert relay.handle_datagram(by_tinyid, a.addr, 0.0) == []
+    assert relay.counters.dropped_unknown_member == 1 and relay.counters.dropped_auth == 0
+    [(down, _)] = relay.handle_datagram(a.voice(), a.addr, 0.0)
+    assert MediaHeader.unpack(down).tinyid == 1  # listeners see the tinyid, never a's session id
+    with pytest.raises(SessionIdTaken):
+        relay.add_member("r", 3, a.key)
 
 
 def test_replayed_data_is_dropped_and_counted() -> None:
@@ -232,6 +329,7 @@ def test_unknown_member_wrong_key_and_garbage_are_counted() -> None:
     stranger = Client(55, os.urandom(32), ("127.0.0.1", 55))
     relay.handle_datagram(stranger.voice(), stranger.addr, 0.0)
     wrong_key = Client(1, os.urandom(32), a.addr)
+    wrong_key.session = a.session  # names a's session, sealed with another key
     wrong_key.crypto.send_index = 10  # a fresh index, so it reaches the AEAD rather than the window
     relay.handle_datagram(wrong_key.voice(), a.addr, 0.0)
     relay.handle_datagram(b"\x00" * 5, a.addr, 0.0)
@@ -254,7 +352,7 @@ def test_speaking_detection_from_the_level_byte() -> None:
 def test_keepalive_is_echoed_to_the_sender() -> None:
     relay = Relay()
     a = join(relay, "r", 1, 1)
-    ka = a.crypto.seal(MediaHeader(PacketType.KEEPALIVE, 1, timestamp=1234), b"")
+    ka = a.keepalive(1234)
     [(reply, to)] = relay.handle_datagram(ka, a.addr, 3.0)
     header, _ = a.crypto.open(reply)
     assert (to, header.ptype, header.timestamp) == (a.addr, PacketType.KEEPALIVE, 1234)
@@ -284,10 +382,10 @@ def test_membership_changes() -> None:
 def test_garbage_never_raises(blob: bytes, splice: int) -> None:
     relay = Relay()
     a, _ = join(relay, "r", 1, 1), join(relay, "r", 2, 2)
-    # Splice a known tinyid / valid first byte into some inputs so they reach the AEAD.
+    # Splice a known session id / valid first byte into some inputs so they reach the AEAD.
     data = bytearray(blob)
     if splice and len(data) >= 16:
-        data[8:12] = (1).to_bytes(4, "big")
+        data[8:12] = a.session.to_bytes(4, "big")
         if splice > 1:
             data[0] = 0x41
     before = relay.counters.received

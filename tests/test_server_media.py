@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from opengme.protocol.media import (
     MediaCrypto,
     MediaHeader,
     PacketType,
+    session_id,
 )
 from opengme.server import media as media_part
 from opengme.server.media import Media
@@ -94,23 +96,35 @@ class Peer:
         self.tinyid: int = entered["tinyid"]
         self.key = p.media_key(entered["media"])
         self.crypto = MediaCrypto.for_client(self.key)
+        self.session = session_id(self.key)  # what our packets name, as the SDK's do
         self.path = path
         self.seq = 0
 
     def voice(self, payload: bytes) -> bytes:
         self.seq += 1
-        header = MediaHeader(PacketType.DATA, self.tinyid, seq=self.seq, timestamp=self.seq * 960, level=20, voice=True)
+        header = MediaHeader(PacketType.DATA, self.session, seq=self.seq, timestamp=self.seq * 960, level=20,
+                             voice=True)
         return self.crypto.seal(header, payload)
+
+    def keepalive(self, timestamp: int = 0) -> bytes:
+        return self.crypto.seal(MediaHeader(PacketType.KEEPALIVE, self.session, timestamp=timestamp), b"t")
+
+    def answer(self, nonce: bytes) -> bytes:
+        return self.crypto.seal(MediaHeader(PacketType.CHALLENGE, self.session), nonce)
 
     async def say(self, payload: bytes) -> None:
         await self.path.send(self.voice(payload))
 
     async def bind(self) -> None:
-        """BIND until acknowledged, as the SDK does (3 tries, 300 ms apart)."""
+        """BIND until acknowledged, as the SDK does (3 tries, 300 ms apart); a CHALLENGE (the member
+        had another address) is answered."""
         for _ in range(3):
-            await self.path.send(self.crypto.seal_bind(self.tinyid))
+            await self.path.send(self.crypto.seal_bind(self.session))
             try:
                 header, payload = self.crypto.open(await self.path.recv(0.3))
+                if header.ptype is PacketType.CHALLENGE:
+                    await self.path.send(self.answer(payload))
+                    header, payload = self.crypto.open(await self.path.recv(0.3))
             except TimeoutError:
                 continue
             assert header.ptype is PacketType.BIND and payload == BIND_MAGIC
@@ -224,7 +238,7 @@ async def test_a_fallback_member_exchanges_with_udp_members_both_ways(rig: Rig) 
     await udp.say(b"over udp")
     header, payload = await ws.hear()
     assert (header.tinyid, payload) == (udp.tinyid, b"over udp")
-    keepalive = ws.crypto.seal(MediaHeader(PacketType.KEEPALIVE, ws.tinyid, timestamp=123), b"t")
+    keepalive = ws.keepalive(123)
     await ws.path.send(keepalive)
     header, payload = await ws.hear()  # echoed for RTT
     assert (header.ptype, header.timestamp, payload) == (PacketType.KEEPALIVE, 123, b"t")
@@ -310,7 +324,7 @@ async def test_garbage_forged_replayed_and_oversized_datagrams_do_no_harm(rig: R
     forged[-1] ^= 1
     blobs = [os.urandom(n) for n in (0, 1, 15, 16, 31, 32, 33, 100, 1232, 1500)]
     blobs += [bytes(forged), heard, bytes(MAX_DATAGRAM + 1)]
-    blobs += [bytes([0x41]) + os.urandom(7) + a.tinyid.to_bytes(4, "big") + os.urandom(n) for n in (4, 40, 400)]
+    blobs += [bytes([0x41]) + os.urandom(7) + a.session.to_bytes(4, "big") + os.urandom(n) for n in (4, 40, 400)]
     for blob in blobs * 5:
         await rogue.send(blob)  # from an address the relay never learned
         await a.path.send(blob)  # from the member's own address
@@ -335,6 +349,114 @@ async def test_garbage_forged_replayed_and_oversized_datagrams_do_no_harm(rig: R
     assert (await b.hear())[1] == b"still works"
     assert (await ws.hear())[1] == b"still works"
     assert any(m["type"] == "pong" for m in ws.path.texts)
+
+
+async def eventually(check: Any, timeout: float = 3.0) -> None:
+    """Wait until ``check()`` holds (asserted), polling the loop the server runs on."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_members_downlink_cannot_be_redirected_from_another_socket(rig: Rig) -> None:
+    """Issue 9 item 3: a genuine, fresh KEEPALIVE of a's (as an on-path attacker would capture and
+    race) sent from another socket earns that socket one CHALLENGE it cannot read, and nothing else."""
+    a, b = await rig.peer("10001"), await rig.peer("10002")
+    home = rig.media.relay.activity(a.tinyid).addr
+    attacker = await rig.udp()
+    for t in range(3):
+        await attacker.send(a.keepalive(t))
+    challenge = await attacker.recv(1.0)
+    header, nonce = a.crypto.open(challenge)  # (the attacker has no key: it cannot do this)
+    assert header.ptype is PacketType.CHALLENGE and header.tinyid == a.tinyid and len(nonce) == 16
+    for n in range(5):
+        await b.say(b"for a %d" % n)
+    for n in range(5):
+        assert (await a.hear())[1] == b"for a %d" % n
+    assert attacker.inbox.empty()  # no echo, no voice: only the one (paced) challenge
+    assert rig.media.relay.activity(a.tinyid).addr == home
+    attacker.close()  # the attacker's socket goes away: nothing was ever sent to it but the challenge
+    await b.say(b"still home")
+    assert (await a.hear())[1] == b"still home"
+    assert rig.counters()["rebinds"] == 0 and rig.counters()["challenges"] == 1
+
+
+async def test_nat_rebinding_recovers_after_answering_the_challenge(rig: Rig) -> None:
+    """a's port changes (a NAT rebinding): its voice goes on at once, and after the challenge round
+    trip b's voice reaches the new port. The old port gets nothing more."""
+    a, b = await rig.peer("10001"), await rig.peer("10002")
+    old = a.path
+    a.path = await rig.udp()  # the same member, a new source port
+    start = time.monotonic()
+    await a.say(b"from the new port")
+    assert (await b.hear())[1] == b"from the new port"
+    header, nonce = a.crypto.open(await a.path.recv(1.0))
+    assert header.ptype is PacketType.CHALLENGE
+    await a.path.send(a.answer(nonce))
+    header, payload = a.crypto.open(await a.path.recv(1.0))
+    assert (header.ptype, payload) == (PacketType.BIND, BIND_MAGIC)
+    await b.say(b"to the new port")
+    assert (await a.hear())[1] == b"to the new port"
+    assert time.monotonic() - start < 2.0
+    assert old.inbox.empty()
+    metrics = rig.srv.server.metrics
+    rig.media.sync_metrics()
+    assert metrics.value(media_part.ADDRESS, event="challenges") == 1
+    assert metrics.value(media_part.ADDRESS, event="rebinds") == 1
+
+
+async def test_the_relay_stops_sending_to_a_port_that_answers_with_icmp_errors(rig: Rig) -> None:
+    a, b = await rig.peer("10001"), await rig.peer("10002")
+    a.path.close()  # a's socket is gone: the kernel answers the relay's next datagram with an ICMP error
+    for _ in range(3):
+        await b.say(b"into the void")
+        await asyncio.sleep(0.02)
+    await eventually(lambda: rig.media.relay.activity(a.tinyid).addr is None)
+    assert rig.counters()["unreachable"] == 1
+    forwarded = rig.counters()["forwarded"]
+    await b.say(b"not sent")
+    await asyncio.sleep(0.05)
+    assert rig.counters()["forwarded"] == forwarded  # nobody to send to
+    a.path = await rig.udp()  # a comes back from a new socket: challenged, then heard again
+    await a.bind()
+    await b.say(b"welcome back")
+    assert (await a.hear())[1] == b"welcome back"
+
+
+async def test_forged_datagrams_are_dropped_before_any_crypto_and_kernel_drops_are_counted(rig: Rig) -> None:
+    """Issue 9 item 2: datagrams naming a's (sequential, public) tinyid, or guessed ids, never reach
+    the AEAD; a burst larger than the socket buffer shows up as ``socket_buffer`` drops."""
+    a, b = await rig.peer("10001"), await rig.peer("10002")
+    before = rig.counters()
+    attacker = await rig.udp()
+    guesses = [a.tinyid, b.tinyid, *(int.from_bytes(os.urandom(4)) for _ in range(200))]
+    for tinyid in guesses:
+        await attacker.send(MediaHeader(PacketType.DATA, tinyid, level=30).pack() + os.urandom(80))
+    await eventually(lambda: rig.counters()["received"] >= before["received"] + len(guesses))
+    after = rig.counters()
+    assert after["dropped_unknown_member"] - before["dropped_unknown_member"] == len(guesses)
+    assert after["dropped_auth"] == before["dropped_auth"]  # not one AEAD check
+    # A burst sent while the relay cannot read (this test shares its event loop) overflows its buffer.
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        junk = MediaHeader(PacketType.DATA, a.tinyid, level=30).pack() + bytes(80)
+        for _ in range(40_000):
+            with contextlib.suppress(BlockingIOError):
+                flood.sendto(junk, ("127.0.0.1", rig.media.udp_port))
+    finally:
+        flood.close()
+    dropped = rig.media.socket_drops()
+    assert dropped > 0
+    async with rig.srv.session.get(rig.srv.url + "/metrics") as r:
+        text = await r.text()
+    assert f'opengme_media_packets_dropped_total{{reason="socket_buffer"}} {float(dropped)}' in text
+    for _ in range(20):  # once the relay has read its way through the burst, voice flows again
+        await a.say(b"still fine")
+        with contextlib.suppress(TimeoutError):
+            if (await b.hear(0.2))[1] == b"still fine":
+                return
+    raise AssertionError("no voice after the burst")
 
 
 async def test_binary_frames_before_entering_are_an_error_and_the_socket_survives(rig: Rig) -> None:

@@ -26,7 +26,7 @@ from opengme.core.impair import Impairment
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType, UserUpdateEvent
-from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType
+from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType, session_id
 from opengme.protocol.signalling import IGNORED, media_key
 from opengme.sdk.media import MediaEngine
 from opengme.sdk.media_session import BIND_INTERVAL_S, BIND_TRIES, Route
@@ -127,6 +127,13 @@ def talk(client: SdkClient, path: Path) -> None:
     ctrl = client.ctx.get_audio_ctrl()
     assert ctrl.use_mic_file(path) == ErrorCode.AV_OK
     assert ctrl.enable_mic(True) == ErrorCode.AV_OK
+
+
+def scrape(server: ThreadServer) -> dict[str, float]:
+    """The server's /metrics samples by name (with labels)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as reply:
+        lines = reply.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and line[0] != "#"}
 
 
 def hears(speaker: MemorySpeaker, freq: float, seconds: float = 0.5) -> bool:
@@ -308,10 +315,12 @@ def test_forged_replayed_and_garbage_datagrams_do_no_harm(server: ThreadServer, 
     assert key is not None
     real = MediaCrypto.for_client(key)  # index 0 onwards: long since seen by the relay → replays
     forger = MediaCrypto.for_client(os.urandom(32))
-    header = MediaHeader(PacketType.DATA, room.tinyid, level=10, voice=True, room_type=RoomType.STANDARD)
+    header = MediaHeader(PacketType.DATA, session_id(key), level=10, voice=True, room_type=RoomType.STANDARD)
+    by_tinyid = MediaHeader(PacketType.DATA, room.tinyid, level=10, voice=True, room_type=RoomType.STANDARD)
     attack = [os.urandom(n) for n in (0, 1, 15, 16, 40, 200, 1300, 2000)]
-    attack += [forger.seal(header, os.urandom(60)) for _ in range(20)]
+    attack += [forger.seal(header, os.urandom(60)) for _ in range(20)]  # the right session id, no key
     attack += [real.seal(header, os.urandom(60)) for _ in range(20)]
+    attack += [forger.seal(by_tinyid, os.urandom(60)) for _ in range(20)]  # the public tinyid: no session
     attack += [MediaHeader(PacketType.BIND, room.tinyid).pack() + os.urandom(40) for _ in range(10)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for datagram in attack:
@@ -324,12 +333,41 @@ def test_forged_replayed_and_garbage_datagrams_do_no_harm(server: ThreadServer, 
         assert reply.status == 200
 
     def dropped() -> float:
-        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as reply:
-            lines = reply.read().decode().splitlines()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                   if line.startswith("opengme_media_packets_dropped_total"))
+        return sum(v for k, v in scrape(server).items() if k.startswith("opengme_media_packets_dropped_total"))
 
     wait_for([a, b], lambda: dropped() >= len(attack) - 10, timeout=6)  # counted (metrics copy every 2 s)
+
+
+@pytest.mark.slow
+def test_a_nat_rebinding_recovers_within_a_couple_of_seconds(server: ThreadServer, clients: ClientMaker,
+                                                             tmp_path: Path) -> None:
+    """A's NAT gives its traffic a new source port mid-call (here: the engine's socket is replaced by a
+    new one to the same relay port, the old one closes). The relay challenges the new port, the SDK
+    answers, and both directions flow again well within two seconds."""
+    a, b = join(server, clients, ["10001", "10002"], RoomType.STANDARD)
+    heard_a, heard_b = listen(a), listen(b)
+    talk(a, write_wav(tmp_path / "a.wav", tone(440, 10), OUT_RATE))
+    talk(b, write_wav(tmp_path / "b.wav", tone(660, 10), OUT_RATE))
+    wait_for([a, b], lambda: hears(heard_a, 660) and hears(heard_b, 440))
+    rebinds = 'opengme_media_address_events_total{event="rebinds"}'
+    assert scrape(server).get(rebinds, 0.0) == 0
+    media = engine(a)
+    with media._lock:  # the NAT's new mapping: the same relay, another source port
+        old = media._sock
+        assert old is not None
+        new = socket.socket(old.family, socket.SOCK_DGRAM)
+        new.setblocking(False)
+        new.connect(old.getpeername())
+        media._close_socket()
+        media._sock = new
+    moved = time.monotonic()
+    wait_for([a, b], lambda: scrape(server).get(rebinds, 0.0) >= 1, timeout=2.0)
+    assert time.monotonic() - moved < 2.0
+    heard_a.take_all()
+    heard_b.take_all()
+    wait_played([a, b], 0.6, heard_a, heard_b)
+    assert hears(heard_a, 660) and hears(heard_b, 440)
+    assert media.route is Route.UDP and media.counters.send_errors == 0
 
 
 @pytest.mark.slow

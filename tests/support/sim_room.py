@@ -53,14 +53,14 @@ class SimRoom:
     def __post_init__(self) -> None:
         for tinyid in self.tinyids:
             key = os.urandom(32)
-            self.relay.add_member("room", tinyid, key)
+            session = self.relay.add_member("room", tinyid, key)  # the uplink header names it
             crypto = MediaCrypto.for_client(key)  # one object for both directions, as a client has
             self.clients[tinyid] = SimClient(
                 tinyid, crypto,
-                Uplink(self.room_type, tinyid, crypto, noise_suppression=self.noise_suppression),
+                Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression),
                 Downlink(self.room_type, crypto), ("127.0.0.1", 40_000 + tinyid))
         for client in self.clients.values():  # bind each member's address; the relay acknowledges
-            for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.tinyid),
+            for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.uplink.session_id),
                                                           client.addr, START):
                 assert client.downlink.receive(datagram, START) is PacketType.BIND
 

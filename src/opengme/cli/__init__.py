@@ -144,6 +144,7 @@ def build_parser() -> Parser:
         config_cmd,
         errors_cmd,
         join_cmd,
+        message_cmd,
         messages_cmd,
         rooms_cmd,
         say_cmd,
@@ -161,7 +162,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   transcribe_cmd, say_cmd):
+                   message_cmd, transcribe_cmd, say_cmd):
         module.register(sub, common)
     return parser
 

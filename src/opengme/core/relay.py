@@ -5,10 +5,22 @@ address and the current time, and sends what comes back. The relay never decodes
 the sender's packet with the sender's key, then seals one copy per listener with that listener's
 key and counter, keeping the speaker's tinyid, sequence, timestamp and audio level in the header.
 
-Address rules: a member's UDP address is unknown until an authenticated BIND arrives from it (the
-relay acknowledges each BIND, so the client knows the path works). Later, any authenticated packet
-that advances the member's packet index moves the address (NAT rebinding); forged, replayed or
-stale packets never do. Nothing that arrives from the network can make ``handle_datagram`` raise.
+Members are found by the header's session id (``protocol.media.session_id`` of their key), not by
+their public, sequential tinyid: a datagram that names no session costs one dict lookup, so forging
+datagrams for a member means guessing 32 random bits first. Downlink headers carry the speaker's
+tinyid instead (the relay rewrites the field), so listeners never learn another member's session id.
+
+Address rules (WireGuard roaming / ICE consent, docs/protocol.md "Media"): a member's UDP address is
+unknown until an authenticated BIND arrives from it (the relay acknowledges each BIND, so the client
+knows the path works). After that, an authenticated packet that advances the member's packet index
+from another address does not move anything: the relay sends a CHALLENGE (a random nonce, sealed with
+the member's key) to that address, at most every CHALLENGE_INTERVAL per address, and moves the
+member's downlink only when the matching CHALLENGE answer comes back from there (then acknowledges
+it with a BIND). Voice from the new address is forwarded meanwhile (it is authentic and fresh), so a
+client whose NAT rebinds keeps talking and hears again one round trip later. ``address_unreachable``
+(the shell calls it for ICMP errors) stops sending to an address; a packet from that address brings
+it back, one from another address is challenged. Forged, replayed or stale packets never move or
+challenge anything. Nothing that arrives from the network can make ``handle_datagram`` raise.
 
 Routing: each speaker keeps its route table, the list of members that hear it. Tables are rebuilt
 only when something they depend on changes (a member joins or leaves, a room's ``RoutePolicy`` is set,
@@ -18,18 +30,22 @@ packet (its drops are counted apart), not a route.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from opengme.protocol.media import (
     BIND_MAGIC,
+    CHALLENGE_SIZE,
     DIRECTION_BIT,
     HEADER_SIZE,
     TYPE_MASK,
+    VERSION,
     DropReason,
     MediaCrypto,
     MediaPacketError,
     PacketType,
+    session_id,
 )
 
 Addr = tuple[str, int]
@@ -42,7 +58,19 @@ from its own state, without calling back into the relay."""
 _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
 _KEEPALIVE = int(PacketType.KEEPALIVE)
+_CHALLENGE = int(PacketType.CHALLENGE)
 _DOWNLINK_FIRST = tuple(bytes((b | DIRECTION_BIT,)) for b in range(256))
+_DOWNLINK_BIND = bytes(((VERSION << 6) | DIRECTION_BIT | _BIND,))
+_DOWNLINK_CHALLENGE = bytes(((VERSION << 6) | DIRECTION_BIT | _CHALLENGE,))
+CHALLENGE_INTERVAL = 0.25
+"""Seconds between two CHALLENGEs to the same new address of a member (so a burst of voice from a
+rebound NAT port costs one challenge, and the relay never answers a packet with more than one)."""
+MAX_CHALLENGES = 4
+"""New addresses with a challenge outstanding, per member; the least recently challenged goes first."""
+
+
+class SessionIdTaken(ValueError):
+    """Another member's key gives the same session id: draw another key."""
 
 
 @dataclass(slots=True)
@@ -52,13 +80,16 @@ class RelayCounters:
     received: int = 0
     forwarded: int = 0
     replies: int = 0
-    rebinds: int = 0
+    challenges: int = 0  # CHALLENGEs sent to new addresses
+    rebinds: int = 0  # addresses moved after a CHALLENGE was answered
+    unreachable: int = 0  # addresses given up after an ICMP error
     dropped_malformed: int = 0
     dropped_unknown_member: int = 0
     dropped_unknown_addr: int = 0
     dropped_auth: int = 0
     dropped_replay: int = 0
     dropped_muted: int = 0
+    dropped_challenge: int = 0  # an answer to no outstanding challenge
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,24 +123,32 @@ class UplinkQuality:
 class _Member:
     __slots__ = (
         "addr",
+        "challenges",
         "crypto",
         "last_packet",
         "last_voice",
         "level",
         "listeners",
+        "lost",
         "muted",
         "received",
         "report_top",
         "room",
+        "session",
         "tinyid",
+        "wire_tinyid",
     )
 
-    def __init__(self, tinyid: int, room: _Room, crypto: MediaCrypto) -> None:
+    def __init__(self, tinyid: int, session: int, room: _Room, crypto: MediaCrypto) -> None:
         self.tinyid = tinyid
+        self.session = session
+        self.wire_tinyid = tinyid.to_bytes(4)  # the header id field on the way down
         self.room = room
         self.crypto = crypto
         self.listeners: list[_Member] = []  # this speaker's route table: who hears it
         self.addr: Addr | None = None
+        self.lost: Addr | None = None  # the address given up after an ICMP error
+        self.challenges: dict[Addr, tuple[bytes, float]] = {}  # new address -> (nonce, last sent), LRU first
         self.muted = False
         self.level = 127
         self.last_voice: float | None = None
@@ -126,6 +165,12 @@ class _Room:
         self.members: list[_Member] = []  # in joining order
 
 
+def _head(first: bytes, data: bytes, member: _Member) -> bytes:
+    """The first 14 bytes of a downlink header answering ``data``: our first byte, the uplink's media
+    fields, the member's tinyid in place of its session id."""
+    return b"".join((first, data[1:8], member.wire_tinyid, data[12:14]))
+
+
 def _everyone(speaker: int, listener: int) -> bool:
     """The policy of a room that has none: every member hears every other one."""
     return True
@@ -139,35 +184,44 @@ def _table(speaker: _Member, hears: RoutePolicy) -> list[_Member]:
 class Relay:
     """Sessions ``{tinyid: member}`` and rooms ``{room_id: members}`` plus the per-datagram hot path."""
 
-    def __init__(self, window: int = 128) -> None:
+    def __init__(self, window: int = 128, random: Callable[[int], bytes] = os.urandom) -> None:
         self._window = window
+        self._random = random  # challenge nonces
         self._members: dict[int, _Member] = {}
+        self._sessions: dict[int, _Member] = {}  # by session id: the hot path's lookup
         self._rooms: dict[str, _Room] = {}
         self._policies: dict[str, RoutePolicy] = {}  # by room id; outlive the room's members
         self.counters = RelayCounters()
 
     # -- membership (called by signalling) ---------------------------------------------------
 
-    def add_member(self, room_id: str, tinyid: int, key: bytes) -> None:
-        """Open a media session; the key is the one signalling handed to the member on entry."""
+    def add_member(self, room_id: str, tinyid: int, key: bytes) -> int:
+        """Open a media session; the key is the one signalling handed to the member on entry.
+        Returns the session id; raises SessionIdTaken when another member's key gives the same one."""
         if not 0 <= tinyid <= 0xFFFFFFFF:
             raise ValueError(f"tinyid {tinyid} is not a u32")
         if tinyid in self._members:
             raise ValueError(f"tinyid {tinyid} already has a media session")
+        session = session_id(key)
+        if session in self._sessions:
+            raise SessionIdTaken(f"session id {session:#010x} is taken; draw another key")
         crypto = MediaCrypto.for_server(key, self._window)
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        member = _Member(tinyid, room, crypto)
+        member = _Member(tinyid, session, room, crypto)
         room.members.append(member)
         self._members[tinyid] = member
+        self._sessions[session] = member
         self._route(member)
+        return session
 
     def remove_member(self, tinyid: int) -> bool:
         """Close a session (exit, kick, room switch); False if there was none."""
         member = self._members.pop(tinyid, None)
         if member is None:
             return False
+        del self._sessions[member.session]
         room = member.room
         room.members.remove(member)
         for other in room.members:
@@ -243,6 +297,18 @@ class Relay:
                 member.report_top = top
         return report
 
+    def address_unreachable(self, addr: Addr) -> int:
+        """An ICMP error said nothing listens at ``addr``: stop sending there (downlink and challenges)
+        until a packet comes from it again. Returns how many members were sending there."""
+        marked = 0
+        for member in self._members.values():
+            member.challenges.pop(addr, None)
+            if member.addr == addr:
+                member.lost, member.addr = addr, None
+                marked += 1
+        self.counters.unreachable += marked
+        return marked
+
     def _member(self, tinyid: int) -> _Member:
         member = self._members.get(tinyid)
         if member is None:
@@ -258,14 +324,14 @@ class Relay:
         if len(data) < HEADER_SIZE:
             counters.dropped_malformed += 1
             return []
-        member = self._members.get(int.from_bytes(data[8:12]))
+        member = self._sessions.get(int.from_bytes(data[8:12]))
         if member is None:
             counters.dropped_unknown_member += 1
             return []
         crypto = member.crypto
         ptype = data[0] & TYPE_MASK
         new_path = addr != member.addr
-        if new_path and member.addr is None and ptype != _BIND:
+        if new_path and member.addr is None and member.lost is None and ptype != _BIND:
             counters.dropped_unknown_addr += 1
             return []
         top_before = crypto.window.top
@@ -281,33 +347,66 @@ class Relay:
                 counters.dropped_malformed += 1
             return []
         member.received += 1
+        out: Outgoing = []
         if new_path:
             if crypto.window.top == top_before:
                 counters.dropped_unknown_addr += 1  # genuine but late packet from a path left behind
                 return []
-            if member.addr is not None:
-                counters.rebinds += 1
-            member.addr = addr
+            if member.addr is None and member.lost in (None, addr):
+                member.addr, member.lost = addr, None  # the first BIND, or the address that failed is back
+            else:
+                out = self._new_path(member, ptype, payload, addr, now, data)
+                if ptype != _DATA:
+                    return out
         member.last_packet = now
-        head = _DOWNLINK_FIRST[data[0]] + data[1:14]
         if ptype == _DATA:
             if member.muted:
                 counters.dropped_muted += 1
-                return []
+                return out
             level = data[12]
             member.level = level & 0x7F
             if level & 0x80:
                 member.last_voice = now
+            head = b"".join((_DOWNLINK_FIRST[data[0]], data[1:8], member.wire_tinyid, data[12:14]))  # = _head
             tinyid = member.tinyid
-            out: Outgoing = []
+            sent = len(out)
             for listener in member.listeners:
                 to = listener.addr
                 if to is not None:
                     out.append((listener.crypto.seal_raw(head, tinyid, payload), to))
-            counters.forwarded += len(out)
+            counters.forwarded += len(out) - sent
             return out
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
             counters.replies += 1
-            return [(crypto.seal_raw(head, member.tinyid, payload), addr)]
-        counters.dropped_malformed += 1
+            return [(crypto.seal_raw(_head(_DOWNLINK_FIRST[data[0]], data, member), member.tinyid, payload), addr)]
+        if ptype == _CHALLENGE:
+            counters.dropped_challenge += 1  # an answer from the current address: it moved already
+        else:
+            counters.dropped_malformed += 1
         return []
+
+    def _new_path(self, member: _Member, ptype: int, payload: bytes, addr: Addr, now: float,
+                  data: bytes) -> Outgoing:
+        """An authentic, fresh packet from an address that is not the member's: the answer to our
+        challenge moves the member there, anything else earns that address a challenge."""
+        counters, crypto = self.counters, member.crypto
+        pending = member.challenges.pop(addr, None)
+        if ptype == _CHALLENGE:
+            if pending is None or payload != pending[0]:
+                if pending is not None:
+                    member.challenges[addr] = pending
+                counters.dropped_challenge += 1
+                return []
+            member.challenges.clear()
+            counters.rebinds += 1
+            member.addr, member.lost = addr, None
+            return [(crypto.seal_raw(_head(_DOWNLINK_BIND, data, member), member.tinyid, BIND_MAGIC), addr)]
+        if pending is not None and now - pending[1] < CHALLENGE_INTERVAL:
+            member.challenges[addr] = pending
+            return []
+        if len(member.challenges) >= MAX_CHALLENGES:
+            del member.challenges[next(iter(member.challenges))]
+        nonce = pending[0] if pending is not None else self._random(CHALLENGE_SIZE)
+        member.challenges[addr] = (nonce, now)
+        counters.challenges += 1
+        return [(crypto.seal_raw(_head(_DOWNLINK_CHALLENGE, data, member), member.tinyid, nonce), addr)]

@@ -17,8 +17,8 @@ Per 20 ms frame, in this order (GME's send chain):
    fresh even if the encoder itself goes quiet for long. The first packet after frames that were
    not sent carries MARKER (RTP's "first packet of a talkspurt").
 7. **Header + AEAD**: sequence (counts *sent* packets, so the receiver tells loss from DTX), media
-   timestamp (counts *captured* frames, so a DTX gap shows as a timestamp jump), the speaker's
-   tinyid, the RFC 6464 level and voice bit, room type and codec; sealed with the member's key.
+   timestamp (counts *captured* frames, so a DTX gap shows as a timestamp jump), the member's
+   session id (``protocol.media.session_id``: the relay names the speaker by tinyid downstream), the RFC 6464 level and voice bit, room type and codec; sealed with the member's key.
 
 Pure: no sockets, threads or clocks; ``now`` (seconds, any monotonic origin) is passed in and is
 used only for keep-alive timing and to keep the media clock in step after capture pauses.
@@ -82,13 +82,13 @@ class UplinkCounters:
 class Uplink:
     """One member's send pipeline (see the module docstring). Not thread-safe."""
 
-    def __init__(self, room_type: RoomType, tinyid: int, crypto: MediaCrypto, *,
+    def __init__(self, room_type: RoomType, session_id: int, crypto: MediaCrypto, *,
                  noise_suppression: bool | None = None, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
-        if not 0 <= tinyid <= 0xFFFFFFFF:
-            raise ValueError(f"tinyid {tinyid} is not a u32")
+        if not 0 <= session_id <= 0xFFFFFFFF:
+            raise ValueError(f"session id {session_id} is not a u32")
         if keepalive_s <= 0:
             raise ValueError("keepalive_s must be positive")
-        self.tinyid = tinyid
+        self.session_id = session_id
         self.keepalive_s = keepalive_s
         self.counters = UplinkCounters()
         self._crypto = crypto
@@ -218,7 +218,7 @@ class Uplink:
         if not self._talking:
             flags |= Flags.MARKER
         header = MediaHeader(
-            PacketType.DATA, self.tinyid, seq=self._seq, timestamp=self._timestamp, level=dbov,
+            PacketType.DATA, self.session_id, seq=self._seq, timestamp=self._timestamp, level=dbov,
             voice=not flags & Flags.DTX and dbov <= VOICE_DBOV, flags=flags,
             room_type=self._room_type, codec=Codec.OPUS,
         )

@@ -13,7 +13,7 @@ Header, network byte order::
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     |                  timestamp (codec samples)                    |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-    |                 tinyid (the original sender)                  |
+    |       session id (uplink) / tinyid of the speaker (downlink)  |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     |A|  level -dBov | room  | codec |     hop counter (low 16)      |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -21,7 +21,13 @@ Header, network byte order::
 - ``V`` version (1), ``D`` direction (0 client→server, 1 server→client), ``type`` a PacketType.
 - ``flags`` MARKER (first frame of a talkspurt), DTX, FEC (payload carries in-band FEC).
 - ``sequence``/``timestamp``: the *sender's* media clock, end to end (the relay copies them), so the
-  receiver's jitter buffer works per sender. ``tinyid`` is always the speaker, also on the way down.
+  receiver's jitter buffer works per sender.
+- ``session id`` (client→server): the member's wire id, derived from its session key (``session_id``
+  below), so it is as unguessable as 32 random bits and names the key without another signalling
+  field; the relay finds the member by it with one dict lookup, and a datagram naming no session
+  (a forgery that guesses) is dropped before any cryptography. ``tinyid`` (server→client): the
+  speaker, also in acknowledgements; tinyids are sequential and public, session ids never leave the
+  member and the relay (the relay rewrites the field on the way down).
 - ``A`` + ``level``: RFC 6464 audio level (voice-activity bit, 0 = loudest … 127 = silence), so the
   relay sees who speaks without decoding.
 - ``room``/``codec``: RoomType and Codec, one nibble each.
@@ -30,10 +36,16 @@ Header, network byte order::
   extends it (RFC 3711 §3.3.1 style) and it is the sole source of nonce uniqueness and replay checks,
   separate from the media sequence because the relay merges many senders into one downlink.
 
-Nonce (12 bytes) = direction (1) ‖ 0 (1) ‖ header tinyid (4) ‖ packet index (6). For one key and one
+Nonce (12 bytes) = direction (1) ‖ 0 (1) ‖ header bytes 8-11 (4) ‖ packet index (6). For one key and one
 direction the index strictly increases, so no nonce repeats; the direction byte separates the
 member's and the relay's use of the same key. The index is 48 bits and ``struct`` refuses to pack a
 larger one, so a counter can never silently wrap.
+
+Packet types: DATA (voice), BIND (payload BIND_MAGIC; binds the first address, acknowledged with
+itself), KEEPALIVE (empty; echoed), CHALLENGE (payload a 16-byte random nonce): sent by the relay to
+a *new* address an authenticated packet came from; the member answers with a CHALLENGE carrying the
+same nonce from that address, and only then does the relay move the member's downlink there (and
+acknowledges with a BIND). The nonce is inside the AEAD, so only the key holder can answer.
 
 Cipher: AES-256-GCM. Measured here for an 80-byte payload (cryptography 50, AES-NI):
 seal 0.58 µs / open 0.57 µs against 1.02 / 0.96 µs for ChaCha20-Poly1305; the relay does 1 open +
@@ -41,6 +53,7 @@ N-1 seals per packet, so the faster one is the relay's choice. ``AEAD`` is the o
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -59,8 +72,11 @@ MIN_DATAGRAM = HEADER_SIZE + TAG_SIZE
 MAX_PAYLOAD = 1200
 MAX_DATAGRAM = MIN_DATAGRAM + MAX_PAYLOAD
 MAX_INDEX = (1 << 48) - 1
+CHALLENGE_SIZE = 16
 BIND_MAGIC = b"OpenGME-bind-v1\0"
 """Plaintext of a BIND and of its acknowledgement: decrypting it proves possession of the key."""
+
+SESSION_ID_LABEL = b"OpenGME-session-id-v1\0"
 
 DIRECTION_BIT = 0x20
 TYPE_MASK = 0x1F
@@ -73,6 +89,17 @@ _NONCE = struct.Struct(">BxIHI")
 _U32 = struct.Struct(">I")
 
 
+def session_id(key: bytes) -> int:
+    """The member's uplink wire id: the first 32 bits of SHA-256(``SESSION_ID_LABEL`` ‖ key).
+
+    Derived rather than handed out, so both ends agree without a signalling field; one-way, so it
+    says nothing about the key. Collisions between members are the server's to avoid (it draws
+    another key)."""
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"session key must be {KEY_SIZE} bytes, got {len(key)}")
+    return int.from_bytes(hashlib.sha256(SESSION_ID_LABEL + key).digest()[:4])
+
+
 class Direction(IntEnum):
     CLIENT_TO_SERVER = 0
     SERVER_TO_CLIENT = 1
@@ -82,6 +109,7 @@ class PacketType(IntEnum):
     DATA = 1
     BIND = 2
     KEEPALIVE = 3
+    CHALLENGE = 4
 
 
 class Flags(IntFlag):
@@ -113,7 +141,9 @@ class MediaPacketError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class MediaHeader:
-    """The clear, authenticated header. ``direction``/``counter`` are set by the sealer, read on open."""
+    """The clear, authenticated header. ``direction``/``counter`` are set by the sealer, read on open.
+    ``tinyid`` is the header's id field: the member's session id on the uplink, the speaker's tinyid
+    on the downlink."""
 
     ptype: PacketType
     tinyid: int
@@ -289,4 +319,6 @@ class MediaCrypto:
         payload = self.open_payload(datagram)
         if header.ptype is PacketType.BIND and payload != BIND_MAGIC:
             raise MediaPacketError(DropReason.MALFORMED, "BIND without the bind tag")
+        if header.ptype is PacketType.CHALLENGE and len(payload) != CHALLENGE_SIZE:
+            raise MediaPacketError(DropReason.MALFORMED, f"CHALLENGE of {len(payload)} bytes, not {CHALLENGE_SIZE}")
         return header, payload

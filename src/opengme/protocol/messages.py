@@ -335,7 +335,8 @@ MEMBER = Record("member", "A member of a room as the others see it.", (
 MEMBERS = ListOf(MEMBER, "members {tinyid, open_id}")
 MEDIA = Record("media", "Where to send media and the member's session key (docs/protocol.md \"Media\").", (
     Field("udp_port", Integer(1, 65535), "UDP port of the relay on the server's host"),
-    Field("key", Base64(MEDIA_KEY_BYTES), "the member's AES-256 session key, both directions"),
+    Field("key", Base64(MEDIA_KEY_BYTES), "the member's AES-256 session key, both directions; the session id "
+          "derived from it (protocol.media.session_id) names the member in its uplink headers"),
 ))
 ABILITY_LIST = ListOf(Text(0, 64), "strings")
 

@@ -6,7 +6,7 @@ delegate only inside :meth:`Context.poll` on that thread. Calls return an ``Erro
 (0) means "accepted", and the outcome of an asynchronous call arrives later as an event with GME's
 number and payload keys. Connection and server failures never raise: they become codes and events.
 
-Behind it and the other facades (``Room``, ``AudioCtrl``): one :class:`~opengme.sdk.core.SdkCore`
+Behind it and the other facades (``Room``, ``AudioCtrl``, ``Ptt``): one :class:`~opengme.sdk.core.SdkCore`
 holding :class:`~opengme.sdk.session.Session` (all the room rules, pure),
 :class:`~opengme.sdk.transport.Transport` (one network thread per context) and
 :class:`~opengme.sdk.media.MediaEngine` (one audio thread per context around a pure
@@ -44,6 +44,7 @@ from opengme.ids import IdError, validate_app_id
 from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
 from opengme.sdk.media_session import MediaTransport
+from opengme.sdk.ptt import Ptt
 from opengme.sdk.room import Room
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Session, valid_open_id
@@ -83,6 +84,7 @@ class Context(Facade):
         self.heartbeat_interval = heartbeat_interval
         self._room = Room(self._core)
         self._audio = AudioCtrl(self._core)
+        self._ptt = Ptt(self._core)
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
 
@@ -218,6 +220,10 @@ class Context(Facade):
     def get_audio_ctrl(self) -> AudioCtrl:
         """GME: ITMGContext::GetAudioCtrl. Always the same object; see :mod:`opengme.sdk.audio_ctrl`."""
         return self._audio
+
+    def get_ptt(self) -> Ptt:
+        """GME: ITMGContext::GetPTT. Voice messages (no room needed); see :mod:`opengme.sdk.ptt`."""
+        return self._ptt
 
     @guarded()
     def set_audio_role(self, role: AudioRole) -> ErrorCode:

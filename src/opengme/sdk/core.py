@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from operator import attrgetter
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from opengme.core.impair import Impairment
 from opengme.devices import DeviceList, DeviceRegistry, MicDevice, SpeakerDevice
 from opengme.errors import ErrorCode, GmeError
-from opengme.events import AudioRole
+from opengme.events import AudioRole, EventType
 from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.sdk.audio_settings import AudioSettings
 from opengme.sdk.media import MediaEngine, impairment_from_env
@@ -81,6 +81,16 @@ def device_failure(error: GmeError) -> ErrorCode:
     return ErrorCode(error.code)
 
 
+class Part(Protocol):
+    """A facade with work of its own in ``poll`` and ``uninit`` (``Ptt``): attached to the core."""
+
+    def pump(self) -> None:
+        """``poll``'s share, on the owner's thread (events go through :meth:`SdkCore.emit`)."""
+
+    def close(self) -> None:
+        """``uninit``: stop and forget everything, emit nothing."""
+
+
 class SdkCore:
     """One Context's shared state and plumbing (see the module docstring)."""
 
@@ -101,6 +111,7 @@ class SdkCore:
         self.room_audio = RoomAudio(self)
         self._engine: MediaEngine | None = None
         self._queue: list[Event] = []  # events for the next poll, in the order they arose
+        self._parts: list[Part] = []
 
     # --- guards ---
 
@@ -144,9 +155,14 @@ class SdkCore:
         self.paused = False
         self.session = session  # set last: other threads see either no session (1101) or a complete one
 
+    def attach(self, part: Part) -> None:
+        self._parts.append(part)
+
     def stop(self) -> None:
         """``uninit``: forget the room, the device test and pending events; join both threads."""
         assert self.transport is not None
+        for part in self._parts:
+            part.close()
         self.session = None  # first, so that other threads get 1101 from here on
         self._queue = []
         self.room_audio.reset()
@@ -178,6 +194,8 @@ class SdkCore:
         session.tick(now)
         self._flush()
         self.sync(now)
+        for part in self._parts:
+            part.pump()
         events, self._queue = self._queue, []  # a delegate's own calls queue for the next poll
         return events
 
@@ -190,6 +208,10 @@ class SdkCore:
             return
         self._queue += session.take_events()
         self._queue += self.room_audio.sync(session, self.now() if now is None else now)
+
+    def emit(self, event: EventType, data: dict[str, Any]) -> None:
+        """Queue an event for the next ``poll``, after those that arose before it."""
+        self._queue.append((event, data))
 
     def _flush(self) -> None:
         if self.session is not None and self.transport is not None:

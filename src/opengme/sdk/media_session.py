@@ -16,7 +16,11 @@ acknowledgement picks UDP, none picks the signalling WebSocket. ``MediaTransport
 KEEPALIVE goes out every second on the chosen route and its echo gives the RTT. No echo for 3 s marks
 the path silent (no RTT, CHANGE_ROOM_QUALITY reads it); in AUTO mode a silent UDP route is bound
 again, so media moves to the WebSocket when UDP died after binding, and a BIND probes UDP every 5 s
-from the WebSocket to move back when it answers.
+from the WebSocket to move back when it answers. Packets go up under the session id derived from the
+key (``protocol.media.session_id``), not the tinyid. When the relay hears us from a new address (a
+NAT rebinding, a UDP probe from the WebSocket) it sends a CHALLENGE there; it is answered at the next
+tick on the route it came by, with the same nonce, and the relay's BIND acknowledgement then says the
+downlink follows.
 
 Seams for what plays or records locally (inside a room or not):
 
@@ -46,7 +50,7 @@ from opengme.core.impair import Impairment
 from opengme.core.mixer import fit_channels
 from opengme.core.uplink import SendStage, Uplink
 from opengme.events import RoomType, UserUpdateEvent
-from opengme.protocol.media import TYPE_MASK, MediaCrypto, MediaHeader, PacketType
+from opengme.protocol.media import TYPE_MASK, MediaCrypto, MediaHeader, MediaPacketError, PacketType, session_id
 from opengme.sdk.audio_settings import AudioSettings
 
 TICK_S: Final = FRAME_MS / 1000
@@ -58,9 +62,6 @@ ECHO_TIMEOUT_S: Final = 3.0
 """No echo (a BIND acknowledgement or KEEPALIVE) for this long: the path is silent."""
 UDP_RETRY_S: Final = 5.0
 """On the WebSocket in AUTO mode, a BIND probes UDP this often; its acknowledgement moves media back."""
-PROBE_FOLLOW_S: Final = 0.1
-"""A KEEPALIVE on the WebSocket this soon after a probe, so that a probe the relay heard but could not
-answer moves its address for us back to the WebSocket at once."""
 MAX_RTT_S: Final = 10.0
 DELAYED_MAX: Final = 1024
 """Datagrams held back by a test impairment; more are dropped."""
@@ -68,6 +69,7 @@ QUALITY_MAX_WEIGHT: Final = 50
 QUALITY_INTERVAL_S: Final = 2.0
 
 _DATA: Final = int(PacketType.DATA)
+_CHALLENGE: Final = int(PacketType.CHALLENGE)
 
 MicTap = Callable[[Frame, int], None]
 """``tap(frame, sample_rate)``: one captured mic frame, as captured."""
@@ -204,6 +206,7 @@ class MediaCounters:
     inbox_dropped: int = 0
     impaired_dropped: int = 0
     binds_sent: int = 0
+    challenges_answered: int = 0
     tick_errors: int = 0
 
 
@@ -223,6 +226,7 @@ class _RoomLink:
 
     key: bytes
     tinyid: int
+    session: int  # the header id of our packets (protocol.media.session_id of the key)
     crypto: MediaCrypto
     uplink: Uplink
     downlink: Downlink
@@ -231,6 +235,7 @@ class _RoomLink:
     members: set[int] = field(default_factory=set)
     blacklist: set[int] = field(default_factory=set)
     volumes: dict[int, int] = field(default_factory=dict)
+    answers: list[tuple[Route, bytes]] = field(default_factory=list)  # CHALLENGE nonces to echo
 
 
 class MediaSession:
@@ -288,7 +293,8 @@ class MediaSession:
         self.stop_room()
         self._members = {}  # a new session knows no members until ``apply`` names them
         crypto = MediaCrypto.for_client(key)
-        uplink = Uplink(RoomType(room_type), tinyid, crypto)
+        session = session_id(key)
+        uplink = Uplink(RoomType(room_type), session, crypto)
         uplink.send_stage = self._send_stage
         if self._uplink_loss is not None:
             uplink.set_packet_loss_perc(self._uplink_loss * 100)
@@ -296,7 +302,7 @@ class MediaSession:
                             volume_interval_s=TICK_S)
         downlink.set_voice_stage(self._voice_stage, self._voice_channels)
         binding = Binding(self.mode if udp else MediaTransport.WS, now)
-        self._room = _RoomLink(key, tinyid, crypto, uplink, downlink, binding, next_keepalive=now)
+        self._room = _RoomLink(key, tinyid, session, crypto, uplink, downlink, binding, next_keepalive=now)
         self._configure(self._room)
         return ended
 
@@ -431,8 +437,12 @@ class MediaSession:
         room = self._room
         if room is None or not datagram:
             return
-        if datagram[0] & TYPE_MASK == _DATA and not self._settings.recv:
+        first = datagram[0] & TYPE_MASK
+        if first == _DATA and not self._settings.recv:
             return  # EnableAudioRecv(false): the downstream is not taken
+        if first == _CHALLENGE:
+            self._challenged(room, datagram, route)
+            return
         ptype = room.downlink.receive(datagram, at)
         if ptype is PacketType.BIND:
             room.binding.acknowledged(route)
@@ -443,6 +453,17 @@ class MediaSession:
             if rtt < MAX_RTT_S:
                 self.rtt = rtt
                 room.binding.heard(at)
+
+    def _challenged(self, room: _RoomLink, datagram: bytes, route: Route) -> None:
+        """The relay asks whether this path is ours: its nonce goes back on the same route at the next
+        tick (only the key holder can read it, so the answer proves the path)."""
+        try:
+            header, nonce = room.crypto.open(datagram)
+        except MediaPacketError:
+            return
+        if header.ptype is PacketType.CHALLENGE and len(room.answers) < 4:
+            answer = MediaHeader(PacketType.CHALLENGE, room.session, room_type=room.uplink.room_type)
+            room.answers.append((route, room.crypto.seal(answer, nonce)))
 
     # ------------------------------------------------------------------------ tick
 
@@ -504,16 +525,18 @@ class MediaSession:
         self.silent = room.binding.expire(now)
         if self.silent:
             self.rtt = None  # the last echo's RTT says nothing about a path that stopped answering
+        if room.answers:
+            self.counters.challenges_answered += len(room.answers)
+            datagrams += room.answers
+            room.answers = []
         bind_on = room.binding.poll(now)
         if bind_on is not None:
             self.counters.binds_sent += 1
-            datagrams.append((bind_on, room.crypto.seal_bind(room.tinyid, room_type=room.uplink.room_type)))
-            if bind_on is Route.UDP and room.binding.route is Route.WS:
-                room.next_keepalive = min(room.next_keepalive, now + PROBE_FOLLOW_S)
+            datagrams.append((bind_on, room.crypto.seal_bind(room.session, room_type=room.uplink.room_type)))
         route = room.binding.route
         if route is not None and now >= room.next_keepalive:
             room.next_keepalive = now + KEEPALIVE_S
-            header = MediaHeader(PacketType.KEEPALIVE, room.tinyid, timestamp=int(now * 1000) & 0xFFFFFFFF,
+            header = MediaHeader(PacketType.KEEPALIVE, room.session, timestamp=int(now * 1000) & 0xFFFFFFFF,
                                  room_type=room.uplink.room_type)
             datagrams.append((route, room.crypto.seal(header, b"")))
 

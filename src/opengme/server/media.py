@@ -11,6 +11,13 @@
   (``Relay.set_route_policy``, ``Relay.update_routes``), never per packet.
 - Sessions: signalling calls ``open_session`` for every entry, switch and resume, which adds the member
   to the relay under a fresh random key; departures of any kind arrive as room events.
+- ICMP errors: the socket has IP_RECVERR set, so an error names the address that failed (the
+  destination of the send that caused it, read from the socket's error queue); ``Relay.address_unreachable``
+  then stops sending there until that address speaks again. Without the option Linux reports nothing
+  for an unconnected socket, and asyncio's ``error_received`` never says which address failed.
+- Kernel drops: the socket's own ``drops`` column of ``/proc/net/udp`` (datagrams the kernel discarded
+  because the receive buffer was full, e.g. during a flood) is added to the dropped counter as reason
+  ``socket_buffer`` at every scrape (Linux only; elsewhere it stays 0).
 - Every ``quality_interval`` seconds, each member that sent media gets a ``quality`` push with its
   uplink loss (through signalling's ``delivery``, like every push); the relay's counters are copied
   into the ``/metrics`` counters at every scrape.
@@ -28,7 +35,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from opengme.core.relay import Outgoing, Relay, RelayCounters
+from opengme.core.relay import Outgoing, Relay, RelayCounters, SessionIdTaken
 from opengme.core.rooms import Member, RoomEvent
 from opengme.logs import fields
 from opengme.protocol import signalling as proto
@@ -45,15 +52,21 @@ log = logging.getLogger("opengme.media")
 WS = "ws"  # the host part of a WebSocket-fallback address: ("ws", connection id)
 QUALITY_INTERVAL = 2.0
 SOCKET_BUFFER = 4 << 20  # bytes; bursts from many members at once fit in the kernel queue
-DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted")
+DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted", "challenge")
 """The relay's own drop counters (``RelayCounters.dropped_<reason>``); the shell adds ``oversized``
 (a binary frame above MAX_DATAGRAM), ``ws_lagging`` (a fallback client's media outbox overflowed),
-``ws_closed`` (for a fallback member whose socket is closing) and ``send_error`` (an ICMP error of a UDP
-send)."""
+``ws_closed`` (for a fallback member whose socket is closing), ``send_error`` (an ICMP error of a UDP
+send) and ``socket_buffer`` (the kernel's drops on the relay's socket, read at scrape time)."""
+ADDRESS_EVENTS = ("challenges", "rebinds", "unreachable")
+"""``RelayCounters`` fields copied into ``opengme_media_address_events_total`` by ``event``."""
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux's value; Python does not name it
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 
 RECEIVED = "opengme_media_packets_received_total"
 FORWARDED = "opengme_media_packets_forwarded_total"
 DROPPED = "opengme_media_packets_dropped_total"
+ADDRESS = "opengme_media_address_events_total"
 
 MEDIA: web.AppKey[Media] = web.AppKey("opengme.media")
 
@@ -68,6 +81,8 @@ def setup(server: Server) -> None:
     m.describe(RECEIVED, "counter", "Media datagrams received (UDP and WebSocket fallback).")
     m.describe(FORWARDED, "counter", "Media datagrams sent to listeners.")
     m.describe(DROPPED, "counter", "Media datagrams dropped, by reason.")
+    m.describe(ADDRESS, "counter", "Member address changes: challenges sent to a new address, moves after "
+               "a challenge was answered, addresses given up after an ICMP error.", ("event",))
     m.gauge("opengme_media_ws_fallback_members", "Members whose media goes over the WebSocket fallback.",
             media.ws_fallback_members)
     m.on_collect(media.sync_metrics)
@@ -87,8 +102,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.media.dispatch(self.media.relay.handle_datagram(data, addr, time.monotonic()))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP errors of earlier sends (a client that went away); nothing to do but count.
+        # ICMP errors of earlier sends (a client that went away): the error queue says where to.
         self.media.count_drop("send_error")
+        self.media.drain_errors()
 
 
 class Media:
@@ -103,6 +119,9 @@ class Media:
         self._transport: asyncio.DatagramTransport | None = None
         self._sessions: dict[int, Member] = {}  # by tinyid
         self._synced = RelayCounters()  # the relay counters as last copied into the metrics
+        self._socket_drops = 0  # the kernel's drops on our socket as last copied into the metrics
+        self._errors: socket.socket | None = None  # our UDP socket (a dup) for its error queue
+        self._inode = 0  # our UDP socket's, to find it in /proc/net/udp
         self._ticker: asyncio.Task[None] | None = None
         self.signalling.media = self
         self.signalling.room_listeners.append(self._on_room_event)
@@ -126,6 +145,16 @@ class Media:
         sock = transport.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        try:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            self._errors = sock.dup()  # asyncio's wrapper has no recvmsg; a dup shares the queue
+            self._errors.setblocking(False)
+        except OSError:  # not Linux: ICMP errors stay anonymous (counted, not acted on)
+            self._errors = None
+        self._inode = os.fstat(sock.fileno()).st_ino
         self.udp_port = sock.getsockname()[1]
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info("media relay listening", extra=fields(udp_port=self.udp_port))
@@ -133,16 +162,24 @@ class Media:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        self.sync_metrics()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        self.sync_metrics()
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
 
     # --- sessions (signalling's MediaPlane) -----------------------------------------------------
 
     def open_session(self, member: Member, muted: bool) -> Json:
-        key = os.urandom(KEY_SIZE)
-        self.relay.add_member(f"{member.app_id}\0{member.room_id}", member.tinyid, key)
+        while True:  # a key whose session id another member has is drawn again (odds 1 in 2**32/members)
+            key = os.urandom(KEY_SIZE)
+            try:
+                self.relay.add_member(f"{member.app_id}\0{member.room_id}", member.tinyid, key)
+                break
+            except SessionIdTaken:
+                continue
         self.relay.set_muted(member.tinyid, muted)
         self._sessions[member.tinyid] = member
         return proto.media_section(self.udp_port, key)
@@ -176,6 +213,35 @@ class Media:
             elif transport is not None:
                 transport.sendto(datagram, addr)
 
+    def drain_errors(self) -> None:
+        """Read the socket's error queue: each entry names the destination of a send that failed."""
+        sock = self._errors
+        if sock is None:
+            return
+        for _ in range(64):  # bounded: the rest waits for the next error
+            try:
+                _, _, _, addr = sock.recvmsg(1, 256, MSG_ERRQUEUE)
+            except OSError:  # the queue is empty (BlockingIOError)
+                return
+            self.relay.address_unreachable((addr[0], addr[1]))
+
+    def socket_drops(self) -> int:
+        """The kernel's count of datagrams it dropped for our UDP socket (``/proc/net/udp[6]``, the
+        ``drops`` column of the line with our socket's inode); 0 where that is not available."""
+        if self._transport is None:
+            return self._socket_drops
+        inode = str(self._inode)
+        try:
+            for table in ("/proc/net/udp", "/proc/net/udp6"):
+                with open(table, encoding="ascii") as lines:
+                    for line in lines:
+                        cols = line.split()
+                        if len(cols) > 12 and cols[9] == inode:
+                            return int(cols[12])
+        except (OSError, ValueError):
+            pass
+        return self._socket_drops
+
     def count_drop(self, reason: str) -> None:
         self.server.metrics.inc(DROPPED, reason=reason)
 
@@ -205,7 +271,12 @@ class Media:
         for reason in DROP_REASONS:
             name = f"dropped_{reason}"
             metrics.inc(DROPPED, getattr(now, name) - getattr(before, name), reason=reason)
+        for event in ADDRESS_EVENTS:
+            metrics.inc(ADDRESS, getattr(now, event) - getattr(before, event), event=event)
         self._synced = replace(now)
+        drops = self.socket_drops()
+        metrics.inc(DROPPED, max(0, drops - self._socket_drops), reason="socket_buffer")
+        self._socket_drops = drops
 
     def ws_fallback_members(self) -> float:
         return sum(1 for tinyid in self._sessions if (self.relay.activity(tinyid).addr or ("",))[0] == WS)
