@@ -147,7 +147,9 @@ def build_parser() -> Parser:
         message_cmd,
         messages_cmd,
         rooms_cmd,
+        say_cmd,
         serve_cmd,
+        transcribe_cmd,
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -160,7 +162,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   message_cmd):
+                   message_cmd, transcribe_cmd, say_cmd):
         module.register(sub, common)
     return parser
 
