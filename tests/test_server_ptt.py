@@ -193,6 +193,29 @@ async def test_a_chunked_body_is_cut_at_the_limit(srv: Running, voice: bytes) ->
     assert srv.server.metrics.value(server_ptt.REFUSALS, code=int(E.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR)) == 1
 
 
+async def test_a_stalled_upload_is_refused_after_the_upload_timeout(tmp_path: Path, voice: bytes) -> None:
+    """Half a body, then nothing: 8195 (HTTP 408) once ``ptt_upload_timeout`` passes; nothing stored."""
+    stalled = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield voice[: len(voice) // 2]
+        await stalled.wait()  # the rest never comes while the server waits
+
+    async with running_server(tmp_path / "data", ptt_upload_timeout=0.5) as running:
+        started = time.monotonic()
+        try:
+            status, reply = await upload(running, body(), auth(running.app, "10001"))
+            assert (status, reply["code"]) == (408, E.QAVPTTERROR_UPLOAD_COS_INTERNAL_FAIL)
+            assert "ptt_upload_timeout" in reply["message"]
+        except aiohttp.ClientError:
+            pass  # the server may close the connection while the client still holds it open: a refusal too
+        finally:
+            stalled.set()
+        assert time.monotonic() - started < 5
+        assert stored(running) == []
+        assert running.server.metrics.value(server_ptt.REFUSALS, code=int(E.QAVPTTERROR_UPLOAD_COS_INTERNAL_FAIL)) == 1
+
+
 async def test_switches_app_ptt_off_is_7012_and_arrears_7005_both_ways(srv: Running, voice: bytes) -> None:
     _, reply = await upload(srv, voice, auth(srv.app, "10001"))
     for switch, code in (({"ptt": False}, E.AV_ERR_SERVICE_NOT_OPENED), ({"arrears": True}, E.AV_ERR_CHARGE_OVERDUE)):

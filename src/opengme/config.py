@@ -81,6 +81,7 @@ class Settings:
     ptt_retention_days: float = 90.0  # GME keeps messages 90 days; 0 keeps them forever
     ptt_cleanup_interval: float = 3600.0  # seconds between retention passes
     ptt_link_ttl: float = 600.0  # lifetime of a signed download link (never past its AuthBuffer's)
+    ptt_upload_timeout: float = 60.0  # a whole upload's body (1 MiB in 60 s is 140 kbit/s)
     public_url: str = ""  # base of file ids (https://voice.example.com); "" = the URL the client used
 
 

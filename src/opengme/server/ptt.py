@@ -208,18 +208,25 @@ class Ptt:
 
     async def _read_capped(self, request: web.Request) -> bytes:
         """The body, refused (8193) as soon as it exceeds ``ptt_max_bytes``: never more is read
-        than the limit + 1 byte, and a declared Content-Length above the limit reads nothing."""
+        than the limit + 1 byte, and a declared Content-Length above the limit reads nothing; one
+        that has not arrived within ``ptt_upload_timeout`` is refused with 8195 (HTTP 408)."""
         limit = self.settings.ptt_max_bytes
         too_big = Refused(proto.FILE_REFUSED, 413, f"the file is larger than the limit of {limit} bytes")
         if request.content_length is not None and request.content_length > limit:
             raise too_big
         chunks: list[bytes] = []
         size = 0
-        while chunk := await request.content.read(min(READ_CHUNK, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise too_big
+        deadline = self.settings.ptt_upload_timeout
+        try:
+            async with asyncio.timeout(deadline):  # a stalled upload must not hold a connection for long
+                while chunk := await request.content.read(min(READ_CHUNK, limit + 1 - size)):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+        except TimeoutError:
+            raise Refused(proto.UPLOAD.storage, 408,
+                          f"the file did not arrive within {deadline:g} s (ptt_upload_timeout); send it again") from None
         return b"".join(chunks)
 
     def _inspect(self, body: bytes) -> VoiceFileInfo:
