@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.cli import CliError, load_app, not_running_hint, server_flag, server_of
+from opengme.cli.sdk_calls import DEFAULT_DEVICE, POLL_S, check, failed, select_device
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, RoomType, UserUpdateEvent
 
 if TYPE_CHECKING:  # the SDK (aiohttp, PyAV, numpy) is imported only when `join` runs
     from opengme.sdk.audio_ctrl import AudioCtrl
 
-DEFAULT_DEVICE = "default"
-POLL_S = 1 / 30  # GME's demo polls at 30 Hz
 PROBE_RATE = 48000  # any valid format will do to see whether a mic file opens
 EXIT_WAIT_S = 5.0
 
@@ -120,38 +119,13 @@ def _check_files(args: argparse.Namespace) -> None:
             flag = "--speaker"
             FileSpeaker(args.speaker).check()
     except GmeError as exc:
-        raise _failed(exc.code, f"{exc.detail} ({flag})") from None
-
-
-def _failed(code: int, detail: str = "") -> CliError:
-    """One line naming the GME code; the SDK's ``error_info`` usually starts with that name already."""
-    try:
-        name = ErrorCode(code).name
-    except ValueError:
-        name = "error"
-    prefix = f"{name} ({int(code)})"
-    if detail.startswith(prefix):
-        return CliError(detail, 1)
-    return CliError(f"{prefix}{': ' + detail if detail else ''}", 1)
-
-
-def _check(code: ErrorCode, what: str) -> None:
-    if code not in (ErrorCode.AV_OK, ErrorCode.AV_ERR_SDK_NOT_FULL_UPDATE):
-        raise _failed(code, what)
+        raise failed(exc.code, f"{exc.detail} ({flag})") from None
 
 
 def _check_device(ctrl: AudioCtrl, code: ErrorCode, what: str) -> None:
-    """Like _check, naming why the sound card is missing when that is the cause."""
+    """Like check, naming why the sound card is missing when that is the cause."""
     error = ctrl.devices.portaudio_error
-    _check(code, f"{what} ({error})" if error is not None and code == ErrorCode.AV_ERR_DEVICE_NOT_EXIST else what)
-
-
-def _select(ctrl: AudioCtrl, choice: str, kind: str) -> None:
-    """A file path registers a file device; 'default' keeps GME's "0" (the sound card's default)."""
-    if choice == DEFAULT_DEVICE:
-        return
-    code = ctrl.use_mic_file(choice) if kind == "mic" else ctrl.use_speaker_file(choice)
-    _check(code, f"cannot use {choice} as the {kind}")
+    check(code, f"{what} ({error})" if error is not None and code == ErrorCode.AV_ERR_DEVICE_NOT_EXIST else what)
 
 
 class _Session:
@@ -177,7 +151,7 @@ class _Session:
             self.ctx.poll()
             for event, data in self.events:
                 if event is EventType.ROOM_DISCONNECT:
-                    raise _failed(data["result"], data["error_info"])
+                    raise failed(data["result"], data["error_info"])
                 self.view.apply(event, data)
             self.events.clear()
             self.show()
@@ -208,20 +182,20 @@ class _Session:
 
     def run(self, auth: bytes) -> int:
         args = self.args
-        _check(self.ctx.init(args.app_id, args.openid), "init")
+        check(self.ctx.init(args.app_id, args.openid), "init")
         try:
             ctrl = self.ctx.get_audio_ctrl()
             for choice, kind in ((args.mic, "mic"), (args.speaker, "speaker")):
                 if choice is not None:
-                    _select(ctrl, choice, kind)
-            _check(self.ctx.enter_room(args.room_id, args.room_type, auth), "enter_room")
+                    select_device(ctrl, choice, kind)
+            check(self.ctx.enter_room(args.room_id, args.room_type, auth), "enter_room")
             entered = self.wait_for(EventType.ENTER_ROOM, self.ctx.entry_timeout + 1)
             if entered is None:
-                raise _failed(ErrorCode.AV_ERR_TIMEOUT, f"no answer to enter_room ({not_running_hint(self.server)})")
+                raise failed(ErrorCode.AV_ERR_TIMEOUT, f"no answer to enter_room ({not_running_hint(self.server)})")
             if entered["result"] == ErrorCode.AV_ERR_NET_REQUEST_FALLED:
-                raise _failed(entered["result"], f"{entered['error_info']} ({not_running_hint(self.server)})")
+                raise failed(entered["result"], f"{entered['error_info']} ({not_running_hint(self.server)})")
             if entered["result"] != ErrorCode.AV_OK:
-                raise _failed(entered["result"], entered["error_info"])
+                raise failed(entered["result"], entered["error_info"])
             try:
                 if args.speaker is not None:
                     _check_device(ctrl, ctrl.enable_speaker(True), "enable_speaker")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.cli import CliError, load_app, not_running_hint, open_registry, server_flag, server_of
-from opengme.cli.join_cmd import DEFAULT_DEVICE, POLL_S, _check, _failed, _select
+from opengme.cli.sdk_calls import DEFAULT_DEVICE, POLL_S, check, failed, select_device
 from opengme.config import DEFAULT_SERVER_URL
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType
@@ -105,7 +105,7 @@ class _Client:
         self.ctx: Context = Context(server, portaudio=portaudio)
         self.events: list[tuple[EventType, dict[str, Any]]] = []
         self.ctx.set_delegate(lambda event, data: self.events.append((event, data)))
-        _check(self.ctx.init(app_id, open_id), "init")
+        check(self.ctx.init(app_id, open_id), "init")
         self.ptt = self.ctx.get_ptt()
 
     def wait(self, event_type: EventType, timeout: float) -> dict[str, Any] | None:
@@ -137,13 +137,13 @@ class _Client:
 def _result(client: _Client, data: dict[str, Any] | None, what: str, server: str | None = None) -> dict[str, Any]:
     """The event's payload when it says 0; else one line naming the code (and the server hint)."""
     if data is None:
-        raise _failed(ErrorCode.AV_ERR_TIMEOUT, f"no answer to {what}" + (f" ({not_running_hint(server)})"
+        raise failed(ErrorCode.AV_ERR_TIMEOUT, f"no answer to {what}" + (f" ({not_running_hint(server)})"
                                                                           if server else ""))
     code = data["result"]
     if code != ErrorCode.AV_OK:
         network = (ErrorCode.QAVPTTERROR_UPLOAD_COS_INTERNAL_FAIL, ErrorCode.QAVPTTERROR_DOWNLOAD_COS_INTERNAL_FAIL)
         hint = f" ({not_running_hint(server)})" if server and code in network else ""
-        raise _failed(code, client.why(f"{what} failed{hint}"))
+        raise failed(code, client.why(f"{what} failed{hint}"))
     return data
 
 
@@ -153,9 +153,9 @@ def _record(args: argparse.Namespace) -> int:
     client = _Client(DEFAULT_SERVER_URL, LOCAL_APP_ID, LOCAL_OPEN_ID, portaudio=args.mic == DEFAULT_DEVICE)
     try:
         ctrl = client.ctx.get_audio_ctrl()
-        _select(ctrl, args.mic, "mic")
+        select_device(ctrl, args.mic, "mic")
         mic = None if args.mic == DEFAULT_DEVICE else ctrl.devices.mics.current()  # a file: it ends
-        _check(client.ptt.start_recording(args.out), client.why(f"cannot record {args.out} from {args.mic}"))
+        check(client.ptt.start_recording(args.out), client.why(f"cannot record {args.out} from {args.mic}"))
         end = time.monotonic() + (args.seconds if args.seconds is not None else MAX_SECONDS + 1)
         done: dict[str, Any] | None = None
         try:
@@ -164,7 +164,7 @@ def _record(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         if done is None:
-            _check(client.ptt.stop_recording(), "stop_recording")
+            check(client.ptt.stop_recording(), "stop_recording")
             done = client.wait(EventType.PTT_RECORD_COMPLETE, 5.0)
         _result(client, done, "recording")
         print(f"recorded {args.out}: {_duration(args.out) / 1000:.1f} s, {os.path.getsize(args.out)} bytes")
@@ -190,8 +190,8 @@ def _transfer(args: argparse.Namespace, start: Callable[[Ptt], ErrorCode], done:
     auth = _auth(args)
     client = _Client(server, args.app_id, args.openid)
     try:
-        _check(client.ptt.apply_ptt_auth_buffer(auth), "apply_ptt_auth_buffer")
-        _check(start(client.ptt), what)
+        check(client.ptt.apply_ptt_auth_buffer(auth), "apply_ptt_auth_buffer")
+        check(start(client.ptt), what)
         return _result(client, client.wait(done, TRANSFER_WAIT_S), what, server)
     finally:
         client.close()
@@ -231,16 +231,16 @@ def _duration(path: str) -> int:
     try:
         return voice_file_duration_ms(path)
     except GmeError as exc:
-        raise _failed(exc.code, exc.detail) from None
+        raise failed(exc.code, exc.detail) from None
 
 
 def _play(args: argparse.Namespace) -> int:
     client = _Client(DEFAULT_SERVER_URL, LOCAL_APP_ID, LOCAL_OPEN_ID, portaudio=args.speaker == DEFAULT_DEVICE)
     try:
         ctrl = client.ctx.get_audio_ctrl()
-        _select(ctrl, args.speaker, "speaker")
+        select_device(ctrl, args.speaker, "speaker")
         duration = _duration(args.file)
-        _check(client.ptt.play_recorded_file(args.file), client.why(f"cannot play {args.file}"))
+        check(client.ptt.play_recorded_file(args.file), client.why(f"cannot play {args.file}"))
         try:
             done = client.wait(EventType.PTT_PLAY_COMPLETE, duration / 1000 + 10)
         except KeyboardInterrupt:
