@@ -14,6 +14,7 @@ import numpy as np
 from pesq import pesq
 
 from opengme.codec.opus import profile_for
+from opengme.core.apm import Switches
 from opengme.core.downlink import Downlink
 from opengme.core.impair import Impairment
 from opengme.core.relay import Relay
@@ -45,6 +46,7 @@ class SimRoom:
     tinyids: tuple[int, ...]
     impairment: Impairment | None = None
     noise_suppression: bool | None = None
+    switches: Switches | None = None
     relay: Relay = field(default_factory=Relay)
     clients: dict[int, SimClient] = field(default_factory=dict)
     _queue: list[tuple[float, int, int, bytes]] = field(default_factory=list)
@@ -57,7 +59,8 @@ class SimRoom:
             crypto = MediaCrypto.for_client(key)  # one object for both directions, as a client has
             self.clients[tinyid] = SimClient(
                 tinyid, crypto,
-                Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression),
+                Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression,
+                       switches=self.switches),
                 Downlink(self.room_type, crypto), ("127.0.0.1", 40_000 + tinyid))
         for client in self.clients.values():  # bind each member's address; the relay acknowledges
             for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.uplink.session_id),
@@ -132,13 +135,16 @@ def longest_gap_ms(said: np.ndarray, heard: np.ndarray) -> float:
     return longest * 20.0
 
 
-def measure(room_type: RoomType, impairment: Impairment | None = None) -> Heard:
-    """The whole speech clip sent by member 1 and heard by member 2, tick by tick so the listener's
-    playout delay can be sampled as it plays."""
-    said = speech(16_000)
-    room = SimRoom(room_type, (1, 2), impairment=impairment)
+def measure(room_type: RoomType, impairment: Impairment | None = None, *, clip: np.ndarray | None = None,
+            sent: np.ndarray | None = None, switches: Switches | None = None) -> Heard:
+    """A speech clip (16 kHz; the espeak-ng one by default) sent by member 1 and heard by member 2,
+    tick by tick so the listener's playout delay can be sampled as it plays. ``sent`` is what the
+    mic picks up when it is not the clean clip (speech in noise): PESQ is still against ``clip``."""
+    said = speech(16_000) if clip is None else clip
+    mic = said if sent is None else sent
+    room = SimRoom(room_type, (1, 2), impairment=impairment, switches=switches)
     profile = profile_for(room_type)
-    frames = frames_of(speech(profile.sample_rate), profile.frame_samples)
+    frames = frames_of(resample(mic, 16_000, profile.sample_rate), profile.frame_samples)
     frames += [np.zeros(profile.frame_samples, dtype=np.int16)] * round(TAIL_S / TICK)
     down = room.clients[2].downlink
     out, delays = [], []
