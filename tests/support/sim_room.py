@@ -155,3 +155,45 @@ def measure(room_type: RoomType, impairment: Impairment | None = None, *, clip: 
     heard = resample(np.concatenate(out), OUT_RATE, 16_000)
     _, cut = align(heard, said, max_lag=16 * 300)
     return Heard(float(pesq(16_000, said, cut, "wb")), longest_gap_ms(said, cut), float(np.mean(delays)))
+
+
+# --- mouth-to-ear on the simulated clock -----------------------------------------------------------
+
+CHIRP_PERIOD_S = 0.4
+
+
+def chirp_train(rate: int, seconds: float) -> np.ndarray:
+    """20 ms chirps (400 Hz → 4 kHz, Hann-windowed) every ``CHIRP_PERIOD_S``: sharp correlation peaks."""
+    t = np.arange(int(0.02 * rate)) / rate
+    click = 12_000 * np.sin(2 * np.pi * (400 * t + 3600 / 0.04 * t ** 2)) * np.hanning(t.size)
+    out = np.zeros(int(seconds * rate))
+    for start in range(int(0.1 * rate), out.size - t.size, int(CHIRP_PERIOD_S * rate)):
+        out[start:start + t.size] = click
+    return out.astype(np.int16)
+
+
+def mouth_to_ear_ms(room_type: RoomType, phase_s: float, seconds: float = 4.0) -> float:
+    """Median delay from a chirp's capture to its playout when the listener's ticks run ``phase_s``
+    after the talker's (0 ≤ phase < one frame), on loopback: frame k is complete (and sent) at
+    T_k, its first sample was captured a frame earlier; the listener plays what it renders at
+    T_k + phase over the next frame. Device buffers are not included."""
+    room = SimRoom(room_type, (1, 2))
+    profile = profile_for(room_type)
+    said = chirp_train(profile.sample_rate, seconds)
+    out = []
+    for k, frame in enumerate(frames_of(said, profile.frame_samples)):
+        now = START + k * TICK
+        datagram = room.clients[1].uplink.process(frame, now)
+        if datagram is not None:
+            room.send(1, datagram, now)
+        room.deliver(now + phase_s)
+        out.append(room.clients[2].downlink.render(now + phase_s))
+    heard = resample(np.concatenate(out), OUT_RATE, profile.sample_rate).astype(np.float64)
+    rate, period = profile.sample_rate, int(CHIRP_PERIOD_S * profile.sample_rate)
+    click = said[int(0.1 * rate):int(0.12 * rate)].astype(np.float64)
+    delays = []
+    for start in range(int(0.1 * rate), said.size - period, period):
+        window = heard[start:start + period]
+        lag = int(np.argmax(np.correlate(window, click, "valid")))
+        delays.append(lag / rate + TICK + phase_s)  # + the capture block + the tick phase
+    return float(np.median(delays) * 1000)
