@@ -15,7 +15,7 @@ from pesq import pesq
 
 from opengme.codec.opus import profile_for
 from opengme.core.apm import Switches
-from opengme.core.downlink import Downlink
+from opengme.core.downlink import MIN_DELAY_MS, Downlink
 from opengme.core.impair import Impairment
 from opengme.core.relay import Relay
 from opengme.core.uplink import Uplink
@@ -47,6 +47,7 @@ class SimRoom:
     impairment: Impairment | None = None
     noise_suppression: bool | None = None
     switches: Switches | None = None
+    min_delay_ms: float = MIN_DELAY_MS
     relay: Relay = field(default_factory=Relay)
     clients: dict[int, SimClient] = field(default_factory=dict)
     _queue: list[tuple[float, int, int, bytes]] = field(default_factory=list)
@@ -61,7 +62,7 @@ class SimRoom:
                 tinyid, crypto,
                 Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression,
                        switches=self.switches),
-                Downlink(self.room_type, crypto), ("127.0.0.1", 40_000 + tinyid))
+                Downlink(self.room_type, crypto, min_delay_ms=self.min_delay_ms), ("127.0.0.1", 40_000 + tinyid))
         for client in self.clients.values():  # bind each member's address; the relay acknowledges
             for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.uplink.session_id),
                                                           client.addr, START):
@@ -172,12 +173,13 @@ def chirp_train(rate: int, seconds: float) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def mouth_to_ear_ms(room_type: RoomType, phase_s: float, seconds: float = 4.0) -> float:
+def mouth_to_ear_ms(room_type: RoomType, phase_s: float, seconds: float = 4.0,
+                    min_delay_ms: float = MIN_DELAY_MS) -> float:
     """Median delay from a chirp's capture to its playout when the listener's ticks run ``phase_s``
     after the talker's (0 ≤ phase < one frame), on loopback: frame k is complete (and sent) at
     T_k, its first sample was captured a frame earlier; the listener plays what it renders at
     T_k + phase over the next frame. Device buffers are not included."""
-    room = SimRoom(room_type, (1, 2))
+    room = SimRoom(room_type, (1, 2), min_delay_ms=min_delay_ms)
     profile = profile_for(room_type)
     said = chirp_train(profile.sample_rate, seconds)
     out = []
