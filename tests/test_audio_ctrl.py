@@ -260,3 +260,17 @@ def test_other_threads_get_1007(server: ThreadServer, clients: ClientMaker) -> N
     thread_error = ErrorCode.AV_ERR_NOT_IN_MAIN_THREAD
     assert answers == [thread_error] * 4 + [(thread_error, 0), 0, []]
     assert ctrl.get_mic_volume() == 101  # nothing changed
+
+
+@pytest.mark.public_surface
+def test_aec_agc_ns_switches_check_their_argument_and_reach_the_send_path(server: ThreadServer,
+                                                                          clients: ClientMaker) -> None:
+    c = client_in_room(server, clients)
+    ctrl = c.ctx.get_audio_ctrl()
+    for switch in (ctrl.enable_aec, ctrl.enable_agc, ctrl.enable_ns):
+        for bad in (1, "on", None):
+            assert switch(bad) == ErrorCode.AV_ERR_INVALID_ARGUMENT  # type: ignore[arg-type]
+    assert ctrl.enable_ns(False) == ctrl.enable_agc(True) == ctrl.enable_aec(False) == ErrorCode.AV_OK
+    uplink = c.ctx._core._engine._session._room.uplink  # type: ignore[attr-defined]
+    wait_for([c], lambda: uplink.processing.requested.agc)
+    assert not uplink.noise_suppression and not uplink.processing.requested.aec  # FLUENCY's ANS turned off

@@ -267,7 +267,7 @@ def test_delay_is_cut_by_dropping_quiet_frames_first(loud_run: int) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"frame_ms": 0}, {"min_delay_ms": 10}, {"min_delay_ms": 600}, {"quantile": 0.0},
+    {"frame_ms": 0}, {"min_delay_ms": -1}, {"min_delay_ms": 600}, {"max_delay_ms": 10}, {"quantile": 0.0},
 ])
 def test_invalid_configuration_is_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

@@ -14,7 +14,8 @@ import numpy as np
 from pesq import pesq
 
 from opengme.codec.opus import profile_for
-from opengme.core.downlink import Downlink
+from opengme.core.apm import Switches
+from opengme.core.downlink import MIN_DELAY_MS, Downlink
 from opengme.core.impair import Impairment
 from opengme.core.relay import Relay
 from opengme.core.uplink import Uplink
@@ -45,6 +46,8 @@ class SimRoom:
     tinyids: tuple[int, ...]
     impairment: Impairment | None = None
     noise_suppression: bool | None = None
+    switches: Switches | None = None
+    min_delay_ms: float = MIN_DELAY_MS
     relay: Relay = field(default_factory=Relay)
     clients: dict[int, SimClient] = field(default_factory=dict)
     _queue: list[tuple[float, int, int, bytes]] = field(default_factory=list)
@@ -57,8 +60,9 @@ class SimRoom:
             crypto = MediaCrypto.for_client(key)  # one object for both directions, as a client has
             self.clients[tinyid] = SimClient(
                 tinyid, crypto,
-                Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression),
-                Downlink(self.room_type, crypto), ("127.0.0.1", 40_000 + tinyid))
+                Uplink(self.room_type, session, crypto, noise_suppression=self.noise_suppression,
+                       switches=self.switches),
+                Downlink(self.room_type, crypto, min_delay_ms=self.min_delay_ms), ("127.0.0.1", 40_000 + tinyid))
         for client in self.clients.values():  # bind each member's address; the relay acknowledges
             for datagram, _ in self.relay.handle_datagram(client.crypto.seal_bind(client.uplink.session_id),
                                                           client.addr, START):
@@ -132,13 +136,16 @@ def longest_gap_ms(said: np.ndarray, heard: np.ndarray) -> float:
     return longest * 20.0
 
 
-def measure(room_type: RoomType, impairment: Impairment | None = None) -> Heard:
-    """The whole speech clip sent by member 1 and heard by member 2, tick by tick so the listener's
-    playout delay can be sampled as it plays."""
-    said = speech(16_000)
-    room = SimRoom(room_type, (1, 2), impairment=impairment)
+def measure(room_type: RoomType, impairment: Impairment | None = None, *, clip: np.ndarray | None = None,
+            sent: np.ndarray | None = None, switches: Switches | None = None) -> Heard:
+    """A speech clip (16 kHz; the espeak-ng one by default) sent by member 1 and heard by member 2,
+    tick by tick so the listener's playout delay can be sampled as it plays. ``sent`` is what the
+    mic picks up when it is not the clean clip (speech in noise): PESQ is still against ``clip``."""
+    said = speech(16_000) if clip is None else clip
+    mic = said if sent is None else sent
+    room = SimRoom(room_type, (1, 2), impairment=impairment, switches=switches)
     profile = profile_for(room_type)
-    frames = frames_of(speech(profile.sample_rate), profile.frame_samples)
+    frames = frames_of(resample(mic, 16_000, profile.sample_rate), profile.frame_samples)
     frames += [np.zeros(profile.frame_samples, dtype=np.int16)] * round(TAIL_S / TICK)
     down = room.clients[2].downlink
     out, delays = [], []
@@ -149,3 +156,46 @@ def measure(room_type: RoomType, impairment: Impairment | None = None) -> Heard:
     heard = resample(np.concatenate(out), OUT_RATE, 16_000)
     _, cut = align(heard, said, max_lag=16 * 300)
     return Heard(float(pesq(16_000, said, cut, "wb")), longest_gap_ms(said, cut), float(np.mean(delays)))
+
+
+# --- mouth-to-ear on the simulated clock -----------------------------------------------------------
+
+CHIRP_PERIOD_S = 0.4
+
+
+def chirp_train(rate: int, seconds: float) -> np.ndarray:
+    """20 ms chirps (400 Hz → 4 kHz, Hann-windowed) every ``CHIRP_PERIOD_S``: sharp correlation peaks."""
+    t = np.arange(int(0.02 * rate)) / rate
+    click = 12_000 * np.sin(2 * np.pi * (400 * t + 3600 / 0.04 * t ** 2)) * np.hanning(t.size)
+    out = np.zeros(int(seconds * rate))
+    for start in range(int(0.1 * rate), out.size - t.size, int(CHIRP_PERIOD_S * rate)):
+        out[start:start + t.size] = click
+    return out.astype(np.int16)
+
+
+def mouth_to_ear_ms(room_type: RoomType, phase_s: float, seconds: float = 4.0,
+                    min_delay_ms: float = MIN_DELAY_MS) -> float:
+    """Median delay from a chirp's capture to its playout when the listener's ticks run ``phase_s``
+    after the talker's (0 ≤ phase < one frame), on loopback: frame k is complete (and sent) at
+    T_k, its first sample was captured a frame earlier; the listener plays what it renders at
+    T_k + phase over the next frame. Device buffers are not included."""
+    room = SimRoom(room_type, (1, 2), min_delay_ms=min_delay_ms)
+    profile = profile_for(room_type)
+    said = chirp_train(profile.sample_rate, seconds)
+    out = []
+    for k, frame in enumerate(frames_of(said, profile.frame_samples)):
+        now = START + k * TICK
+        datagram = room.clients[1].uplink.process(frame, now)
+        if datagram is not None:
+            room.send(1, datagram, now)
+        room.deliver(now + phase_s)
+        out.append(room.clients[2].downlink.render(now + phase_s))
+    heard = resample(np.concatenate(out), OUT_RATE, profile.sample_rate).astype(np.float64)
+    rate, period = profile.sample_rate, int(CHIRP_PERIOD_S * profile.sample_rate)
+    click = said[int(0.1 * rate):int(0.12 * rate)].astype(np.float64)
+    delays = []
+    for start in range(int(0.1 * rate), said.size - period, period):
+        window = heard[start:start + period]
+        lag = int(np.argmax(np.correlate(window, click, "valid")))
+        delays.append(lag / rate + TICK + phase_s)  # + the capture block + the tick phase
+    return float(np.median(delays) * 1000)

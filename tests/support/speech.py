@@ -33,3 +33,16 @@ def librivox() -> list[tuple[npt.NDArray[np.int16], str]]:
         text = sentence.replace("<s>", "").replace("</s>", "").strip()
         out.append((read_wav(DATA / "librivox" / f"{name.rstrip(')')}.wav"), text))
     return out
+
+
+REAL_CLIPS = {  # the quality tests' and benches' real read speech: the LibriVox utterances, joined
+    "librivox-A": ("0870", "0880"),
+    "librivox-B": ("0890", "0920", "0930"),
+}
+
+
+def real_clip(name: str) -> npt.NDArray[np.int16]:
+    """One of ``REAL_CLIPS`` (16 kHz): its utterances back to back, 0.3 s of silence between."""
+    pause = np.zeros(4_800, np.int16)
+    parts = [read_wav(DATA / "librivox" / f"sense_and_sensibility_01_austen_64kb-{n}.wav") for n in REAL_CLIPS[name]]
+    return np.concatenate([x for part in parts for x in (part, pause)][:-1])

@@ -52,12 +52,13 @@ from opengme.protocol.media import DropReason, MediaCrypto, MediaPacketError, Pa
 OUTPUT_RATE: Final = 48_000
 LOOPBACK_MAX_FRAMES: Final = 3
 """Loopback frames queued beyond this are dropped oldest first: in-ear monitoring must stay current."""
-MIN_DELAY_MS: Final = FRAME_MS
-"""Least playout delay of a stream: one frame. Room for Opus in-band FEC (frame k's copy rides in
-packet k+1) is added by the jitter buffer itself, and only while it sees losses, so a clean path keeps
-the one-frame delay. Against the fixed three-frame floor this replaced (PESQ-WB, seeds 1-10, 10 %
-loss + 30 ms jitter, tests/test_voice_quality.py): about the same quality (mean 2.87 vs 2.90 FLUENCY,
-3.60 vs 3.61 STANDARD) at 60 instead of 80 ms of buffer delay, and 20 instead of 60 ms when clean."""
+MIN_DELAY_MS: Final = 0
+"""Least playout delay of a stream on a clean path: none beyond the measured jitter, so a frame plays
+at the first render tick after it arrived (issue 11: on loopback this took 10–20 ms off mouth-to-ear,
+depending on the phase between the talker's and the listener's ticks). While losses or jitter are
+seen the jitter buffer keeps one frame at least (room for Opus in-band FEC, frame k's copy riding in
+packet k+1) and adds one frame of headroom on top: under 10 % loss + 30 ms jitter the playout, and
+PESQ over seeds 1-10, are what they were with the earlier fixed one-frame floor."""
 _SEQ_MOD: Final = 1 << 16
 
 VoiceStage = Callable[[dict[int, Frame]], Mapping[int, Frame]]

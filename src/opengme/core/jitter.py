@@ -17,8 +17,9 @@ How it plays out
   frame, or a loss costs a stretch and a later drop (a time warp) instead of an FEC decode. Losses
   feed a score (+1 per lost slot, capped, halving every ``loss_half_life_s``); the headroom stays
   while it is at least 0.5, so on a clean path it goes away a few seconds after the last loss and the
-  next talkspurt starts one frame earlier again. The target never goes below ``min_delay_ms`` (one
-  frame) nor above ``max_delay_ms``; on a path without jitter the headroom costs nothing, since the
+  next talkspurt starts one frame earlier again. The target never goes below ``min_delay_ms`` (0
+  allowed: a clean path then plays a frame at the first pop after it arrived) nor, while losses or
+  jitter are seen or the stream is new, below one frame; nor above ``max_delay_ms``; on a path without jitter the headroom costs nothing, since the
   one-frame minimum already has packet k+1 in when slot k is due.
 * A talkspurt is *anchored*: its first packet plays when ``now >= ts + min(d) + target``, after which
   one slot is consumed per ``pop``. A timestamp jump with contiguous sequence numbers is a DTX gap:
@@ -56,6 +57,8 @@ _CONSUMED_WINDOW = 1024  # played/dropped seqs remembered to tell duplicates fro
 _RESYNC_FRAMES = 1000  # a seq this far from the playout point is a restarted sender ...
 _RESYNC_AFTER = 3  # ... once this many such packets arrive in a row
 _LOSS_SCORE_ON = 0.5  # loss score at or above which the FEC headroom is kept (a loss < 1 half-life ago)
+_JITTERY_MS = 3.0  # RFC 3550 interarrival jitter above which the path is no longer "clean" (see _set_goals)
+_CLEAN_AFTER = 10  # packets (200 ms of speech) seen before a path can count as clean
 _LOSS_SCORE_MAX = 4.0  # cap, so headroom outlives a lossy spell by at most log2(8) = 3 half-lives
 
 
@@ -120,8 +123,8 @@ class JitterBuffer:
                  loss_half_life_s: float = 4.0) -> None:
         if frame_ms <= 0 or sample_rate <= 0:
             raise ValueError("frame_ms and sample_rate must be positive")
-        if not frame_ms <= min_delay_ms <= max_delay_ms:
-            raise ValueError("need frame_ms <= min_delay_ms <= max_delay_ms")
+        if not 0 <= min_delay_ms <= max_delay_ms or max_delay_ms < frame_ms:
+            raise ValueError("need 0 <= min_delay_ms <= max_delay_ms and max_delay_ms >= frame_ms")
         if not 0.0 < quantile <= 1.0 or shrink_half_life_s <= 0 or loss_half_life_s <= 0:
             raise ValueError("need 0 < quantile <= 1 and positive half-lives")
         self.frame_ms = frame_ms
@@ -235,12 +238,20 @@ class JitterBuffer:
         return float(self.frame_ms) if self._loss_score_at(self._now_ms) >= _LOSS_SCORE_ON else 0.0
 
     def _set_goals(self) -> None:
-        """The delays the playout aims at: the jitter's alone, and with FEC headroom (the target)."""
+        """The delays the playout aims at: the jitter's alone, and with FEC headroom (the target).
+        While losses or jitter are seen neither goes below one frame, whatever ``min_delay_ms``
+        allows on a clean path: the FEC copy of a lost frame must be in when its slot is due, and a
+        talkspurt anchored on a jittery path needs that cushion before the jitter estimate catches up
+        (so a stream counts as clean only after its first ``_CLEAN_AFTER`` packets)."""
+        headroom = self._headroom_ms()
+        rough = headroom > 0 or self._jitter > _JITTERY_MS or self._pushes < _CLEAN_AFTER
+        floor = max(self.min_delay_ms, float(self.frame_ms)) if rough else self.min_delay_ms
+
         def clamp(ms: float) -> float:
-            return min(max(ms, self.min_delay_ms), self.max_delay_ms)
+            return min(max(ms, floor), self.max_delay_ms)
 
         self._jitter_goal = clamp(self._jitter_target)
-        self._goal = clamp(self._jitter_target + self._headroom_ms())
+        self._goal = clamp(self._jitter_target + headroom)
 
     # ---------------------------------------------------------------------------------- output
 

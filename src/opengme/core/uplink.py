@@ -2,8 +2,10 @@
 
 Per 20 ms frame, in this order (GME's send chain):
 
-1. **ANS** — noise suppression, on by default for FLUENCY rooms only (GME §3.3). It adds one frame
-   of delay.
+1. **3A** — echo cancellation, gain control, noise suppression and a high-pass filter
+   (``core.apm``: the WebRTC audio processing module; per-room defaults there, ANS on for FLUENCY
+   only as in GME §3.3). The far-end reference for the echo canceller comes in through
+   :meth:`Uplink.reference`.
 2. **Mic volume** (``SetMicVolume``, 0–200 %), applied with saturation.
 3. **Meters** — the mic level (``GetMicLevel``) is taken here, before send gating, so a user with
    send disabled still sees the mic meter move; the send-stream level is the same figure while the
@@ -39,8 +41,8 @@ from opengme.codec.opus import (
     is_dtx,
     profile_for,
 )
+from opengme.core.apm import CaptureProcessor, Processing, Switches
 from opengme.core.levels import SILENCE_DBOV, audio_level, check_volume, level_from_audio_level
-from opengme.core.ns import NoiseSuppressor
 from opengme.events import RoomType
 from opengme.protocol.media import Codec, Flags, MediaCrypto, MediaHeader, PacketType
 
@@ -62,11 +64,6 @@ SendStage = Callable[[Frame, int], Frame]
 in, the frame to send out (same rate and length, mono int16)."""
 
 
-def noise_suppression_default(room_type: RoomType) -> bool:
-    """GME runs ANS in FLUENCY rooms only."""
-    return room_type is RoomType.FLUENCY
-
-
 @dataclass(slots=True)
 class UplinkCounters:
     """What happened to the frames handed to :meth:`Uplink.process`."""
@@ -83,7 +80,8 @@ class Uplink:
     """One member's send pipeline (see the module docstring). Not thread-safe."""
 
     def __init__(self, room_type: RoomType, session_id: int, crypto: MediaCrypto, *,
-                 noise_suppression: bool | None = None, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
+                 noise_suppression: bool | None = None, switches: Switches | None = None,
+                 echo_path: bool = False, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
         if not 0 <= session_id <= 0xFFFFFFFF:
             raise ValueError(f"session id {session_id} is not a u32")
         if keepalive_s <= 0:
@@ -92,7 +90,8 @@ class Uplink:
         self.keepalive_s = keepalive_s
         self.counters = UplinkCounters()
         self._crypto = crypto
-        self._ns_choice = noise_suppression
+        self._switches = Switches(ns=noise_suppression) if switches is None else switches
+        self._echo_path = echo_path
         self._loss_perc = DEFAULT_PACKET_LOSS_PERC
         self._mic_volume = 100
         self._send_enabled = True
@@ -123,16 +122,36 @@ class Uplink:
 
     @property
     def noise_suppression(self) -> bool:
-        return self._ns is not None
+        return self._processor.active.ns
+
+    @property
+    def processing(self) -> CaptureProcessor:
+        """The capture chain (its ``engine`` and ``active`` functions say what really runs)."""
+        return self._processor
+
+    def set_switches(self, switches: Switches, echo_path: bool | None = None) -> None:
+        """The AEC/AGC/ANS choices (None fields: the room type's default) and whether the speaker
+        can be heard by the mic (AEC's default); the chain is rebuilt only on change."""
+        echo = self._echo_path if echo_path is None else echo_path
+        if switches != self._switches or echo != self._echo_path:
+            self._switches, self._echo_path = switches, echo
+            self._build_processor()
+
+    def reference(self, frame: Frame, sample_rate: int, channels: int = 1) -> None:
+        """What the speaker is about to play: the echo canceller's far-end reference."""
+        self._processor.reference(frame, sample_rate, channels)
+
+    def _build_processor(self) -> None:
+        wanted: Processing = self._switches.resolve(self._room_type, self._echo_path)
+        self._processor = CaptureProcessor(self._profile.sample_rate, self._profile.frame_samples, wanted)
 
     def set_room_type(self, room_type: RoomType) -> None:
-        """Switch codec profile (and ANS, unless chosen explicitly) to ``room_type``'s; the next
+        """Switch codec profile (and the 3A defaults) to ``room_type``'s; the next
         packet starts a talkspurt. The capture must deliver frames at the new ``sample_rate``."""
         self._room_type = RoomType(room_type)
         self._profile = profile_for(self._room_type)
         self._encoder = OpusEncoder(self._profile, packet_loss_perc=self._loss_perc)
-        use_ns = noise_suppression_default(self._room_type) if self._ns_choice is None else self._ns_choice
-        self._ns = NoiseSuppressor(self._profile.sample_rate, self._profile.frame_samples) if use_ns else None
+        self._build_processor()
         self._talking = False
 
     @property
@@ -187,8 +206,7 @@ class Uplink:
                              f"({FRAME_MS} ms at {self.sample_rate} Hz)")
         self._advance_clock(now)
         self.counters.frames += 1
-        if self._ns is not None:
-            frame = self._ns.process(frame)
+        frame = self._processor.process(frame)
         if self._mic_volume != 100:
             scaled = np.rint(frame * (self._mic_volume / 100.0))
             frame = np.clip(scaled, -32768, 32767).astype(np.int16)

@@ -69,6 +69,8 @@ class AudioDevice(ABC):
 
     clocked: ClassVar[bool] = False
     """True when frames arrive at a hardware clock's pace rather than all at once."""
+    acoustic: ClassVar[bool] = False
+    """True for a sound card: a speaker the room hears, a mic that hears the room (echo path)."""
 
     def __init__(self, device_id: str, name: str) -> None:
         self._id = device_id

@@ -119,6 +119,7 @@ class _PortAudioDevice(AudioDevice):
     """Stream life cycle and error mapping shared by the PortAudio mic and speaker."""
 
     clocked = True
+    acoustic = True
     _stream_class: ClassVar[str]
 
     def __init__(self, index: int, name: str, buffer_frames: int = 10) -> None:

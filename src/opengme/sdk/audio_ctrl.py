@@ -301,6 +301,30 @@ class AudioCtrl(Facade):
         self._update(loopback=enable)
         return ErrorCode.AV_OK
 
+    # --- 3A: echo cancellation, gain control, noise suppression (OpenGME: core.apm) ---
+
+    @guarded()
+    def enable_aec(self, enable: bool) -> ErrorCode:
+        """Acoustic echo cancellation of what the speaker plays (default on in every room type)."""
+        return self._switch(aec=enable)
+
+    @guarded()
+    def enable_agc(self, enable: bool) -> ErrorCode:
+        """Automatic gain control of the mic (default off: for quiet or distant mics)."""
+        return self._switch(agc=enable)
+
+    @guarded()
+    def enable_ns(self, enable: bool) -> ErrorCode:
+        """Noise suppression, GME's ANS (default on in FLUENCY rooms only, as in GME)."""
+        return self._switch(ns=enable)
+
+    def _switch(self, **change: bool) -> ErrorCode:
+        refusal = _bool_refusal(next(iter(change.values())))
+        if refusal is not None:
+            return refusal
+        self._update(processing=replace(self._core.audio.processing, **change))
+        return ErrorCode.AV_OK
+
     @guarded()
     def set_recv_mix_stream_count(self, count: int) -> ErrorCode:
         """GME: SetRecvMixStreamCount: how many speakers are mixed at once (1–20, default 6)."""

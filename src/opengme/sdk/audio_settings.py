@@ -8,7 +8,7 @@ the media session resolves them to tinyids with the room's member list.
 
 Scope (GME): the switches, loopback, blacklist, per-member volumes, volume tracking, the role and
 the device test belong to a room and go on exit (``after_exit``); the mic and speaker volumes and
-the mix stream count are the user's and stay until ``uninit``.
+the mix stream count and the 3A switches (AEC/AGC/ANS) are the user's and stay until ``uninit``.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from opengme.core.apm import Switches
 from opengme.core.mixer import DEFAULT_MIX_STREAMS
 from opengme.events import AudioRole
 
@@ -43,6 +44,7 @@ class AudioSettings:
     mic_volume: int | None = None  # SetMicVolume; None until set (reads 101, plays as 100)
     speaker_volume: int | None = None  # SetSpeakerVolume; likewise
     mix_streams: int = DEFAULT_MIX_STREAMS  # SetRecvMixStreamCount
+    processing: Switches = field(default_factory=Switches)  # enable_aec / enable_agc / enable_ns; None fields: room default
 
     @property
     def mic_gain(self) -> int:
@@ -62,6 +64,6 @@ class AudioSettings:
         return replace(self, member_volumes=MappingProxyType({**self.member_volumes, open_id: volume}))
 
     def after_exit(self) -> AudioSettings:
-        """What leaving a room (or ``uninit``) keeps: the user's volumes and mix stream count."""
+        """What leaving a room (or ``uninit``) keeps: the user's volumes, mix stream count and 3A switches."""
         return AudioSettings(mic_volume=self.mic_volume, speaker_volume=self.speaker_volume,
-                             mix_streams=self.mix_streams)
+                             mix_streams=self.mix_streams, processing=self.processing)

@@ -275,6 +275,7 @@ class MediaEngine:
             code = self._open(device, self._session.capture_rate)
             if code == ErrorCode.AV_OK:
                 self._mic = device
+            self._fit_echo_path()
         self._wake()
         return code
 
@@ -289,6 +290,7 @@ class MediaEngine:
             code = self._open(device, OUTPUT_RATE, self._session.output_channels)
             if code == ErrorCode.AV_OK:
                 self._speaker = device
+            self._fit_echo_path()
         self._wake()
         return code
 
@@ -305,6 +307,11 @@ class MediaEngine:
             self._mic_ready_at = time.monotonic() + TICK_S
             self._mic_tail = TAIL_FRAMES
         return ErrorCode.AV_OK
+
+    def _fit_echo_path(self) -> None:
+        """AEC's default follows the devices: on when a sound-card speaker can reach a sound-card mic."""
+        mic, speaker = self._mic, self._speaker
+        self._session.set_echo_path(mic is not None and speaker is not None and mic.acoustic and speaker.acoustic)
 
     def _fit_mic(self) -> None:
         """Reopen an open mic whose rate no longer matches (room type changed, test → room)."""

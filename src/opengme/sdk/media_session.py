@@ -261,6 +261,8 @@ class MediaSession:
         self._send_stage: SendStage | None = None
         self._voice_stage: VoiceStage | None = None
         self._voice_channels = 1
+        self.echo_path = False
+        """The speaker can be heard by the mic (both sound cards): turns AEC on by default."""
 
     # ------------------------------------------------------------------------ room
 
@@ -294,7 +296,8 @@ class MediaSession:
         self._members = {}  # a new session knows no members until ``apply`` names them
         crypto = MediaCrypto.for_client(key)
         session = session_id(key)
-        uplink = Uplink(RoomType(room_type), session, crypto)
+        uplink = Uplink(RoomType(room_type), session, crypto, switches=self._settings.processing,
+                        echo_path=self.echo_path)
         uplink.send_stage = self._send_stage
         if self._uplink_loss is not None:
             uplink.set_packet_loss_perc(self._uplink_loss * 100)
@@ -348,6 +351,12 @@ class MediaSession:
         if self._room is not None:
             self._configure(self._room)
 
+    def set_echo_path(self, echo_path: bool) -> None:
+        """Whether the speaker can be heard by the mic (both sound-card devices): AEC's default."""
+        self.echo_path = echo_path
+        if self._room is not None:
+            self._room.uplink.set_switches(self._settings.processing, echo_path)
+
     def set_uplink_loss(self, loss: float) -> None:
         """The server's view of our upstream loss (0–1): FEC spends bits to match."""
         self._uplink_loss = min(max(loss, 0.0), 1.0)
@@ -358,6 +367,7 @@ class MediaSession:
         settings, members = self._settings, self._members
         uplink, downlink = room.uplink, room.downlink
         uplink.send_enabled = settings.send
+        uplink.set_switches(settings.processing, self.echo_path)
         uplink.set_mic_volume(settings.mic_gain)
         downlink.set_speaker_volume(settings.speaker_gain)
         downlink.set_max_streams(settings.mix_streams)
@@ -495,15 +505,17 @@ class MediaSession:
             for _ in range(frames):
                 out = room.downlink.render(now)
                 mixed = self._play_local(out) if self._players else None
-                result.speaker.append(out if mixed is None else mixed)
+                played = out if mixed is None else mixed
+                room.uplink.reference(played, OUTPUT_RATE, self._voice_channels)  # the AEC's far end
+                result.speaker.append(played)
             result.events += [Speaking(tinyid, event) for tinyid, event in room.downlink.events(now)]
             self._tick_volumes(room, now, result.events)
         else:  # the device test's frames, and whatever local players have to say
             periods = max(frames, len(looped)) if self._players else len(looped)
             for k in range(periods):
-                played = self._play_local(looped[k] if k < len(looped) else None)
-                if played is not None:
-                    result.speaker.append(played)
+                local = self._play_local(looped[k] if k < len(looped) else None)
+                if local is not None:
+                    result.speaker.append(local)
         return result
 
     def _play_local(self, base: Frame | None) -> Frame | None:
