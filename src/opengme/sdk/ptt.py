@@ -56,6 +56,8 @@ from opengme.protocol.signalling import encode_auth_buffer
 from opengme.sdk.core import MIC, SPEAKER, DeviceKind, Facade, SdkCore, guarded
 from opengme.sdk.media_session import OUTPUT_SAMPLES
 from opengme.sdk.ptt_transfer import DOWNLOAD, Outcome, Transfers, file_id_problem, is_signed_link
+from opengme.sdk.stt import SpeechReport, SpeechRequests
+from opengme.stt.base import DEFAULT_LANGUAGE
 
 MIN_MESSAGE_MS: Final = 1000
 MAX_MESSAGE_MS: Final = 58_000
@@ -207,6 +209,7 @@ class Ptt(Facade):
         super().__init__(core)
         core.attach(self)
         self._transfers = Transfers("opengme-sdk-ptt")
+        self._speech = SpeechRequests(self._transfers)
         self.reset()
 
     def reset(self) -> None:
@@ -235,7 +238,11 @@ class Ptt(Facade):
                 self._end_playback()
         done = self._transfers.done
         while not done.empty():
-            self._report(done.get_nowait())
+            finished = done.get_nowait()
+            if isinstance(finished, SpeechReport):
+                self._speak(finished)
+            else:
+                self._report(finished)
 
     def close(self) -> None:
         """``uninit``: drop a recording (no file), stop a playback, wait for transfers; no events."""
@@ -470,6 +477,37 @@ class Ptt(Facade):
             return ErrorCode.AV_OK
         self._report(outcome)
         return ErrorCode.AV_OK
+
+    # --- speech-to-text and text-to-speech (opengme.sdk.stt) ---
+
+    def _speak(self, report: SpeechReport | None) -> None:
+        if report is None:
+            return
+        if report.code != ErrorCode.AV_OK:
+            log.info("speech request failed (%d): %s", report.code, report.message)
+        self._core.emit(report.event, report.payload)
+
+    @guarded()
+    def speech_to_text(self, file_id: str, language: str = DEFAULT_LANGUAGE, translate_language: str = "") -> ErrorCode:
+        """GME: SpeechToText. The uploaded message ``file_id`` as text: PTT_SPEECH2TEXT_COMPLETE (5005)."""
+        code, report = self._speech.speech_to_text(self._headers(), file_id, language, translate_language)
+        self._speak(report)
+        return code
+
+    @guarded()
+    def text_to_speech(self, text: str, voice_name: str = "", language: str = DEFAULT_LANGUAGE,
+                       speaking_rate: float = 1.0) -> ErrorCode:
+        """GME: TextToSpeech. The server speaks ``text`` into a stored voice message:
+        PTT_TEXT2SPEECH_COMPLETE (5008) with its file id."""
+        code, report = self._speech.text_to_speech(self._headers(), self._core.server_url, text, voice_name,
+                                                   language, speaking_rate)
+        self._speak(report)
+        return code
+
+    @guarded()
+    def translate_text(self, text: str, source_language: str = "", target_languages: str = "") -> ErrorCode:
+        """GME: TranslateText (5009). 1006: no translation engine is configured."""
+        return self._speech.translate_text(text, source_language, target_languages)
 
     # --- playback ---
 
