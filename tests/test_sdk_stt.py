@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from opengme.codec import voicefile as vf
+from opengme.devices import FileMic, MemoryMic
 from opengme.errors import ErrorCode
 from opengme.events import EventType
 from opengme.protocol import ptt as proto
 from opengme.server import stt as stt_part
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 from support.speech import JOHN, JOHN_WORDS, read_wav, words
-from test_sdk_ptt import closed_port_url, next_event, other_http, player, ptt_of, upload
+from support.audio import resample
+from test_sdk_ptt import closed_port_url, next_event, other_http, player, ptt_of, upload, use_mic
 
 E = ErrorCode
 TEXT, SPEECH, UPLOAD = (EventType.PTT_SPEECH2TEXT_COMPLETE, EventType.PTT_TEXT2SPEECH_COMPLETE,
@@ -134,3 +136,76 @@ def test_beyond_the_apps_limit_a_request_is_refused_with_32769(make_server, clie
     assert busy["result"] == E.QAVPTTERROR_S2T_INTERNAL_ERROR
     assert next_event(alice, TEXT, timeout=60)["result"] == E.AV_OK
     assert text_of(bob, ids[1])["result"] == E.AV_OK
+
+
+# --- streaming recognition while recording --------------------------------------------------------
+
+RUNNING, COMPLETE = EventType.PTT_STREAMINGRECOGNITION_IS_RUNNING, EventType.PTT_STREAMINGRECOGNITION_COMPLETE
+
+
+@pytest.mark.public_surface
+def test_streaming_recognition_gives_partials_while_recording_then_the_text_and_file_id(
+        server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
+    """A file mic holding real read speech (7 s): partial texts (5007) arrive while it is being
+    recorded, the final text (5006) has its key words and a file id that downloads, and
+    ``speech_to_text`` on that id answers the same text at once (it was stored with the message).
+    A second streaming recognition meanwhile is 32786."""
+    alice = player(server, clients, "10001")
+    bob = player(server, clients, "10002")
+    mic = FileMic(JOHN)
+    use_mic(alice, mic)
+    ptt = ptt_of(alice)
+    path = tmp_path / "streamed.ogg"
+    started = time.monotonic()
+    assert ptt.start_recording_with_streaming_recognition(str(path), "en-US") == E.AV_OK
+    assert ptt.start_recording_with_streaming_recognition(str(tmp_path / "two.ogg")) == \
+        E.QAVPTTERROR_ERR_VOICE_STREAMIN_RUNING_ERROR
+    wait_for([alice], lambda: any(e["text"] for e in alice.events.of(RUNNING)), timeout=15)
+    first_partial = time.monotonic() - started
+    assert not mic.exhausted, "a partial text arrived while the words were still being recorded"
+    wait_for([alice], lambda: mic.exhausted, timeout=20)
+    assert ptt.stop_recording() == E.AV_OK
+    done = next_event(alice, COMPLETE, timeout=60)
+    partials = alice.events.of(RUNNING)
+    assert all(p["result"] == E.AV_OK and p["file_path"] == str(path) and p["file_id"] == "" for p in partials)
+    assert len({p["text"] for p in partials}) >= 3, "the hypothesis grew as the words came"
+    assert done["result"] == E.AV_OK and done["file_path"] == str(path)
+    assert words(str(done["text"])) >= JOHN_WORDS
+    file_id = str(done["file_id"])
+    assert file_id.startswith(server.url + proto.FILES_PATH + "/")
+    assert alice.events.of(EventType.PTT_RECORD_COMPLETE) == []  # streaming mode reports 5006 instead
+    asked = time.monotonic()
+    assert text_of(bob, file_id) == {"result": E.AV_OK, "file_id": file_id, "text": done["text"]}
+    assert time.monotonic() - asked < 2.0
+    print(f"first partial {first_partial:.2f} s after the start")
+    assert ptt.start_recording_with_streaming_recognition(str(tmp_path / "three.ogg")) == E.AV_OK  # free again
+    assert ptt.cancel_recording() == E.AV_OK
+
+
+@pytest.mark.public_surface
+def test_streaming_codes(make_server, clients: ClientMaker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """32774 without an AuthBuffer, 1006 with a translation; when the stream is refused (here:
+    speech-to-text turned off) the recording goes on, a 5007 says 50012, and the 5006 says 32775 with
+    the uploaded file's id, which ``speech_to_text`` recognises once speech-to-text is on again."""
+    server = make_server()
+    alice = clients(server.url, server.app, "10001", portaudio=False)
+    ptt = ptt_of(alice)
+    assert ptt.start_recording_with_streaming_recognition(str(tmp_path / "a.ogg")) == E.QAVPTTERROR_S2T_APPINFO_UNSET
+    assert ptt.apply_ptt_auth_buffer(server.auth("", "10001")) == E.AV_OK
+    assert ptt.start_recording_with_streaming_recognition(str(tmp_path / "a.ogg"), "en-US", "fr-FR") == \
+        E.AV_ERR_NOT_IMPLEMENTED
+    server.store.set(server.app.app_id, stt=False)  # the stream is refused; recording and upload are not
+    mic = MemoryMic()
+    use_mic(alice, mic)
+    path = tmp_path / "b.ogg"
+    assert ptt.start_recording_with_streaming_recognition(str(path)) == E.AV_OK
+    mic.push(resample(read_wav(JOHN)[: 3 * 16_000], 16_000, 48_000))
+    wait_for([alice], lambda: any(e["result"] == E.QAVPTTERROR_ERR_VOICE_STREAMING_ASR_ERROR
+                                  for e in alice.events.of(RUNNING)), timeout=10)
+    wait_for([alice], lambda: mic.buffered_samples < 960, timeout=10)
+    assert ptt.stop_recording() == E.AV_OK
+    done = next_event(alice, COMPLETE, timeout=30)
+    assert done["result"] == E.QAVPTTERROR_STREAMIN_RECORD_SUC_REC_FAIL and done["file_path"] == str(path)
+    server.store.set(server.app.app_id, stt=True)
+    retried = text_of(alice, str(done["file_id"]))
+    assert retried["result"] == E.AV_OK and "john" in words(str(retried["text"]))

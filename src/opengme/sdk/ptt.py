@@ -34,10 +34,12 @@ Choices where GME leaves room (documented once, here):
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,7 +58,10 @@ from opengme.protocol.signalling import encode_auth_buffer
 from opengme.sdk.core import MIC, SPEAKER, DeviceKind, Facade, SdkCore, guarded
 from opengme.sdk.media_session import OUTPUT_SAMPLES
 from opengme.sdk.ptt_transfer import DOWNLOAD, Outcome, Transfers, file_id_problem, is_signed_link
-from opengme.sdk.stt import SpeechReport, SpeechRequests
+from opengme.sdk.stt import SpeechReport, SpeechRequests, language_refusal
+from opengme.sdk.stt_stream import COMPLETE as STREAM_COMPLETE
+from opengme.sdk.stt_stream import RUNNING as STREAM_RUNNING
+from opengme.sdk.stt_stream import StreamClient, finish_streaming, stream_url
 from opengme.stt.base import DEFAULT_LANGUAGE
 
 MIN_MESSAGE_MS: Final = 1000
@@ -107,6 +112,7 @@ class Recording:
         self._resamplers: dict[int, av.AudioResampler] = {}
         self._carry = np.zeros(0, np.int16)
         self._written = 0
+        self.on_frame: Callable[[Pcm], None] | None = None  # streaming recognition hears each written frame
 
     def tap(self, frame: Pcm, rate: int) -> None:
         """The mic tap (audio thread): keep the frame for ``drain``."""
@@ -146,6 +152,8 @@ class Recording:
                 break
             frame = samples[start:start + FRAME_SAMPLES]
             self.writer.write(frame)
+            if self.on_frame is not None:
+                self.on_frame(frame)
             self.level = mic_level(frame)
             self._written += FRAME_SAMPLES
         self._carry = samples[usable:]
@@ -220,6 +228,8 @@ class Ptt(Facade):
         self._speaker_volume = [UNITY]
         self._recording: Recording | None = None
         self._playback: Playback | None = None
+        self._stream: StreamClient | None = None  # the streaming recognition of the recording
+        self._streaming = False  # from its start until its 5006 is reported
 
     # --- the core's hooks (owner thread) ---
 
@@ -229,6 +239,8 @@ class Ptt(Facade):
         if recording is not None:
             self._keep_open(MIC)
             recording.drain(self._mic_volume)
+            if self._stream is not None:
+                self._report_partials(self._stream, recording.path)
             if recording.full:
                 self._end_recording()
         playback = self._playback
@@ -249,6 +261,8 @@ class Ptt(Facade):
         if self._recording is not None:
             self._core.engine.remove_mic_tap(self._recording.tap)
             self._recording.writer.abort()
+        if self._stream is not None:
+            self._stream.close()
         if self._playback is not None:
             self._core.engine.remove_player(self._playback)
             self._playback.close()
@@ -361,7 +375,21 @@ class Ptt(Facade):
         assert recording is not None
         self._release_mic(recording)
         result = recording.finish()
-        self._core.emit(EventType.PTT_RECORD_COMPLETE, {"result": result, "file_path": recording.path})
+        stream, self._stream = self._stream, None
+        if stream is None:
+            self._core.emit(EventType.PTT_RECORD_COMPLETE, {"result": result, "file_path": recording.path})
+            return
+        self._report_partials(stream, recording.path)
+        headers = self._headers()
+        if result != ErrorCode.AV_OK or headers is None:
+            stream.close()
+            self._speak(SpeechReport(STREAM_COMPLETE, {"result": result if result != ErrorCode.AV_OK else
+                                                       ErrorCode.QAVPTTERROR_S2T_APPINFO_UNSET,
+                                                       "file_path": recording.path, "text": "", "file_id": ""}))
+            return
+        url = self._core.server_url.rstrip("/") + proto.FILES_PATH
+        upload = functools.partial(self._transfers.upload_now, url, headers, recording.path)
+        self._transfers.submit(finish_streaming, stream, upload, recording.path)
 
     def _release_mic(self, recording: Recording) -> None:
         core = self._core
@@ -483,6 +511,8 @@ class Ptt(Facade):
     def _speak(self, report: SpeechReport | None) -> None:
         if report is None:
             return
+        if report.event == STREAM_COMPLETE:
+            self._streaming = False
         if report.code != ErrorCode.AV_OK:
             log.info("speech request failed (%d): %s", report.code, report.message)
         self._core.emit(report.event, report.payload)
@@ -503,6 +533,42 @@ class Ptt(Facade):
                                                    language, speaking_rate)
         self._speak(report)
         return code
+
+    @guarded()
+    def start_recording_with_streaming_recognition(self, file_path: str, language: str = DEFAULT_LANGUAGE,
+                                                   translate_language: str = "") -> ErrorCode:
+        """GME: StartRecordingWithStreamingRecognition. Records like ``start_recording`` while the
+        server recognises: 5007 partial texts, then after ``stop_recording`` 5006 with the text and
+        the uploaded file's id (no 5001). 32786 while one is still running, 32774 without an AuthBuffer."""
+        refusal = language_refusal(language, translate_language)
+        if refusal is not None:
+            return refusal
+        if self._streaming:
+            log.info("a streaming recognition is still running: wait for its 5006")
+            return ErrorCode.QAVPTTERROR_ERR_VOICE_STREAMIN_RUNING_ERROR
+        headers = self._headers()
+        if headers is None:
+            log.info("call apply_ptt_auth_buffer before a streaming recognition")
+            return ErrorCode.QAVPTTERROR_S2T_APPINFO_UNSET
+        code = self.start_recording(file_path)
+        if code != ErrorCode.AV_OK:
+            return code
+        assert self._recording is not None
+        self._stream = StreamClient(stream_url(self._core.server_url, language), headers)
+        self._recording.on_frame = self._stream.push
+        self._streaming = True
+        return ErrorCode.AV_OK
+
+    def _report_partials(self, stream: StreamClient, path: str) -> None:
+        """5007 for each new partial text, and once with 50012 when the stream failed."""
+        while not stream.partials.empty():
+            text = stream.partials.get_nowait()
+            self._core.emit(STREAM_RUNNING, {"result": ErrorCode.AV_OK, "file_path": path, "text": text, "file_id": ""})
+        if stream.failure and not stream.failure_told:
+            stream.failure_told = True
+            log.info("streaming recognition failed while recording: %s", stream.failure)
+            self._core.emit(STREAM_RUNNING, {"result": ErrorCode.QAVPTTERROR_ERR_VOICE_STREAMING_ASR_ERROR,
+                                             "file_path": path, "text": "", "file_id": ""})
 
     @guarded()
     def translate_text(self, text: str, source_language: str = "", target_languages: str = "") -> ErrorCode:

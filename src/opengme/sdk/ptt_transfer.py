@@ -171,7 +171,7 @@ class Transfers:
         self.done = queue.SimpleQueue()
 
     def upload(self, url: str, headers: dict[str, str], path: str) -> None:
-        self.submit(self._upload, url, headers, path)
+        self.submit(self.upload_now, url, headers, path)
 
     def download(self, file_id: str, headers: dict[str, str], path: str) -> None:
         self.submit(self._download, file_id, headers, path)
@@ -179,7 +179,8 @@ class Transfers:
     def _send(self, url: str, headers: dict[str, str], data: bytes | None = None) -> Reply:
         return send(url, headers, data, self.timeout)
 
-    def _upload(self, url: str, headers: dict[str, str], path: str) -> Outcome:
+    def upload_now(self, url: str, headers: dict[str, str], path: str) -> Outcome:
+        """Upload ``path`` on this thread (the transfer threads' job; streaming recognition's too)."""
         try:
             with open(path, "rb") as f:
                 data = f.read(READ_LIMIT + 1)

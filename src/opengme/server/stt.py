@@ -23,10 +23,12 @@ from opengme.protocol import ptt as proto
 from opengme.protocol import stt as sproto
 from opengme.server import ptt as ptt_part
 from opengme.server.ptt import Caller, Refused
+from opengme.server.stt_stream import StreamSession
 from opengme.storage import Message
 from opengme.store import App
 from opengme.stt.pool import RecognitionPool
 from opengme.stt.quota import Kind, Quota
+from opengme.stt.streaming import MAX_PACKET, StreamWorkers
 from opengme.stt.transcripts import Transcripts
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ def setup(server: Server) -> None:
     router = server.web_app.router
     router.add_post(proto.FILES_PATH + "/{file_id}" + sproto.TEXT_SUFFIX, speech.text)
     router.add_post(sproto.SPEECH_PATH, speech.speech)
+    router.add_get(sproto.STREAM_PATH, speech.stream)
     server.on_stop.append(speech.stop)
     m = server.metrics
     m.describe(RECOGNITIONS, "counter", "Voice messages recognised.")
@@ -73,6 +76,7 @@ class Speech:
                             Kind.CAPTION: s.stt_max_captions})
         self.transcripts = Transcripts(s.data_dir)
         self._pool: RecognitionPool | None = None
+        self._streams: StreamWorkers | None = None
 
     @property
     def pool(self) -> RecognitionPool:
@@ -83,9 +87,18 @@ class Speech:
             self._pool = RecognitionPool(workers=max(1, s.stt_workers), limit=jobs or 1_000_000)
         return self._pool
 
+    @property
+    def streams(self) -> StreamWorkers:
+        """Started on first use, like :attr:`pool`."""
+        if self._streams is None:
+            self._streams = StreamWorkers(workers=max(1, self.server.settings.stt_workers))
+        return self._streams
+
     async def stop(self) -> None:
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
+        if self._streams is not None:
+            await asyncio.to_thread(self._streams.close)
         self.transcripts.close()
 
     # --- handlers -------------------------------------------------------------------------------
@@ -127,6 +140,26 @@ class Speech:
             return self._refuse(request, exc)
         self.server.metrics.inc(SYNTHESES)
         return web.json_response({**reply, "text": ask.text}, status=201)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/ptt/stream``: recognition while recording (:mod:`opengme.server.stt_stream`)."""
+        try:
+            caller = await self.authorise(request)
+            language = request.query.get("language", "") or "en-US"
+            if len(language) > sproto.MAX_LANGUAGE:
+                raise GmeError(ErrorCode.AV_ERR_INVALID_ARGUMENT, "language must be a BCP-47 code such as en-US")
+            live = self.streams.open(language)
+            self.quota.acquire(caller.app.app_id, Kind.STREAM)
+        except (Refused, GmeError) as exc:
+            return self._refuse(request, exc)
+        try:
+            ws = web.WebSocketResponse(max_msg_size=MAX_PACKET + sproto.MAX_BODY)
+            await ws.prepare(request)
+            await StreamSession(self, caller, live, ws).run()
+            return ws
+        finally:
+            self.quota.release(caller.app.app_id, Kind.STREAM)
+            await live.close()
 
     # --- steps ----------------------------------------------------------------------------------
 

@@ -212,6 +212,11 @@ class Registry:
                 return known
         raise UnsupportedLanguage(language, self._factories)
 
+    def build(self, language: str = DEFAULT_LANGUAGE) -> Recognizer:
+        """A new recogniser of its own (a stream that runs beside others needs one)."""
+        tag = self.resolve(language)
+        return self._factories[tag](tag)
+
     def get(self, language: str = DEFAULT_LANGUAGE) -> Recognizer:
         tag = self.resolve(language)
         if tag not in self._built:
