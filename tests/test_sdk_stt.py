@@ -14,9 +14,9 @@ from opengme.errors import ErrorCode
 from opengme.events import EventType
 from opengme.protocol import ptt as proto
 from opengme.server import stt as stt_part
+from support.audio import resample
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 from support.speech import JOHN, JOHN_WORDS, read_wav, words
-from support.audio import resample
 from test_sdk_ptt import closed_port_url, next_event, other_http, player, ptt_of, upload, use_mic
 
 E = ErrorCode
