@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from opengme.errors import ErrorCode, GmeError
+from opengme.protocol.messages import BY_NAME, Json
 from opengme.protocol.ptt import FILES_PATH, Direction
 
 MAX_TEXT: Final = 5000  # characters, as GME documents for text_to_speech
@@ -111,3 +112,27 @@ class SpeechRequest:
     def body(self) -> dict[str, object]:
         return {"text": self.text, "voice_name": self.voice_name, "language": self.language,
                 "speaking_rate": float(self.speaking_rate)}
+
+
+# --- live captions: signalling messages (defined in opengme.protocol.messages) ---------------------
+
+
+def asr_start(id: int, language: str = "") -> Json:
+    return BY_NAME["asr_start"].build({"id": id, "language": language or None})
+
+
+def asr_stop(id: int) -> Json:
+    return BY_NAME["asr_stop"].build({"id": id})
+
+
+def asr_started(id: int, language: str) -> Json:
+    return BY_NAME["asr_started"].build({"id": id, "language": language})
+
+
+def asr_stopped(id: int) -> Json:
+    return BY_NAME["asr_stopped"].build({"id": id})
+
+
+def realtime_asr(sub_type: int, open_id: str, sentence_id: int = 0, text: str = "", final: bool = False) -> Json:
+    return BY_NAME["realtime_asr"].build({"sub_type": sub_type, "open_id": open_id, "sentence_id": sentence_id,
+                                          "text": text[:1024], "final": final})

@@ -210,3 +210,10 @@ def check_stt(app: App) -> None:
     """The app's speech-to-text switch (7012) after the voice-message switches (arrears 7005, ptt 7012)."""
     if not app.stt:
         raise Refused(ErrorCode.AV_ERR_SERVICE_NOT_OPENED, 403, f"speech-to-text is turned off for app {app.app_id}")
+
+
+def check_switches(app: App) -> None:
+    """Live captions: arrears (7005), then the ``stt`` switch (7012); they need no voice messages."""
+    if app.arrears:
+        raise Refused(ErrorCode.AV_ERR_CHARGE_OVERDUE, 403, f"app {app.app_id} is in arrears")
+    check_stt(app)

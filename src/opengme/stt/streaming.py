@@ -98,6 +98,10 @@ class StreamWorkers:
                                                initargs=(self._entries,)) for _ in range(max(1, workers))]
         self._ids = itertools.count(1)
 
+    def resolve(self, language: str) -> str:
+        """The supported tag ``language`` names, or 1004 (:class:`~opengme.stt.base.UnsupportedLanguage`)."""
+        return self._languages.resolve(language)
+
     def open(self, language: str = DEFAULT_LANGUAGE) -> LiveStream:
         """A new stream (1004 for a language no engine supports); it opens in its worker on first use."""
         tag = self._languages.resolve(language)
