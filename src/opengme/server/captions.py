@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
 from opengme.core.captions import CONTENT, END, START, Sentences
@@ -52,7 +53,7 @@ def setup(server: Server) -> None:
     signalling = signalling_part.get(server)
     signalling.core.captions = captions
     signalling.room_listeners.append(captions.on_room_event)
-    server.on_stop.insert(0, captions.stop_all)
+    server.on_stop.append(captions.stop_all)  # stops run last-first: before the workers close
     server.metrics.describe(CAPTIONS, "counter", "Caption pushes sent (realtime_asr), by sub_type.", ("sub_type",))
 
 
@@ -128,6 +129,12 @@ class Captions:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.active: dict[int, Caption] = {}  # by speaker tinyid
+        self._tasks: set[asyncio.Task[None]] = set()  # starts and stops under way (kept from the collector)
+
+    def _spawn(self, job: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def streams(self) -> StreamWorkers:
         return stt_part.get(self.server).streams
@@ -135,12 +142,12 @@ class Captions:
     # --- the core's sink --------------------------------------------------------------------------
 
     def start(self, member: Member, request_id: int, language: str) -> None:
-        asyncio.get_running_loop().create_task(self._start(member, request_id, language or "en-US"))
+        self._spawn(self._start(member, request_id, language or "en-US"))
 
     def stop(self, member: Member) -> None:
         caption = self.active.pop(member.tinyid, None)
         if caption is not None:
-            asyncio.get_running_loop().create_task(self._finish(caption, tell_speaker=True))
+            self._spawn(self._finish(caption, tell_speaker=True))
 
     # --- the rest ---------------------------------------------------------------------------------
 
@@ -184,13 +191,13 @@ class Captions:
         caption = self.active.pop(member.tinyid, None)
         if caption is not None:
             caption.task = None
-            asyncio.get_running_loop().create_task(self._finish(caption, tell_speaker=True))
+            self._spawn(self._finish(caption, tell_speaker=True))
 
     def on_room_event(self, event: RoomEvent) -> None:
         if event.kind == "leave":
             caption = self.active.pop(event.member.tinyid, None)
             if caption is not None:
-                asyncio.get_running_loop().create_task(self._finish(caption, tell_speaker=False))
+                self._spawn(self._finish(caption, tell_speaker=False))
 
     async def stop_all(self) -> None:
         for caption in list(self.active.values()):
