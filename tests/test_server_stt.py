@@ -114,3 +114,51 @@ def test_request_parsers_answer_a_request_or_1004(body: bytes) -> None:
             assert exc.code == ErrorCode.AV_ERR_INVALID_ARGUMENT and exc.detail
         else:
             assert isinstance(parsed.language, str)
+
+
+@pytest.mark.slow
+async def test_the_relay_stays_fast_while_recognition_runs_and_a_speaker_is_captioned(srv: Running,
+                                                                                       tmp_path: Path) -> None:
+    """Two members on UDP; the speaker is captioned (its packets go to the relay's tap and are recognised)
+    while two file recognitions keep the workers busy: every packet still arrives, within milliseconds."""
+    from opengme.codec.opus import FLUENCY, OpusEncoder
+    from test_server_media import Rig, next_of
+
+    rig = Rig(srv)
+    data = vf.encode_voice_file(tmp_path / "john.ogg", read_wav(JOHN)).read_bytes()
+    ids = [await upload(srv, data) for _ in range(2)]
+    try:
+        a, b = await rig.peer("10001", "cap"), await rig.peer("10002", "cap")
+        await a.client.send(sproto.asr_start(a.client.next_id(), "en-US"))
+        encoder = OpusEncoder(FLUENCY)
+        speech = read_wav(JOHN)
+        frames = [encoder.encode(speech[i:i + 320]) for i in range(0, len(speech) - 320, 320)]
+
+        async def relay_times(count: int, until: asyncio.Future[object] | None = None) -> list[float]:
+            times: list[float] = []
+            for n in range(count):
+                if until is not None and until.done() and n >= 100:
+                    break
+                sent = time.perf_counter()
+                await a.say(frames[n % len(frames)])
+                await b.hear()
+                times.append(time.perf_counter() - sent)
+                await asyncio.sleep(max(0.0, sent + 0.02 - time.perf_counter()))
+            return times
+
+        before = await relay_times(100)
+        jobs = asyncio.ensure_future(asyncio.gather(*(text_of(srv, i) for i in ids)))
+        during = await relay_times(1000, jobs)
+        assert all(status == 200 for status, _ in await jobs)
+        assert rig.media.relay.counters.forwarded >= len(before) + len(during)
+        print(f"relay: median {statistics.median(before) * 1000:.2f} ms idle, {statistics.median(during) * 1000:.2f} ms "
+              f"(max {max(during) * 1000:.1f} ms) over {len(during)} packets while recognising and captioning")
+        assert statistics.median(during) < max(0.005, 5 * statistics.median(before))
+        assert max(during) < 0.25
+        caption = await next_of(b.client, "realtime_asr", timeout=10)
+        while caption["sub_type"] != 1:
+            caption = await next_of(b.client, "realtime_asr", timeout=10)
+        assert caption["open_id"] == "10001" and caption["text"]  # the tapped stream was recognised
+    finally:
+        for path in rig.paths:
+            path.close()
