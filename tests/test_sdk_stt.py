@@ -178,8 +178,9 @@ def test_streaming_recognition_gives_partials_while_recording_then_the_text_and_
     assert text_of(bob, file_id) == {"result": E.AV_OK, "file_id": file_id, "text": done["text"]}
     assert time.monotonic() - asked < 2.0
     print(f"first partial {first_partial:.2f} s after the start")
-    assert ptt.start_recording_with_streaming_recognition(str(tmp_path / "three.ogg")) == E.AV_OK  # free again
-    assert ptt.cancel_recording() == E.AV_OK
+    for again in ("three.ogg", "four.ogg"):  # free again, and again after a cancelled one
+        assert ptt.start_recording_with_streaming_recognition(str(tmp_path / again)) == E.AV_OK
+        assert ptt.cancel_recording() == E.AV_OK
 
 
 @pytest.mark.public_surface

@@ -162,3 +162,23 @@ async def test_the_relay_stays_fast_while_recognition_runs_and_a_speaker_is_capt
     finally:
         for path in rig.paths:
             path.close()
+
+
+@pytest.mark.slow
+async def test_a_stored_text_goes_with_its_message(srv: Running, tmp_path: Path) -> None:
+    from opengme.server import ptt as ptt_part
+    from opengme.server import stt as stt_part
+
+    file_id = await upload(srv, vf.encode_voice_file(tmp_path / "john.ogg", read_wav(JOHN)).read_bytes())
+    status, reply = await text_of(srv, file_id)
+    assert status == 200 and reply["cached"] is False
+    assert (await text_of(srv, file_id))[1]["cached"] is True
+    short_id = file_id.rsplit("/", 1)[1]
+    transcripts = stt_part.get(srv.server).transcripts
+    assert transcripts.get(short_id, "en-US") == reply["text"]
+    ptt = ptt_part.get(srv.server)
+    assert ptt.storage.delete(short_id)
+    await ptt.retain()
+    assert transcripts.get(short_id, "en-US") is None
+    status, gone = await text_of(srv, file_id)
+    assert status == 404 and gone["code"] == ErrorCode.QAVPTTERROR_S2T_PARAM_NULL

@@ -346,12 +346,15 @@ class Ptt(Facade):
 
     @guarded()
     def cancel_recording(self) -> ErrorCode:
-        """GME: CancelRecording. No event and no file."""
+        """GME: CancelRecording. No event and no file (a streaming recognition of it ends too, silently)."""
         recording = self._recording
         if recording is None:
             return ErrorCode.QAVPTTERROR_RECORDER_RECORD_NOT_START
         self._release_mic(recording)
         recording.writer.abort()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream, self._streaming = None, False
         return ErrorCode.AV_OK
 
     @guarded()

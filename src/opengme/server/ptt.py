@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -96,6 +97,7 @@ class Ptt:
         self.settings = server.settings
         self.storage: MessageStorage = open_storage(self.settings.data_dir, self.settings.ptt_retention_days)
         self._retention: asyncio.Task[None] | None = None
+        self.after_retention: list[Callable[[], int]] = []  # what else goes with expired messages (their texts)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -119,6 +121,8 @@ class Ptt:
     async def retain(self, now: float | None = None) -> None:
         """One retention pass: expired messages, then files no message refers to."""
         report = await asyncio.to_thread(self.storage.clean_up, now)
+        for hook in self.after_retention:
+            await asyncio.to_thread(hook)
         self.server.metrics.inc(EXPIRED, report.expired)
         self.server.metrics.inc(FILES_REMOVED, report.files)
         if report.expired or report.files or report.temporary:

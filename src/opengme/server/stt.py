@@ -75,6 +75,7 @@ class Speech:
         self.quota = Quota({Kind.FILE: s.stt_max_file_jobs, Kind.STREAM: s.stt_max_streams,
                             Kind.CAPTION: s.stt_max_captions})
         self.transcripts = Transcripts(s.data_dir)
+        self.ptt.after_retention.append(self.transcripts.forget_orphans)
         self._pool: RecognitionPool | None = None
         self._streams: StreamWorkers | None = None
 
