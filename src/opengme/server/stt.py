@@ -11,6 +11,7 @@ answers from there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -155,8 +156,11 @@ class Speech:
             return self._refuse(request, exc)
         try:
             ws = web.WebSocketResponse(max_msg_size=MAX_PACKET + sproto.MAX_BODY)
+            opening = asyncio.create_task(live.prepare())  # the model loads while the first audio comes
             await ws.prepare(request)
             await StreamSession(self, caller, live, ws).run()
+            with contextlib.suppress(GmeError):
+                await opening
             return ws
         finally:
             self.quota.release(caller.app.app_id, Kind.STREAM)

@@ -129,6 +129,11 @@ class LiveStream:
         except BrokenProcessPool as exc:
             raise RecognitionFailed(f"a speech worker died: {exc}") from exc
 
+    async def prepare(self) -> None:
+        """Open the stream in its worker now (a first stream there waits for the model to load), so that
+        the first audio need not; feeds queue behind it in the worker."""
+        await self._ensure_open()
+
     async def _ensure_open(self) -> None:
         if not self._opened:
             self._opened = True
