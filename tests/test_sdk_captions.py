@@ -65,3 +65,18 @@ def test_captions_refusals(server: ThreadServer, clients: ClientMaker) -> None:
     assert alice.ctx.exit_room() == E.AV_OK
     wait_for([alice], lambda: not alice.ctx.is_room_entered())
     assert alice.ctx.start_realtime_asr() == E.AV_ERR_ROOM_NOT_EXIST
+
+
+@pytest.mark.public_surface
+def test_captions_end_when_the_app_turns_speech_to_text_off(server: ThreadServer, clients: ClientMaker,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from opengme.server import captions as captions_part
+
+    monkeypatch.setattr(captions_part, "RECHECK", 0.3)  # 10 s in production
+    alice, bob = join(server, clients, ["10001", "10002"])
+    assert alice.ctx.start_realtime_asr() == E.AV_OK
+    wait_for([alice, bob], lambda: [e["sub_type"] for e in bob.events.of(ASR)] == [START], timeout=10)
+    server.store.set(server.app.app_id, stt=False)
+    wait_for([alice, bob], lambda: [e["sub_type"] for e in bob.events.of(ASR)] == [START, END], timeout=10)
+    assert alice.events.of(ASR)[-1]["sub_type"] == END and alice.events.of(ASR)[-1]["result"] == E.AV_OK
+    server.store.set(server.app.app_id, stt=True)

@@ -12,7 +12,8 @@ Each captioned speaker has a :class:`Caption`: a task that sends what the tap ke
 every :data:`TICK` seconds at most (batching), and pushes ``realtime_asr`` to every member of the
 room: START (0) when captions begin, CONTENT (1) with the sentence so far whenever it changes and
 once more with ``final`` when it ends (:class:`~opengme.core.captions.Sentences`), END (2) when they
-stop. Every member of a room belongs to the room's app, whose ``stt`` switch is checked at the start.
+stop. Every member of a room belongs to the room's app, whose ``stt`` switch (and arrears) is checked
+at the start and every :data:`RECHECK` seconds: turned off, the captions end (END to everyone).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("opengme.captions")
 
 TICK = 0.2  # seconds between two batches of one speaker's audio to its worker
+RECHECK = 10.0  # seconds between two reads of the app's switches while captions run
 MAX_PENDING = 250  # packets kept for a worker that lags (5 s); older ones are dropped, counted
 CAPTIONS = "opengme_stt_captions_total"
 
@@ -81,10 +83,19 @@ class Caption:
         self.voiced = self.voiced or voiced
 
     async def run(self) -> None:
+        checked = time.monotonic()
         try:
             while True:
                 await asyncio.sleep(TICK)
-                await self.step(time.monotonic())
+                now = time.monotonic()
+                await self.step(now)
+                if now - checked >= RECHECK:
+                    checked = now
+                    if not await self.captions.allowed(self.member):
+                        log.info("captions stopped: the app's stt switch is off or it is in arrears",
+                                 extra=fields(app_id=self.member.app_id, open_id=self.member.open_id))
+                        self.captions.drop(self.member)
+                        return
         except GmeError as exc:
             log.warning("captions stopped: the recogniser failed", extra=fields(
                 app_id=self.member.app_id, open_id=self.member.open_id, code=int(exc.code), detail=exc.detail))
@@ -185,6 +196,11 @@ class Captions:
         self.push(member, END, skip=None if tell_speaker else member)
         log.info("captions off", extra=fields(app_id=member.app_id, room_id=member.room_id, open_id=member.open_id,
                                               sentences=caption.sentences.sentence_id, dropped=caption.dropped))
+
+    async def allowed(self, member: Member) -> bool:
+        """Whether the app still has speech-to-text on and is not in arrears (read off the loop)."""
+        app = await self.server.run_blocking(self.server.store.get, member.app_id)
+        return app is not None and app.stt and not app.arrears
 
     def drop(self, member: Member) -> None:
         """End a speaker's captions from inside (its recogniser failed)."""
