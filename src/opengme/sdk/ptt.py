@@ -31,6 +31,10 @@ Choices where GME leaves room (documented once, here):
   captured / as recorded), 1004 outside.
 - ``get_file_size`` and ``get_voice_file_duration`` return ``(ErrorCode, value)``: 7010 when the
   file cannot be read, 7011 when it is not a sound Ogg/Opus file (duration only).
+
+Speech-to-text (``speech_to_text``, ``text_to_speech``, ``translate_text``) and streaming recognition
+(``start_recording_with_streaming_recognition``) live in :mod:`opengme.sdk.stt` and
+:mod:`opengme.sdk.stt_stream`, whose docstrings list their codes and choices.
 """
 from __future__ import annotations
 
