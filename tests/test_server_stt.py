@@ -88,6 +88,7 @@ async def test_the_stream_socket_refuses_what_is_not_audio_or_a_command(srv: Run
 
 @pytest.mark.slow
 async def test_beyond_the_stream_limit_the_upgrade_is_refused_with_32769(tmp_path: Path) -> None:
+    from opengme.server import stt as stt_part
     from support.signal_harness import running_server
 
     async with running_server(tmp_path / "data", stt_max_streams=1) as srv:
@@ -95,7 +96,11 @@ async def test_beyond_the_stream_limit_the_upgrade_is_refused_with_32769(tmp_pat
         async with srv.session.get(srv.url + sproto.STREAM_PATH, headers=headers(srv)) as reply:
             assert reply.status == 429 and (await reply.json())["code"] == ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR
         await first.close()
-        await asyncio.sleep(0.1)
+        quota = stt_part.get(srv.server).quota
+        for _ in range(100):  # the server notices the close
+            if not quota.running:
+                break
+            await asyncio.sleep(0.05)
         second = await stream(srv)
         await second.send_str(json.dumps({"type": "end"}))
         assert (await second.receive_json(timeout=30)) == {"type": "final", "text": ""}

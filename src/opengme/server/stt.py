@@ -154,16 +154,16 @@ class Speech:
             self.quota.acquire(caller.app.app_id, Kind.STREAM)
         except (Refused, GmeError) as exc:
             return self._refuse(request, exc)
+        opening = asyncio.create_task(live.prepare())  # the model loads while the first audio comes
         try:
             ws = web.WebSocketResponse(max_msg_size=MAX_PACKET + sproto.MAX_BODY)
-            opening = asyncio.create_task(live.prepare())  # the model loads while the first audio comes
             await ws.prepare(request)
             await StreamSession(self, caller, live, ws).run()
-            with contextlib.suppress(GmeError):
-                await opening
             return ws
         finally:
-            self.quota.release(caller.app.app_id, Kind.STREAM)
+            self.quota.release(caller.app.app_id, Kind.STREAM)  # at once: the worker's cleanup may take a while
+            with contextlib.suppress(GmeError):
+                await opening
             await live.close()
 
     # --- steps ----------------------------------------------------------------------------------
