@@ -82,6 +82,11 @@ class Settings:
     ptt_cleanup_interval: float = 3600.0  # seconds between retention passes
     ptt_link_ttl: float = 600.0  # lifetime of a signed download link (never past its AuthBuffer's)
     ptt_upload_timeout: float = 60.0  # a whole upload's body (1 MiB in 60 s is 140 kbit/s)
+    # Speech-to-text: recognition worker processes, and jobs at once per app (GME: 10 / 50 / 50; 0 = no limit).
+    stt_workers: int = 2
+    stt_max_file_jobs: int = 10  # speech_to_text and text_to_speech requests
+    stt_max_streams: int = 50  # streaming recognitions while recording
+    stt_max_captions: int = 50  # live captions (start_realtime_asr) in rooms
     public_url: str = ""  # base of file ids (https://voice.example.com); "" = the URL the client used
 
 

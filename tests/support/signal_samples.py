@@ -6,6 +6,7 @@ from typing import Any
 
 from opengme.errors import ErrorCode
 from opengme.protocol import signalling as p
+from opengme.protocol import stt as s
 
 KEY = bytes(range(32))
 
@@ -21,6 +22,9 @@ REQUESTS: list[dict[str, Any]] = [
     p.ping(9, 0),
     p.invite(10, "10002"),
     p.invite_reply(11, "abcdef0123456789", True),
+    s.asr_start(12, "en-US"),
+    s.asr_start(13),
+    s.asr_stop(14),
 ]
 
 SERVER_MESSAGES: list[dict[str, Any]] = [
@@ -45,4 +49,8 @@ SERVER_MESSAGES: list[dict[str, Any]] = [
     p.invitation("abcd", "10001", "demo"),
     p.invitation_result("abcd", "10002", False),
     p.quality(0.125, 14, 16),
+    s.asr_started(12, "en-US"),
+    s.asr_stopped(14),
+    s.realtime_asr(0, "10001"),
+    s.realtime_asr(1, "10001", 3, "mister john dashwood", True),
 ]

@@ -54,6 +54,8 @@ RoutePolicy = Callable[[int, int], bool]
 """``(speaker tinyid, listener tinyid) -> hears`` within one room: the hook for hearing rules (teams,
 range, blocked speakers). Asked only when route tables are rebuilt, never per packet; it must answer
 from its own state, without calling back into the relay."""
+Tap = Callable[[bytes, bool], None]
+"""``(Opus payload, voice bit)`` of a speaker's forwarded voice: live captions listen through it."""
 
 _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
@@ -135,6 +137,7 @@ class _Member:
         "report_top",
         "room",
         "session",
+        "tap",
         "tinyid",
         "wire_tinyid",
     )
@@ -155,6 +158,7 @@ class _Member:
         self.last_packet: float | None = None
         self.received = 0  # authenticated packets since the last quality report
         self.report_top = -1  # the packet index window's top at the last quality report
+        self.tap: Tap | None = None  # live captions: hears the speaker's Opus payloads (set_tap)
 
 
 class _Room:
@@ -236,6 +240,13 @@ class Relay:
         self._member(tinyid).muted = muted
 
     # -- routes (who hears whom) -------------------------------------------------------------
+
+    def set_tap(self, tinyid: int, tap: Tap | None) -> None:
+        """Hand every voice payload of ``tinyid`` (and its voice bit) to ``tap`` as it is forwarded, or stop.
+        The tap runs on the relay's path: it must only keep the payload for later work."""
+        member = self._members.get(tinyid)
+        if member is not None:
+            member.tap = tap
 
     def set_route_policy(self, room_id: str, policy: RoutePolicy | None) -> None:
         """Give a room its hearing rules (None: everyone hears everyone) and rebuild its route tables.
@@ -367,6 +378,8 @@ class Relay:
             member.level = level & 0x7F
             if level & 0x80:
                 member.last_voice = now
+            if member.tap is not None:
+                member.tap(payload, level >= 0x80)
             head = b"".join((_DOWNLINK_FIRST[data[0]], data[1:8], member.wire_tinyid, data[12:14]))  # = _head
             tinyid = member.tinyid
             sent = len(out)

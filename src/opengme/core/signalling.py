@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opengme import __version__
 from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
+from opengme.core.captions import CaptionSink
 from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
@@ -43,6 +44,7 @@ from opengme.events import RoomType
 from opengme.ids import open_id_problem
 from opengme.logs import fields
 from opengme.protocol import signalling as proto
+from opengme.protocol import stt as stt_proto
 from opengme.protocol.resume import make_resume_token, resume_token_expiry, resume_token_problem
 
 if TYPE_CHECKING:
@@ -248,7 +250,10 @@ class SignallingCore:
             "ping": self._ping,
             "invite": self._invite,
             "invite_reply": self._invite_reply,
+            "asr_start": self._asr_start,
+            "asr_stop": self._asr_stop,
         }
+        self.captions: CaptionSink | None = None  # the server's live captions (opengme.server.captions)
         assert set(self._handlers) == proto.REQUEST_TYPES
 
     # --- inputs from connections ------------------------------------------------------------------
@@ -495,6 +500,18 @@ class SignallingCore:
         inviter = self.registry.find(app_id, invitation.from_open_id)
         if inviter is not None and inviter.room_id == invitation.room_id:
             self._send(inviter.conn, proto.invitation_result(invitation.invite_id, open_id, msg["accept"]))
+
+    def _asr_start(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        if self.captions is None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_NOT_IMPLEMENT, "this server has no live captions")
+        self.captions.start(member, msg["id"], msg.get("language", ""))  # it answers, after its checks
+
+    def _asr_stop(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        if self.captions is not None:
+            self.captions.stop(member)
+        self._send(peer.id, stt_proto.asr_stopped(msg["id"]))
 
     # --- rate limits ------------------------------------------------------------------------------
 

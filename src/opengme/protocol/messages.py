@@ -444,6 +444,22 @@ MESSAGES: tuple[Message, ...] = (
         Field("received", Integer(0)),
         Field("expected", Integer(0)),
     )),
+    # --- speech-to-text (issue 13): live captions of the voice-chat mic (docs/protocol.md "Live captions")
+    Message("asr_start", "request", "Caption this member's voice-chat mic for the room (start_realtime_asr).", (
+        _id(), Field("language", Text(0, 35), "BCP-47 code of the speech; empty = en-US", required=False),
+    )),
+    Message("asr_stop", "request", "Stop captioning this member's mic.", (_id(),)),
+    Message("asr_started", "reply", "Captions of this member's mic are on.", (
+        _id(), Field("language", Text(1, 35), "the engine's language tag"),
+    )),
+    Message("asr_stopped", "reply", "Captions of this member's mic are off.", (_id(),)),
+    Message("realtime_asr", "push", "Live captions of a member's mic (SDK event REALTIME_ASR 1093).", (
+        Field("sub_type", Choice((0, 1, 2), ("START", "CONTENT", "END"))),
+        Field("open_id", OPEN_ID, "the speaker"),
+        Field("sentence_id", Integer(0), "numbers the speaker's sentences from 1 (0 with START and END)"),
+        Field("text", FREE_TEXT, "the sentence so far (CONTENT), else empty"),
+        Field("final", Boolean(), "CONTENT: the sentence is complete and will not change"),
+    )),
 )
 
 BY_NAME = {m.name: m for m in MESSAGES}

@@ -240,6 +240,19 @@ class Context(Facade):
         """The role ``set_audio_role`` set (ANCHOR by default and after exit)."""
         return self._core.audio.role
 
+    # --- live captions (GME: StartRealTimeASR / StopRealTimeASR, event 1093) ---
+
+    @guarded()
+    def start_realtime_asr(self, language: str = "") -> ErrorCode:
+        """Caption this member's voice-chat mic: every member of the room gets REALTIME_ASR (1093) with
+        sub_type 0 START, 1 CONTENT (``open_id``, ``sentence_id``, ``text``, ``final``), 2 END."""
+        return self._core.call(lambda s, now: s.realtime_asr(True, language))
+
+    @guarded()
+    def stop_realtime_asr(self) -> ErrorCode:
+        """Stop captioning this member's mic (END follows)."""
+        return self._core.call(lambda s, now: s.realtime_asr(False))
+
     # --- invitations (GME's demo module, AV_ERR_INVITET/ACCEPTT/REFUSE_FAILED 1801-1803) ---
 
     @guarded()

@@ -31,13 +31,19 @@ Choices where GME leaves room (documented once, here):
   captured / as recorded), 1004 outside.
 - ``get_file_size`` and ``get_voice_file_duration`` return ``(ErrorCode, value)``: 7010 when the
   file cannot be read, 7011 when it is not a sound Ogg/Opus file (duration only).
+
+Speech-to-text (``speech_to_text``, ``text_to_speech``, ``translate_text``) and streaming recognition
+(``start_recording_with_streaming_recognition``) live in :mod:`opengme.sdk.stt` and
+:mod:`opengme.sdk.stt_stream`, whose docstrings list their codes and choices.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +62,11 @@ from opengme.protocol.signalling import encode_auth_buffer
 from opengme.sdk.core import MIC, SPEAKER, DeviceKind, Facade, SdkCore, guarded
 from opengme.sdk.media_session import OUTPUT_SAMPLES
 from opengme.sdk.ptt_transfer import DOWNLOAD, Outcome, Transfers, file_id_problem, is_signed_link
+from opengme.sdk.stt import SpeechReport, SpeechRequests, language_refusal
+from opengme.sdk.stt_stream import COMPLETE as STREAM_COMPLETE
+from opengme.sdk.stt_stream import RUNNING as STREAM_RUNNING
+from opengme.sdk.stt_stream import StreamClient, finish_streaming, stream_url
+from opengme.stt.base import DEFAULT_LANGUAGE
 
 MIN_MESSAGE_MS: Final = 1000
 MAX_MESSAGE_MS: Final = 58_000
@@ -105,6 +116,7 @@ class Recording:
         self._resamplers: dict[int, av.AudioResampler] = {}
         self._carry = np.zeros(0, np.int16)
         self._written = 0
+        self.on_frame: Callable[[Pcm], None] | None = None  # streaming recognition hears each written frame
 
     def tap(self, frame: Pcm, rate: int) -> None:
         """The mic tap (audio thread): keep the frame for ``drain``."""
@@ -144,6 +156,8 @@ class Recording:
                 break
             frame = samples[start:start + FRAME_SAMPLES]
             self.writer.write(frame)
+            if self.on_frame is not None:
+                self.on_frame(frame)
             self.level = mic_level(frame)
             self._written += FRAME_SAMPLES
         self._carry = samples[usable:]
@@ -207,6 +221,7 @@ class Ptt(Facade):
         super().__init__(core)
         core.attach(self)
         self._transfers = Transfers("opengme-sdk-ptt")
+        self._speech = SpeechRequests(self._transfers)
         self.reset()
 
     def reset(self) -> None:
@@ -217,6 +232,8 @@ class Ptt(Facade):
         self._speaker_volume = [UNITY]
         self._recording: Recording | None = None
         self._playback: Playback | None = None
+        self._stream: StreamClient | None = None  # the streaming recognition of the recording
+        self._streaming = False  # from its start until its 5006 is reported
 
     # --- the core's hooks (owner thread) ---
 
@@ -226,6 +243,8 @@ class Ptt(Facade):
         if recording is not None:
             self._keep_open(MIC)
             recording.drain(self._mic_volume)
+            if self._stream is not None:
+                self._report_partials(self._stream, recording.path)
             if recording.full:
                 self._end_recording()
         playback = self._playback
@@ -235,13 +254,19 @@ class Ptt(Facade):
                 self._end_playback()
         done = self._transfers.done
         while not done.empty():
-            self._report(done.get_nowait())
+            finished = done.get_nowait()
+            if isinstance(finished, SpeechReport):
+                self._speak(finished)
+            else:
+                self._report(finished)
 
     def close(self) -> None:
         """``uninit``: drop a recording (no file), stop a playback, wait for transfers; no events."""
         if self._recording is not None:
             self._core.engine.remove_mic_tap(self._recording.tap)
             self._recording.writer.abort()
+        if self._stream is not None:
+            self._stream.close()
         if self._playback is not None:
             self._core.engine.remove_player(self._playback)
             self._playback.close()
@@ -325,12 +350,15 @@ class Ptt(Facade):
 
     @guarded()
     def cancel_recording(self) -> ErrorCode:
-        """GME: CancelRecording. No event and no file."""
+        """GME: CancelRecording. No event and no file (a streaming recognition of it ends too, silently)."""
         recording = self._recording
         if recording is None:
             return ErrorCode.QAVPTTERROR_RECORDER_RECORD_NOT_START
         self._release_mic(recording)
         recording.writer.abort()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream, self._streaming = None, False
         return ErrorCode.AV_OK
 
     @guarded()
@@ -354,7 +382,21 @@ class Ptt(Facade):
         assert recording is not None
         self._release_mic(recording)
         result = recording.finish()
-        self._core.emit(EventType.PTT_RECORD_COMPLETE, {"result": result, "file_path": recording.path})
+        stream, self._stream = self._stream, None
+        if stream is None:
+            self._core.emit(EventType.PTT_RECORD_COMPLETE, {"result": result, "file_path": recording.path})
+            return
+        self._report_partials(stream, recording.path)
+        headers = self._headers()
+        if result != ErrorCode.AV_OK or headers is None:
+            stream.close()
+            self._speak(SpeechReport(STREAM_COMPLETE, {"result": result if result != ErrorCode.AV_OK else
+                                                       ErrorCode.QAVPTTERROR_S2T_APPINFO_UNSET,
+                                                       "file_path": recording.path, "text": "", "file_id": ""}))
+            return
+        url = self._core.server_url.rstrip("/") + proto.FILES_PATH
+        upload = functools.partial(self._transfers.upload_now, url, headers, recording.path)
+        self._transfers.submit(finish_streaming, stream, upload, recording.path)
 
     def _release_mic(self, recording: Recording) -> None:
         core = self._core
@@ -470,6 +512,75 @@ class Ptt(Facade):
             return ErrorCode.AV_OK
         self._report(outcome)
         return ErrorCode.AV_OK
+
+    # --- speech-to-text and text-to-speech (opengme.sdk.stt) ---
+
+    def _speak(self, report: SpeechReport | None) -> None:
+        if report is None:
+            return
+        if report.event == STREAM_COMPLETE:
+            self._streaming = False
+        if report.code != ErrorCode.AV_OK:
+            log.info("speech request failed (%d): %s", report.code, report.message)
+        self._core.emit(report.event, report.payload)
+
+    @guarded()
+    def speech_to_text(self, file_id: str, language: str = DEFAULT_LANGUAGE, translate_language: str = "") -> ErrorCode:
+        """GME: SpeechToText. The uploaded message ``file_id`` as text: PTT_SPEECH2TEXT_COMPLETE (5005)."""
+        code, report = self._speech.speech_to_text(self._headers(), file_id, language, translate_language)
+        self._speak(report)
+        return code
+
+    @guarded()
+    def text_to_speech(self, text: str, voice_name: str = "", language: str = DEFAULT_LANGUAGE,
+                       speaking_rate: float = 1.0) -> ErrorCode:
+        """GME: TextToSpeech. The server speaks ``text`` into a stored voice message:
+        PTT_TEXT2SPEECH_COMPLETE (5008) with its file id."""
+        code, report = self._speech.text_to_speech(self._headers(), self._core.server_url, text, voice_name,
+                                                   language, speaking_rate)
+        self._speak(report)
+        return code
+
+    @guarded()
+    def start_recording_with_streaming_recognition(self, file_path: str, language: str = DEFAULT_LANGUAGE,
+                                                   translate_language: str = "") -> ErrorCode:
+        """GME: StartRecordingWithStreamingRecognition. Records like ``start_recording`` while the
+        server recognises: 5007 partial texts, then after ``stop_recording`` 5006 with the text and
+        the uploaded file's id (no 5001). 32786 while one is still running, 32774 without an AuthBuffer."""
+        refusal = language_refusal(language, translate_language)
+        if refusal is not None:
+            return refusal
+        if self._streaming:
+            log.info("a streaming recognition is still running: wait for its 5006")
+            return ErrorCode.QAVPTTERROR_ERR_VOICE_STREAMIN_RUNING_ERROR
+        headers = self._headers()
+        if headers is None:
+            log.info("call apply_ptt_auth_buffer before a streaming recognition")
+            return ErrorCode.QAVPTTERROR_S2T_APPINFO_UNSET
+        code = self.start_recording(file_path)
+        if code != ErrorCode.AV_OK:
+            return code
+        assert self._recording is not None
+        self._stream = StreamClient(stream_url(self._core.server_url, language), headers)
+        self._recording.on_frame = self._stream.push
+        self._streaming = True
+        return ErrorCode.AV_OK
+
+    def _report_partials(self, stream: StreamClient, path: str) -> None:
+        """5007 for each new partial text, and once with 50012 when the stream failed."""
+        while not stream.partials.empty():
+            text = stream.partials.get_nowait()
+            self._core.emit(STREAM_RUNNING, {"result": ErrorCode.AV_OK, "file_path": path, "text": text, "file_id": ""})
+        if stream.failure and not stream.failure_told:
+            stream.failure_told = True
+            log.info("streaming recognition failed while recording: %s", stream.failure)
+            self._core.emit(STREAM_RUNNING, {"result": ErrorCode.QAVPTTERROR_ERR_VOICE_STREAMING_ASR_ERROR,
+                                             "file_path": path, "text": "", "file_id": ""})
+
+    @guarded()
+    def translate_text(self, text: str, source_language: str = "", target_languages: str = "") -> ErrorCode:
+        """GME: TranslateText (5009). 1006: no translation engine is configured."""
+        return self._speech.translate_text(text, source_language, target_languages)
 
     # --- playback ---
 

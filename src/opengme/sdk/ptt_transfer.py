@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from opengme.codec.voicefile import READ_LIMIT, write_atomically
@@ -127,6 +127,24 @@ def file_id_problem(file_id: str) -> str | None:
     return None
 
 
+def send(url: str, headers: dict[str, str], data: bytes | None = None, timeout: float = TIMEOUT_S) -> Reply:
+    """One blocking request (POST when ``data`` is given); never raises: no answer is ``Reply(0, …)``."""
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
+    try:
+        with _OPENER.open(request, timeout=timeout) as resp:
+            return Reply(resp.status, resp.read(), resp.headers)
+    except urllib.error.HTTPError as exc:
+        try:
+            return Reply(exc.code, exc.read(), exc.headers)
+        except (OSError, http.client.HTTPException) as inner:
+            return Reply(0, b"", error=str(inner))
+        finally:
+            exc.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return Reply(0, b"", error=str(reason) or type(exc).__name__)
+
+
 class Transfers:
     """The worker pool and the queue of finished transfers of one ``Ptt``."""
 
@@ -134,14 +152,15 @@ class Transfers:
         self._name = name
         self.timeout = timeout
         self._pool: ThreadPoolExecutor | None = None
-        self.done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
-    def _submit(self, job: Callable[..., Outcome], *args: str | dict[str, str]) -> None:
+    def submit(self, job: Callable[..., object], *args: Any) -> None:
+        """Run ``job(*args)`` in the pool; what it returns goes to ``done`` for the owner's ``poll``."""
         if self._pool is None:  # started on the first transfer: a Context without messages costs no thread
             self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=self._name)
         self._pool.submit(self._run, job, *args)
 
-    def _run(self, job: Callable[..., Outcome], *args: str | dict[str, str]) -> None:
+    def _run(self, job: Callable[..., object], *args: Any) -> None:
         self.done.put(job(*args))
 
     def close(self) -> None:
@@ -152,28 +171,16 @@ class Transfers:
         self.done = queue.SimpleQueue()
 
     def upload(self, url: str, headers: dict[str, str], path: str) -> None:
-        self._submit(self._upload, url, headers, path)
+        self.submit(self.upload_now, url, headers, path)
 
     def download(self, file_id: str, headers: dict[str, str], path: str) -> None:
-        self._submit(self._download, file_id, headers, path)
+        self.submit(self._download, file_id, headers, path)
 
-    def _request(self, url: str, headers: dict[str, str], data: bytes | None = None) -> Reply:
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
-        try:
-            with _OPENER.open(request, timeout=self.timeout) as resp:
-                return Reply(resp.status, resp.read(), resp.headers)
-        except urllib.error.HTTPError as exc:
-            try:
-                return Reply(exc.code, exc.read(), exc.headers)
-            except (OSError, http.client.HTTPException) as inner:
-                return Reply(0, b"", error=str(inner))
-            finally:
-                exc.close()
-        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            return Reply(0, b"", error=str(reason) or type(exc).__name__)
+    def _send(self, url: str, headers: dict[str, str], data: bytes | None = None) -> Reply:
+        return send(url, headers, data, self.timeout)
 
-    def _upload(self, url: str, headers: dict[str, str], path: str) -> Outcome:
+    def upload_now(self, url: str, headers: dict[str, str], path: str) -> Outcome:
+        """Upload ``path`` on this thread (the transfer threads' job; streaming recognition's too)."""
         try:
             with open(path, "rb") as f:
                 data = f.read(READ_LIMIT + 1)
@@ -181,11 +188,11 @@ class Transfers:
             return Outcome(False, UPLOAD.local_file, path, "", f"cannot read {path}: {exc.strerror or exc}")
         if not data:
             return Outcome(False, UPLOAD.local_file, path, "", f"{path} is empty")
-        reply = self._request(url, {**headers, "Content-Type": proto.CONTENT_TYPE}, data)
+        reply = self._send(url, {**headers, "Content-Type": proto.CONTENT_TYPE}, data)
         return upload_outcome(UPLOAD, path, reply)
 
     def _download(self, file_id: str, headers: dict[str, str], path: str) -> Outcome:
-        reply = self._request(file_id, headers)
+        reply = self._send(file_id, headers)
         code, message = judge_reply(DOWNLOAD, reply)
         if code != ErrorCode.AV_OK:
             return Outcome(True, code, path, file_id, message)

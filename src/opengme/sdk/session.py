@@ -24,6 +24,7 @@ from opengme.errors import ErrorCode, describe
 from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent, RoomType, UserUpdateEvent
 from opengme.ids import open_id_problem, room_id_problem
 from opengme.protocol import signalling
+from opengme.protocol import stt as stt_proto
 
 BACKOFF_FIRST = 0.2  # docs/protocol.md: reconnect backoff 0.2 s doubling to 5 s, jittered
 BACKOFF_MAX = 5.0
@@ -363,6 +364,24 @@ class Session:
         self._request(Pending("invite", open_id=open_id), signalling.invite, open_id)
         return ErrorCode.AV_OK
 
+    def realtime_asr(self, start: bool, language: object = "") -> ErrorCode:
+        """Live captions of this member's mic on or off (REALTIME_ASR 1093 to every member of the room;
+        a refusal of ``start`` arrives as REALTIME_ASR START with its code)."""
+        if not isinstance(language, str) or len(language) > stt_proto.MAX_LANGUAGE:
+            return ErrorCode.AV_ERR_INVALID_ARGUMENT
+        refusal = self._room_refusal()
+        if refusal:
+            return refusal
+        if start:
+            self._request(Pending("asr_start"), stt_proto.asr_start, language)
+        else:
+            self._request(Pending("asr_stop"), stt_proto.asr_stop)
+        return ErrorCode.AV_OK
+
+    def _asr_event(self, code: int = 0, detail: str = "", **fields: Any) -> None:
+        self._emit(EventType.REALTIME_ASR, {**outcome(code, detail), "sub_type": 0, "open_id": self.open_id,
+                                            "sentence_id": 0, "text": "", "final": False, **fields})
+
     def accept_invitation(self, invite_id: object, auth_buffer: object, now: float) -> ErrorCode:
         """Accept: reply, then switch (or enter, outside a room) into the inviter's room."""
         auth = auth_bytes(auth_buffer)
@@ -580,6 +599,8 @@ class Session:
             case "invitation_result":
                 sub = InvitationSubEvent.ACCEPTED if message["accepted"] else InvitationSubEvent.REFUSED
                 self._invitation_event(sub, message["invite_id"], message["open_id"])
+            case "realtime_asr" if self.room is not None:
+                self._asr_event(**{k: message[k] for k in ("sub_type", "open_id", "sentence_id", "text", "final")})
             # `invite_sent` and the reply to a refusal need no event: the inviter learns through pushes.
 
     def _invitation_event(self, sub: InvitationSubEvent, invite_id: str, open_id: str, code: int = 0,
@@ -624,6 +645,8 @@ class Session:
             self._finish_exit()
         elif kind == "change_room_type" and self.room is not None:
             self._room_type_event(ChangeRoomTypeSubEvent.COMPLETE, self.room.room_type, code, detail)
+        elif kind == "asr_start":
+            self._asr_event(code, detail)
         elif kind in ("invite", "accept", "refuse"):
             sub = {"invite": InvitationSubEvent.CANCELED, "accept": InvitationSubEvent.ACCEPTED,
                    "refuse": InvitationSubEvent.REFUSED}[kind]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -96,6 +97,7 @@ class Ptt:
         self.settings = server.settings
         self.storage: MessageStorage = open_storage(self.settings.data_dir, self.settings.ptt_retention_days)
         self._retention: asyncio.Task[None] | None = None
+        self.after_retention: list[Callable[[], int]] = []  # what else goes with expired messages (their texts)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -119,6 +121,8 @@ class Ptt:
     async def retain(self, now: float | None = None) -> None:
         """One retention pass: expired messages, then files no message refers to."""
         report = await asyncio.to_thread(self.storage.clean_up, now)
+        for hook in self.after_retention:
+            await asyncio.to_thread(hook)
         self.server.metrics.inc(EXPIRED, report.expired)
         self.server.metrics.inc(FILES_REMOVED, report.files)
         if report.expired or report.files or report.temporary:
@@ -129,12 +133,18 @@ class Ptt:
 
     async def upload(self, request: web.Request) -> web.Response:
         try:
-            caller = await asyncio.to_thread(self._authorise, request, proto.UPLOAD, time.time())
+            caller = await asyncio.to_thread(self.authorise, request, proto.UPLOAD, time.time())
             body = await self._read_capped(request)
-            info = await asyncio.to_thread(self._inspect, body)
-            message = await asyncio.to_thread(self._put, caller, body, info)
+            reply = await self.store(request, caller, body)
         except Refused as exc:
             return self._refuse(request, exc)
+        return web.json_response(reply, status=201)
+
+    async def store(self, request: web.Request, caller: Caller, body: bytes) -> dict[str, object]:
+        """Check ``body`` as a voice message, store it as ``caller``'s and describe it as an upload's
+        reply does (:class:`Refused` when it is not a voice message or the storage fails)."""
+        info = await asyncio.to_thread(self._inspect, body)
+        message = await asyncio.to_thread(self._put, caller, body, info)
         m = self.server.metrics
         m.inc(UPLOADS)
         m.inc(UPLOAD_BYTES, message.size)
@@ -142,9 +152,8 @@ class Ptt:
                                                       file_id=message.file_id, size=message.size,
                                                       duration_ms=message.duration_ms))
         url = self._url(request, message.file_id)
-        reply = {"code": 0, **self._describe(message), "file_id": url,
-                 "download_url": self._link(url, caller, message.file_id)}
-        return web.json_response(reply, status=201)
+        return {"code": 0, **self._describe(message), "file_id": url,
+                "download_url": self._link(url, caller, message.file_id)}
 
     async def download(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
@@ -165,8 +174,8 @@ class Ptt:
     async def link(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
         try:
-            caller = await asyncio.to_thread(self._authorise, request, proto.DOWNLOAD, time.time())
-            message = await asyncio.to_thread(self._message, caller.app, file_id)
+            caller = await asyncio.to_thread(self.authorise, request, proto.DOWNLOAD, time.time())
+            message = await asyncio.to_thread(self.message, caller.app, file_id)
         except Refused as exc:
             return self._refuse(request, exc)
         url = self._url(request, message.file_id)
@@ -175,7 +184,7 @@ class Ptt:
 
     # --- steps (the blocking ones run in worker threads) ----------------------------------------
 
-    def _authorise(self, request: web.Request, direction: proto.Direction, now: float) -> Caller:
+    def authorise(self, request: web.Request, direction: proto.Direction, now: float) -> Caller:
         """The AuthBuffer headers, checked in GME's order: present, authentic for this app and
         openid with an empty room id, then arrears (7005), then the ``ptt`` switch (7012)."""
         headers = request.headers
@@ -246,9 +255,9 @@ class Ptt:
     def _fetch(self, request: web.Request, file_id: str, now: float) -> tuple[Message, bytes]:
         """Authorise a download (AuthBuffer headers, else a signed link) and read the file."""
         if proto.HEADER_AUTH_BUFFER in request.headers or not request.query:
-            message = self._message(self._authorise(request, proto.DOWNLOAD, now).app, file_id)
+            message = self.message(self.authorise(request, proto.DOWNLOAD, now).app, file_id)
         else:
-            message = self._message(None, file_id)
+            message = self.message(None, file_id)
             app = self.server.store.get(message.app_id)
             problem = ("the file's app no longer exists" if app is None else
                        proto.link_problem(dict(request.query), app.key, app.app_id, file_id, now))
@@ -264,7 +273,7 @@ class Ptt:
             log.error("voice-message read failed", extra=fields(file_id=file_id, error=str(exc)))
             raise Refused(proto.DOWNLOAD.storage, 503, "the server could not read the file; try again later") from None
 
-    def _message(self, app: App | None, file_id: str) -> Message:
+    def message(self, app: App | None, file_id: str) -> Message:
         """The live message ``file_id`` (of ``app`` when given: another app's file is "not found")."""
         message = self.storage.get(file_id)
         if message is None or (app is not None and message.app_id != app.app_id):

@@ -60,6 +60,10 @@ class RecognitionFailed(GmeError):
     def __init__(self, detail: str) -> None:
         super().__init__(ErrorCode.QAVPTTERROR_S2T_AUTO_SPEECH_REC_ERROR, detail)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Crosses from a worker process as the :class:`GmeError` it is (its constructor differs)."""
+        return GmeError, (self.code, self.detail)
+
 
 def canonical_language(code: str) -> str:
     """A BCP-47 tag in its usual casing (``en-us`` → ``en-US``, ``zh-hans-cn`` → ``zh-Hans-CN``);
@@ -207,6 +211,11 @@ class Registry:
             if "-" not in tag and known.split("-")[0] == tag:
                 return known
         raise UnsupportedLanguage(language, self._factories)
+
+    def build(self, language: str = DEFAULT_LANGUAGE) -> Recognizer:
+        """A new recogniser of its own (a stream that runs beside others needs one)."""
+        tag = self.resolve(language)
+        return self._factories[tag](tag)
 
     def get(self, language: str = DEFAULT_LANGUAGE) -> Recognizer:
         tag = self.resolve(language)

@@ -14,10 +14,9 @@ import av
 import numpy as np
 
 from opengme.errors import ErrorCode, GmeError
+from opengme.protocol.stt import MAX_TEXT, RATES
 from opengme.stt.base import SAMPLE_RATE, Pcm
 
-MAX_TEXT: Final = 5000  # characters, as GME documents for text_to_speech
-RATES: Final = (0.6, 1.5)  # speaking_rate bounds, 1.0 = normal speed
 WORDS_PER_MINUTE: Final = 160  # eSpeak NG's rate at speaking_rate 1.0
 _AUDIO_OUTPUT_SYNCHRONOUS: Final = 2
 _CHARS_UTF8: Final = 1

@@ -1,0 +1,224 @@
+"""Speech-to-text and text-to-speech over HTTP (docs/protocol.md, "Speech-to-text"), beside the
+voice-message endpoints whose authorisation, storage and replies they share (``opengme.server.ptt``).
+
+Recognition and synthesis run in the worker processes of :class:`~opengme.stt.pool.RecognitionPool`
+(decoding the message included), never on the event loop that carries signalling and the relay;
+AuthBuffer checks and SQLite run in threads. Each app has its own concurrency limits
+(:mod:`opengme.stt.quota`); a request beyond one is refused at once with 32769 (HTTP 429).
+A recognised text is stored with its message (:mod:`opengme.stt.transcripts`), so a repeat
+answers from there.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from opengme.errors import ErrorCode, GmeError
+from opengme.logs import fields
+from opengme.protocol import ptt as proto
+from opengme.protocol import stt as sproto
+from opengme.server import ptt as ptt_part
+from opengme.server.ptt import Caller, Refused
+from opengme.server.stt_stream import StreamSession
+from opengme.storage import Message
+from opengme.store import App
+from opengme.stt.pool import RecognitionPool
+from opengme.stt.quota import Kind, Quota
+from opengme.stt.streaming import MAX_PACKET, StreamWorkers
+from opengme.stt.transcripts import Transcripts
+
+if TYPE_CHECKING:
+    from opengme.server.app import Server
+
+log = logging.getLogger("opengme.stt")
+
+RECOGNITIONS = "opengme_stt_recognitions_total"
+SYNTHESES = "opengme_stt_syntheses_total"
+CACHED = "opengme_stt_cached_total"
+REFUSALS = "opengme_stt_refusals_total"
+_STATUS = {ErrorCode.AV_ERR_INVALID_ARGUMENT: 400, sproto.BUSY: 429, sproto.FAILED: 422}
+
+STT: web.AppKey[Speech] = web.AppKey("opengme.stt")
+
+
+def setup(server: Server) -> None:
+    """Attach the routes (after ``ptt``, whose storage they use), the worker pool and the metrics."""
+    speech = Speech(server)
+    server.web_app[STT] = speech
+    router = server.web_app.router
+    router.add_post(proto.FILES_PATH + "/{file_id}" + sproto.TEXT_SUFFIX, speech.text)
+    router.add_post(sproto.SPEECH_PATH, speech.speech)
+    router.add_get(sproto.STREAM_PATH, speech.stream)
+    server.on_stop.append(speech.stop)
+    m = server.metrics
+    m.describe(RECOGNITIONS, "counter", "Voice messages recognised.")
+    m.describe(SYNTHESES, "counter", "Voice messages synthesised from text.")
+    m.describe(CACHED, "counter", "Speech-to-text requests answered from the stored text.")
+    m.describe(REFUSALS, "counter", "Speech requests refused, by GME error code.")
+
+
+def get(server: Server) -> Speech:
+    return server.web_app[STT]
+
+
+class Speech:
+    """The speech endpoints of a running server and what they share: pool, limits, stored texts."""
+
+    def __init__(self, server: Server) -> None:
+        s = server.settings
+        self.server = server
+        self.ptt = ptt_part.get(server)
+        self.quota = Quota({Kind.FILE: s.stt_max_file_jobs, Kind.STREAM: s.stt_max_streams,
+                            Kind.CAPTION: s.stt_max_captions})
+        self.transcripts = Transcripts(s.data_dir)
+        self.ptt.after_retention.append(self.transcripts.forget_orphans)
+        self._pool: RecognitionPool | None = None
+        self._streams: StreamWorkers | None = None
+
+    @property
+    def pool(self) -> RecognitionPool:
+        """Started on first use: a server nobody asks for speech costs no worker process."""
+        if self._pool is None:
+            s = self.server.settings
+            jobs = s.stt_max_file_jobs + s.stt_max_streams + s.stt_max_captions
+            self._pool = RecognitionPool(workers=max(1, s.stt_workers), limit=jobs or 1_000_000)
+        return self._pool
+
+    @property
+    def streams(self) -> StreamWorkers:
+        """Started on first use, like :attr:`pool`."""
+        if self._streams is None:
+            self._streams = StreamWorkers(workers=max(1, self.server.settings.stt_workers))
+        return self._streams
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
+        if self._streams is not None:
+            await asyncio.to_thread(self._streams.close)
+        self.transcripts.close()
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def text(self, request: web.Request) -> web.Response:
+        """``POST <file_id>/text``: the message's text (stored, or recognised now and stored)."""
+        file_id = request.match_info["file_id"]
+        try:
+            caller = await self.authorise(request)
+            ask = sproto.TextRequest.parse(await self._read_body(request))
+            language = self.pool.resolve(ask.language)
+            message = await asyncio.to_thread(self._message, caller.app, file_id)
+            text = await asyncio.to_thread(self.transcripts.get, message.file_id, language)
+            cached = text is not None
+            if text is None:
+                with self.quota.slot(caller.app.app_id, Kind.FILE):
+                    data = await asyncio.to_thread(self.ptt.storage.read, message)
+                    text = await self.pool.transcribe_voice(data, language)
+                await asyncio.to_thread(self.transcripts.put, message.file_id, language, text, time.time())
+                self.server.metrics.inc(RECOGNITIONS)
+            else:
+                self.server.metrics.inc(CACHED)
+        except (Refused, GmeError, OSError) as exc:
+            return self._refuse(request, exc)
+        log.info("voice message recognised", extra=fields(app_id=caller.app.app_id, file_id=file_id,
+                                                          language=language, cached=cached, chars=len(text)))
+        url = proto.file_url(self.server.settings.public_url or str(request.url.origin()), file_id)
+        return web.json_response({"code": 0, "file_id": url, "text": text, "language": language, "cached": cached})
+
+    async def speech(self, request: web.Request) -> web.Response:
+        """``POST /v1/ptt/speech``: text-to-speech, stored as a voice message of the caller."""
+        try:
+            caller = await self.authorise(request)
+            ask = sproto.SpeechRequest.parse(await self._read_body(request))
+            with self.quota.slot(caller.app.app_id, Kind.FILE):
+                data = await self.pool.speak_voice(ask.text, ask.language, float(ask.speaking_rate))
+            reply = await self.ptt.store(request, caller, data)
+        except (Refused, GmeError, OSError) as exc:
+            return self._refuse(request, exc)
+        self.server.metrics.inc(SYNTHESES)
+        return web.json_response({**reply, "text": ask.text}, status=201)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/ptt/stream``: recognition while recording (:mod:`opengme.server.stt_stream`)."""
+        try:
+            caller = await self.authorise(request)
+            language = request.query.get("language", "") or "en-US"
+            if len(language) > sproto.MAX_LANGUAGE:
+                raise GmeError(ErrorCode.AV_ERR_INVALID_ARGUMENT, "language must be a BCP-47 code such as en-US")
+            live = self.streams.open(language)
+            self.quota.acquire(caller.app.app_id, Kind.STREAM)
+        except (Refused, GmeError) as exc:
+            return self._refuse(request, exc)
+        opening = asyncio.create_task(live.prepare())  # the model loads while the first audio comes
+        try:
+            ws = web.WebSocketResponse(max_msg_size=MAX_PACKET + sproto.MAX_BODY)
+            await ws.prepare(request)
+            await StreamSession(self, caller, live, ws).run()
+            return ws
+        finally:
+            self.quota.release(caller.app.app_id, Kind.STREAM)  # at once: the worker's cleanup may take a while
+            with contextlib.suppress(GmeError):
+                await opening
+            await live.close()
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def authorise(self, request: web.Request) -> Caller:
+        """The voice-message AuthBuffer check with speech-to-text's codes, then the app's ``stt`` switch."""
+        caller = await asyncio.to_thread(self.ptt.authorise, request, sproto.S2T, time.time())
+        check_stt(caller.app)
+        return caller
+
+    def _message(self, app: App, file_id: str) -> Message:
+        try:
+            return self.ptt.message(app, file_id)
+        except Refused as exc:
+            raise Refused(ErrorCode.QAVPTTERROR_S2T_PARAM_NULL, exc.status, str(exc)) from None
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The JSON body, at most ``MAX_BODY`` bytes, within ``http_body_timeout``."""
+        limit = sproto.MAX_BODY
+        if request.content_length is not None and request.content_length > limit:
+            raise GmeError(ErrorCode.AV_ERR_INVALID_ARGUMENT, f"the body is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.server.settings.http_body_timeout):
+                while chunk := await request.content.read(limit + 1 - size):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise GmeError(ErrorCode.AV_ERR_INVALID_ARGUMENT, f"the body is larger than {limit} bytes")
+        except TimeoutError:
+            raise Refused(sproto.S2T.storage, 408, "the request body did not arrive in time") from None
+        return b"".join(chunks)
+
+    def _refuse(self, request: web.Request, exc: Refused | GmeError | OSError) -> web.Response:
+        if isinstance(exc, Refused):
+            code, status, message = exc.code, exc.status, str(exc)
+        elif isinstance(exc, GmeError):
+            code, status, message = exc.code, _STATUS.get(exc.code, 500), exc.detail
+        else:
+            log.error("speech request failed on the storage", extra=fields(error=str(exc)))
+            code, status, message = sproto.S2T.storage, 503, "the server could not read the file; try again later"
+        self.server.metrics.inc(REFUSALS, code=int(code))
+        log.info("speech request refused", extra=fields(path=request.path, code=int(code), reason=message))
+        return web.json_response(proto.error_body(code, message), status=status)
+
+
+def check_stt(app: App) -> None:
+    """The app's speech-to-text switch (7012) after the voice-message switches (arrears 7005, ptt 7012)."""
+    if not app.stt:
+        raise Refused(ErrorCode.AV_ERR_SERVICE_NOT_OPENED, 403, f"speech-to-text is turned off for app {app.app_id}")
+
+
+def check_switches(app: App) -> None:
+    """Live captions: arrears (7005), then the ``stt`` switch (7012); they need no voice messages."""
+    if app.arrears:
+        raise Refused(ErrorCode.AV_ERR_CHARGE_OVERDUE, 403, f"app {app.app_id} is in arrears")
+    check_stt(app)
