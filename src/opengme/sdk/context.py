@@ -42,6 +42,7 @@ from opengme.errors import ErrorCode
 from opengme.events import AudioRole, EventType
 from opengme.ids import IdError, validate_app_id
 from opengme.sdk.audio_ctrl import AudioCtrl
+from opengme.sdk.audio_effect import AudioEffectCtrl
 from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.ptt import Ptt
@@ -85,6 +86,7 @@ class Context(Facade):
         self._room = Room(self._core)
         self._audio = AudioCtrl(self._core)
         self._ptt = Ptt(self._core)
+        self._effects = AudioEffectCtrl(self._core)
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
 
@@ -220,6 +222,11 @@ class Context(Facade):
     def get_audio_ctrl(self) -> AudioCtrl:
         """GME: ITMGContext::GetAudioCtrl. Always the same object; see :mod:`opengme.sdk.audio_ctrl`."""
         return self._audio
+
+    def get_audio_effect_ctrl(self) -> AudioEffectCtrl:
+        """GME: ITMGContext::GetAudioEffectCtrl. Voice changer, accompaniment, sound effects; see
+        :mod:`opengme.sdk.audio_effect`."""
+        return self._effects
 
     def get_ptt(self) -> Ptt:
         """GME: ITMGContext::GetPTT. Voice messages (no room needed); see :mod:`opengme.sdk.ptt`."""

@@ -487,8 +487,9 @@ class MediaSession:
                 datagram = room.uplink.process(frame, now)
                 if datagram is not None:
                     result.datagrams.append((route, datagram))
-                if self._settings.loopback:
-                    room.downlink.push_loopback(frame, rate)
+                if self._settings.loopback:  # the processed frame: the voice changer is heard too
+                    monitored = room.uplink.last_frame
+                    room.downlink.push_loopback(frame if monitored is None else monitored, rate)
             elif self._settings.device_test:
                 looped.append(fit_channels(frame, self._voice_channels))
         if room is not None:
