@@ -12,7 +12,6 @@ import pytest
 from opengme.core.effects import (
     KARAOKE_PRESETS,
     VOICE_PRESETS,
-    KaraokeType,
     PitchShifter,
     VoiceEffects,
     VoiceType,
