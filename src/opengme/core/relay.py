@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opengme.core.custom_data import MAX_CUSTOM_DATA, RELAY_MIN_INTERVAL_S
 from opengme.protocol.media import (
     BIND_MAGIC,
     CHALLENGE_SIZE,
@@ -59,6 +60,7 @@ _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
 _KEEPALIVE = int(PacketType.KEEPALIVE)
 _CHALLENGE = int(PacketType.CHALLENGE)
+_CUSTOM = int(PacketType.CUSTOM)
 _DOWNLINK_FIRST = tuple(bytes((b | DIRECTION_BIT,)) for b in range(256))
 _DOWNLINK_BIND = bytes(((VERSION << 6) | DIRECTION_BIT | _BIND,))
 _DOWNLINK_CHALLENGE = bytes(((VERSION << 6) | DIRECTION_BIT | _CHALLENGE,))
@@ -90,6 +92,7 @@ class RelayCounters:
     dropped_replay: int = 0
     dropped_muted: int = 0
     dropped_challenge: int = 0  # an answer to no outstanding challenge
+    dropped_custom: int = 0  # custom data too large or too frequent (RELAY_MIN_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class _Member:
         "addr",
         "challenges",
         "crypto",
+        "last_custom",
         "last_packet",
         "last_voice",
         "level",
@@ -153,6 +157,7 @@ class _Member:
         self.level = 127
         self.last_voice: float | None = None
         self.last_packet: float | None = None
+        self.last_custom = float("-inf")  # when its last CUSTOM datagram was forwarded
         self.received = 0  # authenticated packets since the last quality report
         self.report_top = -1  # the packet index window's top at the last quality report
 
@@ -376,6 +381,8 @@ class Relay:
                     out.append((listener.crypto.seal_raw(head, tinyid, payload), to))
             counters.forwarded += len(out) - sent
             return out
+        if ptype == _CUSTOM:
+            return self._custom(member, data, payload, now, out)
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
             counters.replies += 1
             return [(crypto.seal_raw(_head(_DOWNLINK_FIRST[data[0]], data, member), member.tinyid, payload), addr)]
@@ -384,6 +391,25 @@ class Relay:
         else:
             counters.dropped_malformed += 1
         return []
+
+    def _custom(self, member: _Member, data: bytes, payload: bytes, now: float, out: Outgoing) -> Outgoing:
+        """Custom data goes where the member's voice goes, within its size and rate limits (a muted
+        member's is dropped like its voice); the relay does not read it further."""
+        counters = self.counters
+        if member.muted:
+            counters.dropped_muted += 1
+            return out
+        if len(payload) > MAX_CUSTOM_DATA + 1 or now - member.last_custom < RELAY_MIN_INTERVAL_S:
+            counters.dropped_custom += 1
+            return out
+        member.last_custom = now
+        head = _head(_DOWNLINK_FIRST[data[0]], data, member)
+        sent = len(out)
+        for listener in member.listeners:
+            if listener.addr is not None:
+                out.append((listener.crypto.seal_raw(head, member.tinyid, payload), listener.addr))
+        counters.forwarded += len(out) - sent
+        return out
 
     def _new_path(self, member: _Member, ptype: int, payload: bytes, addr: Addr, now: float,
                   data: bytes) -> Outgoing:

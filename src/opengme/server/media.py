@@ -52,7 +52,7 @@ log = logging.getLogger("opengme.media")
 WS = "ws"  # the host part of a WebSocket-fallback address: ("ws", connection id)
 QUALITY_INTERVAL = 2.0
 SOCKET_BUFFER = 4 << 20  # bytes; bursts from many members at once fit in the kernel queue
-DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted", "challenge")
+DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted", "challenge", "custom")
 """The relay's own drop counters (``RelayCounters.dropped_<reason>``); the shell adds ``oversized``
 (a binary frame above MAX_DATAGRAM), ``ws_lagging`` (a fallback client's media outbox overflowed),
 ``ws_closed`` (for a fallback member whose socket is closing), ``send_error`` (an ICMP error of a UDP
