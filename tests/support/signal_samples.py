@@ -21,6 +21,8 @@ REQUESTS: list[dict[str, Any]] = [
     p.ping(9, 0),
     p.invite(10, "10002"),
     p.invite_reply(11, "abcdef0123456789", True),
+    p.room_manage(12, "10002", 4, False),
+    p.room_manage_result(13, "10001", 6, True, 0),
 ]
 
 SERVER_MESSAGES: list[dict[str, Any]] = [
@@ -45,4 +47,7 @@ SERVER_MESSAGES: list[dict[str, Any]] = [
     p.invitation("abcd", "10001", "demo"),
     p.invitation_result("abcd", "10002", False),
     p.quality(0.125, 14, 16),
+    p.room_manage_ok(11),
+    p.room_operate("10001", 8, True),
+    p.room_operate_result("10002", 5, False, 7009),
 ]

@@ -37,6 +37,7 @@ from opengme import __version__
 from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
 from opengme.core.ratelimit import BucketTable, TokenBucket
+from opengme.core.room_manager import RoomManagement
 from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
 from opengme.events import RoomType
@@ -146,6 +147,7 @@ class Proof:
     token_problem: str | None = None
     auth_checked: bool = False
     auth_error: GmeError | None = None
+    auth_bits: int | None = None  # the AuthBuffer's privilege map, when one was checked and holds
 
 
 def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proof:
@@ -170,11 +172,11 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
         if c.resume_token is not None and not buffer:
             return Proof(app, token_problem=token_problem)
         try:
-            verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id, now=c.at,
-                               allow_v1=app.v1_auth)
+            claims = verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id,
+                                        now=c.at, allow_v1=app.v1_auth)
         except GmeError as exc:
             return Proof(app, token_problem=token_problem, auth_checked=True, auth_error=exc)
-        return Proof(app, token_problem=token_problem, auth_checked=True)
+        return Proof(app, token_problem=token_problem, auth_checked=True, auth_bits=claims.auth_bits)
     except Exception:
         log.exception("admission check failed", extra=fields(app_id=c.app_id))
         return Proof(None, GmeError(ErrorCode.AV_ERR_SERVER_FAILED, "internal server error"))
@@ -248,7 +250,10 @@ class SignallingCore:
             "ping": self._ping,
             "invite": self._invite,
             "invite_reply": self._invite_reply,
+            "room_manage": self._room_manage,
+            "room_manage_result": self._room_manage_result,
         }
+        self.room_management = RoomManagement()
         assert set(self._handlers) == proto.REQUEST_TYPES
 
     # --- inputs from connections ------------------------------------------------------------------
@@ -438,6 +443,7 @@ class SignallingCore:
             _log_departure(entered.displaced, "takeover")
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         peer.member = entered.member
+        self.room_management.entered(self.registry, entered.member, self._auth_bits(msg, proof))
         peer.has_entered = True
         self._clients[(app_id, open_id)].add(peer.id)  # the openid is proven: invitations reach it
         self._send(peer.id, self._room_reply(proto.entered, msg["id"], app, entered.member, now))
@@ -458,11 +464,13 @@ class SignallingCore:
             raise GmeError(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM, f"{exc.code.name} ({int(exc.code)}): {exc.detail}") from None
         result = self.registry.switch(member, msg["room_id"], peer.id, now.wall)
         _log_departure(member, "switch")
+        self.room_management.left(member)
         if result.entered is None:
             peer.member = None
             assert result.error is not None
             raise result.error
         peer.member = result.entered.member
+        self.room_management.entered(self.registry, result.entered.member, self._auth_bits(msg, proof))
         self._send(peer.id, self._room_reply(proto.switched, msg["id"], app, result.entered.member, now))
 
     def _change_room_type(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
@@ -495,6 +503,27 @@ class SignallingCore:
         inviter = self.registry.find(app_id, invitation.from_open_id)
         if inviter is not None and inviter.room_id == invitation.room_id:
             self._send(inviter.conn, proto.invitation_result(invitation.invite_id, open_id, msg["accept"]))
+
+    # --- room management (issue 16; the rules are core/room_manager.py's) ---------------------------
+
+    def _room_manage(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        sender = self._member(peer)
+        receiver = self.room_management.operate(self.registry, sender, msg["receiver"], msg["operate_type"])
+        self._send(peer.id, proto.room_manage_ok(msg["id"]))
+        self._send(receiver.conn, proto.room_operate(sender.open_id, msg["operate_type"], msg["value"]))
+
+    def _room_manage_result(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        receiver = self._member(peer)
+        self._send(peer.id, proto.room_manage_ok(msg["id"]))
+        sender = self.room_management.answered(self.registry, receiver, msg["sender"], msg["operate_type"])
+        if sender is not None:
+            self._send(sender.conn, proto.room_operate_result(receiver.open_id, msg["operate_type"], msg["value"],
+                                                              msg["result"]))
+
+    @staticmethod
+    def _auth_bits(msg: Json, proof: Proof | None) -> int | None:
+        """The privilege map the entry was admitted with; None for a resume by token alone."""
+        return proof.auth_bits if proof is not None and msg.get("auth_buffer") else None
 
     # --- rate limits ------------------------------------------------------------------------------
 
@@ -548,9 +577,12 @@ class SignallingCore:
     # --- helpers ----------------------------------------------------------------------------------
 
     def _leave(self, member: Member, now: Instant, reason: str, *, voluntary: bool) -> None:
-        """The member leaves its room (if still current), logged with ``reason``."""
+        """The member leaves its room (if still current), logged with ``reason``; leaving for good
+        (exit, kick) also ends its room-manager privilege (a dropped member may resume with it)."""
         if self.registry.leave(member, now.wall, voluntary=voluntary):
             _log_departure(member, reason)
+            if voluntary:
+                self.room_management.left(member)
 
     @staticmethod
     def _proven_app(proof: Proof | None) -> App:

@@ -325,6 +325,7 @@ ROOM_TYPE = Choice(tuple(int(t) for t in RoomType), tuple(t.name for t in RoomTy
 ERROR_CODE = Integer(1)  # a code newer than this side's table still reaches the user
 FREE_TEXT = Text(0, MAX_TEXT_CHARS)
 INVITE_ID = Text(1, 64)
+OPERATE_TYPE = Integer(0, 8)  # GME's ITMG_ROOM_MANAGEMENT OperateType (issue 16)
 RESUME_TOKEN = Text(1, MAX_TOKEN_CHARS)
 TINYID = Integer(1, MAX_TINYID)
 
@@ -443,6 +444,25 @@ MESSAGES: tuple[Message, ...] = (
         Field("uplink_loss", Number(0, 1), "1 - received/expected"),
         Field("received", Integer(0)),
         Field("expected", Integer(0)),
+    )),
+    # --- room management (issue 16): ITMGRoomManager's calls on another member (core/room_manager.py)
+    Message("room_manage", "request", "Operate another member's audio (GME's ITMGRoomManager).", (
+        _id(), Field("receiver", OPEN_ID, "the member operated on"),
+        Field("operate_type", OPERATE_TYPE, "GME's OperateType: 0 capture … 8 forbid"),
+        Field("value", Boolean(), "enable or disable (ignored by the two getters)"),
+    )),
+    Message("room_manage_result", "request", "The receiver's outcome of an operation, for its sender.", (
+        _id(), Field("sender", OPEN_ID, "who asked"), Field("operate_type", OPERATE_TYPE),
+        Field("value", Boolean(), "the state after the operation (what the getters read)"),
+        Field("result", Integer(0), "0 or the GME error code the receiver's SDK answered"),
+    )),
+    Message("room_manage_ok", "reply", "The operation or its result was passed on.", (_id(),)),
+    Message("room_operate", "push", "A room manager operates this member's audio.", (
+        Field("sender", OPEN_ID), Field("operate_type", OPERATE_TYPE), Field("value", Boolean()),
+    )),
+    Message("room_operate_result", "push", "The outcome of an operation this member asked for.", (
+        Field("receiver", OPEN_ID), Field("operate_type", OPERATE_TYPE), Field("value", Boolean()),
+        Field("result", Integer(0)),
     )),
 )
 

@@ -43,6 +43,7 @@ class AudioSettings:
     mic_volume: int | None = None  # SetMicVolume; None until set (reads 101, plays as 100)
     speaker_volume: int | None = None  # SetSpeakerVolume; likewise
     mix_streams: int = DEFAULT_MIX_STREAMS  # SetRecvMixStreamCount
+    forbidden: bool = False  # a room manager's ForbidUserOperation: enabling devices answers 7009
 
     @property
     def mic_gain(self) -> int:

@@ -47,6 +47,7 @@ from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.ptt import Ptt
 from opengme.sdk.room import Room
+from opengme.sdk.room_manager import RoomManager
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Session, valid_open_id
 
@@ -87,6 +88,7 @@ class Context(Facade):
         self._audio = AudioCtrl(self._core)
         self._ptt = Ptt(self._core)
         self._effects = AudioEffectCtrl(self._core)
+        self._room_manager = RoomManager(self._core, self._audio)
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
 
@@ -227,6 +229,11 @@ class Context(Facade):
         """GME: ITMGContext::GetAudioEffectCtrl. Voice changer, accompaniment, sound effects; see
         :mod:`opengme.sdk.audio_effect`."""
         return self._effects
+
+    def get_room_manager(self) -> RoomManager:
+        """GME: ITMGContext::GetRoomManager. Operating other members' audio; see
+        :mod:`opengme.sdk.room_manager` (who may: :mod:`opengme.core.room_manager`)."""
+        return self._room_manager
 
     def get_ptt(self) -> Ptt:
         """GME: ITMGContext::GetPTT. Voice messages (no room needed); see :mod:`opengme.sdk.ptt`."""
