@@ -15,6 +15,7 @@ import pytest
 from opengme.cli.join_cmd import LiveView
 from opengme.events import EventType, UserUpdateEvent
 from opengme.store import AppStore
+from support.audio import tone, write_wav
 from support.paths import SPEECH_WAV
 from support.processes import ServeProcess, opengme_cmd
 
@@ -161,17 +162,6 @@ def test_live_view_follows_members_and_speakers() -> None:
     assert view.state().endswith("others: 10002); speaking: nobody") and view.quality == 48
 
 
-def tone_wav(path: Path, freq: float, seconds: float, amplitude: int = 8000) -> Path:
-    import wave
-    t = np.arange(int(seconds * 48000)) / 48000
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes((amplitude * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes())
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.public_surface
 def test_accompany_and_voice_type_flags(served: ServeProcess, tmp_path: Path) -> None:
@@ -180,9 +170,9 @@ def test_accompany_and_voice_type_flags(served: ServeProcess, tmp_path: Path) ->
     out = tmp_path / "heard.wav"
     listener = join(served, "--openid", "10002", "--speaker", str(out), "--duration", "6", "--room-type", "2")
     assert listener.stdout is not None and listener.stdout.readline().startswith("room lobby:")
-    silence = tone_wav(tmp_path / "silence.wav", 100, 10.0, amplitude=0)
+    silence = write_wav(tmp_path / "silence.wav", tone(100, 10.0, amplitude=0))
     talker = join(served, "--openid", "10001", "--mic", str(silence), "--room-type", "2", "--duration", "4",
-                  "--voice-type", "1", "--accompany", str(tone_wav(tmp_path / "song.wav", 1000, 1.0)))
+                  "--voice-type", "1", "--accompany", str(write_wav(tmp_path / "song.wav", tone(1000, 1.0))))
     assert talker.communicate(timeout=30)[0] and talker.returncode == 0
     assert listener.wait(timeout=30) == 0
     with av.open(str(out)) as container:

@@ -3,7 +3,6 @@ pacing, the relay's forwarding and limits, a receive path that predates it, and 
 the SDK and a real server: the right number of CUSTOMDATA_UPDATE events, only with the speaker on."""
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from opengme.core.relay import Relay
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
 from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType
+from support.audio import tone, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for, wait_played
 from test_relay_core import Client, join
 
@@ -94,16 +94,6 @@ def test_a_receive_path_that_does_not_know_custom_data_ignores_it() -> None:
 # --- end to end --------------------------------------------------------------------------------------
 
 
-def tone_file(path: Path, seconds: float) -> Path:
-    t = np.arange(int(seconds * 48000)) / 48000
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes((8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
-    return path
-
-
 def enter_all(server: ThreadServer, clients: ClientMaker, ids: list[str], room_type: int) -> list[SdkClient]:
     made = [clients(server.url, server.app, o, portaudio=False) for o in ids]
     for c in made:
@@ -125,7 +115,7 @@ def test_custom_data_arrives_as_often_as_sent_to_speakers_that_are_on(
     room = a.ctx.get_room()
     assert room.send_custom_data(b"hello", 3) == E.AV_ERR_INVALID_ARGUMENT  # no open mic yet
     audio = a.ctx.get_audio_ctrl()
-    assert audio.use_mic_file(tone_file(tmp_path / "a.wav", 8.0)) == E.AV_OK and audio.enable_mic(True) == E.AV_OK
+    assert audio.use_mic_file(write_wav(tmp_path / "a.wav", tone(440, 8.0))) == E.AV_OK and audio.enable_mic(True) == E.AV_OK
     assert room.send_custom_data("hello", 3) == E.AV_OK
     wait_played([a, b, c], 1.0, speaker)
     got = b.events.of(EventType.CUSTOMDATA_UPDATE)
@@ -149,7 +139,7 @@ def test_custom_data_refusals(server: ThreadServer, clients: ClientMaker, tmp_pa
     assert lone.ctx.get_room().stop_send_custom_data() == E.AV_ERR_ROOM_NOT_EXIST
     (a,) = enter_all(server, clients, ["10001"], RoomType.FLUENCY)
     audio = a.ctx.get_audio_ctrl()
-    assert audio.use_mic_file(tone_file(tmp_path / "a.wav", 2.0)) == E.AV_OK and audio.enable_mic(True) == E.AV_OK
+    assert audio.use_mic_file(write_wav(tmp_path / "a.wav", tone(440, 2.0))) == E.AV_OK and audio.enable_mic(True) == E.AV_OK
     assert a.ctx.get_room().send_custom_data(b"x", 1) == E.AV_ERR_INVALID_ARGUMENT  # FLUENCY
     assert a.ctx.get_room().change_room_type(RoomType.STANDARD) == E.AV_OK
     wait_for([a], lambda: a.ctx.get_room().get_room_type() == RoomType.STANDARD)

@@ -4,7 +4,6 @@ forbids devices; who may manage follows the AuthBuffer's privilege bit 0x100 (th
 core/room_manager.py, tested below on their own too)."""
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +15,12 @@ from opengme.core.rooms import RoomRegistry
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, RoomType
+from support.audio import tone, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for, wait_played
 
 E = ErrorCode
 OP = EventType.ROOM_MANAGEMENT_OPERATOR
 PLAYER_BITS = 0xFF  # AVSDK's classic bits, without the room-manager bit
-
-
-def tone_file(path: Path, seconds: float) -> Path:
-    t = np.arange(int(seconds * 48000)) / 48000
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes((8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
-    return path
 
 
 def enter(server: ThreadServer, clients: ClientMaker, open_id: str, auth_bits: int | None = None) -> SdkClient:
@@ -65,7 +55,7 @@ def test_a_manager_switches_another_members_mic_off_and_both_hear_of_it(
     assert ctrl.register_speaker(heard) == E.AV_OK and ctrl.select_speaker(heard.id) == E.AV_OK
     assert ctrl.enable_speaker(True) == E.AV_OK
     audio = talker.ctx.get_audio_ctrl()
-    assert audio.use_mic_file(tone_file(tmp_path / "t.wav", 20.0)) == E.AV_OK and audio.enable_mic(True) == E.AV_OK
+    assert audio.use_mic_file(write_wav(tmp_path / "t.wav", tone(440, 20.0))) == E.AV_OK and audio.enable_mic(True) == E.AV_OK
     wait_played(everyone, 1.0, heard)
     assert band(heard.take_all()[-24000:], 440) > 1000  # the listener hears the talker
 

@@ -16,20 +16,11 @@ from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
 from opengme.sdk.audio_effect import AudioEffectCtrl
-from support.audio import OUT_RATE
+from support.audio import OUT_RATE, tone, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for, wait_played
 
 E = ErrorCode
 F0 = 150.0
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = OUT_RATE) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(samples, "<i2").tobytes())
-    return path
 
 
 def voice(seconds: float, rate: int = OUT_RATE, f0: float = F0) -> np.ndarray:
@@ -37,11 +28,6 @@ def voice(seconds: float, rate: int = OUT_RATE, f0: float = F0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
     return (6000 * x / np.max(np.abs(x))).astype(np.int16)
-
-
-def tone(freq: float, seconds: float, rate: int = OUT_RATE, amplitude: int = 8000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
 
 
 def fundamental(samples: np.ndarray, rate: int = OUT_RATE) -> float:
