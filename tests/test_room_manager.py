@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from opengme.authbuffer import gen_auth_buffer
@@ -15,7 +14,7 @@ from opengme.core.rooms import RoomRegistry
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, RoomType
-from support.audio import tone, write_wav
+from support.audio import band, tone, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for, wait_played
 
 E = ErrorCode
@@ -32,10 +31,6 @@ def enter(server: ThreadServer, clients: ClientMaker, open_id: str, auth_bits: i
     return client
 
 
-def band(samples: np.ndarray, freq: float) -> float:
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) / max(1, len(samples))
-    freqs = np.fft.rfftfreq(len(samples), 1 / 48000)
-    return float(np.sqrt(2 * np.sum(spectrum[np.abs(freqs - freq) < 20] ** 2)))
 
 
 def last_op(client: SdkClient) -> dict[str, object]:

@@ -12,12 +12,11 @@ import pytest
 
 from opengme.codec import voicefile as vf
 from opengme.core.effects import VoiceType
-from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
 from opengme.sdk.audio_effect import AudioEffectCtrl
-from support.audio import OUT_RATE, tone, write_wav
-from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for, wait_played
+from support.audio import OUT_RATE, band, tone, write_wav
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, listen, talk, wait_for, wait_played
 
 E = ErrorCode
 F0 = 150.0
@@ -41,13 +40,6 @@ def fundamental(samples: np.ndarray, rate: int = OUT_RATE) -> float:
     return rate / (k + 0.5 * (a - c) / (a - 2 * b + c))
 
 
-def band(samples: np.ndarray, freq: float, rate: int = OUT_RATE) -> float:
-    """RMS amplitude within ±20 Hz of ``freq``."""
-    if len(samples) == 0:
-        return 0.0
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) / len(samples)
-    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
-    return float(np.sqrt(2 * np.sum(spectrum[np.abs(freqs - freq) < 20] ** 2)))
 
 
 def join(server: ThreadServer, clients: ClientMaker, open_ids: list[str],
@@ -59,17 +51,8 @@ def join(server: ThreadServer, clients: ClientMaker, open_ids: list[str],
     return made
 
 
-def listen(client: SdkClient) -> MemorySpeaker:
-    speaker = MemorySpeaker()
-    ctrl = client.ctx.get_audio_ctrl()
-    assert ctrl.register_speaker(speaker) == E.AV_OK and ctrl.select_speaker(speaker.id) == E.AV_OK
-    assert ctrl.enable_speaker(True) == E.AV_OK
-    return speaker
 
 
-def talk(client: SdkClient, path: Path) -> None:
-    ctrl = client.ctx.get_audio_ctrl()
-    assert ctrl.use_mic_file(path) == E.AV_OK and ctrl.enable_mic(True) == E.AV_OK
 
 
 def fx(client: SdkClient) -> AudioEffectCtrl:

@@ -38,11 +38,11 @@ def test_every_request_builder_round_trips(message: dict) -> None:
 
 def test_type_sets_cover_the_doc() -> None:
     assert {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply",
-            "room_manage", "room_manage_result"} == p.REQUEST_TYPES
+            "room_manage", "room_manage_result", "room_share", "room_share_stop"} == p.REQUEST_TYPES
     assert {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
-                            "quality", "room_operate", "room_operate_result"} == p.PUSH_TYPES
+                            "quality", "room_operate", "room_operate_result", "room_sharing"} == p.PUSH_TYPES
     assert {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
-                             "invite_sent", "invite_reply_ok", "room_manage_ok"} == p.REPLY_TYPES
+                             "invite_sent", "invite_reply_ok", "room_manage_ok", "room_share_ok"} == p.REPLY_TYPES
 
 
 def test_auth_buffer_is_base64_of_the_bytes_and_text_is_utf8() -> None:

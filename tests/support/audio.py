@@ -95,3 +95,12 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = OUT_RATE) -> Path:
 def tone(freq: float, seconds: float, rate: int = OUT_RATE, amplitude: int = 8000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def band(samples: np.ndarray, freq: float, rate: int = OUT_RATE) -> float:
+    """RMS amplitude of ``samples`` within ±20 Hz of ``freq``."""
+    if len(samples) == 0:
+        return 0.0
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) / len(samples)
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    return float(np.sqrt(2 * np.sum(spectrum[np.abs(freqs - freq) < 20] ** 2)))

@@ -23,6 +23,8 @@ REQUESTS: list[dict[str, Any]] = [
     p.invite_reply(11, "abcdef0123456789", True),
     p.room_manage(12, "10002", 4, False),
     p.room_manage_result(13, "10001", 6, True, 0),
+    p.room_share(14, "other", "10002", b"buf"),
+    p.room_share_stop(15),
 ]
 
 SERVER_MESSAGES: list[dict[str, Any]] = [
@@ -50,4 +52,6 @@ SERVER_MESSAGES: list[dict[str, Any]] = [
     p.room_manage_ok(11),
     p.room_operate("10001", 8, True),
     p.room_operate_result("10002", 5, False, 7009),
+    p.room_share_ok(12, "start"),
+    p.room_sharing("stop", "10002", "other"),
 ]

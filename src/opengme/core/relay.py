@@ -196,6 +196,7 @@ class Relay:
         self._sessions: dict[int, _Member] = {}  # by session id: the hot path's lookup
         self._rooms: dict[str, _Room] = {}
         self._policies: dict[str, RoutePolicy] = {}  # by room id; outlive the room's members
+        self._links: dict[int, int] = {}  # room sharing: tinyid -> the linked member in another room
         self.counters = RelayCounters()
 
     # -- membership (called by signalling) ---------------------------------------------------
@@ -219,6 +220,7 @@ class Relay:
         self._members[tinyid] = member
         self._sessions[session] = member
         self._route(member)
+        self._relink_room(room_id)
         return session
 
     def remove_member(self, tinyid: int) -> bool:
@@ -234,6 +236,8 @@ class Relay:
                 other.listeners.remove(member)
         if not room.members:
             del self._rooms[room.room_id]
+        self.unlink(tinyid)
+        self._relink_room(room.room_id)
         return True
 
     def set_muted(self, tinyid: int, muted: bool) -> None:
@@ -252,7 +256,7 @@ class Relay:
         room = self._rooms.get(room_id)
         if room is not None:
             for speaker in room.members:
-                speaker.listeners = _table(speaker, policy or _everyone)
+                speaker.listeners = _table(speaker, policy or _everyone) + self._shared(speaker)
 
     def update_routes(self, tinyid: int) -> None:
         """Rebuild the routes from and to one member, after its answers in the room's policy changed
@@ -267,13 +271,56 @@ class Relay:
         room = member.room
         hears = self._policies.get(room.room_id, _everyone)
         tinyid = member.tinyid
-        member.listeners = _table(member, hears)
+        member.listeners = _table(member, hears) + self._shared(member)
         for other in room.members:
             if other is member:
                 continue
             routed = member in other.listeners
             if bool(hears(other.tinyid, tinyid)) != routed:
                 (other.listeners.remove if routed else other.listeners.append)(member)
+
+    # -- room sharing (issue 16: GME's cross-room talk) -----------------------------------------
+
+    def link(self, a: int, b: int) -> None:
+        """Room sharing: members ``a`` and ``b`` of two rooms are linked, so each one's voice also
+        reaches every member of the other's room (hearing rules apply within rooms only). A member
+        has one link; a new one replaces it."""
+        first, second = self._member(a), self._member(b)
+        if first.room is second.room:
+            raise ValueError("room sharing links members of two different rooms")
+        self.unlink(a)
+        self.unlink(b)
+        self._links[a], self._links[b] = b, a
+        self._route(first)
+        self._route(second)
+
+    def unlink(self, tinyid: int) -> int | None:
+        """End ``tinyid``'s room sharing; the member it was linked to, if any."""
+        other = self._links.pop(tinyid, None)
+        if other is None:
+            return None
+        self._links.pop(other, None)
+        for t in (tinyid, other):
+            if t in self._members:
+                self._route(self._members[t])
+        return other
+
+    def linked(self, tinyid: int) -> int | None:
+        return self._links.get(tinyid)
+
+    def _shared(self, speaker: _Member) -> list[_Member]:
+        """The members of the room ``speaker`` is linked into (none without a link)."""
+        other = self._members.get(self._links.get(speaker.tinyid, -1))
+        return [] if other is None else list(other.room.members)
+
+    def _relink_room(self, room_id: str) -> None:
+        """The room's members changed: the tables of speakers linked into it follow."""
+        for tinyid, other in self._links.items():
+            partner = self._members.get(other)
+            if partner is not None and partner.room.room_id == room_id and tinyid in self._members:
+                speaker = self._members[tinyid]
+                speaker.listeners = _table(speaker, self._policies.get(speaker.room.room_id, _everyone)) + \
+                    self._shared(speaker)
 
     def members(self, room_id: str) -> list[int]:
         room = self._rooms.get(room_id)

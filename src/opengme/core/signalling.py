@@ -38,6 +38,7 @@ from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
 from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.core.room_manager import RoomManagement
+from opengme.core.room_sharing import RoomSharing
 from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
 from opengme.events import RoomType
@@ -118,6 +119,10 @@ class MediaSessions(Protocol):
         ...
 
     def set_muted(self, member: Member, muted: bool) -> None: ...
+
+    def share(self, member: Member, partner: Member | None) -> None:
+        """Room sharing: link the two members' media (None: end the member's link)."""
+        ...
 
 
 # --- proving who a client is (off the event loop) --------------------------------------------------
@@ -217,7 +222,7 @@ class Peer:
 
 
 Handler = Callable[[Peer, Json, Instant, Proof | None], None]
-_PROVEN = frozenset({"hello", "enter", "switch"})
+_PROVEN = frozenset({"hello", "enter", "switch", "room_share"})  # room_share proves an AuthBuffer for its room
 
 
 class SignallingCore:
@@ -252,8 +257,11 @@ class SignallingCore:
             "invite_reply": self._invite_reply,
             "room_manage": self._room_manage,
             "room_manage_result": self._room_manage_result,
+            "room_share": self._room_share,
+            "room_share_stop": self._room_share_stop,
         }
         self.room_management = RoomManagement()
+        self.room_sharing = RoomSharing()
         assert set(self._handlers) == proto.REQUEST_TYPES
 
     # --- inputs from connections ------------------------------------------------------------------
@@ -400,6 +408,7 @@ class SignallingCore:
         removed = self.registry.dissolve(app_id, room_id, now.wall)
         for member in removed:
             _log_departure(member, "dissolve")
+            self._end_sharing(member)
             self._evict(member, now.wall)
             self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, _removal(DISSOLVED, reason))
         log.info("dissolved", extra=fields(app_id=app_id, room_id=room_id, removed=len(removed)))
@@ -426,7 +435,7 @@ class SignallingCore:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"send hello before {kind}")
         elif kind == "enter" and self._current(peer) is not None:
             raise GmeError(ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION, "already in a room on this connection; exit or switch")
-        elif kind == "switch":
+        elif kind in ("switch", "room_share"):
             self._member(peer)
 
     def _hello(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
@@ -464,6 +473,7 @@ class SignallingCore:
             raise GmeError(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM, f"{exc.code.name} ({int(exc.code)}): {exc.detail}") from None
         result = self.registry.switch(member, msg["room_id"], peer.id, now.wall)
         _log_departure(member, "switch")
+        self._end_sharing(member)
         self.room_management.left(member)
         if result.entered is None:
             peer.member = None
@@ -519,6 +529,35 @@ class SignallingCore:
         if sender is not None:
             self._send(sender.conn, proto.room_operate_result(receiver.open_id, msg["operate_type"], msg["value"],
                                                               msg["result"]))
+
+    # --- room sharing (issue 16; the rules are core/room_sharing.py's) -----------------------------
+
+    def _room_share(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        sender = self._member(peer)
+        self._authorise(peer, msg["room_id"], None, proof)  # an AuthBuffer for the other room: 7006, 7005, 7012
+        target = self.registry.member(sender.app_id, msg["room_id"], msg["open_id"])  # 10009 / 10010
+        self.room_sharing.start(sender, target)
+        if self.media is not None:
+            self.media.share(sender, target)
+        self._send(peer.id, proto.room_share_ok(msg["id"], "start"))
+        self._send(target.conn, proto.room_sharing("start", sender.open_id, sender.room_id))
+
+    def _room_share_stop(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        if self.room_sharing.partner(member) is None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION, "not sharing a room")
+        self._end_sharing(member)
+        self._send(peer.id, proto.room_share_ok(msg["id"], "stop"))
+
+    def _end_sharing(self, member: Member) -> None:
+        """The member's link ends (stop or departure): the relay unlinks, the partner is told."""
+        partner = self.room_sharing.stop(member)
+        if partner is None:
+            return
+        if self.media is not None:
+            self.media.share(member, None)
+        if self.registry.is_current(partner):
+            self._send(partner.conn, proto.room_sharing("stop", member.open_id, member.room_id))
 
     @staticmethod
     def _auth_bits(msg: Json, proof: Proof | None) -> int | None:
@@ -581,6 +620,7 @@ class SignallingCore:
         (exit, kick) also ends its room-manager privilege (a dropped member may resume with it)."""
         if self.registry.leave(member, now.wall, voluntary=voluntary):
             _log_departure(member, reason)
+            self._end_sharing(member)
             if voluntary:
                 self.room_management.left(member)
 

@@ -32,6 +32,7 @@ MAX_TOKEN_CHARS = 512
 MAX_TEXT_CHARS = 1024
 MEDIA_KEY_BYTES = 32  # opengme.protocol.media.KEY_SIZE (AES-256)
 MEMBER_EVENTS = ("enter", "exit")
+SHARING_EVENTS = ("start", "stop")  # room sharing (issue 16)
 
 
 # --- value rules --------------------------------------------------------------------------------
@@ -459,6 +460,19 @@ MESSAGES: tuple[Message, ...] = (
     Message("room_manage_ok", "reply", "The operation or its result was passed on.", (_id(),)),
     Message("room_operate", "push", "A room manager operates this member's audio.", (
         Field("sender", OPEN_ID), Field("operate_type", OPERATE_TYPE), Field("value", Boolean()),
+    )),
+    # --- room sharing (issue 16): GME's cross-room talk (core/room_sharing.py)
+    Message("room_share", "request", "Link yourself with a member of another room (GME's StartRoomSharing).", (
+        _id(), Field("room_id", ROOM_ID, "the other room"), Field("open_id", OPEN_ID, "the member to link with"),
+        Field("auth_buffer", Base64(), "an AuthBuffer for the other room, signed for your openid"),
+    )),
+    Message("room_share_stop", "request", "End your room sharing (GME's StopRoomSharing).", (_id(),)),
+    Message("room_share_ok", "reply", "Room sharing started or stopped.", (
+        _id(), Field("event", Choice(SHARING_EVENTS)),
+    )),
+    Message("room_sharing", "push", "A member of another room linked with you, or the link ended.", (
+        Field("event", Choice(SHARING_EVENTS)), Field("open_id", OPEN_ID, "the other member"),
+        Field("room_id", ROOM_ID, "its room"),
     )),
     Message("room_operate_result", "push", "The outcome of an operation this member asked for.", (
         Field("receiver", OPEN_ID), Field("operate_type", OPERATE_TYPE), Field("value", Boolean()),

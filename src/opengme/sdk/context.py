@@ -41,6 +41,7 @@ from opengme.core.impair import Impairment
 from opengme.errors import ErrorCode
 from opengme.events import AudioRole, EventType
 from opengme.ids import IdError, validate_app_id
+from opengme.sdk import room_sharing
 from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.audio_effect import AudioEffectCtrl
 from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
@@ -85,6 +86,7 @@ class Context(Facade):
         self.reconnect_give_up = reconnect_give_up
         self.heartbeat_interval = heartbeat_interval
         self._room = Room(self._core)
+        room_sharing.install(self._core)
         self._audio = AudioCtrl(self._core)
         self._ptt = Ptt(self._core)
         self._effects = AudioEffectCtrl(self._core)

@@ -12,6 +12,7 @@ import logging
 from opengme.core.custom_data import MAX_CUSTOM_DATA
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
+from opengme.sdk import room_sharing
 from opengme.sdk.core import Facade, guarded
 from opengme.sdk.session import RoomState
 
@@ -87,6 +88,17 @@ class Room(Facade):
             return ErrorCode.AV_ERR_INVALID_ARGUMENT
         self._core.engine.set_custom_data(bytes(raw), repeat_count)
         return ErrorCode.AV_OK
+
+    @guarded(room=True)
+    def start_room_sharing(self, target_room: str, target_openid: str, auth_buffer: bytes | str) -> ErrorCode:
+        """GME: StartRoomSharing (multi-room build): link with ``target_openid`` of ``target_room``;
+        ``auth_buffer`` is for that room. ROOM_SHARING_START (23) follows; see :mod:`opengme.sdk.room_sharing`."""
+        return room_sharing.start(self._core, target_room, target_openid, auth_buffer)
+
+    @guarded(room=True)
+    def stop_room_sharing(self) -> ErrorCode:
+        """GME: StopRoomSharing. ROOM_SHARING_STOP (24) follows (10008 in it when not sharing)."""
+        return room_sharing.stop(self._core)
 
     @guarded(room=True)
     def stop_send_custom_data(self) -> ErrorCode:

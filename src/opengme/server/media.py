@@ -200,6 +200,15 @@ class Media:
         if member.tinyid in self._sessions:
             self.relay.set_muted(member.tinyid, muted)
 
+    def share(self, member: Member, partner: Member | None) -> None:
+        """Room sharing (issue 16): the relay links the two members' voices across their rooms."""
+        if member.tinyid not in self._sessions:
+            return
+        if partner is None:
+            self.relay.unlink(member.tinyid)
+        elif partner.tinyid in self._sessions:
+            self.relay.link(member.tinyid, partner.tinyid)
+
     def ws_datagram(self, conn: Connection, data: bytes) -> None:
         if len(data) > MAX_DATAGRAM:
             self.count_drop("oversized")
