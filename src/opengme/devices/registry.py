@@ -78,6 +78,10 @@ class DeviceList(Generic[D]):
         """What "0" stands for now."""
         return self._scan()[1]
 
+    def listing(self) -> tuple[list[D], D | None]:
+        """Every device and what "0" stands for, from one scan (the hot-plug watch compares these)."""
+        return self._scan()
+
     def infos(self) -> list[DeviceInfo]:
         """The GME listing: "0" (the default) first, then every device."""
         devices, default = self._scan()

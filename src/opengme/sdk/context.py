@@ -45,6 +45,7 @@ from opengme.sdk import room_sharing
 from opengme.sdk.audio_ctrl import AudioCtrl
 from opengme.sdk.audio_effect import AudioEffectCtrl
 from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
+from opengme.sdk.device_watch import DeviceWatch
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.ptt import Ptt
 from opengme.sdk.room import Room
@@ -91,6 +92,7 @@ class Context(Facade):
         self._ptt = Ptt(self._core)
         self._effects = AudioEffectCtrl(self._core)
         self._room_manager = RoomManager(self._core, self._audio)
+        DeviceWatch(self._core, self._audio)  # hot-plug events (a part of the core)
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
 
