@@ -74,6 +74,16 @@ def chirp(rate: int) -> np.ndarray:
     return (12000 * np.sin(phase) * np.hanning(len(t))).astype(np.int16)
 
 
+def chirp_train(rate: int, clicks: int) -> tuple[np.ndarray, list[int]]:
+    """``clicks`` chirps PERIOD_S apart (silence before and after) and where each starts."""
+    period = int(PERIOD_S * rate)
+    train = np.zeros(period * (clicks + 2), dtype=np.int16)
+    starts = [period * (i + 1) for i in range(clicks)]
+    for s in starts:
+        train[s: s + int(CLICK_S * rate)] = chirp(rate)
+    return train, starts
+
+
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "opengme", "serve", "--port", "0", "--data-dir", str(data_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -112,11 +122,7 @@ def measure(url: str, app_id: str, key: str, room_type: RoomType, clicks: int, t
     assert ctrl_b.enable_speaker(True) == ErrorCode.AV_OK
 
     in_rate = profile_for(room_type).sample_rate
-    period = int(PERIOD_S * in_rate)
-    train = np.zeros(period * (clicks + 2), dtype=np.int16)
-    starts = [period * (i + 1) for i in range(clicks)]
-    for s in starts:
-        train[s: s + int(CLICK_S * in_rate)] = chirp(in_rate)
+    train, starts = chirp_train(in_rate, clicks)
     mic.push(train)
     mic.end()
     assert ctrl_a.enable_mic(True) == ErrorCode.AV_OK
@@ -127,6 +133,11 @@ def measure(url: str, app_id: str, key: str, room_type: RoomType, clicks: int, t
     for ctx in (a, b):
         ctx.uninit()
 
+    return find_chirps(mic, speaker, starts, in_rate)
+
+
+def find_chirps(mic: TimedMic, speaker: TimedSpeaker, starts: list[int], in_rate: int) -> list[float]:
+    """Each chirp's latency (ms) from the mic's capture time to where the speaker played it."""
     out = speaker.take_all().astype(np.float64)
     template = chirp(OUT_RATE).astype(np.float64)
     in_frame, out_frame = in_rate // 50, OUT_RATE // 50
