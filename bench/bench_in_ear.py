@@ -10,19 +10,16 @@ output period; no network. Same method as ``bench_mouth_to_ear.py`` (whose helpe
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from bench_mouth_to_ear import TimedMic, TimedSpeaker, chirp_train, find_chirps, pump, start_server
+from bench_mouth_to_ear import TimedMic, TimedSpeaker, chirp_train, find_chirps, on_server, pump
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.codec.opus import profile_for
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.sdk import Context
-from opengme.store import AppStore
 
 
 def measure(url: str, app_id: str, key: str, room_type: RoomType, clicks: int) -> list[float]:
@@ -57,20 +54,7 @@ def main() -> None:
     parser.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType])
     parser.add_argument("--clicks", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp))
-        try:
-            store = AppStore(Path(tmp))
-            app = store.list()[0]
-            store.close()
-            latencies = measure(url, app.app_id, app.key, RoomType(args.room_type), args.clicks)
-        finally:
-            proc.terminate()
-            proc.wait(10)
-    if not latencies:
-        print("no chirp found in the output")
-        raise SystemExit(1)
-    lat = np.array(latencies)
+    lat = on_server(lambda url, app_id, key: measure(url, app_id, key, RoomType(args.room_type), args.clicks))
     print(f"in-ear monitoring, {RoomType(args.room_type).name}: {len(lat)}/{args.clicks} chirps found; "
           f"median {np.median(lat):.1f} ms  p95 {np.percentile(lat, 95):.1f} ms  min {lat.min():.1f} ms")
 

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -159,26 +160,32 @@ def find_chirps(mic: TimedMic, speaker: TimedSpeaker, starts: list[int], in_rate
     return latencies
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType])
-    parser.add_argument("--clicks", type=int, default=30)
-    parser.add_argument("--transport", default="auto", choices=["auto", "udp", "ws"])
-    args = parser.parse_args()
+def on_server(run: Callable[[str, str, str], list[float]]) -> np.ndarray:
+    """``run(url, app_id, key)`` against a fresh ``opengme serve``; its latencies (exits when none)."""
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))
         try:
             store = AppStore(Path(tmp))
             app = store.list()[0]
             store.close()
-            latencies = measure(url, app.app_id, app.key, RoomType(args.room_type), args.clicks, args.transport)
+            latencies = run(url, app.app_id, app.key)
         finally:
             proc.terminate()
             proc.wait(10)
     if not latencies:
         print("no chirp found in the output")
         raise SystemExit(1)
-    lat = np.array(latencies)
+    return np.array(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType])
+    parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--transport", default="auto", choices=["auto", "udp", "ws"])
+    args = parser.parse_args()
+    lat = on_server(lambda url, app_id, key: measure(url, app_id, key, RoomType(args.room_type), args.clicks,
+                                                     args.transport))
     verdict = "meets" if np.median(lat) <= TARGET_MS else "MISSES"
     print(f"mouth-to-ear, {RoomType(args.room_type).name}, {args.transport}: {len(lat)}/{args.clicks} chirps found")
     print(f"  median {np.median(lat):.1f} ms  p95 {np.percentile(lat, 95):.1f} ms  "
