@@ -1,7 +1,7 @@
 """Device hot-plug in the SDK: the device lists watched at a low rate, GME's events, and the switch
 to the default device.
 
-Once a second (inside ``poll``, from ``init`` on) the watch lists the mics and the speakers (the
+Once a second (inside ``poll``, from the app's first device call on) the watch lists the mics and the speakers (the
 host's PortAudio devices and the registered file and memory devices) and emits what changed
 (:mod:`opengme.devices.hotplug`: 1011/1012/1013 for mics, 1009/1010/1008 for speakers). The switch,
 as GME does it: when the open device disappears, or the selection is the default ("0") and the
@@ -39,8 +39,10 @@ class DeviceWatch:
         core.attach(self)
 
     def pump(self) -> None:
+        """Once a second, and only once the app made a device call (listing, selecting, registering,
+        opening): a Context that never touches devices never loads PortAudio."""
         now = self._core.now()
-        if now < self._next:
+        if now < self._next or not self._core.devices.consulted:
             return
         self._next = now + POLL_S
         for kind, device_kind, select in self._kinds:
