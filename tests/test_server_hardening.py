@@ -131,6 +131,10 @@ def _valid_request(kind: str, client: SignalClient) -> dict[str, Any]:
         "ping": lambda id: p.ping(id, 1.5),
         "invite": lambda id: p.invite(id, "10002"),
         "invite_reply": lambda id: p.invite_reply(id, "0123456789abcdef", False),
+        "room_manage": lambda id: p.room_manage(id, "10002", 4, False),
+        "room_manage_result": lambda id: p.room_manage_result(id, "10002", 4, False, 0),
+        "room_share": lambda id: p.room_share(id, "r2", "10002", client.auth("r2")),
+        "room_share_stop": p.room_share_stop,
     }
     assert set(valid) == p.REQUEST_TYPES
     return valid[kind](client.next_id())

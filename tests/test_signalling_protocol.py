@@ -319,7 +319,7 @@ def _with_extras(message: dict[str, Any], extras: dict[str, Any], nested: dict[s
     grown.update({k: v for k, v in extras.items() if k not in known})
     for member in grown.get("members", []):
         member.update({k: v for k, v in nested.items() if k not in ("tinyid", "open_id")})
-    if "media" in grown:
+    if "media" in known and grown.get("media") is not None:  # an extra named "media" is just an unknown field
         grown["media"].update({k: v for k, v in nested.items() if k not in ("udp_port", "key")})
     return grown
 
