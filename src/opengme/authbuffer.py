@@ -237,10 +237,12 @@ def gen_auth_buffer(
     Expires at ``expire_at`` (unix s) or else ``ttl`` seconds after ``now`` (default: the clock).
     v1 returns GME's raw binary; v2 the ASCII token. ``rng`` feeds v1's padding and salt.
     ``auth_bits`` is the privilege map (GME's default: all bits; bit 0x100 makes a room manager,
-    see ``opengme.core.room_manager``).
+    see ``opengme.core.room_manager``); v1 carries only the default.
     """
     if isinstance(auth_bits, bool) or not isinstance(auth_bits, int) or not 0 <= auth_bits <= _U32:
         raise _invalid(f"auth_bits must be a u32 privilege map, got {auth_bits!r}")
+    if version == V1 and auth_bits != AUTH_BITS_ALL:  # decoding insists on it: v1 has no MAC to protect others
+        raise _invalid("GME's v1 format carries only the full privilege map 0xFFFFFFFF; use v2 for another")
     app_text = _app_id_text(app_id)
     key = _checked_key(key)
     open_raw, room_raw = _checked_ids(open_id, room_id)

@@ -7,8 +7,10 @@ other member of its room; one without it gets ``error`` 10003 (AV_ERR_SERVER_NO_
 SDK reports ROOM_MANAGEMENT_OPERATOR (6000) with that ``Result``. GME's default privilege map,
 ``0xFFFFFFFF`` (what ``gen_auth_buffer`` and GME's own signing samples use), has every bit, so by
 default every member may manage, as with GME; an app that wants managers signs its players'
-AuthBuffers with a map without that bit (for example ``0xFF``, AVSDK's classic bits) and its
-managers' with it. The privilege is the entry's: a resume (no AuthBuffer) keeps it, a switch takes
+AuthBuffers with a map without that bit (for example ``0xFF``, AVSDK's classic bits; ``opengme
+authbuffer gen --auth-bits 0xFF``) and its managers' with it. GME's v1 format carries only the full
+map (it has no MAC, so decoding insists on it): such an app signs v2 buffers and may turn v1 off
+(``opengme app set APPID --v1-auth off``). The privilege is the entry's: a resume (no AuthBuffer) keeps it, a switch takes
 the new AuthBuffer's, leaving the room forgets it.
 
 A receiver's result is passed back only for an operation the server forwarded to it and not yet
