@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,16 @@ def chirp(rate: int) -> np.ndarray:
     return (12000 * np.sin(phase) * np.hanning(len(t))).astype(np.int16)
 
 
+def chirp_train(rate: int, clicks: int) -> tuple[np.ndarray, list[int]]:
+    """``clicks`` chirps PERIOD_S apart (silence before and after) and where each starts."""
+    period = int(PERIOD_S * rate)
+    train = np.zeros(period * (clicks + 2), dtype=np.int16)
+    starts = [period * (i + 1) for i in range(clicks)]
+    for s in starts:
+        train[s: s + int(CLICK_S * rate)] = chirp(rate)
+    return train, starts
+
+
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "opengme", "serve", "--port", "0", "--data-dir", str(data_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -112,11 +123,7 @@ def measure(url: str, app_id: str, key: str, room_type: RoomType, clicks: int, t
     assert ctrl_b.enable_speaker(True) == ErrorCode.AV_OK
 
     in_rate = profile_for(room_type).sample_rate
-    period = int(PERIOD_S * in_rate)
-    train = np.zeros(period * (clicks + 2), dtype=np.int16)
-    starts = [period * (i + 1) for i in range(clicks)]
-    for s in starts:
-        train[s: s + int(CLICK_S * in_rate)] = chirp(in_rate)
+    train, starts = chirp_train(in_rate, clicks)
     mic.push(train)
     mic.end()
     assert ctrl_a.enable_mic(True) == ErrorCode.AV_OK
@@ -127,6 +134,11 @@ def measure(url: str, app_id: str, key: str, room_type: RoomType, clicks: int, t
     for ctx in (a, b):
         ctx.uninit()
 
+    return find_chirps(mic, speaker, starts, in_rate)
+
+
+def find_chirps(mic: TimedMic, speaker: TimedSpeaker, starts: list[int], in_rate: int) -> list[float]:
+    """Each chirp's latency (ms) from the mic's capture time to where the speaker played it."""
     out = speaker.take_all().astype(np.float64)
     template = chirp(OUT_RATE).astype(np.float64)
     in_frame, out_frame = in_rate // 50, OUT_RATE // 50
@@ -148,26 +160,32 @@ def measure(url: str, app_id: str, key: str, room_type: RoomType, clicks: int, t
     return latencies
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType])
-    parser.add_argument("--clicks", type=int, default=30)
-    parser.add_argument("--transport", default="auto", choices=["auto", "udp", "ws"])
-    args = parser.parse_args()
+def on_server(run: Callable[[str, str, str], list[float]]) -> np.ndarray:
+    """``run(url, app_id, key)`` against a fresh ``opengme serve``; its latencies (exits when none)."""
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))
         try:
             store = AppStore(Path(tmp))
             app = store.list()[0]
             store.close()
-            latencies = measure(url, app.app_id, app.key, RoomType(args.room_type), args.clicks, args.transport)
+            latencies = run(url, app.app_id, app.key)
         finally:
             proc.terminate()
             proc.wait(10)
     if not latencies:
         print("no chirp found in the output")
         raise SystemExit(1)
-    lat = np.array(latencies)
+    return np.array(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType])
+    parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--transport", default="auto", choices=["auto", "udp", "ws"])
+    args = parser.parse_args()
+    lat = on_server(lambda url, app_id, key: measure(url, app_id, key, RoomType(args.room_type), args.clicks,
+                                                     args.transport))
     verdict = "meets" if np.median(lat) <= TARGET_MS else "MISSES"
     print(f"mouth-to-ear, {RoomType(args.room_type).name}, {args.transport}: {len(lat)}/{args.clicks} chirps found")
     print(f"  median {np.median(lat):.1f} ms  p95 {np.percentile(lat, 95):.1f} ms  "

@@ -61,6 +61,18 @@ def test_gen_then_verify(data_dir: Path, v1: bool) -> None:
     assert_7006(run(data_dir, "verify", text, "--room", ""), "entry is for voice messages (empty room id)")
 
 
+def test_gen_takes_a_privilege_map(data_dir: Path) -> None:
+    """--auth-bits: a player's buffer without the room-manager bit (0x100); a bad map is a usage error,
+    and GME's v1 format (no MAC; decoding insists on the full map) refuses any other map."""
+    gen = run(data_dir, "gen", APP, "10001", "--room", "lobby", "--auth-bits", "0xff")
+    assert gen.returncode == 0, gen.stderr
+    assert decode_auth_buffer(base64.b64decode(gen.stdout.strip()), KEY).auth_bits == 0xFF
+    bad = run(data_dir, "gen", APP, "10001", "--auth-bits", "0x1FFFFFFFF")
+    assert bad.returncode == 2 and "--auth-bits" in bad.stderr and bad.stdout == ""
+    v1 = run(data_dir, "gen", APP, "10001", "--auth-bits", "0xff", "--v1")
+    assert v1.returncode == 2 and "v1 format carries only the full privilege map" in v1.stderr
+
+
 def test_verify_accepts_a_raw_v2_token_and_gme_style_v1(data_dir: Path) -> None:
     token = gen_auth_buffer(APP, "", "7", KEY, ttl=60).decode()
     assert json.loads(run(data_dir, "verify", token).stdout)["room_id"] == ""

@@ -54,7 +54,7 @@ def test_word_search_many_matches_one_line_each(tmp_path: Path) -> None:
 def test_no_query_lists_every_code(tmp_path: Path) -> None:
     run = opengme_errors(tmp_path)
     lines = run.stdout.splitlines()
-    assert run.returncode == 0 and len(lines) == 85
+    assert run.returncode == 0 and len(lines) == 99
     assert lines[0].split()[:2] == ["1001", "AV_ERR_REPEATED_OPERATION"]
 
 
@@ -63,8 +63,8 @@ def test_json_output_parses(tmp_path: Path) -> None:
     assert [e["name"] for e in one] == ["QAVPTTERROR_UPLOAD_COS_INTERNAL_FAIL"]
     assert len(one[0]["causes"]) == 2 and "](https://" in one[0]["solutions"][0]  # verbatim
     every = json.loads(opengme_errors(tmp_path, "--json").stdout)
-    assert len(every) == 85 and {e["category"] for e in every} == {
-        "general", "voice_chat_client", "voice_chat_server", "ptt_stt"}
+    assert len(every) == 99 and {e["category"] for e in every} == {
+        "general", "voice_chat_client", "voice_chat_server", "ptt_stt", "audio_effects"}
     timeout = json.loads(opengme_errors(tmp_path, "--json", "timeout", "server").stdout)
     assert [(e["value"], e["corrections"][0]["seed"]) for e in timeout] == [(10004, "Hour")]
 

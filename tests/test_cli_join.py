@@ -15,6 +15,7 @@ import pytest
 from opengme.cli.join_cmd import LiveView
 from opengme.events import EventType, UserUpdateEvent
 from opengme.store import AppStore
+from support.audio import tone, write_wav
 from support.paths import SPEECH_WAV
 from support.processes import ServeProcess, opengme_cmd
 
@@ -159,3 +160,29 @@ def test_live_view_follows_members_and_speakers() -> None:
     view.apply(EventType.USER_UPDATE, {"event_id": UserUpdateEvent.EXIT, "user_list": ["10003"]})
     view.apply(EventType.CHANGE_ROOM_QUALITY, {"weight": 48, "loss": 0.0, "delay": 3})
     assert view.state().endswith("others: 10002); speaking: nobody") and view.quality == 48
+
+
+@pytest.mark.slow
+@pytest.mark.public_surface
+def test_accompany_and_voice_type_flags(served: ServeProcess, tmp_path: Path) -> None:
+    """--accompany plays a file into the voice (the listener records its 1000 Hz); a file that is not
+    there ends join with 4001 before anything is heard; --accompany needs --mic."""
+    out = tmp_path / "heard.wav"
+    listener = join(served, "--openid", "10002", "--speaker", str(out), "--duration", "6", "--room-type", "2")
+    assert listener.stdout is not None and listener.stdout.readline().startswith("room lobby:")
+    silence = write_wav(tmp_path / "silence.wav", tone(100, 10.0, amplitude=0))
+    talker = join(served, "--openid", "10001", "--mic", str(silence), "--room-type", "2", "--duration", "4",
+                  "--voice-type", "1", "--accompany", str(write_wav(tmp_path / "song.wav", tone(1000, 1.0))))
+    assert talker.communicate(timeout=30)[0] and talker.returncode == 0
+    assert listener.wait(timeout=30) == 0
+    with av.open(str(out)) as container:
+        heard = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(heard)) / len(heard)
+    freqs = np.fft.rfftfreq(len(heard), 1 / 48000)
+    assert spectrum[np.abs(freqs - 1000) < 20].sum() > 20 * spectrum[np.abs(freqs - 3000) < 20].sum()
+    missing = join(served, "--openid", "10003", "--mic", str(silence), "--duration", "1",
+                   "--accompany", str(tmp_path / "missing.mp3"))
+    _, err = missing.communicate(timeout=30)
+    assert missing.returncode == 1 and "QAV_ERR_ACC_OPENFILE_FAILED (4001)" in err, err
+    no_mic = join_offline(tmp_path, "--accompany", str(silence))
+    assert no_mic.returncode == 2 and "--mic" in one_line(no_mic)

@@ -134,6 +134,10 @@ def _valid_request(kind: str, client: SignalClient) -> dict[str, Any]:
         "invite_reply": lambda id: p.invite_reply(id, "0123456789abcdef", False),
         "asr_start": lambda id: stt_proto.asr_start(id, "en-US"),
         "asr_stop": stt_proto.asr_stop,
+        "room_manage": lambda id: p.room_manage(id, "10002", 4, False),
+        "room_manage_result": lambda id: p.room_manage_result(id, "10002", 4, False, 0),
+        "room_share": lambda id: p.room_share(id, "r2", "10002", client.auth("r2")),
+        "room_share_stop": p.room_share_stop,
     }
     assert set(valid) == p.REQUEST_TYPES
     return valid[kind](client.next_id())

@@ -38,11 +38,14 @@ def test_every_request_builder_round_trips(message: dict) -> None:
 
 def test_type_sets_cover_the_doc() -> None:
     assert {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply",
-            "asr_start", "asr_stop"} == p.REQUEST_TYPES
+            "asr_start", "asr_stop", "room_manage", "room_manage_result", "room_share",
+            "room_share_stop"} == p.REQUEST_TYPES
     assert {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
-                            "quality", "realtime_asr"} == p.PUSH_TYPES
+                            "quality", "realtime_asr", "room_operate", "room_operate_result",
+                            "room_sharing"} == p.PUSH_TYPES
     assert {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
-                             "invite_sent", "invite_reply_ok", "asr_started", "asr_stopped"} == p.REPLY_TYPES
+                             "invite_sent", "invite_reply_ok", "asr_started", "asr_stopped", "room_manage_ok",
+                             "room_share_ok"} == p.REPLY_TYPES
 
 
 def test_auth_buffer_is_base64_of_the_bytes_and_text_is_utf8() -> None:
@@ -319,7 +322,7 @@ def _with_extras(message: dict[str, Any], extras: dict[str, Any], nested: dict[s
     grown.update({k: v for k, v in extras.items() if k not in known})
     for member in grown.get("members", []):
         member.update({k: v for k, v in nested.items() if k not in ("tinyid", "open_id")})
-    if "media" in grown:
+    if "media" in known and grown.get("media") is not None:  # an extra named "media" is just an unknown field
         grown["media"].update({k: v for k, v in nested.items() if k not in ("udp_port", "key")})
     return grown
 

@@ -30,7 +30,7 @@ from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType, session
 from opengme.protocol.signalling import IGNORED, media_key
 from opengme.sdk.media import MediaEngine
 from opengme.sdk.media_session import BIND_INTERVAL_S, BIND_TRIES, Route
-from support.audio import OUT_RATE, clip, resample
+from support.audio import OUT_RATE, band, clip, resample
 from support.newer_peer import newer_client, newer_server
 from support.paths import SPEECH_WAV
 from support.processes import start_server
@@ -93,13 +93,6 @@ def pesq_wb(said: np.ndarray, heard: np.ndarray) -> float:
     return float(pesq(16000, said[: len(heard)].astype(np.float64), heard.astype(np.float64), "wb"))
 
 
-def band(samples: np.ndarray, freq: float, rate: int = OUT_RATE) -> float:
-    """RMS amplitude of ``samples`` within ±20 Hz of ``freq``."""
-    if len(samples) == 0:
-        return 0.0
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) / len(samples)
-    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
-    return float(np.sqrt(2 * np.sum(spectrum[np.abs(freqs - freq) < 20] ** 2)))
 
 
 # --- helpers -------------------------------------------------------------------------------------

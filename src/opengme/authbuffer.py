@@ -230,12 +230,19 @@ def gen_auth_buffer(
     version: int = V2,
     rng: Rng = os.urandom,
     now: float | None = None,
+    auth_bits: int = AUTH_BITS_ALL,
 ) -> bytes:
     """An AuthBuffer for ``open_id`` entering ``room_id`` ("" = voice messages) of ``app_id``.
 
     Expires at ``expire_at`` (unix s) or else ``ttl`` seconds after ``now`` (default: the clock).
     v1 returns GME's raw binary; v2 the ASCII token. ``rng`` feeds v1's padding and salt.
+    ``auth_bits`` is the privilege map (GME's default: all bits; bit 0x100 makes a room manager,
+    see ``opengme.core.room_manager``); v1 carries only the default.
     """
+    if isinstance(auth_bits, bool) or not isinstance(auth_bits, int) or not 0 <= auth_bits <= _U32:
+        raise _invalid(f"auth_bits must be a u32 privilege map, got {auth_bits!r}")
+    if version == V1 and auth_bits != AUTH_BITS_ALL:  # decoding insists on it: v1 has no MAC to protect others
+        raise _invalid("GME's v1 format carries only the full privilege map 0xFFFFFFFF; use v2 for another")
     app_text = _app_id_text(app_id)
     key = _checked_key(key)
     open_raw, room_raw = _checked_ids(open_id, room_id)
@@ -249,12 +256,12 @@ def gen_auth_buffer(
         body = (
             struct.pack(">BH", V1, len(open_raw))
             + open_raw
-            + _V1_FIXED.pack(int(app_text), 0, expire_at, AUTH_BITS_ALL, 0, len(room_raw))
+            + _V1_FIXED.pack(int(app_text), 0, expire_at, auth_bits, 0, len(room_raw))
             + room_raw
         )
         return symmetry_encrypt(body, key.encode("ascii"), rng)
     if version == V2:
-        claims = AuthClaims(V2, app_text, open_id, room_id, expire_at, AUTH_BITS_ALL)
+        claims = AuthClaims(V2, app_text, open_id, room_id, expire_at, auth_bits)
         payload = json.dumps(claims.to_dict(), separators=(",", ":"), sort_keys=True).encode("utf-8")
         signing_input = V2_PREFIX + _b64url(payload)
         return signing_input + b"." + _b64url(_v2_mac(signing_input, key))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import wave
 from functools import cache
+from pathlib import Path
 
 import av
 import numpy as np
@@ -79,3 +80,27 @@ def align(out: np.ndarray, ref: np.ndarray, max_lag: int) -> tuple[int, np.ndarr
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1])
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = OUT_RATE) -> Path:
+    """A mono 16-bit WAV file of ``samples``."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(samples, "<i2").tobytes())
+    return path
+
+
+def tone(freq: float, seconds: float, rate: int = OUT_RATE, amplitude: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def band(samples: np.ndarray, freq: float, rate: int = OUT_RATE) -> float:
+    """RMS amplitude of ``samples`` within ±20 Hz of ``freq``."""
+    if len(samples) == 0:
+        return 0.0
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) / len(samples)
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    return float(np.sqrt(2 * np.sum(spectrum[np.abs(freqs - freq) < 20] ** 2)))

@@ -150,3 +150,18 @@ def enter(server: ThreadServer, client: SdkClient, room_id: str, room_type: int 
     assert client.ctx.enter_room(room_id, room_type, server.auth(room_id, client.open_id)) == ErrorCode.AV_OK
     wait_for([client], lambda: len(client.events.of(EventType.ENTER_ROOM)) > count)
     assert client.events.of(EventType.ENTER_ROOM)[-1]["result"] == ErrorCode.AV_OK, client.events.events[-1]
+
+
+def listen(client: SdkClient) -> MemorySpeaker:
+    """A memory speaker selected and switched on: what the client hears."""
+    speaker = MemorySpeaker()
+    ctrl = client.ctx.get_audio_ctrl()
+    assert ctrl.register_speaker(speaker) == ErrorCode.AV_OK and ctrl.select_speaker(speaker.id) == ErrorCode.AV_OK
+    assert ctrl.enable_speaker(True) == ErrorCode.AV_OK
+    return speaker
+
+
+def talk(client: SdkClient, path: Any) -> None:
+    """Speak from an audio file (the mic switched on)."""
+    ctrl = client.ctx.get_audio_ctrl()
+    assert ctrl.use_mic_file(path) == ErrorCode.AV_OK and ctrl.enable_mic(True) == ErrorCode.AV_OK

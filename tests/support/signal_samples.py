@@ -25,6 +25,10 @@ REQUESTS: list[dict[str, Any]] = [
     s.asr_start(12, "en-US"),
     s.asr_start(13),
     s.asr_stop(14),
+    p.room_manage(12, "10002", 4, False),
+    p.room_manage_result(13, "10001", 6, True, 0),
+    p.room_share(14, "other", "10002", b"buf"),
+    p.room_share_stop(15),
 ]
 
 SERVER_MESSAGES: list[dict[str, Any]] = [
@@ -53,4 +57,9 @@ SERVER_MESSAGES: list[dict[str, Any]] = [
     s.asr_stopped(14),
     s.realtime_asr(0, "10001"),
     s.realtime_asr(1, "10001", 3, "mister john dashwood", True),
+    p.room_manage_ok(11),
+    p.room_operate("10001", 8, True),
+    p.room_operate_result("10002", 5, False, 7009),
+    p.room_share_ok(12, "start"),
+    p.room_sharing("stop", "10002", "other"),
 ]

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     gen.add_argument("--room", default="", help="room id (default: empty, the voice-message form)")
     gen.add_argument("--ttl", default=str(DEFAULT_TTL), help=f"validity in seconds (default {DEFAULT_TTL})")
     gen.add_argument("--v1", action="store_true", help="GME's TEA format instead of OpenGME's signed v2 token")
+    gen.add_argument("--auth-bits", default="0xFFFFFFFF", metavar="MAP",
+                     help="privilege map, e.g. 0xFF for a player who may not manage the room (bit 0x100 makes a "
+                     "room manager; default 0xFFFFFFFF, GME's: every privilege)")
     gen.set_defaults(func=_gen)
     verify = actions.add_parser(
         "verify",
@@ -73,14 +76,25 @@ def _ttl(text: str) -> int:
     return ttl
 
 
+def _auth_bits(text: str) -> int:
+    try:
+        bits = int(text, 0)
+    except ValueError:
+        bits = -1
+    if not 0 <= bits <= 0xFFFFFFFF:
+        raise CliError(f"--auth-bits must be a 32-bit privilege map such as 0xFF, got {text!r}")
+    return bits
+
+
 def _gen(args: argparse.Namespace) -> int:
     ttl = _ttl(args.ttl)
+    bits = _auth_bits(args.auth_bits)
     app = open_registry(args).get(args.app_id)
     if app is None:
         raise CliError(f"no app with AppID {args.app_id}; see `opengme app list`")
     try:
         buffer = gen_auth_buffer(
-            app.app_id, args.room, args.open_id, app.key, ttl=ttl, version=V1 if args.v1 else V2
+            app.app_id, args.room, args.open_id, app.key, ttl=ttl, version=V1 if args.v1 else V2, auth_bits=bits
         )
     except GmeError as exc:
         raise CliError(str(exc)) from None

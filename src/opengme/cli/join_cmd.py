@@ -25,6 +25,7 @@ from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, RoomType, UserUpdateEvent
 
 if TYPE_CHECKING:  # the SDK (aiohttp, PyAV, numpy) is imported only when `join` runs
+    from opengme.sdk import Context
     from opengme.sdk.audio_ctrl import AudioCtrl
 
 PROBE_RATE = 48000  # any valid format will do to see whether a mic file opens
@@ -51,6 +52,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                    help="leave after S seconds (default: stay until Ctrl-C)")
     p.add_argument("--room-type", type=int, default=RoomType.FLUENCY, choices=[int(t) for t in RoomType],
                    help="1 FLUENCY (default), 2 STANDARD, 3 HIGHQUALITY")
+    p.add_argument("--voice-type", type=int, default=0, choices=range(13), metavar="N",
+                   help="voice changer: GME 2.x voice type 0-12 (1 LOLITA, 2 UNCLE, 12 HUANG …; default 0, none)")
+    p.add_argument("--accompany", metavar="FILE",
+                   help="play an audio file (m4a, wav, mp3, ogg) into your voice, looping; needs --mic")
     server_flag(p)
     p.add_argument("--auth-buffer", metavar="B64",
                    help="an AuthBuffer (base64) from your signing backend, instead of signing with the local key")
@@ -120,6 +125,15 @@ def _check_files(args: argparse.Namespace) -> None:
             FileSpeaker(args.speaker).check()
     except GmeError as exc:
         raise failed(exc.code, f"{exc.detail} ({flag})") from None
+
+
+def _start_effects(ctx: Context, args: argparse.Namespace) -> None:
+    """--voice-type and --accompany, once in the room (GME's effect calls need one)."""
+    effects = ctx.get_audio_effect_ctrl()
+    if args.voice_type:
+        check(effects.set_voice_type(args.voice_type), "set_voice_type")
+    if args.accompany is not None:
+        check(effects.start_accompany(args.accompany, True, -1), f"start_accompany {args.accompany}")
 
 
 def _check_device(ctrl: AudioCtrl, code: ErrorCode, what: str) -> None:
@@ -201,6 +215,7 @@ class _Session:
                     _check_device(ctrl, ctrl.enable_speaker(True), "enable_speaker")
                 if args.mic is not None:
                     _check_device(ctrl, ctrl.enable_mic(True), "enable_mic")
+                _start_effects(self.ctx, args)
                 self.pump(args.duration if args.duration is not None else float("inf"))
             finally:
                 if self.ctx.exit_room() == ErrorCode.AV_OK:
@@ -216,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be positive")
     server = server_of(args)
+    if args.accompany is not None and args.mic is None:
+        raise CliError("--accompany plays into your voice: give --mic too (a file, or default)")
     _check_files(args)
     auth = _auth(args)
     return _Session(args, server, sys.stdout).run(auth)

@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opengme.core.custom_data import MAX_CUSTOM_DATA, RELAY_MIN_INTERVAL_S
 from opengme.protocol.media import (
     BIND_MAGIC,
     CHALLENGE_SIZE,
@@ -61,6 +62,7 @@ _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
 _KEEPALIVE = int(PacketType.KEEPALIVE)
 _CHALLENGE = int(PacketType.CHALLENGE)
+_CUSTOM = int(PacketType.CUSTOM)
 _DOWNLINK_FIRST = tuple(bytes((b | DIRECTION_BIT,)) for b in range(256))
 _DOWNLINK_BIND = bytes(((VERSION << 6) | DIRECTION_BIT | _BIND,))
 _DOWNLINK_CHALLENGE = bytes(((VERSION << 6) | DIRECTION_BIT | _CHALLENGE,))
@@ -92,6 +94,7 @@ class RelayCounters:
     dropped_replay: int = 0
     dropped_muted: int = 0
     dropped_challenge: int = 0  # an answer to no outstanding challenge
+    dropped_custom: int = 0  # custom data too large or too frequent (RELAY_MIN_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,7 @@ class _Member:
         "addr",
         "challenges",
         "crypto",
+        "last_custom",
         "last_packet",
         "last_voice",
         "level",
@@ -156,6 +160,7 @@ class _Member:
         self.level = 127
         self.last_voice: float | None = None
         self.last_packet: float | None = None
+        self.last_custom = float("-inf")  # when its last CUSTOM datagram was forwarded
         self.received = 0  # authenticated packets since the last quality report
         self.report_top = -1  # the packet index window's top at the last quality report
         self.tap: Tap | None = None  # live captions: hears the speaker's Opus payloads (set_tap)
@@ -195,6 +200,7 @@ class Relay:
         self._sessions: dict[int, _Member] = {}  # by session id: the hot path's lookup
         self._rooms: dict[str, _Room] = {}
         self._policies: dict[str, RoutePolicy] = {}  # by room id; outlive the room's members
+        self._links: dict[int, int] = {}  # room sharing: tinyid -> the linked member in another room
         self.counters = RelayCounters()
 
     # -- membership (called by signalling) ---------------------------------------------------
@@ -218,6 +224,7 @@ class Relay:
         self._members[tinyid] = member
         self._sessions[session] = member
         self._route(member)
+        self._relink_room(room_id)
         return session
 
     def remove_member(self, tinyid: int) -> bool:
@@ -233,6 +240,8 @@ class Relay:
                 other.listeners.remove(member)
         if not room.members:
             del self._rooms[room.room_id]
+        self.unlink(tinyid)
+        self._relink_room(room.room_id)
         return True
 
     def set_muted(self, tinyid: int, muted: bool) -> None:
@@ -258,7 +267,7 @@ class Relay:
         room = self._rooms.get(room_id)
         if room is not None:
             for speaker in room.members:
-                speaker.listeners = _table(speaker, policy or _everyone)
+                speaker.listeners = _table(speaker, policy or _everyone) + self._shared(speaker)
 
     def update_routes(self, tinyid: int) -> None:
         """Rebuild the routes from and to one member, after its answers in the room's policy changed
@@ -273,13 +282,56 @@ class Relay:
         room = member.room
         hears = self._policies.get(room.room_id, _everyone)
         tinyid = member.tinyid
-        member.listeners = _table(member, hears)
+        member.listeners = _table(member, hears) + self._shared(member)
         for other in room.members:
             if other is member:
                 continue
             routed = member in other.listeners
             if bool(hears(other.tinyid, tinyid)) != routed:
                 (other.listeners.remove if routed else other.listeners.append)(member)
+
+    # -- room sharing (issue 16: GME's cross-room talk) -----------------------------------------
+
+    def link(self, a: int, b: int) -> None:
+        """Room sharing: members ``a`` and ``b`` of two rooms are linked, so each one's voice also
+        reaches every member of the other's room (hearing rules apply within rooms only). A member
+        has one link; a new one replaces it."""
+        first, second = self._member(a), self._member(b)
+        if first.room is second.room:
+            raise ValueError("room sharing links members of two different rooms")
+        self.unlink(a)
+        self.unlink(b)
+        self._links[a], self._links[b] = b, a
+        self._route(first)
+        self._route(second)
+
+    def unlink(self, tinyid: int) -> int | None:
+        """End ``tinyid``'s room sharing; the member it was linked to, if any."""
+        other = self._links.pop(tinyid, None)
+        if other is None:
+            return None
+        self._links.pop(other, None)
+        for t in (tinyid, other):
+            if t in self._members:
+                self._route(self._members[t])
+        return other
+
+    def linked(self, tinyid: int) -> int | None:
+        return self._links.get(tinyid)
+
+    def _shared(self, speaker: _Member) -> list[_Member]:
+        """The members of the room ``speaker`` is linked into (none without a link)."""
+        other = self._members.get(self._links.get(speaker.tinyid, -1))
+        return [] if other is None else list(other.room.members)
+
+    def _relink_room(self, room_id: str) -> None:
+        """The room's members changed: the tables of speakers linked into it follow."""
+        for tinyid, other in self._links.items():
+            partner = self._members.get(other)
+            if partner is not None and partner.room.room_id == room_id and tinyid in self._members:
+                speaker = self._members[tinyid]
+                speaker.listeners = _table(speaker, self._policies.get(speaker.room.room_id, _everyone)) + \
+                    self._shared(speaker)
 
     def members(self, room_id: str) -> list[int]:
         room = self._rooms.get(room_id)
@@ -389,6 +441,8 @@ class Relay:
                     out.append((listener.crypto.seal_raw(head, tinyid, payload), to))
             counters.forwarded += len(out) - sent
             return out
+        if ptype == _CUSTOM:
+            return self._custom(member, data, payload, now, out)
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
             counters.replies += 1
             return [(crypto.seal_raw(_head(_DOWNLINK_FIRST[data[0]], data, member), member.tinyid, payload), addr)]
@@ -397,6 +451,25 @@ class Relay:
         else:
             counters.dropped_malformed += 1
         return []
+
+    def _custom(self, member: _Member, data: bytes, payload: bytes, now: float, out: Outgoing) -> Outgoing:
+        """Custom data goes where the member's voice goes, within its size and rate limits (a muted
+        member's is dropped like its voice); the relay does not read it further."""
+        counters = self.counters
+        if member.muted:
+            counters.dropped_muted += 1
+            return out
+        if len(payload) > MAX_CUSTOM_DATA + 1 or now - member.last_custom < RELAY_MIN_INTERVAL_S:
+            counters.dropped_custom += 1
+            return out
+        member.last_custom = now
+        head = _head(_DOWNLINK_FIRST[data[0]], data, member)
+        sent = len(out)
+        for listener in member.listeners:
+            if listener.addr is not None:
+                out.append((listener.crypto.seal_raw(head, member.tinyid, payload), listener.addr))
+        counters.forwarded += len(out) - sent
+        return out
 
     def _new_path(self, member: _Member, ptype: int, payload: bytes, addr: Addr, now: float,
                   data: bytes) -> Outgoing:

@@ -38,6 +38,8 @@ from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
 from opengme.core.captions import CaptionSink
 from opengme.core.ratelimit import BucketTable, TokenBucket
+from opengme.core.room_manager import RoomManagement
+from opengme.core.room_sharing import RoomSharing
 from opengme.core.rooms import ConnId, Member, RoomEvent, RoomRegistry
 from opengme.errors import ErrorCode, GmeError, describe
 from opengme.events import RoomType
@@ -120,6 +122,10 @@ class MediaSessions(Protocol):
 
     def set_muted(self, member: Member, muted: bool) -> None: ...
 
+    def share(self, member: Member, partner: Member | None) -> None:
+        """Room sharing: link the two members' media (None: end the member's link)."""
+        ...
+
 
 # --- proving who a client is (off the event loop) --------------------------------------------------
 
@@ -148,6 +154,7 @@ class Proof:
     token_problem: str | None = None
     auth_checked: bool = False
     auth_error: GmeError | None = None
+    auth_bits: int | None = None  # the AuthBuffer's privilege map, when one was checked and holds
 
 
 def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proof:
@@ -172,11 +179,11 @@ def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proo
         if c.resume_token is not None and not buffer:
             return Proof(app, token_problem=token_problem)
         try:
-            verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id, now=c.at,
-                               allow_v1=app.v1_auth)
+            claims = verify_auth_buffer(buffer, app.key, app_id=app.app_id, open_id=c.open_id, room_id=c.room_id,
+                                        now=c.at, allow_v1=app.v1_auth)
         except GmeError as exc:
             return Proof(app, token_problem=token_problem, auth_checked=True, auth_error=exc)
-        return Proof(app, token_problem=token_problem, auth_checked=True)
+        return Proof(app, token_problem=token_problem, auth_checked=True, auth_bits=claims.auth_bits)
     except Exception:
         log.exception("admission check failed", extra=fields(app_id=c.app_id))
         return Proof(None, GmeError(ErrorCode.AV_ERR_SERVER_FAILED, "internal server error"))
@@ -217,7 +224,7 @@ class Peer:
 
 
 Handler = Callable[[Peer, Json, Instant, Proof | None], None]
-_PROVEN = frozenset({"hello", "enter", "switch"})
+_PROVEN = frozenset({"hello", "enter", "switch", "room_share"})  # room_share proves an AuthBuffer for its room
 
 
 class SignallingCore:
@@ -252,8 +259,14 @@ class SignallingCore:
             "invite_reply": self._invite_reply,
             "asr_start": self._asr_start,
             "asr_stop": self._asr_stop,
+            "room_manage": self._room_manage,
+            "room_manage_result": self._room_manage_result,
+            "room_share": self._room_share,
+            "room_share_stop": self._room_share_stop,
         }
         self.captions: CaptionSink | None = None  # the server's live captions (opengme.server.captions)
+        self.room_management = RoomManagement()
+        self.room_sharing = RoomSharing()
         assert set(self._handlers) == proto.REQUEST_TYPES
 
     # --- inputs from connections ------------------------------------------------------------------
@@ -400,6 +413,7 @@ class SignallingCore:
         removed = self.registry.dissolve(app_id, room_id, now.wall)
         for member in removed:
             _log_departure(member, "dissolve")
+            self._end_sharing(member)
             self._evict(member, now.wall)
             self._drop(member.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, _removal(DISSOLVED, reason))
         log.info("dissolved", extra=fields(app_id=app_id, room_id=room_id, removed=len(removed)))
@@ -426,7 +440,7 @@ class SignallingCore:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"send hello before {kind}")
         elif kind == "enter" and self._current(peer) is not None:
             raise GmeError(ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION, "already in a room on this connection; exit or switch")
-        elif kind == "switch":
+        elif kind in ("switch", "room_share"):
             self._member(peer)
 
     def _hello(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
@@ -443,6 +457,7 @@ class SignallingCore:
             _log_departure(entered.displaced, "takeover")
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         peer.member = entered.member
+        self.room_management.entered(self.registry, entered.member, self._auth_bits(msg, proof))
         peer.has_entered = True
         self._clients[(app_id, open_id)].add(peer.id)  # the openid is proven: invitations reach it
         self._send(peer.id, self._room_reply(proto.entered, msg["id"], app, entered.member, now))
@@ -463,11 +478,14 @@ class SignallingCore:
             raise GmeError(ErrorCode.QAV_ERR_NOT_TRY_NEW_ROOM, f"{exc.code.name} ({int(exc.code)}): {exc.detail}") from None
         result = self.registry.switch(member, msg["room_id"], peer.id, now.wall)
         _log_departure(member, "switch")
+        self._end_sharing(member)
+        self.room_management.left(member)
         if result.entered is None:
             peer.member = None
             assert result.error is not None
             raise result.error
         peer.member = result.entered.member
+        self.room_management.entered(self.registry, result.entered.member, self._auth_bits(msg, proof))
         self._send(peer.id, self._room_reply(proto.switched, msg["id"], app, result.entered.member, now))
 
     def _change_room_type(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
@@ -512,6 +530,56 @@ class SignallingCore:
         if self.captions is not None:
             self.captions.stop(member)
         self._send(peer.id, stt_proto.asr_stopped(msg["id"]))
+
+    # --- room management (issue 16; the rules are core/room_manager.py's) ---------------------------
+
+    def _room_manage(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        sender = self._member(peer)
+        receiver = self.room_management.operate(self.registry, sender, msg["receiver"], msg["operate_type"])
+        self._send(peer.id, proto.room_manage_ok(msg["id"]))
+        self._send(receiver.conn, proto.room_operate(sender.open_id, msg["operate_type"], msg["value"]))
+
+    def _room_manage_result(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        receiver = self._member(peer)
+        self._send(peer.id, proto.room_manage_ok(msg["id"]))
+        sender = self.room_management.answered(self.registry, receiver, msg["sender"], msg["operate_type"])
+        if sender is not None:
+            self._send(sender.conn, proto.room_operate_result(receiver.open_id, msg["operate_type"], msg["value"],
+                                                              msg["result"]))
+
+    # --- room sharing (issue 16; the rules are core/room_sharing.py's) -----------------------------
+
+    def _room_share(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        sender = self._member(peer)
+        self._authorise(peer, msg["room_id"], None, proof)  # an AuthBuffer for the other room: 7006, 7005, 7012
+        target = self.registry.member(sender.app_id, msg["room_id"], msg["open_id"])  # 10009 / 10010
+        self.room_sharing.start(sender, target)
+        if self.media is not None:
+            self.media.share(sender, target)
+        self._send(peer.id, proto.room_share_ok(msg["id"], "start"))
+        self._send(target.conn, proto.room_sharing("start", sender.open_id, sender.room_id))
+
+    def _room_share_stop(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
+        member = self._member(peer)
+        if self.room_sharing.partner(member) is None:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_REPEATED_OPERATION, "not sharing a room")
+        self._end_sharing(member)
+        self._send(peer.id, proto.room_share_ok(msg["id"], "stop"))
+
+    def _end_sharing(self, member: Member) -> None:
+        """The member's link ends (stop or departure): the relay unlinks, the partner is told."""
+        partner = self.room_sharing.stop(member)
+        if partner is None:
+            return
+        if self.media is not None:
+            self.media.share(member, None)
+        if self.registry.is_current(partner):
+            self._send(partner.conn, proto.room_sharing("stop", member.open_id, member.room_id))
+
+    @staticmethod
+    def _auth_bits(msg: Json, proof: Proof | None) -> int | None:
+        """The privilege map the entry was admitted with; None for a resume by token alone."""
+        return proof.auth_bits if proof is not None and msg.get("auth_buffer") else None
 
     # --- rate limits ------------------------------------------------------------------------------
 
@@ -565,9 +633,13 @@ class SignallingCore:
     # --- helpers ----------------------------------------------------------------------------------
 
     def _leave(self, member: Member, now: Instant, reason: str, *, voluntary: bool) -> None:
-        """The member leaves its room (if still current), logged with ``reason``."""
+        """The member leaves its room (if still current), logged with ``reason``; leaving for good
+        (exit, kick) also ends its room-manager privilege (a dropped member may resume with it)."""
         if self.registry.leave(member, now.wall, voluntary=voluntary):
             _log_departure(member, reason)
+            self._end_sharing(member)
+            if voluntary:
+                self.room_management.left(member)
 
     @staticmethod
     def _proven_app(proof: Proof | None) -> App:

@@ -103,6 +103,7 @@ class Uplink:
         self._last_sent: float | None = None
         self._talking = False  # the previous frame was sent: no MARKER on the next one
         self.send_stage: SendStage | None = None
+        self.last_frame: Frame | None = None
         self.set_room_type(room_type)
 
     # ------------------------------------------------------------------------------- settings
@@ -216,6 +217,7 @@ class Uplink:
         if stage is not None:
             frame = self._staged(stage, frame)
             dbov = audio_level(frame)
+        self.last_frame = frame  # what others hear (in-ear monitoring plays this)
         if not self._send_enabled:
             self.counters.gated += 1
             self._talking = False

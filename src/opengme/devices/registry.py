@@ -78,6 +78,10 @@ class DeviceList(Generic[D]):
         """What "0" stands for now."""
         return self._scan()[1]
 
+    def listing(self) -> tuple[list[D], D | None]:
+        """Every device and what "0" stands for, from one scan (the hot-plug watch compares these)."""
+        return self._scan()
+
     def infos(self) -> list[DeviceInfo]:
         """The GME listing: "0" (the default) first, then every device."""
         devices, default = self._scan()
@@ -140,6 +144,7 @@ class DeviceRegistry:
     def __init__(self, *, portaudio: bool = True) -> None:
         self._use_portaudio = portaudio
         self.portaudio_error: GmeError | None = None
+        self.consulted = False  # a list was scanned (the hot-plug watch waits for the app's first device call)
         self.mics: DeviceList[MicDevice] = DeviceList(
             "mic", lambda: self._portaudio_side(lambda pa: (pa.mics, pa.default_mic)), self._why_no_hardware)
         self.speakers: DeviceList[SpeakerDevice] = DeviceList(
@@ -152,6 +157,7 @@ class DeviceRegistry:
     def _portaudio_side(self, pick: Callable[[PortAudioDevices], tuple[Sequence[D], D | None]]
                         ) -> tuple[Sequence[D], D | None]:
         """Hardware devices of one direction; once PortAudio fails to load, stop asking."""
+        self.consulted = True
         if not self._use_portaudio or self.portaudio_error is not None:
             return [], None
         try:

@@ -32,6 +32,7 @@ MAX_TOKEN_CHARS = 512
 MAX_TEXT_CHARS = 1024
 MEDIA_KEY_BYTES = 32  # opengme.protocol.media.KEY_SIZE (AES-256)
 MEMBER_EVENTS = ("enter", "exit")
+SHARING_EVENTS = ("start", "stop")  # room sharing (issue 16)
 
 
 # --- value rules --------------------------------------------------------------------------------
@@ -325,6 +326,7 @@ ROOM_TYPE = Choice(tuple(int(t) for t in RoomType), tuple(t.name for t in RoomTy
 ERROR_CODE = Integer(1)  # a code newer than this side's table still reaches the user
 FREE_TEXT = Text(0, MAX_TEXT_CHARS)
 INVITE_ID = Text(1, 64)
+OPERATE_TYPE = Integer(0, 8)  # GME's ITMG_ROOM_MANAGEMENT OperateType (issue 16)
 RESUME_TOKEN = Text(1, MAX_TOKEN_CHARS)
 TINYID = Integer(1, MAX_TINYID)
 
@@ -459,6 +461,38 @@ MESSAGES: tuple[Message, ...] = (
         Field("sentence_id", Integer(0), "numbers the speaker's sentences from 1 (0 with START and END)"),
         Field("text", FREE_TEXT, "the sentence so far (CONTENT), else empty"),
         Field("final", Boolean(), "CONTENT: the sentence is complete and will not change"),
+    )),
+    # --- room management (issue 16): ITMGRoomManager's calls on another member (core/room_manager.py)
+    Message("room_manage", "request", "Operate another member's audio (GME's ITMGRoomManager).", (
+        _id(), Field("receiver", OPEN_ID, "the member operated on"),
+        Field("operate_type", OPERATE_TYPE, "GME's OperateType: 0 capture … 8 forbid"),
+        Field("value", Boolean(), "enable or disable (ignored by the two getters)"),
+    )),
+    Message("room_manage_result", "request", "The receiver's outcome of an operation, for its sender.", (
+        _id(), Field("sender", OPEN_ID, "who asked"), Field("operate_type", OPERATE_TYPE),
+        Field("value", Boolean(), "the state after the operation (what the getters read)"),
+        Field("result", Integer(0), "0 or the GME error code the receiver's SDK answered"),
+    )),
+    Message("room_manage_ok", "reply", "The operation or its result was passed on.", (_id(),)),
+    Message("room_operate", "push", "A room manager operates this member's audio.", (
+        Field("sender", OPEN_ID), Field("operate_type", OPERATE_TYPE), Field("value", Boolean()),
+    )),
+    # --- room sharing (issue 16): GME's cross-room talk (core/room_sharing.py)
+    Message("room_share", "request", "Link yourself with a member of another room (GME's StartRoomSharing).", (
+        _id(), Field("room_id", ROOM_ID, "the other room"), Field("open_id", OPEN_ID, "the member to link with"),
+        Field("auth_buffer", Base64(), "an AuthBuffer for the other room, signed for your openid"),
+    )),
+    Message("room_share_stop", "request", "End your room sharing (GME's StopRoomSharing).", (_id(),)),
+    Message("room_share_ok", "reply", "Room sharing started or stopped.", (
+        _id(), Field("event", Choice(SHARING_EVENTS)),
+    )),
+    Message("room_sharing", "push", "A member of another room linked with you, or the link ended.", (
+        Field("event", Choice(SHARING_EVENTS)), Field("open_id", OPEN_ID, "the other member"),
+        Field("room_id", ROOM_ID, "its room"),
+    )),
+    Message("room_operate_result", "push", "The outcome of an operation this member asked for.", (
+        Field("receiver", OPEN_ID), Field("operate_type", OPERATE_TYPE), Field("value", Boolean()),
+        Field("result", Integer(0)),
     )),
 )
 

@@ -389,3 +389,47 @@ def invitation_result(invite_id: str, open_id: str, accepted: bool) -> Json:
 def quality(uplink_loss: float, received: int, expected: int) -> Json:
     """Uplink quality of the last report window, as the relay saw it (docs/protocol.md "Media")."""
     return _build("quality", uplink_loss=round(uplink_loss, 4), received=received, expected=expected)
+
+
+# --- room management (issue 16)
+
+
+def room_manage(id: int, receiver: str, operate_type: int, value: bool) -> Json:
+    return _build("room_manage", id=id, receiver=receiver, operate_type=int(operate_type), value=value)
+
+
+def room_manage_result(id: int, sender: str, operate_type: int, value: bool, result: int) -> Json:
+    return _build("room_manage_result", id=id, sender=sender, operate_type=int(operate_type), value=value,
+                  result=int(result))
+
+
+def room_manage_ok(id: int) -> Json:
+    return _build("room_manage_ok", id=id)
+
+
+def room_operate(sender: str, operate_type: int, value: bool) -> Json:
+    return _build("room_operate", sender=sender, operate_type=int(operate_type), value=value)
+
+
+def room_operate_result(receiver: str, operate_type: int, value: bool, result: int) -> Json:
+    return _build("room_operate_result", receiver=receiver, operate_type=int(operate_type), value=value,
+                  result=int(result))
+
+
+# --- room sharing (issue 16)
+
+
+def room_share(id: int, room_id: str, open_id: str, auth_buffer: bytes | str) -> Json:
+    return _build("room_share", id=id, room_id=room_id, open_id=open_id, auth_buffer=encode_auth_buffer(auth_buffer))
+
+
+def room_share_stop(id: int) -> Json:
+    return _build("room_share_stop", id=id)
+
+
+def room_share_ok(id: int, event: str) -> Json:
+    return _build("room_share_ok", id=id, event=event)
+
+
+def room_sharing(event: str, open_id: str, room_id: str) -> Json:
+    return _build("room_sharing", event=event, open_id=open_id, room_id=room_id)

@@ -10,7 +10,8 @@
   and the audio role. Mic/speaker volumes and the mix stream count are the user's and persist until
   ``uninit``. Switching rooms keeps everything (GME: "device state is kept").
 - ``enable_mic(True)``/``enable_audio_send(True)`` answer 1004 for an AUDIENCE member and 7009 while
-  the server has muted this member.
+  the server has muted this member; every enabling call answers 7009 while a room manager forbids
+  this member's devices (``ForbidUserOperation``, until it leaves the room).
 - Getters that can fail (a member's level or volume) return ``(ErrorCode, value)`` like
   ``Room.get_tiny_id``; plain getters return 0/False outside a room or from another thread. Volumes
   read 101 until set (GME).
@@ -68,6 +69,11 @@ def _is_int(value: object) -> bool:
 def _invalid(why: str) -> ErrorCode:
     log.info("invalid argument: %s", why)
     return ErrorCode.AV_ERR_INVALID_ARGUMENT
+
+
+def _forbidden() -> ErrorCode:
+    log.info("a room manager forbade this member's devices until it leaves the room (ForbidUserOperation)")
+    return ErrorCode.AV_ERR_NO_PERMISSION
 
 
 def _bool_refusal(enable: object) -> ErrorCode | None:
@@ -136,10 +142,14 @@ class AudioCtrl(Facade):
         room = self._core.room()
         if enable and room is not None and room.muted:
             return ErrorCode.AV_ERR_NO_PERMISSION
+        if enable and self._core.audio.forbidden:
+            return _forbidden()
         return None
 
     def _set_capture(self, enable: bool) -> ErrorCode:
         core = self._core
+        if enable and core.audio.forbidden:
+            return _forbidden()
         if enable and not core.audio.capture and not core.paused:
             code = core.open_device(MIC)
             if code != ErrorCode.AV_OK:
@@ -202,6 +212,8 @@ class AudioCtrl(Facade):
         if refusal is not None:
             return refusal
         core = self._core
+        if enable and core.audio.forbidden:
+            return _forbidden()
         if enable and not core.audio.play and not core.paused:
             code = core.open_device(SPEAKER)
             if code != ErrorCode.AV_OK:

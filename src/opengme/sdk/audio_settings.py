@@ -45,6 +45,7 @@ class AudioSettings:
     speaker_volume: int | None = None  # SetSpeakerVolume; likewise
     mix_streams: int = DEFAULT_MIX_STREAMS  # SetRecvMixStreamCount
     processing: Switches = field(default_factory=Switches)  # enable_aec / enable_agc / enable_ns; None fields: room default
+    forbidden: bool = False  # a room manager's ForbidUserOperation: enabling devices answers 7009
 
     @property
     def mic_gain(self) -> int:

@@ -41,11 +41,15 @@ from opengme.core.impair import Impairment
 from opengme.errors import ErrorCode
 from opengme.events import AudioRole, EventType
 from opengme.ids import IdError, validate_app_id
+from opengme.sdk import room_sharing
 from opengme.sdk.audio_ctrl import AudioCtrl
+from opengme.sdk.audio_effect import AudioEffectCtrl
 from opengme.sdk.core import Facade, SdkCore, guarded, signal_url
+from opengme.sdk.device_watch import DeviceWatch
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.ptt import Ptt
 from opengme.sdk.room import Room
+from opengme.sdk.room_manager import RoomManager
 from opengme.sdk.selfcheck import self_check
 from opengme.sdk.session import Session, valid_open_id
 
@@ -83,8 +87,12 @@ class Context(Facade):
         self.reconnect_give_up = reconnect_give_up
         self.heartbeat_interval = heartbeat_interval
         self._room = Room(self._core)
+        room_sharing.install(self._core)
         self._audio = AudioCtrl(self._core)
         self._ptt = Ptt(self._core)
+        self._effects = AudioEffectCtrl(self._core)
+        self._room_manager = RoomManager(self._core, self._audio)
+        DeviceWatch(self._core, self._audio)  # hot-plug events (a part of the core)
         self._delegate: Delegate | None = None
         self._lock = threading.Lock()  # init/uninit against each other from different threads
 
@@ -220,6 +228,16 @@ class Context(Facade):
     def get_audio_ctrl(self) -> AudioCtrl:
         """GME: ITMGContext::GetAudioCtrl. Always the same object; see :mod:`opengme.sdk.audio_ctrl`."""
         return self._audio
+
+    def get_audio_effect_ctrl(self) -> AudioEffectCtrl:
+        """GME: ITMGContext::GetAudioEffectCtrl. Voice changer, accompaniment, sound effects; see
+        :mod:`opengme.sdk.audio_effect`."""
+        return self._effects
+
+    def get_room_manager(self) -> RoomManager:
+        """GME: ITMGContext::GetRoomManager. Operating other members' audio; see
+        :mod:`opengme.sdk.room_manager` (who may: :mod:`opengme.core.room_manager`)."""
+        return self._room_manager
 
     def get_ptt(self) -> Ptt:
         """GME: ITMGContext::GetPTT. Voice messages (no room needed); see :mod:`opengme.sdk.ptt`."""

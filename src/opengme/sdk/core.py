@@ -37,7 +37,7 @@ from opengme.sdk.audio_settings import AudioSettings
 from opengme.sdk.media import MediaEngine, impairment_from_env
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.room_audio import RoomAudio
-from opengme.sdk.session import Event, RoomState, Session
+from opengme.sdk.session import Event, Pending, RoomState, Session
 from opengme.sdk.transport import Transport
 
 D = TypeVar("D", MicDevice, SpeakerDevice)
@@ -112,6 +112,9 @@ class SdkCore:
         self._engine: MediaEngine | None = None
         self._queue: list[Event] = []  # events for the next poll, in the order they arose
         self._parts: list[Part] = []
+        # a part's own signalling: pushes by type, refusals by request kind (each Session gets them)
+        self.push_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.refusal_handlers: dict[str, Callable[[Pending, int, str], None]] = {}
 
     # --- guards ---
 
@@ -153,6 +156,7 @@ class SdkCore:
         self.transport, self._engine = transport, engine
         self.owner = threading.get_ident()
         self.paused = False
+        session.push_handlers, session.refusal_handlers = self.push_handlers, self.refusal_handlers
         self.session = session  # set last: other threads see either no session (1101) or a complete one
 
     def attach(self, part: Part) -> None:

@@ -262,6 +262,14 @@ class MediaEngine:
             self._session.set_voice_stage(stage, channels)
             return self._fit_speaker()
 
+    def set_custom_data(self, data: bytes | None, repeat_count: int = 1) -> None:
+        """Custom data on the next voice packets (None stops it); see ``core.custom_data``."""
+        with self._lock:
+            if data is None:
+                self._session.stop_custom_data()
+            else:
+                self._session.start_custom_data(data, repeat_count)
+
     # ------------------------------------------------------------------------ devices (owner)
 
     def use_mic(self, device: MicDevice | None) -> ErrorCode:

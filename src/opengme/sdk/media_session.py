@@ -45,6 +45,8 @@ from typing import Final
 import numpy as np
 
 from opengme.codec.opus import FRAME_MS, Frame
+from opengme.core import custom_data
+from opengme.core.custom_data import CustomDataSender
 from opengme.core.downlink import OUTPUT_RATE, Downlink, VoiceStage
 from opengme.core.impair import Impairment
 from opengme.core.mixer import fit_channels
@@ -70,6 +72,9 @@ QUALITY_INTERVAL_S: Final = 2.0
 
 _DATA: Final = int(PacketType.DATA)
 _CHALLENGE: Final = int(PacketType.CHALLENGE)
+_CUSTOM: Final = int(PacketType.CUSTOM)
+CUSTOM_EVENTS_MAX: Final = 64
+"""Custom data received and not yet ticked out; more is dropped (a tick takes them every 20 ms)."""
 
 MicTap = Callable[[Frame, int], None]
 """``tap(frame, sample_rate)``: one captured mic frame, as captured."""
@@ -191,7 +196,15 @@ class Volumes:
     levels: dict[int, int]
 
 
-MediaEvent = Speaking | Volumes
+@dataclass(frozen=True, slots=True)
+class CustomData:
+    """CUSTOMDATA_UPDATE: a member's custom data arrived with its voice."""
+
+    tinyid: int
+    data: bytes
+
+
+MediaEvent = Speaking | Volumes | CustomData
 
 
 @dataclass(slots=True)
@@ -263,6 +276,8 @@ class MediaSession:
         self._voice_channels = 1
         self.echo_path = False
         """The speaker can be heard by the mic (both sound cards): turns AEC on by default."""
+        self._custom = CustomDataSender()
+        self._custom_in: list[MediaEvent] = []
 
     # ------------------------------------------------------------------------ room
 
@@ -310,8 +325,10 @@ class MediaSession:
         return ended
 
     def stop_room(self) -> None:
-        """Leave: the session's pipelines and what was on its way go."""
+        """Leave: the session's pipelines and what was on its way go (custom data too)."""
         self._room = None
+        self._custom.stop()
+        self._custom_in.clear()
         self._delayed.clear()
         self._track_peaks.clear()
         self.rtt = None
@@ -419,6 +436,13 @@ class MediaSession:
         if self._room is not None:
             self._room.downlink.set_voice_stage(stage, self._voice_channels)
 
+    def start_custom_data(self, data: bytes, repeat_count: int) -> None:
+        """Attach ``data`` to the next voice packets (``core.custom_data``'s pacing)."""
+        self._custom.start(data, repeat_count)
+
+    def stop_custom_data(self) -> None:
+        self._custom.stop()
+
     # ------------------------------------------------------------------------ input
 
     def receive(self, datagram: bytes, at: float, route: Route) -> None:
@@ -453,6 +477,9 @@ class MediaSession:
         if first == _CHALLENGE:
             self._challenged(room, datagram, route)
             return
+        if first == _CUSTOM:
+            self._custom_received(room, datagram)
+            return
         ptype = room.downlink.receive(datagram, at)
         if ptype is PacketType.BIND:
             room.binding.acknowledged(route)
@@ -463,6 +490,17 @@ class MediaSession:
             if rtt < MAX_RTT_S:
                 self.rtt = rtt
                 room.binding.heard(at)
+
+    def _custom_received(self, room: _RoomLink, datagram: bytes) -> None:
+        """Custom data reaches members whose speaker is on (GME), as one event per copy."""
+        if not (self._settings.recv and self._settings.play) or len(self._custom_in) >= CUSTOM_EVENTS_MAX:
+            return
+        try:
+            header, payload = room.crypto.open(datagram)
+            data = custom_data.decode(payload)
+        except (MediaPacketError, custom_data.CustomDataError):
+            return
+        self._custom_in.append(CustomData(header.tinyid, data))
 
     def _challenged(self, room: _RoomLink, datagram: bytes, route: Route) -> None:
         """The relay asks whether this path is ours: its nonce goes back on the same route at the next
@@ -497,8 +535,13 @@ class MediaSession:
                 datagram = room.uplink.process(frame, now)
                 if datagram is not None:
                     result.datagrams.append((route, datagram))
-                if self._settings.loopback:
-                    room.downlink.push_loopback(frame, rate)
+                    custom = self._custom.due(now)
+                    if custom is not None:  # custom data rides the voice packet it follows
+                        header = MediaHeader(PacketType.CUSTOM, room.session, room_type=room.uplink.room_type)
+                        result.datagrams.append((route, room.crypto.seal(header, custom)))
+                if self._settings.loopback:  # the processed frame: the voice changer is heard too
+                    monitored = room.uplink.last_frame
+                    room.downlink.push_loopback(frame if monitored is None else monitored, rate)
             elif self._settings.device_test:
                 looped.append(fit_channels(frame, self._voice_channels))
         if room is not None:
@@ -509,6 +552,8 @@ class MediaSession:
                 room.uplink.reference(played, OUTPUT_RATE, self._voice_channels)  # the AEC's far end
                 result.speaker.append(played)
             result.events += [Speaking(tinyid, event) for tinyid, event in room.downlink.events(now)]
+            result.events += self._custom_in
+            self._custom_in = []
             self._tick_volumes(room, now, result.events)
         else:  # the device test's frames, and whatever local players have to say
             periods = max(frames, len(looped)) if self._players else len(looped)

@@ -26,7 +26,7 @@ Choices where GME leaves room (documented once, here):
 - Playback: 20483 empty path, 20484 a file that cannot be opened or decoded, 20481 the speaker
   would not open, 20482 another message is still playing (``stop_play_file`` first: a playback is
   never cut off implicitly), 20485 ``stop_play_file`` with nothing playing. ``stop_play_file``
-  still gives 5004 with 0. ``voice_type`` other than 0 answers 1004 until the voice changer exists.
+  still gives 5004 with 0. ``voice_type`` (GME 2.x's 0–12) is applied as the message plays; the file is left as it is.
 - Levels (0-100) are those of the last frame recorded / played; volumes are 0-200 (100 = as
   captured / as recorded), 1004 outside.
 - ``get_file_size`` and ``get_voice_file_duration`` return ``(ErrorCode, value)``: 7010 when the
@@ -53,6 +53,7 @@ import numpy.typing as npt
 
 from opengme.codec.voicefile import FRAME_SAMPLES, SAMPLE_RATE, VoiceFileWriter, voice_file_duration_ms
 from opengme.core.downlink import OUTPUT_RATE
+from opengme.core.effects import VoiceEffects, VoiceType
 from opengme.core.levels import MAX_VOLUME, mic_level
 from opengme.devices import FileMic
 from opengme.errors import ErrorCode, GmeError
@@ -185,9 +186,11 @@ class Playback:
     message costs neither memory nor a pause on the caller's thread.
     """
 
-    def __init__(self, path: str, volume: list[int]) -> None:
+    def __init__(self, path: str, volume: list[int], voice_type: VoiceType = VoiceType.ORIGINAL_SOUND) -> None:
         self.path = path
         self._decoder = FileMic(path)
+        self._effects = VoiceEffects()  # GME applies the voice type at playback; the file stays as it is
+        self._effects.set_voice_type(voice_type)
         self._volume = volume  # the facade's [volume]: a change applies from the next frame
         self.level = 0
         self.finished = threading.Event()
@@ -209,7 +212,7 @@ class Playback:
             self.finished.set()
             self.level = 0
             return None
-        frame = _scaled(frame.reshape(-1)[:frame_samples], self._volume[0])
+        frame = _scaled(self._effects.process(frame.reshape(-1)[:frame_samples], OUTPUT_RATE), self._volume[0])
         self.level = mic_level(frame)
         return frame
 
@@ -591,15 +594,15 @@ class Ptt(Facade):
             return _invalid("file_path must be a str")
         if not _is_int(voice_type):
             return _invalid("voice_type must be an int")
-        if voice_type != 0:
-            return _invalid("voice_type other than 0 needs the voice changer, which OpenGME does not have yet")
+        if voice_type not in set(VoiceType):
+            return _invalid(f"voice_type must be one of GME's voice types 0..12, got {voice_type}")
         path = os.fspath(file_path)
         if not path:
             return ErrorCode.QAVPTTERROR_PLAYER_PARAM_NULL
         if self._playback is not None:
             log.info("a voice message is still playing: stop_play_file first")
             return ErrorCode.QAVPTTERROR_PLAYER_PLAYING_ERR
-        playback = Playback(path, self._speaker_volume)
+        playback = Playback(path, self._speaker_volume, VoiceType(voice_type))
         try:
             voice_file_duration_ms(path)  # a voice message: Ogg/Opus, whole (a few ms, no decoding)
             playback.open()

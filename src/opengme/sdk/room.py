@@ -7,9 +7,16 @@ The member list includes yourself, so your own tinyid maps like anyone else's.
 """
 from __future__ import annotations
 
+import logging
+
+from opengme.core.custom_data import MAX_CUSTOM_DATA
 from opengme.errors import ErrorCode
+from opengme.events import RoomType
+from opengme.sdk import room_sharing
 from opengme.sdk.core import Facade, guarded
 from opengme.sdk.session import RoomState
+
+log = logging.getLogger("opengme.sdk")
 
 
 class Room(Facade):
@@ -58,6 +65,46 @@ class Room(Facade):
         if not isinstance(open_id, str) or open_id not in self._state().tinyids:
             return ErrorCode.AV_ERR_ENDPOINT_NOT_EXIST
         return ErrorCode.AV_ERR_ENDPOINT_HAS_NOT_VIDEO
+
+    @guarded(room=True)
+    def send_custom_data(self, data: bytes | str, repeat_count: int) -> ErrorCode:
+        """GME: ITMGRoom::SendCustomData. ``data`` (1..1000 bytes; a str is sent as UTF-8) rides your
+        voice packets ``repeat_count`` times (-1 until stopped), one copy every 100 ms; members whose
+        speaker is on get CUSTOMDATA_UPDATE (1092) per copy. 1004 outside STANDARD/HIGHQUALITY rooms
+        or without an open mic (capture and send on), as GME requires."""
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        why = None
+        if not isinstance(raw, (bytes, bytearray)) or not 1 <= len(raw) <= MAX_CUSTOM_DATA:
+            why = f"data must be 1..{MAX_CUSTOM_DATA} bytes (or a str of that size in UTF-8)"
+        elif not isinstance(repeat_count, int) or isinstance(repeat_count, bool) or not (
+                repeat_count == -1 or repeat_count >= 1):
+            why = f"repeat_count must be -1 (until stopped) or at least 1, got {repeat_count!r}"
+        elif self._state().room_type == RoomType.FLUENCY:
+            why = "custom data needs a STANDARD or HIGHQUALITY room (GME)"
+        elif not (self._core.audio.capture and self._core.audio.send):
+            why = "custom data rides your voice: open the mic first (enable_mic)"
+        if why is not None:
+            log.info("send_custom_data: %s", why)
+            return ErrorCode.AV_ERR_INVALID_ARGUMENT
+        self._core.engine.set_custom_data(bytes(raw), repeat_count)
+        return ErrorCode.AV_OK
+
+    @guarded(room=True)
+    def start_room_sharing(self, target_room: str, target_openid: str, auth_buffer: bytes | str) -> ErrorCode:
+        """GME: StartRoomSharing (multi-room build): link with ``target_openid`` of ``target_room``;
+        ``auth_buffer`` is for that room. ROOM_SHARING_START (23) follows; see :mod:`opengme.sdk.room_sharing`."""
+        return room_sharing.start(self._core, target_room, target_openid, auth_buffer)
+
+    @guarded(room=True)
+    def stop_room_sharing(self) -> ErrorCode:
+        """GME: StopRoomSharing. ROOM_SHARING_STOP (24) follows (10008 in it when not sharing)."""
+        return room_sharing.stop(self._core)
+
+    @guarded(room=True)
+    def stop_send_custom_data(self) -> ErrorCode:
+        """GME: ITMGRoom::StopSendCustomData (nothing being sent is fine too)."""
+        self._core.engine.set_custom_data(None)
+        return ErrorCode.AV_OK
 
     @guarded(empty="")
     def get_quality_tips(self) -> str:

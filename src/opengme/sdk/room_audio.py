@@ -18,12 +18,20 @@ from urllib.parse import urlsplit
 
 from opengme.events import EventType, RoomType
 from opengme.protocol.signalling import media_key
-from opengme.sdk.media_session import MediaEvent, QualityReport, Speaking, Volumes
+from opengme.sdk.media_session import CustomData, MediaEvent, QualityReport, Speaking, Volumes
 from opengme.sdk.session import Event, RoomState, Session
 
 if TYPE_CHECKING:
     from opengme.sdk.core import SdkCore
     from opengme.sdk.media import MediaEngine
+
+
+def custom_data_event(event: CustomData, sender: str) -> dict[str, object]:
+    """CUSTOMDATA_UPDATE's payload: GME's ``sub_type`` 0, ``content`` (the data as UTF-8 text, as
+    GME's JSON carries it; undecodable bytes become U+FFFD) and ``senderid``; ``content_bytes`` is
+    OpenGME's addition, the data exactly as sent."""
+    return {"sub_type": 0, "content": event.data.decode("utf-8", "replace"), "senderid": sender,
+            "content_bytes": event.data}
 
 
 class RoomAudio:
@@ -106,6 +114,8 @@ class RoomAudio:
             elif isinstance(event, Volumes):
                 levels = {open_ids[t]: v for t, v in event.levels.items() if t in open_ids}
                 events.append((EventType.USER_VOLUMES, levels))
+            elif isinstance(event, CustomData) and event.tinyid in open_ids:
+                events.append((EventType.CUSTOMDATA_UPDATE, custom_data_event(event, open_ids[event.tinyid])))
 
     def _enter(self) -> None:
         """Mic and speaker are off after entry (GME); a device test ends."""

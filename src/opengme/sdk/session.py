@@ -218,6 +218,7 @@ class Pending:
     invite_id: str = ""
     open_id: str = ""
     room_type: int = 0
+    context: Any = None  # what a part that sent the request (``Session.request``) needs of its outcome
 
 
 class Session:
@@ -256,6 +257,10 @@ class Session:
         self._give_up_at = 0.0
         self._attempt = 0
         self._retry_at: float | None = None
+        # Parts of the SDK with messages of their own (room management): pushes by type, and refusals
+        # of their requests by the request's kind (SdkCore.start hands them over).
+        self.push_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.refusal_handlers: dict[str, Callable[[Pending, int, str], None]] = {}
 
     # --- outputs ---
 
@@ -413,6 +418,14 @@ class Session:
             return ErrorCode.AV_ERR_ROOM_NOT_EXIST  # no signalling connection to tell the server on
         self.invitations.pop(invite_id)
         self._request(Pending("refuse", invite_id=invite_id), signalling.invite_reply, invite_id, False)
+        return ErrorCode.AV_OK
+
+    def request(self, pending: Pending, build: Callable[..., dict[str, Any]], *args: Any) -> ErrorCode:
+        """A part's request in the room (its refusal goes to ``refusal_handlers[pending.kind]``)."""
+        refusal = self._room_refusal()
+        if refusal is not None:
+            return refusal
+        self._request(pending, build, *args)
         return ErrorCode.AV_OK
 
     def _room_refusal(self) -> ErrorCode | None:
@@ -601,6 +614,8 @@ class Session:
                 self._invitation_event(sub, message["invite_id"], message["open_id"])
             case "realtime_asr" if self.room is not None:
                 self._asr_event(**{k: message[k] for k in ("sub_type", "open_id", "sentence_id", "text", "final")})
+            case other if other in self.push_handlers and self.room is not None:
+                self.push_handlers[other](message)
             # `invite_sent` and the reply to a refusal need no event: the inviter learns through pushes.
 
     def _invitation_event(self, sub: InvitationSubEvent, invite_id: str, open_id: str, code: int = 0,
@@ -652,6 +667,8 @@ class Session:
                    "refuse": InvitationSubEvent.REFUSED}[kind]
             assert pending is not None
             self._invitation_event(sub, pending.invite_id, pending.open_id, code, detail)
+        elif pending is not None and kind in self.refusal_handlers:
+            self.refusal_handlers[kind](pending, code, detail)
         # an error with no request of ours to blame (a bug on either side) changes nothing
 
     def _on_entered(self, message: dict[str, Any]) -> None:

@@ -52,7 +52,7 @@ log = logging.getLogger("opengme.media")
 WS = "ws"  # the host part of a WebSocket-fallback address: ("ws", connection id)
 QUALITY_INTERVAL = 2.0
 SOCKET_BUFFER = 4 << 20  # bytes; bursts from many members at once fit in the kernel queue
-DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted", "challenge")
+DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted", "challenge", "custom")
 """The relay's own drop counters (``RelayCounters.dropped_<reason>``); the shell adds ``oversized``
 (a binary frame above MAX_DATAGRAM), ``ws_lagging`` (a fallback client's media outbox overflowed),
 ``ws_closed`` (for a fallback member whose socket is closing), ``send_error`` (an ICMP error of a UDP
@@ -199,6 +199,15 @@ class Media:
     def set_muted(self, member: Member, muted: bool) -> None:
         if member.tinyid in self._sessions:
             self.relay.set_muted(member.tinyid, muted)
+
+    def share(self, member: Member, partner: Member | None) -> None:
+        """Room sharing (issue 16): the relay links the two members' voices across their rooms."""
+        if member.tinyid not in self._sessions:
+            return
+        if partner is None:
+            self.relay.unlink(member.tinyid)
+        elif partner.tinyid in self._sessions:
+            self.relay.link(member.tinyid, partner.tinyid)
 
     def ws_datagram(self, conn: Connection, data: bytes) -> None:
         if len(data) > MAX_DATAGRAM:
