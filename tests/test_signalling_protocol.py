@@ -37,11 +37,12 @@ def test_every_request_builder_round_trips(message: dict) -> None:
 
 
 def test_type_sets_cover_the_doc() -> None:
-    assert {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply"} == p.REQUEST_TYPES
+    assert {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply",
+            "game_state", "audio_route"} == p.REQUEST_TYPES
     assert {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
-                            "quality"} == p.PUSH_TYPES
+                            "quality", "positions"} == p.PUSH_TYPES
     assert {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
-                             "invite_sent", "invite_reply_ok"} == p.REPLY_TYPES
+                             "invite_sent", "invite_reply_ok", "game_state_ok", "audio_route_ok"} == p.REPLY_TYPES
 
 
 def test_auth_buffer_is_base64_of_the_bytes_and_text_is_utf8() -> None:

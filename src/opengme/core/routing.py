@@ -166,6 +166,14 @@ class RoomRouting:
     def state(self, tinyid: int) -> HearingState | None:
         return self._states.get(tinyid)
 
+    def tinyids(self) -> list[int]:
+        """The members with a state."""
+        return list(self._states)
+
+    def voices(self, listener: int) -> frozenset[int]:
+        """The speakers a registered listener receives (at most ``max_voices``, nearest first)."""
+        return self._voices(listener) if listener in self._states else frozenset()
+
     def policy(self, speaker: int, listener: int) -> bool:
         """The relay's ``RoutePolicy``; members without a state (not yet registered) hear everyone."""
         voices = self._heard.get(listener)

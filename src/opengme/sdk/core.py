@@ -34,6 +34,7 @@ from opengme.errors import ErrorCode, GmeError
 from opengme.events import AudioRole, EventType
 from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.sdk.audio_settings import AudioSettings
+from opengme.sdk.game_voice import GameVoice
 from opengme.sdk.media import MediaEngine, impairment_from_env
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.room_audio import RoomAudio
@@ -112,6 +113,7 @@ class SdkCore:
         self._engine: MediaEngine | None = None
         self._queue: list[Event] = []  # events for the next poll, in the order they arose
         self._parts: list[Part] = []
+        self.game_voice = GameVoice(self)  # range/team voice, audio routes, 3D (opengme.sdk.game_voice)
 
     # --- guards ---
 

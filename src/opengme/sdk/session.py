@@ -242,6 +242,9 @@ class Session:
         self.room: RoomState | None = None
         self.stats = Stats()
         self.invitations: dict[str, str] = {}  # received invite_id -> inviter's room id
+        # Messages a part of the SDK handles itself (game voice): by request kind for replies and
+        # errors to its requests, by message type for pushes.
+        self.extensions: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._events: list[Event] = []
         self._commands: list[Command] = []
         self._conn = 0  # current connection number; 0 = none
@@ -395,6 +398,14 @@ class Session:
         self.invitations.pop(invite_id)
         self._request(Pending("refuse", invite_id=invite_id), signalling.invite_reply, invite_id, False)
         return ErrorCode.AV_OK
+
+    def request(self, kind: str, build: Callable[[int], dict[str, Any]]) -> bool:
+        """Send a request of an SDK part (``extensions`` gets its reply) on the room's connection;
+        False when there is no established room to send it in."""
+        if self.phase is not Phase.IN_ROOM:
+            return False
+        self._request(Pending(kind), build)
+        return True
 
     def _room_refusal(self) -> ErrorCode | None:
         """Why a call that needs an established room cannot run now (None = it can)."""
@@ -550,6 +561,10 @@ class Session:
         """One validated reply or push (``signalling.parse_server`` ran on the network thread)."""
         request_id = message.get("id")
         pending = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+        extension = self.extensions.get(pending.kind if pending is not None else message["type"])
+        if extension is not None:
+            extension(message)
+            return
         match message["type"]:
             case "error":
                 self._on_error(pending, message["code"], message["message"])
