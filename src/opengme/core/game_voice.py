@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from opengme.core.relay import RoutePolicy
 from opengme.core.rooms import Member, RoomEvent, RoomRegistry
-from opengme.core.routing import AudioRoute, HearingState, Position, RangeMode, RoomRouting
+from opengme.core.routing import AudioRoute, HearingState, Pair, Position, RangeMode, RoomRouting
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import RoomType
 from opengme.protocol.messages import BY_NAME, Json
@@ -34,6 +34,8 @@ class RouteSink(Protocol):
     def set_route_policy(self, app_id: str, room_id: str, policy: RoutePolicy | None) -> None: ...
 
     def update_routes(self, tinyids: Iterable[int]) -> None: ...
+
+    def set_routes(self, pairs: Iterable[Pair]) -> None: ...
 
     def listeners(self, tinyid: int) -> list[int]: ...
 
@@ -172,22 +174,24 @@ class GameVoice:
             sink.update_routes(tinyids)
 
     def _apply(self, member: Member, routing: RoomRouting, state: HearingState, *, moved: bool) -> None:
-        """Update the member's state, rebuild the routes that changed, push the positions 3D needs:
-        the latest one (a short move keeps the routes but still moves the voice)."""
+        """Update the member's state, change the routes pair by pair, push the positions 3D needs: the
+        latest one (a move shorter than the routing threshold keeps the routes but moves the voice)."""
         tinyid = member.tinyid
         if state.position is not None:
             self._positions[tinyid] = state.position
-        changed = routing.update(tinyid, state)
-        self._rebuild(changed)
+        pairs = routing.update_pairs(tinyid, state)
+        assert pairs is not None, "members are registered on entry"
         sink = self._sink()
         if sink is None:
             return
-        if state.position is not None and (moved or changed):
+        sink.set_routes(pairs)
+        reselected = {listener for _, listener, _ in pairs}  # listeners whose voices changed
+        if state.position is not None and moved:
             push = positions_push([(tinyid, state.team, state.position)])
             for listener in sink.listeners(tinyid):
-                if listener not in changed:
+                if listener not in reselected:
                     self._push(listener, push)
-        for listener in changed:
+        for listener in reselected:
             places = self._places(routing, routing.voices(listener))
             if places:
                 self._push(listener, positions_push(places))

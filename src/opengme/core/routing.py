@@ -23,6 +23,8 @@ MAX_ROUTE_IDS = 10
 """Server audio route lists hold at most this many openids (reference §4.6)."""
 
 Position = tuple[float, float, float]
+Pair = tuple[int, int, bool]
+"""A route change: (speaker tinyid, listener tinyid, whether the listener now receives the speaker)."""
 
 
 class RangeMode(IntEnum):
@@ -128,8 +130,10 @@ def _rules(speaker: HearingState, listener: HearingState) -> bool:
     if speaker.team == 0:
         return True  # TeamID 0 is host/broadcast: everyone hears it, whatever their mode
     if listener.team == 0:
-        # Entered with 0: hears TeamID-0 members only; switched to 0 later: also WORLD players in range.
-        return listener.entered_with_team and speaker.mode is RangeMode.WORLD and in_range(speaker, listener)
+        # Entered with 0: hears TeamID-0 members only; switched to 0 later: also WORLD players in range,
+        # while in WORLD mode itself (TEAM mode hears teammates only, and its teammates are TeamID 0).
+        return (listener.entered_with_team and speaker.mode is RangeMode.WORLD and listener.mode is RangeMode.WORLD
+                and in_range(speaker, listener))
     if speaker.team == listener.team:
         return True  # teammates always hear each other, whatever the distance or mode
     both_world = speaker.mode is RangeMode.WORLD and listener.mode is RangeMode.WORLD
@@ -186,37 +190,56 @@ class RoomRouting:
     def update(self, tinyid: int, state: HearingState) -> set[int]:
         """Set a member's state; returns the tinyids whose routes must be rebuilt (empty when nothing
         that matters changed, such as a move shorter than ``move_threshold``)."""
-        old = self._states.get(tinyid)
-        if old is not None:
-            if (old.position is not None and state.position is not None
-                    and math.dist(old.position, state.position) < self.move_threshold):
-                state = replace(state, position=old.position)  # too small a move: keep the decided one
-            if state == old:
-                return set()
-        return self._change(tinyid, state)
+        decided = self._decided(tinyid, state)
+        return set() if decided is None else self._change(tinyid, decided)[0]
+
+    def update_pairs(self, tinyid: int, state: HearingState) -> list[Pair] | None:
+        """As ``update``, but answers the route changes themselves, ``(speaker, listener, hears)``, for
+        ``Relay.set_routes``: a move costs the pairs that changed, not a rebuild. None when the member
+        had no state yet (it heard and was heard by everyone): rebuild what ``update`` names then."""
+        if tinyid not in self._states:
+            return None
+        decided = self._decided(tinyid, state)
+        return [] if decided is None else self._change(tinyid, decided)[1]
 
     def remove(self, tinyid: int) -> set[int]:
         """Forget a member (after it left); returns the remaining tinyids whose routes must be rebuilt."""
         if tinyid not in self._states:
             return set()
-        return self._change(tinyid, None) - {tinyid}
+        return self._change(tinyid, None)[0] - {tinyid}
 
-    def _change(self, tinyid: int, state: HearingState | None) -> set[int]:
+    def _decided(self, tinyid: int, state: HearingState) -> HearingState | None:
+        """The state to decide on (a move shorter than the threshold keeps the decided position), or
+        None when that is the state already decided."""
+        old = self._states.get(tinyid)
+        if old is None:
+            return state
+        if (old.position is not None and state.position is not None
+                and math.dist(old.position, state.position) < self.move_threshold):
+            state = replace(state, position=old.position)  # too small a move: keep the decided one
+        return None if state == old else state
+
+    def _change(self, tinyid: int, state: HearingState | None) -> tuple[set[int], list[Pair]]:
         """Apply one member's change incrementally: its own audible list from scratch, its entry in
         every other listener's list. Another listener's capped selection changes other than by this
         member only when this member crossed the cap (entered or left its nearest ``max_voices``) while
-        enough others were audible; ``update_routes(tinyid)`` covers the pairs with this member."""
+        enough others were audible. Returns the tinyids whose routes changed (this member's always)
+        and the pairs that changed."""
         changed = {tinyid}
+        cap = self.max_voices
+        before = self._voices(tinyid) if tinyid in self._audible else frozenset()
         self._heard.pop(tinyid, None)
         if state is None:
             del self._states[tinyid], self._audible[tinyid], self._distances[tinyid]
+            pairs: list[Pair] = []
         else:
             self._states[tinyid] = state
             found = {sid: distance(s.position, state.position) for sid, s in self._states.items()
                      if sid != tinyid and hears(s, state)}
             self._distances[tinyid] = found
             self._audible[tinyid] = sorted((d, sid) for sid, d in found.items())
-        cap = self.max_voices
+            after = self._voices(tinyid)
+            pairs = [(sid, tinyid, sid in after) for sid in before ^ after]
         for lid, audible in self._audible.items():
             if lid == tinyid:
                 continue
@@ -236,9 +259,11 @@ class RoomRouting:
                 found[tinyid] = entry[0]
             if was_in != now_in:
                 self._heard.pop(lid, None)
+                pairs.append((tinyid, lid, now_in))
                 if len(audible) - (tinyid in found) >= cap:
                     changed.add(lid)  # the cap-th nearest other speaker was pushed out or pulled in
-        return changed
+                    pairs.append((audible[cap][1], lid, False) if now_in else (audible[cap - 1][1], lid, True))
+        return changed, pairs
 
     def _voices(self, listener: int) -> frozenset[int]:
         voices = self._heard.get(listener)

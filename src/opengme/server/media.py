@@ -211,6 +211,9 @@ class Media:
             if tinyid in self._sessions:
                 self.relay.update_routes(tinyid)
 
+    def set_routes(self, pairs: Iterable[tuple[int, int, bool]]) -> None:
+        self.relay.set_routes(pairs)
+
     def listeners(self, tinyid: int) -> list[int]:
         return self.relay.listeners(tinyid) if tinyid in self._sessions else []
 
