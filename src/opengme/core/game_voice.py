@@ -86,6 +86,17 @@ class GameVoice:
         """The room's hearing states (None: the room never used game voice)."""
         return self._rooms.get((app_id, room_id))
 
+    def describe(self, member: Member) -> Json:
+        """The member's game-voice state for the admin API (empty when its room never used game voice):
+        team, mode (0 WORLD, 1 TEAM), range and its latest position (null until it sent one)."""
+        routing = self._rooms.get((member.app_id, member.room_id))
+        state = routing.state(member.tinyid) if routing is not None else None
+        if state is None:
+            return {}
+        position = self._positions.get(member.tinyid)
+        return {"team": state.team, "mode": int(state.mode), "range": state.recv_range,
+                "position": list(position) if position is not None else None}
+
     # --- requests ---
 
     def game_state(self, member: Member, msg: Json) -> None:
