@@ -92,6 +92,7 @@ def settle(made: list[SdkClient], expected: Matrix, timeout: float = 6.0) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.public_surface
 def test_four_players_follow_the_truth_table_through_the_media_path(
         server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
     made, _ = players(server, clients, tmp_path, {"10001": 1, "10002": 1, "10003": 2, "10004": 3})
@@ -142,6 +143,7 @@ def test_four_players_follow_the_truth_table_through_the_media_path(
 
 
 @pytest.mark.slow
+@pytest.mark.public_surface
 def test_range_voice_needs_a_fluency_room_and_routes_reset_on_exit(
         server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
     (a,), _ = players(server, clients, tmp_path, {"10001": 0}, RoomType.STANDARD)
