@@ -10,6 +10,7 @@ the speaker's side louder).
 from __future__ import annotations
 
 import time
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def test_3d_voice_puts_a_speaker_on_the_right_into_the_right_ear(
     assert ctrl.clear_spatializer_blacklist() == ErrorCode.AV_OK
     assert ctrl.add_spatializer_blacklist("") == ErrorCode.AV_ERR_INVALID_ARGUMENT
 
+
+
+def game_states(server: ThreadServer) -> float:
+    """``game_state`` requests the server has received (its /metrics)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith('opengme_signal_messages_total{type="game_state"}'):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_positions_go_out_at_a_bounded_rate_and_only_on_change(server: ThreadServer, clients: ClientMaker) -> None:
+    a = clients(server.url, server.app, "10001", portaudio=False)
+    assert a.ctx.enter_room("arena", RoomType.FLUENCY, server.auth("arena", "10001")) == ErrorCode.AV_OK
+    wait_for([a], a.ctx.is_room_entered)
+    room = a.ctx.get_room()
+    before = game_states(server)
+    start = time.monotonic()
+    frame = 0
+    while time.monotonic() - start < 1.0:  # a game at 200 frames a second, moving every frame
+        frame += 1
+        assert room.update_self_position((frame * 0.01, 0.0, 0.0), FORWARD, RIGHT, UP) == ErrorCode.AV_OK
+        a.ctx.poll()
+        time.sleep(0.005)
+    wait_for([a], lambda: game_states(server) > before)
+    moving = game_states(server) - before
+    assert 5 <= moving <= 12, moving  # at most GAME_STATE_RATE (10) a second, not one per frame
+    for _ in range(60):  # standing still: nothing more goes out
+        assert room.update_self_position((frame * 0.01, 0.0, 0.0), FORWARD, RIGHT, UP) == ErrorCode.AV_OK
+        a.ctx.poll()
+        time.sleep(0.005)
+    time.sleep(0.3)
+    a.ctx.poll()
+    assert game_states(server) - before <= moving + 1  # the last move's turn may still have come
