@@ -150,6 +150,13 @@ def test_range_voice_needs_a_fluency_room_and_routes_reset_on_exit(
     (a,), _ = players(server, clients, tmp_path, {"10001": 0}, RoomType.STANDARD)
     room = a.ctx.get_room()
     assert room.update_audio_recv_range(100) == ErrorCode.AV_ERR_INVALID_ARGUMENT  # GME: FLUENCY only
+    for bad in (-1, 2**32, "1", True, 1.5):
+        assert a.ctx.set_range_audio_team_id(bad) == ErrorCode.AV_ERR_INVALID_ARGUMENT, bad
+    assert room.set_range_audio_mode(2) == ErrorCode.AV_ERR_INVALID_ARGUMENT
+    for bad_position in ((1, 2), (0, float("nan"), 0), "abc", None):
+        assert room.update_self_position(bad_position, FORWARD, RIGHT, UP) == ErrorCode.AV_ERR_INVALID_ARGUMENT
+    assert room.update_self_position((0, 0, 0), FORWARD, (1, 2), UP) == ErrorCode.AV_ERR_INVALID_ARGUMENT
+    assert room.update_self_position((1, 2, 3), FORWARD, RIGHT, UP) == ErrorCode.AV_OK  # positions: any room
     assert a.ctx.set_range_audio_team_id(7) == ErrorCode.AV_OK
     wait_for([a], lambda: bool(a.events.of(EventType.CHANGE_TEAM_ID)))
     assert a.events.of(EventType.CHANGE_TEAM_ID)[-1]["result"] == ErrorCode.AV_ERR_INVALID_ARGUMENT

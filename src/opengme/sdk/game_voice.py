@@ -71,7 +71,9 @@ class GameVoice:
         self._room: RoomState | None = None  # the entry the server has our state for
         self._sent: dict[str, Any] = {}  # what the server was told in this entry
         self._next_send = -math.inf
-        self._team_asked = False  # a team change made in the room waits for its reply
+        self._team_asked = False  # a team change made in the room waits to be sent
+        self._entry_team = 0
+        self._states: deque[bool] = deque()  # sent game_states, unanswered: whether each asks a team change
         self._routes: deque[AudioRoute] = deque()  # sent, unanswered
         core.attach(self)
 
@@ -164,7 +166,9 @@ class GameVoice:
         if room is not self._room and (room is None or session.phase is Phase.IN_ROOM):
             same_room = room is not None and self._room is not None and room.room_id == self._room.room_id
             self._room, self._sent, self._next_send = room, {}, -math.inf
+            self._entry_team = self.team  # the team at EnterRoom (GME's TeamID-0 rule)
             self._team_asked = False
+            self._states.clear()
             self.spatial.update(others={})
             if room is None:  # left: GME keeps team and mode only
                 self.recv_range = self.position = None
@@ -181,6 +185,7 @@ class GameVoice:
     def close(self) -> None:
         self._room, self._sent = None, {}
         self._routes.clear()
+        self._states.clear()
 
     # --- state to the server ---
 
@@ -199,25 +204,29 @@ class GameVoice:
             return
         wanted = self._wanted()
         entry = not self._sent
-        if entry and wanted == {"team": 0, "mode": 0}:
+        if entry and wanted == {"team": 0, "mode": 0} and self._entry_team == 0:
             return  # GME's defaults: the server assumes them
         changed = {k: v for k, v in wanted.items() if self._sent.get(k) != v}
         now = self._core.now()
         if not changed or now < self._next_send:
             return
-        fields = wanted if entry else changed
+        # The first state of an entry carries the team the member entered with; a change made since
+        # then follows in the next one.
+        fields = {**wanted, "team": self._entry_team} if entry else changed
         if session.request("game_state", lambda id: game_state(
                 id, team=fields.get("team"), mode=fields.get("mode"), recv_range=fields.get("range"),
                 position=fields.get("position"), entry=True if entry else None)):
             self._sent.update(fields)
             self._next_send = now + 1 / GAME_STATE_RATE
+            # An entry's first state carries the entry team: the change made since then follows.
+            self._states.append(self._team_asked and not entry and "team" in fields)
+            self._team_asked = self._team_asked and entry
 
     # --- replies and pushes (inside poll) ---
 
     def _on_state_reply(self, message: dict[str, Any]) -> None:
-        if not self._team_asked:
-            return
-        self._team_asked = False
+        if not (self._states and self._states.popleft()):
+            return  # not the answer to a team change
         if message["type"] == "error":
             self._core.emit(EventType.CHANGE_TEAM_ID, {**outcome(message["code"], message["message"]),
                                                        "team_id": self.team})
