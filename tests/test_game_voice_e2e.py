@@ -238,3 +238,19 @@ def test_positions_go_out_at_a_bounded_rate_and_only_on_change(server: ThreadSer
     time.sleep(0.3)
     a.ctx.poll()
     assert game_states(server) - before <= moving + 1  # the last move's turn may still have come
+
+
+@pytest.mark.slow
+def test_team_id_zero_follows_how_the_member_entered(server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
+    """GME's TeamID-0 rule: everyone hears TeamID 0; a member that entered with 0 hears only TeamID 0,
+    one that entered with a team and switched to 0 also hears WORLD players within its range."""
+    made, _ = players(server, clients, tmp_path, {"10001": 1, "10002": 0, "10003": 5})
+    a, host, c = made
+    place(a, 0, 0, 100)
+    place(host, 1000, 0, 100)  # far from everyone: TeamID 0 is heard anyway
+    place(c, 1010, 0, 100)
+    settle(made, {"10001": {"10002"}, "10002": set(), "10003": {"10002"}})
+    assert c.ctx.set_range_audio_team_id(0) == ErrorCode.AV_OK  # entered with 5, now 0: hears WORLD players in range
+    settle(made, {"10001": {"10002", "10003"}, "10002": {"10003"}, "10003": {"10002"}})
+    place(a, 1005, 0, 100)  # A walks up to them: C hears A now, the host (entered with 0) still does not
+    settle(made, {"10001": {"10002", "10003"}, "10002": {"10003"}, "10003": {"10001", "10002"}})
