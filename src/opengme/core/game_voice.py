@@ -147,7 +147,8 @@ class GameVoice:
             if event.kind == "enter":
                 self._register(routing, member)
                 continue
-            if self._members.get(member.tinyid) is not member:
+            registered = self._members.get(member.tinyid)
+            if registered is None or (registered.app_id, registered.room_id) != key:
                 continue
             del self._members[member.tinyid]
             self._positions.pop(member.tinyid, None)
