@@ -72,6 +72,11 @@ def run(seconds: float, threshold: float | None, pairs_mode: bool = True) -> tup
         forwarded = rebuilds = 0
         every = PACKETS_PER_SECOND // UPDATES_PER_SECOND
         in_routes = 0.0
+        if threshold is not None:  # the members entered and stood somewhere before the measured time
+            for t, position in enumerate(moves[0], start=1):
+                for changed in routing.update(t, HearingState(f"p{t}", 1 + t % TEAMS, RangeMode.WORLD, RANGE,
+                                                              position, True)):
+                    update_routes(changed)
         start = time.perf_counter()
         for s, batch in enumerate(packets):
             if threshold is not None and s % every == 0:

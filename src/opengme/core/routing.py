@@ -121,30 +121,33 @@ def distance(a: Position | None, b: Position | None) -> float:
 
 def in_range(speaker: HearingState, listener: HearingState) -> bool:
     """Range is judged per listener, with the listener's range (reference §5.2)."""
-    a, b = speaker.position, listener.position
-    return a is not None and b is not None and math.dist(a, b) <= listener.recv_range
+    return distance(speaker.position, listener.position) <= listener.recv_range
 
 
-def _rules(speaker: HearingState, listener: HearingState) -> bool:
-    """The truth table of reference §5.2, without the server audio routes."""
+def _rules(speaker: HearingState, listener: HearingState, apart: float) -> bool:
+    """The truth table of reference §5.2, without the server audio routes; ``apart`` is their distance."""
     if speaker.team == 0:
         return True  # TeamID 0 is host/broadcast: everyone hears it, whatever their mode
     if listener.team == 0:
         # Entered with 0: hears TeamID-0 members only; switched to 0 later: also WORLD players in range,
         # while in WORLD mode itself (TEAM mode hears teammates only, and its teammates are TeamID 0).
         return (listener.entered_with_team and speaker.mode is RangeMode.WORLD and listener.mode is RangeMode.WORLD
-                and in_range(speaker, listener))
+                and apart <= listener.recv_range)
     if speaker.team == listener.team:
         return True  # teammates always hear each other, whatever the distance or mode
-    both_world = speaker.mode is RangeMode.WORLD and listener.mode is RangeMode.WORLD
-    return both_world and in_range(speaker, listener)
+    return speaker.mode is RangeMode.WORLD and listener.mode is RangeMode.WORLD and apart <= listener.recv_range
+
+
+def _hears_at(speaker: HearingState, listener: HearingState, apart: float) -> bool:
+    """``hears`` with the distance already known (the incremental updates compute it once per pair)."""
+    return (_rules(speaker, listener, apart) and speaker.route.sends_to(listener.openid)
+            and listener.route.receives_from(speaker.openid))
 
 
 def hears(speaker: HearingState, listener: HearingState) -> bool:
     """GME's truth table (reference §5.2) combined with both members' server audio routes (§4.6):
     a route can only take a voice away."""
-    return (_rules(speaker, listener) and speaker.route.sends_to(listener.openid)
-            and listener.route.receives_from(speaker.openid))
+    return _hears_at(speaker, listener, distance(speaker.position, listener.position))
 
 
 class RoomRouting:
@@ -234,8 +237,11 @@ class RoomRouting:
             pairs: list[Pair] = []
         else:
             self._states[tinyid] = state
-            found = {sid: distance(s.position, state.position) for sid, s in self._states.items()
-                     if sid != tinyid and hears(s, state)}
+            here, found = state.position, {}
+            for sid, other in self._states.items():
+                apart = distance(other.position, here)
+                if sid != tinyid and _hears_at(other, state, apart):
+                    found[sid] = apart
             self._distances[tinyid] = found
             self._audible[tinyid] = sorted((d, sid) for sid, d in found.items())
             after = self._voices(tinyid)
@@ -251,8 +257,9 @@ class RoomRouting:
                 was_in = at < cap
                 del audible[at]
             listener = self._states[lid]
-            if state is not None and hears(state, listener):
-                entry = (distance(state.position, listener.position), tinyid)
+            apart = distance(state.position, listener.position) if state is not None else math.inf
+            if state is not None and _hears_at(state, listener, apart):
+                entry = (apart, tinyid)
                 at = bisect.bisect_left(audible, entry)
                 now_in = at < cap
                 audible.insert(at, entry)
