@@ -122,7 +122,8 @@ class GameVoice:
         if msg.get("entry"):
             state = replace(state, route=AudioRoute())
         self._send(member.conn, game_state_ok(msg["id"], state.team))
-        self._apply(member, routing, state, moved=state.position != old.position)
+        # A new team also goes out with the position: a listener's 3D treats teammates apart.
+        self._apply(member, routing, state, moved=state.position != old.position or state.team != old.team)
 
     def audio_route(self, member: Member, msg: Json) -> None:
         """Apply an ``audio_route`` request and reply (1004 bad lists, 1001 the same route again)."""

@@ -148,11 +148,15 @@ class GameVoice:
         return ErrorCode.AV_OK
 
     def _sync_plain(self) -> None:
+        """The 3D blacklist by tinyid, and the positions of members still in the room only."""
         room = self._core.room()
         tinyids = room.tinyids if room is not None else {}
         plain = frozenset(tinyids[o] for o in self.blacklist if o in tinyids)
         if plain != self.spatial.scene.plain:
             self.spatial.update(plain=plain)
+        others = self.spatial.scene.others
+        if room is not None and not room.open_ids.keys() >= others.keys():
+            self.spatial.update(others={t: v for t, v in others.items() if t in room.open_ids})
 
     # --- Part: poll and uninit ---
 
