@@ -264,9 +264,13 @@ class BinauralRenderer:
         if new is not None:
             filters[moved] = new
         spectrum = np.fft.rfft(x, n=self.nfft, axis=-1)[:, None, :]
-        wet = np.fft.irfft(spectrum * filters, n=self.nfft, axis=-1).astype(np.float32)
-        if fading.any():
-            before = np.fft.irfft(spectrum[fading] * faded_from, n=self.nfft, axis=-1)
+        faded = int(fading.sum())
+        products = spectrum * filters
+        if faded:  # the old filters' outputs in the same inverse FFT call
+            products = np.concatenate([products, spectrum[fading] * faded_from])
+        wet = np.fft.irfft(products, n=self.nfft, axis=-1)
+        if faded:
+            before, wet = wet[n:], wet[:n]
             ramp = self._ramp
             wet[fading, :, : self.frame] = before[..., : self.frame] * (1 - ramp) + wet[fading, :, : self.frame] * ramp
         self._tails[slots] = wet[:, :, self.frame : self.frame + self.tail]
