@@ -268,7 +268,7 @@ class BinauralRenderer:
         products = spectrum * filters
         if faded:  # the old filters' outputs in the same inverse FFT call
             products = np.concatenate([products, spectrum[fading] * faded_from])
-        wet = np.fft.irfft(products, n=self.nfft, axis=-1)
+        wet = np.fft.irfft(products, n=self.nfft, axis=-1).astype(np.float32, copy=False)  # float32 already
         if faded:
             before, wet = wet[n:], wet[:n]
             ramp = self._ramp
