@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ from opengme.sdk.spatializer import DEFAULT_AXES, Spatial3D
 
 if TYPE_CHECKING:
     from opengme.sdk.core import SdkCore
+
+log = logging.getLogger("opengme.sdk")
 
 ROUTE_SUB_TYPE = 0
 """``sub_type`` of SERVER_AUDIO_ROUTE_EVENT: GME does not document its values; OpenGME sends 0 ("set")."""
@@ -121,13 +124,16 @@ class GameVoice:
         return ErrorCode.AV_OK
 
     def set_route(self, send_type: object, send_list: object, recv_type: object, recv_list: object) -> ErrorCode:
-        """Validated at once (1004 with the reason logged); the outcome comes as event 1091."""
+        """Validated at once (1004, the reason logged; 1201 without an established room); the outcome
+        comes as event 1091."""
         if not (isinstance(send_list, (list, tuple)) and isinstance(recv_list, (list, tuple))
                 and is_int(send_type, 1, 4) and is_int(recv_type, 1, 4)):
+            log.info("set_server_audio_route: types must be 1-4 and the lists lists of openids")
             return ErrorCode.AV_ERR_INVALID_ARGUMENT
         try:
             route = AudioRoute.of(send_type, send_list, recv_type, recv_list)  # type: ignore[arg-type]
         except GmeError as exc:
+            log.info("set_server_audio_route: %s", exc.detail)
             return ErrorCode(exc.code)
         session = self._core.session
         assert session is not None
