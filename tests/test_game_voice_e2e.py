@@ -147,7 +147,10 @@ def test_four_players_follow_the_truth_table_through_the_media_path(
 @pytest.mark.public_surface
 def test_range_voice_needs_a_fluency_room_and_routes_reset_on_exit(
         server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
-    (a,), _ = players(server, clients, tmp_path, {"10001": 0}, RoomType.STANDARD)
+    (a, b), _ = players(server, clients, tmp_path, {"10001": 0, "10002": 4}, RoomType.STANDARD)
+    wait_for([b], lambda: bool(b.events.of(EventType.CHANGE_TEAM_ID)))  # entered a STANDARD room with a team
+    assert b.events.of(EventType.CHANGE_TEAM_ID)[-1]["result"] == ErrorCode.AV_ERR_INVALID_ARGUMENT
+    assert "FLUENCY" in b.events.of(EventType.CHANGE_TEAM_ID)[-1]["error_info"]
     room = a.ctx.get_room()
     assert room.update_audio_recv_range(100) == ErrorCode.AV_ERR_INVALID_ARGUMENT  # GME: FLUENCY only
     for bad in (-1, 2**32, "1", True, 1.5):

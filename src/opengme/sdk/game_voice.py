@@ -13,7 +13,8 @@
   rule); nothing when everything is at GME's defaults.
 - Team and mode survive leaving the room (GME); range, position and the server audio route do not.
 - Events: CHANGE_TEAM_ID (1095) when the server applied (or refused) a team change made in a room,
-  ``{result, error_info, team_id}``; SERVER_AUDIO_ROUTE_EVENT (1091) ``{result, sub_type,
+  ``{result, error_info, team_id}``, and when it refused the team a member entered with (1004: a
+  non-zero team outside a FLUENCY room); SERVER_AUDIO_ROUTE_EVENT (1091) ``{result, sub_type,
   error_info}`` for each ``set_server_audio_route`` (1001 when the route was already set).
 - 3D: the server pushes the positions of the voices this member receives; they feed the
   ``Spatial3D`` scene the downlink's voice stage renders.
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from opengme.sdk.core import SdkCore
 
 log = logging.getLogger("opengme.sdk")
+TEAM_CHANGE, ENTRY_TEAM = "change", "entry"  # what a sent game_state asks of the team (None: nothing)
 
 ROUTE_SUB_TYPE = 0
 """``sub_type`` of SERVER_AUDIO_ROUTE_EVENT: GME does not document its values; OpenGME sends 0 ("set")."""
@@ -76,7 +78,7 @@ class GameVoice:
         self._next_send = -math.inf
         self._team_asked = False  # a team change made in the room waits to be sent
         self._entry_team = 0
-        self._states: deque[bool] = deque()  # sent game_states, unanswered: whether each asks a team change
+        self._states: deque[str | None] = deque()  # sent game_states, unanswered: what each asks of the team
         self._routes: deque[AudioRoute] = deque()  # sent, unanswered
         core.attach(self)
 
@@ -228,15 +230,20 @@ class GameVoice:
                 position=fields.get("position"), entry=True if entry else None)):
             self._sent.update(fields)
             self._next_send = now + 1 / GAME_STATE_RATE
-            # An entry's first state carries the entry team: the change made since then follows.
-            self._states.append(self._team_asked and not entry and "team" in fields)
-            self._team_asked = self._team_asked and entry
+            # An entry's first state carries the entry team (only a refusal of it is reported: a
+            # non-zero team outside a FLUENCY room); the change made since then follows.
+            if entry:
+                self._states.append(ENTRY_TEAM if fields["team"] else None)
+            else:
+                self._states.append(TEAM_CHANGE if self._team_asked and "team" in fields else None)
+                self._team_asked = False
 
     # --- replies and pushes (inside poll) ---
 
     def _on_state_reply(self, message: dict[str, Any]) -> None:
-        if not (self._states and self._states.popleft()):
-            return  # not the answer to a team change
+        asked = self._states.popleft() if self._states else None
+        if asked is None or (asked == ENTRY_TEAM and message["type"] != "error"):
+            return  # not about a team change, or an entry team the server took
         if message["type"] == "error":
             self._core.emit(EventType.CHANGE_TEAM_ID, {**outcome(message["code"], message["message"]),
                                                        "team_id": self.team})
