@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
-import h5py  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
@@ -89,6 +88,8 @@ def _text(value: object) -> str:
 
 
 def _read(path: Path) -> Hrtf:
+    import h5py  # type: ignore[import-untyped]  # only when an HRTF is loaded: the SDK imports this module
+
     with h5py.File(path, "r") as f:
         convention = _text(f.attrs.get("SOFAConventions", ""))
         if convention != "SimpleFreeFieldHRIR":
