@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+import numpy as np
+
 from opengme.errors import ErrorCode, GmeError
 
 MAX_VOICES = 20
@@ -150,6 +152,100 @@ def hears(speaker: HearingState, listener: HearingState) -> bool:
     return _hears_at(speaker, listener, distance(speaker.position, listener.position))
 
 
+class _Table:
+    """The hearing states of a room as NumPy arrays (one row per member), so that one member's change
+    is decided against every other member in a few vector operations; ``hears`` stays the reference
+    (the arrays implement the same rules, and the routes, rare, are checked pair by pair)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, int] = {}  # tinyid -> row
+        self._free: list[int] = []
+        self._ids = np.zeros(0, np.int64)
+        self._pos = np.zeros((0, 3))  # NaN: no position
+        self._team = np.zeros(0, np.int64)
+        self._world = np.zeros(0, bool)
+        self._range = np.zeros(0)
+        self._entered = np.zeros(0, bool)
+        self._routed = np.zeros(0, bool)  # a server audio route other than the default
+        self._alive = np.zeros(0, bool)
+
+    def remove(self, tinyid: int) -> None:
+        row = self._rows.pop(tinyid)
+        self._alive[row] = False
+        self._free.append(row)
+
+    def _row(self, tinyid: int) -> int:
+        row = self._rows.get(tinyid)
+        if row is None:
+            if not self._free:
+                size = len(self._ids)
+                grow = max(8, size)
+                self._free.extend(range(size + grow - 1, size - 1, -1))
+                self._ids = np.concatenate([self._ids, np.zeros(grow, np.int64)])
+                self._pos = np.concatenate([self._pos, np.full((grow, 3), np.nan)])
+                self._team = np.concatenate([self._team, np.zeros(grow, np.int64)])
+                self._world = np.concatenate([self._world, np.zeros(grow, bool)])
+                self._range = np.concatenate([self._range, np.zeros(grow)])
+                self._entered = np.concatenate([self._entered, np.zeros(grow, bool)])
+                self._routed = np.concatenate([self._routed, np.zeros(grow, bool)])
+                self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
+            row = self._rows[tinyid] = self._free.pop()
+        return row
+
+    def decide(self, tinyid: int, state: HearingState,
+               states: dict[int, HearingState]) -> tuple[dict[int, float], dict[int, float]]:
+        """Store ``state``; answer whom it hears and who hears it, each ``{tinyid: distance}``."""
+        row = self._row(tinyid)
+        self._ids[row] = tinyid
+        self._pos[row] = state.position if state.position is not None else np.nan
+        self._team[row] = state.team
+        self._world[row] = state.mode is RangeMode.WORLD
+        self._range[row] = state.recv_range
+        self._entered[row] = state.entered_with_team
+        self._routed[row] = state.route != _DEFAULT_ROUTE
+        self._alive[row] = True
+        others = self._alive.copy()
+        others[row] = False
+        if state.position is None:
+            apart = np.full(len(others), np.inf)
+        else:
+            apart = np.sqrt(np.square(self._pos - self._pos[row]).sum(axis=1))
+            apart[np.isnan(apart)] = np.inf
+        team, world, in_reach = self._team, self._world, apart <= self._range
+        me_world = world[row]
+        # Speakers -> this listener (reference §5.2, as _rules with the listener fixed).
+        if state.team == 0:
+            hears_them = (team == 0) | (self._entered[row] & me_world & world & (apart <= state.recv_range))
+        else:
+            hears_them = (team == 0) | (team == state.team) | (world & me_world & (apart <= state.recv_range))
+        # This speaker -> listeners.
+        if state.team == 0:
+            heard = np.ones(len(others), bool)
+        else:
+            heard = np.where(team == 0, self._entered & me_world & world & in_reach,
+                             (team == state.team) | (me_world & world & in_reach))
+        hears_them &= others
+        heard &= others
+        found, heard_by = {}, {}
+        check_all = bool(self._routed[row])
+        for index in np.flatnonzero(hears_them):
+            sid = int(self._ids[index])
+            if (not check_all and not self._routed[index]) or _routes_allow(states[sid], state):
+                found[sid] = float(apart[index])
+        for index in np.flatnonzero(heard):
+            lid = int(self._ids[index])
+            if (not check_all and not self._routed[index]) or _routes_allow(state, states[lid]):
+                heard_by[lid] = float(apart[index])
+        return found, heard_by
+
+
+def _routes_allow(speaker: HearingState, listener: HearingState) -> bool:
+    return speaker.route.sends_to(listener.openid) and listener.route.receives_from(speaker.openid)
+
+
+_DEFAULT_ROUTE = AudioRoute()
+
+
 class RoomRouting:
     """The hearing states of one room's members by tinyid, and the relay's ``RoutePolicy`` for it.
 
@@ -169,6 +265,8 @@ class RoomRouting:
         self._audible: dict[int, list[tuple[float, int]]] = {}  # listener -> (distance, speaker), sorted
         self._distances: dict[int, dict[int, float]] = {}  # listener -> {audible speaker: its entry's distance}
         self._heard: dict[int, frozenset[int]] = {}  # listener -> the speakers it receives (cache)
+        self._hearers: dict[int, set[int]] = {}  # speaker -> the listeners whose audible list holds it
+        self._table = _Table()  # the states as arrays: one member's change is decided for all pairs at once
 
     def state(self, tinyid: int) -> HearingState | None:
         return self._states.get(tinyid)
@@ -223,47 +321,52 @@ class RoomRouting:
         return None if state == old else state
 
     def _change(self, tinyid: int, state: HearingState | None) -> tuple[set[int], list[Pair]]:
-        """Apply one member's change incrementally: its own audible list from scratch, its entry in
-        every other listener's list. Another listener's capped selection changes other than by this
-        member only when this member crossed the cap (entered or left its nearest ``max_voices``) while
-        enough others were audible. Returns the tinyids whose routes changed (this member's always)
-        and the pairs that changed."""
+        """Apply one member's change incrementally: its own audible list from scratch, its entry in the
+        lists of the listeners that heard it or hear it now (the rules decided for all pairs at once on
+        ``_Table``'s arrays). Another listener's capped selection changes other than by this member
+        only when this member crossed the cap (entered or left its nearest ``max_voices``) while enough
+        others were audible. Returns the tinyids whose routes changed (this member's always) and the
+        pairs that changed."""
         changed = {tinyid}
         cap = self.max_voices
         before = self._voices(tinyid) if tinyid in self._audible else frozenset()
         self._heard.pop(tinyid, None)
+        heard_by: dict[int, float] = {}  # listener -> distance, for the listeners that hear it now
+        for speaker in self._distances.get(tinyid, {}):  # it no longer listens as it did
+            self._hearers[speaker].discard(tinyid)
         if state is None:
             del self._states[tinyid], self._audible[tinyid], self._distances[tinyid]
+            self._table.remove(tinyid)
             pairs: list[Pair] = []
         else:
             self._states[tinyid] = state
-            here, found = state.position, {}
-            for sid, other in self._states.items():
-                apart = distance(other.position, here)
-                if sid != tinyid and _hears_at(other, state, apart):
-                    found[sid] = apart
+            found, heard_by = self._table.decide(tinyid, state, self._states)
+            for speaker in found:
+                self._hearers.setdefault(speaker, set()).add(tinyid)
             self._distances[tinyid] = found
             self._audible[tinyid] = sorted((d, sid) for sid, d in found.items())
             after = self._voices(tinyid)
             pairs = [(sid, tinyid, sid in after) for sid in before ^ after]
-        for lid, audible in self._audible.items():
+        hearers = self._hearers.pop(tinyid, set())
+        if state is not None:
+            self._hearers[tinyid] = set(heard_by)
+        for lid in hearers | heard_by.keys():
             if lid == tinyid:
                 continue
-            found = self._distances[lid]
+            audible, found = self._audible[lid], self._distances[lid]
             was_in = now_in = False
             old = found.pop(tinyid, None)
             if old is not None:
                 at = bisect.bisect_left(audible, (old, tinyid))
                 was_in = at < cap
                 del audible[at]
-            listener = self._states[lid]
-            apart = distance(state.position, listener.position) if state is not None else math.inf
-            if state is not None and _hears_at(state, listener, apart):
+            apart = heard_by.get(lid)
+            if apart is not None:
                 entry = (apart, tinyid)
                 at = bisect.bisect_left(audible, entry)
                 now_in = at < cap
                 audible.insert(at, entry)
-                found[tinyid] = entry[0]
+                found[tinyid] = apart
             if was_in != now_in:
                 self._heard.pop(lid, None)
                 pairs.append((tinyid, lid, now_in))
