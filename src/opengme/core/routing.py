@@ -4,8 +4,11 @@
 (§4.6), pair by pair. ``RoomRouting`` holds the members' states of one room, adds the per-listener cap
 (at most ``MAX_VOICES`` voices, nearest first) and serves as the relay's per-room ``RoutePolicy``:
 ``update`` answers whose routes must be rebuilt (``Relay.update_routes``) after a member's state
-changed, and nothing when a member only moved less than ``move_threshold`` since its routes were last
-decided, so a game calling ``UpdateSelfPosition`` every frame does not rebuild routes every frame.
+changed, ``update_pairs`` the route changes themselves (``Relay.set_routes``: what the server uses for
+every change after a member's first), and both answer nothing when a member only moved less than
+``move_threshold`` since its routes were last decided, so a game calling ``UpdateSelfPosition`` every
+frame does not re-decide routes every frame. One member's change is decided against the whole room
+on NumPy arrays (``_Table``, the same rules as ``hears``; a test checks them against each other).
 """
 from __future__ import annotations
 
