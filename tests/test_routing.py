@@ -16,6 +16,7 @@ from opengme.core.routing import (
     RecvType,
     RoomRouting,
     SendType,
+    distance,
     hears,
 )
 from opengme.errors import ErrorCode, GmeError
@@ -58,6 +59,12 @@ TRUTH_TABLE = [
     ("switched to 0, WORLD speaker in range", member("a", 1, W, x=0), member("t", 0, W, x=1, entered_with_team=True), True),
     ("switched to 0, WORLD speaker out of range", member("a", 1, W, x=0), member("t", 0, W, x=11, entered_with_team=True), False),
     ("switched to 0, TEAM speaker in range", member("a", 1, T, x=0), member("t", 0, W, x=1, entered_with_team=True), False),
+    ("switched to 0 in TEAM mode, WORLD speaker in range", member("a", 1, W, x=0),
+     member("t", 0, T, x=1, entered_with_team=True), False),
+    ("switched to 0, TeamID 0 speaker far away", member("s", 0, T, x=0), member("t", 0, T, x=1000, entered_with_team=True), True),
+    # Teammates need no position at all.
+    ("same team, speaker without a position", member("a", 1, W, x=None), member("b", 1, W, x=0), True),
+    ("same team, listener without a position", member("a", 1, T, x=0), member("b", 1, T, x=None), True),
 ]
 
 
@@ -159,7 +166,12 @@ class Room:
         self.clients = {t: join(self.relay, "r", t, 7000 + t) for t in range(1, size + 1)}
         self.by_addr = {c.addr: c for c in self.clients.values()}
 
-    def set(self, tinyid: int, state: HearingState) -> None:
+    def set(self, tinyid: int, state: HearingState, pairs: bool = False) -> None:
+        """Through ``update`` + ``update_routes``, or (``pairs``) ``update_pairs`` + ``set_routes``."""
+        changes = self.routing.update_pairs(tinyid, state) if pairs else None
+        if changes is not None:
+            self.relay.set_routes(changes)
+            return
         for changed in self.routing.update(tinyid, state):
             self.relay.update_routes(changed)
 
@@ -191,20 +203,26 @@ def test_relay_forwards_data_only_where_the_rules_say() -> None:
     assert room.receivers(1) == {3}
 
 
-@pytest.mark.parametrize("cap", [MAX_VOICES, 4])
-def test_relay_routes_match_the_pure_rules_as_members_move(cap: int) -> None:
+@pytest.mark.parametrize("pairs", [False, True], ids=["rebuilds", "pairs"])
+@pytest.mark.parametrize("cap", [MAX_VOICES, 4, 1])
+def test_relay_routes_match_the_pure_rules_as_members_move(cap: int, pairs: bool) -> None:
     rng = random.Random(14)
     size = 30
     room = Room(size, cap)
     states = {}
     for step in range(600):
         tinyid = rng.randrange(1, size + 1) if step >= size else step + 1
+        route = None
+        if rng.random() < 0.2:  # now and then a server audio route naming a few members
+            names = [f"p{rng.randrange(1, size + 1)}" for _ in range(3)]
+            route = routed(rng.choice(list(SendType)), names, rng.choice(list(RecvType)), names[::-1])
         states[tinyid] = member(f"p{tinyid}", rng.choice([0, 1, 2, 3]), rng.choice([W, T]), rng.choice([5.0, 20.0]),
-                                x=rng.uniform(0, 40), entered_with_team=rng.random() < 0.5)
-        room.set(tinyid, states[tinyid])
-        if step % 20 == 19:
+                                x=rng.uniform(0, 40) if rng.random() < 0.95 else None,
+                                entered_with_team=rng.random() < 0.5, route=route)
+        room.set(tinyid, states[tinyid], pairs)
+        if step % 20 == 19 or cap == 1:
             for listener, me in states.items():
-                audible = sorted((abs(s.position[0] - me.position[0]), sid) for sid, s in states.items()
+                audible = sorted((distance(s.position, me.position), sid) for sid, s in states.items()
                                  if sid != listener and hears(s, me))
                 expected = {sid for _, sid in audible[:cap]}
                 assert {s for s in states if s != listener and listener in room.relay.listeners(s)} == expected

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opengme.config import Settings
+from opengme.core import game_voice
 from opengme.core.ratelimit import BucketTable, TokenBucket
+from opengme.core.routing import AudioRoute
 from opengme.core.signalling import CLOSE_HEARTBEAT_LOST
 from opengme.errors import ErrorCode
 from opengme.protocol import admin as signing
@@ -138,6 +140,8 @@ def _valid_request(kind: str, client: SignalClient) -> dict[str, Any]:
         "room_manage_result": lambda id: p.room_manage_result(id, "10002", 4, False, 0),
         "room_share": lambda id: p.room_share(id, "r2", "10002", client.auth("r2")),
         "room_share_stop": p.room_share_stop,
+        "game_state": lambda id: game_voice.game_state(id, team=1, mode=0, recv_range=50.0, position=(1.0, 2.0, 3.0)),
+        "audio_route": lambda id: game_voice.audio_route(id, AudioRoute.of(3, ["10002"], 2, [])),
     }
     assert set(valid) == p.REQUEST_TYPES
     return valid[kind](client.next_id())

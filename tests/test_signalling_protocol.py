@@ -39,13 +39,13 @@ def test_every_request_builder_round_trips(message: dict) -> None:
 def test_type_sets_cover_the_doc() -> None:
     assert {"hello", "enter", "exit", "switch", "change_room_type", "ping", "invite", "invite_reply",
             "asr_start", "asr_stop", "room_manage", "room_manage_result", "room_share",
-            "room_share_stop"} == p.REQUEST_TYPES
+            "room_share_stop", "game_state", "audio_route"} == p.REQUEST_TYPES
     assert {"members", "room_type", "disconnect", "mute", "invitation", "invitation_result",
                             "quality", "realtime_asr", "room_operate", "room_operate_result",
-                            "room_sharing"} == p.PUSH_TYPES
+                            "room_sharing", "positions"} == p.PUSH_TYPES
     assert {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
                              "invite_sent", "invite_reply_ok", "asr_started", "asr_stopped", "room_manage_ok",
-                             "room_share_ok"} == p.REPLY_TYPES
+                             "room_share_ok", "game_state_ok", "audio_route_ok"} == p.REPLY_TYPES
 
 
 def test_auth_buffer_is_base64_of_the_bytes_and_text_is_utf8() -> None:

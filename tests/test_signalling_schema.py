@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from opengme.protocol import schema
 from opengme.protocol import signalling as p
-from opengme.protocol.messages import BY_NAME, MESSAGES, Base64
+from opengme.protocol.messages import BY_NAME, MESSAGES, RECORDS, Base64
 from support.paths import REPO
 from support.signal_samples import REQUESTS, SERVER_MESSAGES
 
@@ -45,7 +45,8 @@ def test_it_is_a_valid_draft_2020_12_schema() -> None:
     document = json.loads(schema.packaged())
     assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(document)
-    assert set(document["$defs"]) == {*BY_NAME, "member", "media", "client_message", "server_message"}
+    assert set(document["$defs"]) == {*BY_NAME, *(r.name for r in RECORDS), "client_message", "server_message"}
+    assert {"member", "media"} <= {r.name for r in RECORDS}
 
 
 def test_every_message_type_has_a_builder_sample() -> None:

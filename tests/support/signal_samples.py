@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from opengme.core import game_voice as gv
+from opengme.core.routing import AudioRoute
 from opengme.errors import ErrorCode
 from opengme.protocol import signalling as p
 from opengme.protocol import stt as s
@@ -62,4 +64,16 @@ SERVER_MESSAGES: list[dict[str, Any]] = [
     p.room_operate_result("10002", 5, False, 7009),
     p.room_share_ok(12, "start"),
     p.room_sharing("stop", "10002", "other"),
+]
+
+# --- game voice (issue 14) ---
+REQUESTS += [
+    gv.game_state(12, team=3, mode=1, recv_range=100.0, position=(1.5, -2.0, 0.0), entry=True),
+    gv.game_state(13, position=(0.0, 0.0, 1e9)),
+    gv.audio_route(14, AudioRoute.of(3, ["10002"], 4, ["10003", "10004"])),
+]
+SERVER_MESSAGES += [
+    gv.game_state_ok(12, 3),
+    gv.audio_route_ok(14),
+    gv.positions_push([(7, 3, (1.0, 2.0, 3.0)), (8, 0, (0.0, 0.0, 0.0))]),
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from opengme.authbuffer import gen_auth_buffer
-from opengme.cli import CliError, load_app, not_running_hint, server_flag, server_of
+from opengme.cli import CliError, game_voice_flags, load_app, not_running_hint, server_flag, server_of
 from opengme.cli.sdk_calls import DEFAULT_DEVICE, POLL_S, check, failed, select_device
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, RoomType, UserUpdateEvent
@@ -59,6 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     server_flag(p)
     p.add_argument("--auth-buffer", metavar="B64",
                    help="an AuthBuffer (base64) from your signing backend, instead of signing with the local key")
+    game_voice_flags.add(p)
     p.set_defaults(func=run)
 
 
@@ -202,6 +203,7 @@ class _Session:
             for choice, kind in ((args.mic, "mic"), (args.speaker, "speaker")):
                 if choice is not None:
                     select_device(ctrl, choice, kind)
+            game_voice_flags.before_entry(self.ctx, args)
             check(self.ctx.enter_room(args.room_id, args.room_type, auth), "enter_room")
             entered = self.wait_for(EventType.ENTER_ROOM, self.ctx.entry_timeout + 1)
             if entered is None:
@@ -216,6 +218,7 @@ class _Session:
                 if args.mic is not None:
                     _check_device(ctrl, ctrl.enable_mic(True), "enable_mic")
                 _start_effects(self.ctx, args)
+                game_voice_flags.in_room(self.ctx, args)
                 self.pump(args.duration if args.duration is not None else float("inf"))
             finally:
                 if self.ctx.exit_room() == ErrorCode.AV_OK:
@@ -230,6 +233,7 @@ class _Session:
 def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be positive")
+    game_voice_flags.validate(args)
     server = server_of(args)
     if args.accompany is not None and args.mic is None:
         raise CliError("--accompany plays into your voice: give --mic too (a file, or default)")

@@ -111,11 +111,23 @@ def _rooms(args: argparse.Namespace) -> int:
         return 0
     members = reply["members"]
     print(f"room {reply['room_id']} ({_type_name(reply['room_type'])}), {len(members)} member(s)")
-    print(f"{'OPENID':<24} {'TINYID':>8}  {'ENTERED (UTC)':<20} MUTED")
+    game = any("team" in m for m in members)  # the room uses range/team voice
+    print(f"{'OPENID':<24} {'TINYID':>8}  {'ENTERED (UTC)':<20} MUTED" + ("  TEAM  MODE   RANGE  POSITION" if game else ""))
     for m in members:
         entered = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m["entered_at"]))
-        print(f"{m['open_id']:<24} {m['tinyid']:>8}  {entered:<20} {'yes' if m['muted'] else 'no'}")
+        line = f"{m['open_id']:<24} {m['tinyid']:>8}  {entered:<20} {'yes' if m['muted'] else 'no':<5}"
+        print((line + (_game_columns(m) if game else "")).rstrip())
     return 0
+
+
+def _game_columns(member: dict[str, Any]) -> str:
+    """TEAM, MODE, RANGE and POSITION of a member of a game-voice room."""
+    if "team" not in member:
+        return ""
+    position = member.get("position")
+    where = ",".join(f"{v:g}" for v in position) if position else "-"
+    mode = "TEAM" if member.get("mode") == 1 else "WORLD"
+    return f"  {member['team']:>4}  {mode:<5} {member['range']:>6g}  {where}"
 
 
 def _member_action(args: argparse.Namespace, action: str, body: dict[str, Any], done: str) -> int:

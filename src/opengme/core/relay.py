@@ -31,7 +31,7 @@ packet (its drops are counted apart), not a route.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from opengme.core.custom_data import MAX_CUSTOM_DATA, RELAY_MIN_INTERVAL_S
@@ -273,6 +273,21 @@ class Relay:
         """Rebuild the routes from and to one member, after its answers in the room's policy changed
         (its team, its position, whom it blocks): 2 × (room size − 1) policy calls."""
         self._route(self._member(tinyid))
+
+    def set_routes(self, pairs: Iterable[tuple[int, int, bool]]) -> None:
+        """Apply route changes pair by pair, ``(speaker, listener, hears)`` (``RoomRouting.update_pairs``):
+        what a move costs when the policy can say exactly which pairs it changed. Unknown tinyids are
+        skipped (a member that left meanwhile)."""
+        members = self._members
+        for speaker_id, listener_id, on in pairs:
+            speaker, listener = members.get(speaker_id), members.get(listener_id)
+            if speaker is None or listener is None or speaker is listener or speaker.room is not listener.room:
+                continue
+            routed = listener in speaker.listeners
+            if on and not routed:
+                speaker.listeners.append(listener)
+            elif routed and not on:
+                speaker.listeners.remove(listener)
 
     def listeners(self, tinyid: int) -> list[int]:
         """The tinyids that hear this member now (its route table), bound to an address or not."""

@@ -37,6 +37,7 @@ from opengme import __version__
 from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
 from opengme.core.captions import CaptionSink
+from opengme.core.game_voice import GameVoice, RouteSink
 from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.core.room_manager import RoomManagement
 from opengme.core.room_sharing import RoomSharing
@@ -248,6 +249,8 @@ class SignallingCore:
         # connection, so reconnecting does not refill them; an unproven one's are its connection's.
         self._member_buckets = BucketTable(0.0, 1.0)
         self._member_strikes = BucketTable(STRIKES_RATE, STRIKES_BURST)
+        self.game_voice = GameVoice(self.registry, self._send,
+                                    lambda: self.media if isinstance(self.media, RouteSink) else None)
         self._handlers: dict[str, Handler] = {
             "hello": self._hello,
             "enter": self._enter,
@@ -263,6 +266,9 @@ class SignallingCore:
             "room_manage_result": self._room_manage_result,
             "room_share": self._room_share,
             "room_share_stop": self._room_share_stop,
+            # game voice (issue 14): the logic is opengme.core.game_voice's
+            "game_state": lambda peer, msg, now, proof: self.game_voice.game_state(self._member(peer), msg),
+            "audio_route": lambda peer, msg, now, proof: self.game_voice.audio_route(self._member(peer), msg),
         }
         self.captions: CaptionSink | None = None  # the server's live captions (opengme.server.captions)
         self.room_management = RoomManagement()
@@ -746,6 +752,7 @@ class SignallingCore:
         """The actions queued since the last call, followed by the ``members`` pushes of the registry's
         enter/leave events, and those events."""
         events = self.registry.take_events()
+        self.game_voice.on_events(events)
         for event in events:
             push = proto.members_push("enter" if event.kind == "enter" else "exit",
                                       [(event.member.tinyid, event.member.open_id)])

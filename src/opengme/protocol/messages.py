@@ -496,7 +496,67 @@ MESSAGES: tuple[Message, ...] = (
     )),
 )
 
+# --- game voice (issue 14) -------------------------------------------------------------------------
+# Range and team voice, server audio routes and the positions 3D voice needs (docs/protocol.md
+# "Game voice"). The SDK sends `game_state` only on real change and at most GAME_STATE_RATE per second.
+
+GAME_STATE_RATE = 10.0
+"""Position updates per second an SDK sends at most (a game calls UpdateSelfPosition every frame)."""
+MAX_COORDINATE = 1e9  # world units; any game's world fits
+MAX_ROUTE_OPENIDS = 10  # GME: route lists hold at most 10 openids
+RANGE_MODES = (0, 1)  # GME's RANGE_AUDIO_MODE_WORLD, RANGE_AUDIO_MODE_TEAM
+ROUTE_TYPES = (1, 2, 3, 4)  # GME's send types (NOT_SEND_TO_ANYONE … SEND_WHITE_LIST), receive types alike
+
+
+@dataclass(frozen=True)
+class Vector3(Kind):
+    """Three finite numbers ``[x, y, z]`` within ±MAX_COORDINATE."""
+
+    def check(self, value: Any, unknown: list[str]) -> str | None:
+        coordinate = Number(-MAX_COORDINATE, MAX_COORDINATE)
+        if type(value) is not list or len(value) != 3 or any(coordinate.check(v, unknown) for v in value):
+            return f"must be a list of 3 numbers within ±{MAX_COORDINATE:g}"
+        return None
+
+    def schema(self) -> Json:
+        number = _bounded({"type": "number"}, -MAX_COORDINATE, MAX_COORDINATE)
+        return {"type": "array", "items": number, "minItems": 3, "maxItems": 3}
+
+
+TEAM_ID = Integer(0, 2**32 - 1)
+ROUTE_LIST = ListOf(OPEN_ID, f"openids (at most {MAX_ROUTE_OPENIDS})")
+POSITION = Record("position", "Where a member is, for 3D voice.", (
+    Field("tinyid", TINYID), Field("team", TEAM_ID), Field("position", Vector3(), "world coordinates"),
+))
+
+MESSAGES += (
+    Message("game_state", "request", "Range/team voice: any of the member's team, mode, range and position "
+            "that changed (absent fields keep their value).", (
+        _id(),
+        Field("team", TEAM_ID, "SetRangeAudioTeamID; 0 is GME's host/broadcast team", required=False),
+        Field("mode", Choice(RANGE_MODES, ("WORLD", "TEAM")), "SetRangeAudioMode", required=False),
+        Field("range", Number(0, MAX_COORDINATE), "UpdateAudioRecvRange, in world units", required=False),
+        Field("position", Vector3(), "UpdateSelfPosition's position", required=False),
+        Field("entry", Boolean(), "true on the state sent right after entering: its team is the team at "
+              "EnterRoom (GME's TeamID-0 rule), and it resets the audio route", required=False),
+    )),
+    Message("audio_route", "request", "SetServerAudioRoute: whom this member sends to and receives from.", (
+        _id(),
+        Field("send_type", Choice(ROUTE_TYPES)),
+        Field("send_list", ROUTE_LIST),
+        Field("recv_type", Choice(ROUTE_TYPES)),
+        Field("recv_list", ROUTE_LIST),
+    )),
+    Message("game_state_ok", "reply", "The game state was applied.", (
+        _id(), Field("team", TEAM_ID, "the member's team now"),
+    )),
+    Message("audio_route_ok", "reply", "The audio route was applied.", (_id(),)),
+    Message("positions", "push", "Positions of members this member hears (for 3D voice), as they change.", (
+        Field("members", ListOf(POSITION, "positions {tinyid, team, position}")),
+    )),
+)
+
 BY_NAME = {m.name: m for m in MESSAGES}
 REQUESTS = {m.name: m for m in MESSAGES if m.direction == "request"}
 SERVER_MESSAGES = {m.name: m for m in MESSAGES if m.direction != "request"}
-RECORDS = (MEMBER, MEDIA)
+RECORDS = (MEMBER, MEDIA, POSITION)

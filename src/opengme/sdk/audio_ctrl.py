@@ -46,7 +46,7 @@ from typing import Any
 from opengme.core.levels import MAX_VOLUME
 from opengme.core.mixer import MAX_MIX_STREAMS
 from opengme.devices import DeviceInfo, DeviceRegistry, FileMic, FileSpeaker, MicDevice, SpeakerDevice
-from opengme.errors import ErrorCode
+from opengme.errors import ErrorCode, GmeError
 from opengme.events import AudioRole
 from opengme.sdk.core import MIC, SPEAKER, D, DeviceKind, Facade, device_failure, guarded
 from opengme.sdk.session import valid_open_id
@@ -380,6 +380,51 @@ class AudioCtrl(Facade):
     def get_audio_black_list(self) -> list[str]:
         """The openids blacklisted in this room (OpenGME addition)."""
         return sorted(self._core.audio.blacklist)
+
+    # --- 3D voice (issue 14; opengme.sdk.game_voice, opengme.sdk.spatializer) ---
+
+    @guarded()
+    def init_spatializer(self, model_path: str | os.PathLike[str] = "") -> ErrorCode:
+        """GME: ITMGAudioCtrl::InitSpatializer: a SOFA HRTF file, "" for the built-in one (7002 when
+        it cannot be loaded, the reason logged)."""
+        if not isinstance(model_path, (str, os.PathLike)):
+            return ErrorCode.AV_ERR_INVALID_ARGUMENT
+        try:
+            self._core.game_voice.spatial.init(model_path)
+        except GmeError as exc:
+            return device_failure(exc)
+        return ErrorCode.AV_OK
+
+    @guarded()
+    def enable_spatializer(self, enable: bool, apply_team: bool) -> ErrorCode:
+        """GME: ITMGAudioCtrl::EnableSpatializer (7003 before init_spatializer); stereo output while on."""
+        if not (_is_bool(enable) and _is_bool(apply_team)):
+            return ErrorCode.AV_ERR_INVALID_ARGUMENT
+        try:
+            self._core.game_voice.enable_3d(enable, apply_team)
+        except GmeError as exc:
+            return device_failure(exc)
+        return ErrorCode.AV_OK
+
+    @guarded(empty=False)
+    def is_enable_spatializer(self) -> bool:
+        """GME: ITMGAudioCtrl::IsEnableSpatializer."""
+        return self._core.game_voice.spatial.enabled
+
+    @guarded()
+    def add_spatializer_blacklist(self, open_id: str) -> ErrorCode:
+        """GME: ITMGAudioCtrl::AddSpatializerBlacklist: hear this member plainly (no 3D, no attenuation)."""
+        return _openid_refusal(open_id) or self._core.game_voice.set_blacklisted(open_id, True)
+
+    @guarded()
+    def remove_spatializer_blacklist(self, open_id: str) -> ErrorCode:
+        """GME: ITMGAudioCtrl::RemoveSpatializerBlacklist."""
+        return _openid_refusal(open_id) or self._core.game_voice.set_blacklisted(open_id, False)
+
+    @guarded()
+    def clear_spatializer_blacklist(self) -> ErrorCode:
+        """GME: ITMGAudioCtrl::ClearSpatializerBlacklist."""
+        return self._core.game_voice.set_blacklisted("", None)
 
     # --- volume tracking (USER_VOLUMES 1020) ---
 

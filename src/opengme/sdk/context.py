@@ -274,6 +274,12 @@ class Context(Facade):
     # --- invitations (GME's demo module, AV_ERR_INVITET/ACCEPTT/REFUSE_FAILED 1801-1803) ---
 
     @guarded()
+    def set_range_audio_team_id(self, team_id: int) -> ErrorCode:
+        """GME: ITMGContext::SetRangeAudioTeamID (0 = host/broadcast). Kept after exit; in a room it
+        applies at once and CHANGE_TEAM_ID (1095) reports the server's answer."""
+        return self._core.game_voice.set_team(team_id)
+
+    @guarded()
     def invite(self, open_id: str) -> ErrorCode:
         """Invite a connected user into this room; the answer arrives as INVITATION ACCEPTED/REFUSED."""
         return self._core.call(lambda s, now: s.invite(open_id, now))

@@ -34,6 +34,7 @@ from opengme.errors import ErrorCode, GmeError
 from opengme.events import AudioRole, EventType
 from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.sdk.audio_settings import AudioSettings
+from opengme.sdk.game_voice import GameVoice
 from opengme.sdk.media import MediaEngine, impairment_from_env
 from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.room_audio import RoomAudio
@@ -115,6 +116,7 @@ class SdkCore:
         # a part's own signalling: pushes by type, refusals by request kind (each Session gets them)
         self.push_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.refusal_handlers: dict[str, Callable[[Pending, int, str], None]] = {}
+        self.game_voice = GameVoice(self)  # range/team voice, audio routes, 3D (opengme.sdk.game_voice)
 
     # --- guards ---
 

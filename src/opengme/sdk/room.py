@@ -8,6 +8,7 @@ The member list includes yourself, so your own tinyid maps like anyone else's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from opengme.core.custom_data import MAX_CUSTOM_DATA
 from opengme.errors import ErrorCode
@@ -128,6 +129,42 @@ class Room(Facade):
             "media_silent": "yes" if engine.silent else "no",
         }
         return "\n".join(f"{key}: {value}" for key, value in lines.items())
+
+    # --- game voice (issue 14; opengme.sdk.game_voice) ---
+
+    @guarded()
+    def set_range_audio_mode(self, mode: int) -> ErrorCode:
+        """GME: ITMGRoom::SetRangeAudioMode (0 WORLD, 1 TEAM); before entry it applies to the next one."""
+        return self._core.game_voice.set_mode(mode)
+
+    @guarded(room=True)
+    def update_audio_recv_range(self, recv_range: float) -> ErrorCode:
+        """GME: ITMGRoom::UpdateAudioRecvRange, in world units (1004 outside a FLUENCY room)."""
+        return self._core.game_voice.set_range(recv_range)
+
+    @guarded(room=True)
+    def update_self_position(self, position: Sequence[float], axis_forward: Sequence[float],
+                             axis_right: Sequence[float], axis_up: Sequence[float]) -> ErrorCode:
+        """GME: ITMGRoom::UpdateSelfPosition; call it every frame (the SDK sends at most 10 a second)."""
+        return self._core.game_voice.set_position(position, axis_forward, axis_right, axis_up)
+
+    @guarded(room=True)
+    def set_server_audio_route(self, send_type: int, send_list: Sequence[str], recv_type: int,
+                               recv_list: Sequence[str]) -> ErrorCode:
+        """GME: ITMGRoom::SetServerAudioRoute; the outcome arrives as SERVER_AUDIO_ROUTE_EVENT (1091)."""
+        return self._core.game_voice.set_route(send_type, send_list, recv_type, recv_list)
+
+    @guarded(room=True, empty=(0, []))
+    def get_current_send_audio_route(self) -> tuple[int, list[str]]:
+        """GME: ITMGRoom::GetCurrentSendAudioRoute: (send type, openids); (0, []) outside a room."""
+        route = self._core.game_voice.route
+        return int(route.send_type), sorted(route.send_list)
+
+    @guarded(room=True, empty=(0, []))
+    def get_current_recv_audio_route(self) -> tuple[int, list[str]]:
+        """GME: ITMGRoom::GetCurrentRecvAudioRoute: (receive type, openids); (0, []) outside a room."""
+        route = self._core.game_voice.route
+        return int(route.recv_type), sorted(route.recv_list)
 
     def _state(self) -> RoomState:
         """The room of a call guarded with ``room=True``."""

@@ -244,6 +244,9 @@ class Session:
         self.room: RoomState | None = None
         self.stats = Stats()
         self.invitations: dict[str, str] = {}  # received invite_id -> inviter's room id
+        # Messages a part of the SDK handles itself (game voice): by request kind for replies and
+        # errors to its requests, by message type for pushes.
+        self.extensions: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._events: list[Event] = []
         self._commands: list[Command] = []
         self._conn = 0  # current connection number; 0 = none
@@ -582,6 +585,10 @@ class Session:
         """One validated reply or push (``signalling.parse_server`` ran on the network thread)."""
         request_id = message.get("id")
         pending = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+        extension = self.extensions.get(pending.kind if pending is not None else message["type"])
+        if extension is not None:
+            extension(message)
+            return
         match message["type"]:
             case "error":
                 self._on_error(pending, message["code"], message["message"])

@@ -181,7 +181,8 @@ class Admin:
     async def room_info(self, request: web.Request, app_id: str) -> web.Response:
         room = self.signalling.registry.room(app_id, _room_id(request))
         members = [
-            {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": room.is_muted(m.open_id)}
+            {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": room.is_muted(m.open_id),
+             **self.signalling.core.game_voice.describe(m)}  # team, mode, range, position (game voice)
             for m in room.members.values()
         ]
         return self._ok(room_id=room.room_id, room_type=int(room.room_type), members=members)

@@ -29,13 +29,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from opengme.core.relay import Outgoing, Relay, RelayCounters, SessionIdTaken
+from opengme.core.relay import Outgoing, Relay, RelayCounters, RoutePolicy, SessionIdTaken
 from opengme.core.rooms import Member, RoomEvent
 from opengme.logs import fields
 from opengme.protocol import signalling as proto
@@ -208,6 +209,21 @@ class Media:
             self.relay.unlink(member.tinyid)
         elif partner.tinyid in self._sessions:
             self.relay.link(member.tinyid, partner.tinyid)
+    # --- routes (game voice's RouteSink, opengme.core.game_voice) -------------------------------
+
+    def set_route_policy(self, app_id: str, room_id: str, policy: RoutePolicy | None) -> None:
+        self.relay.set_route_policy(f"{app_id}\0{room_id}", policy)
+
+    def update_routes(self, tinyids: Iterable[int]) -> None:
+        for tinyid in tinyids:
+            if tinyid in self._sessions:
+                self.relay.update_routes(tinyid)
+
+    def set_routes(self, pairs: Iterable[tuple[int, int, bool]]) -> None:
+        self.relay.set_routes(pairs)
+
+    def listeners(self, tinyid: int) -> list[int]:
+        return self.relay.listeners(tinyid) if tinyid in self._sessions else []
 
     def ws_datagram(self, conn: Connection, data: bytes) -> None:
         if len(data) > MAX_DATAGRAM:
