@@ -80,6 +80,11 @@ class GameVoice:
         self._entry_team = 0
         self._states: deque[str | None] = deque()  # sent game_states, unanswered: what each asks of the team
         self._routes: deque[AudioRoute] = deque()  # sent, unanswered
+        core.push_handlers.update(game_state_ok=lambda m: self._on_state_reply(ErrorCode.AV_OK, "", m["team"]),
+                                  audio_route_ok=lambda m: self._on_route_reply(ErrorCode.AV_OK, ""),
+                                  positions=self._on_positions)
+        core.refusal_handlers.update(game_state=lambda _, code, detail: self._on_state_reply(code, detail, self.team),
+                                     audio_route=lambda _, code, detail: self._on_route_reply(code, detail))
         core.attach(self)
 
     # --- calls (validated by the facades' guards; arguments checked here) ---
@@ -172,8 +177,6 @@ class GameVoice:
         """Follow the room (a new entry sends the whole state), send what waits for its turn."""
         session = self._core.session
         assert session is not None
-        session.extensions.update(game_state=self._on_state_reply, audio_route=self._on_route_reply,
-                                  positions=self._on_positions)
         room = self._core.room()
         if room is not self._room and (room is None or session.phase is Phase.IN_ROOM):
             same_room = room is not None and self._room is not None and room.room_id == self._room.room_id
@@ -240,23 +243,18 @@ class GameVoice:
 
     # --- replies and pushes (inside poll) ---
 
-    def _on_state_reply(self, message: dict[str, Any]) -> None:
+    def _on_state_reply(self, code: int, detail: str, team: int) -> None:
+        """A sent game_state answered (``game_state_ok`` with the team now in force, or refused)."""
         asked = self._states.popleft() if self._states else None
-        if asked is None or (asked == ENTRY_TEAM and message["type"] != "error"):
+        if asked is None or (asked == ENTRY_TEAM and code == ErrorCode.AV_OK):
             return  # not about a team change, or an entry team the server took
-        if message["type"] == "error":
-            self._core.emit(EventType.CHANGE_TEAM_ID, {**outcome(message["code"], message["message"]),
-                                                       "team_id": self.team})
-        elif message["type"] == "game_state_ok":
-            self._core.emit(EventType.CHANGE_TEAM_ID, {**outcome(ErrorCode.AV_OK), "team_id": message["team"]})
+        self._core.emit(EventType.CHANGE_TEAM_ID, {**outcome(code, detail), "team_id": team})
 
-    def _on_route_reply(self, message: dict[str, Any]) -> None:
+    def _on_route_reply(self, code: int, detail: str) -> None:
+        """A sent route answered: in force on success; event 1091 either way."""
         route = self._routes.popleft() if self._routes else None
-        if message["type"] == "audio_route_ok" and route is not None:
+        if code == ErrorCode.AV_OK and route is not None:
             self.route = route
-            code, detail = ErrorCode.AV_OK, ""
-        else:
-            code, detail = message.get("code", ErrorCode.AV_ERR_SERVER_FAILED), message.get("message", "")
         self._core.emit(EventType.SERVER_AUDIO_ROUTE_EVENT, {**outcome(code, detail), "sub_type": ROUTE_SUB_TYPE})
 
     def _on_positions(self, message: dict[str, Any]) -> None:

@@ -244,9 +244,6 @@ class Session:
         self.room: RoomState | None = None
         self.stats = Stats()
         self.invitations: dict[str, str] = {}  # received invite_id -> inviter's room id
-        # Messages a part of the SDK handles itself (game voice): by request kind for replies and
-        # errors to its requests, by message type for pushes.
-        self.extensions: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._events: list[Event] = []
         self._commands: list[Command] = []
         self._conn = 0  # current connection number; 0 = none
@@ -260,8 +257,9 @@ class Session:
         self._give_up_at = 0.0
         self._attempt = 0
         self._retry_at: float | None = None
-        # Parts of the SDK with messages of their own (room management): pushes by type, and refusals
-        # of their requests by the request's kind (SdkCore.start hands them over).
+        # Parts of the SDK with messages of their own (room management, room sharing, game voice):
+        # their replies and pushes by type, refusals of their requests by the request's kind
+        # (SdkCore.start hands them over).
         self.push_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.refusal_handlers: dict[str, Callable[[Pending, int, str], None]] = {}
 
@@ -585,10 +583,6 @@ class Session:
         """One validated reply or push (``signalling.parse_server`` ran on the network thread)."""
         request_id = message.get("id")
         pending = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
-        extension = self.extensions.get(pending.kind if pending is not None else message["type"])
-        if extension is not None:
-            extension(message)
-            return
         match message["type"]:
             case "error":
                 self._on_error(pending, message["code"], message["message"])
