@@ -69,7 +69,13 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format)
 
     def ready(server: Server, dev: App | None) -> None:
+        from opengme.server import console
+
         # The "listening" line comes last: scripts and tests wait for it.
+        token = console.get(server).first_token
+        if token is not None:
+            print(f"Web console: {server.base_url}/console  operator token (shown once; "
+                  f"`{this_program()} console-token` makes a new one): {token}", flush=True)
         if dev is not None:
             data = shlex.quote(str(settings.data_dir))
             print(

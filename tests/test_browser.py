@@ -1,0 +1,147 @@
+"""The browser room client and the web console in a real Chromium (Debian's, driven by Playwright),
+against a real server on 127.0.0.1, beside a native SDK member with a file microphone.
+
+What is heard is compared with what was said by the envelope of the speech (log energy per 20 ms):
+the browser's microphone is Chromium's fake device playing the speech clip in a loop, the native
+member's is the same clip from a file; each side records what it plays. Screenshots of the demo page
+and the console are written to the test's output folder (``OPENGME_TEST_OUTPUT``, else the test's
+tmp_path) and are part of the test output.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from opengme.devices import MemorySpeaker
+from opengme.errors import ErrorCode
+from opengme.events import EventType, RoomType
+from opengme.server import console
+from support.audio import OUT_RATE, speech
+from support.browser import chromium, envelope, looped_envelope_correlation, recording
+from support.paths import SPEECH_WAV
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, wait_for
+
+MIN_ENVELOPE_CORRELATION = 0.5
+"""Measured here: 0.7–0.8 both ways (the browser's echo canceller, noise suppressor and gain control
+reshape the clip a little; silence between words stays silence). Unrelated speech scores below 0.2."""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("OPENGME_TEST_OUTPUT", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with chromium(SPEECH_WAV) as context:
+        yield context
+
+
+def pump(clients: list[SdkClient], page: Any, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll the native clients and let the page run until ``predicate`` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        for c in clients:
+            c.ctx.poll()
+        page.wait_for_timeout(50)
+
+
+def open_demo(browser: Any, server: ThreadServer, open_id: str, room: str) -> Any:
+    page = browser.new_page()
+    page.on("console", lambda m: print(f"[{open_id} console] {m.text}"))  # shown when a test fails
+    page.on("pageerror", lambda e: print(f"[{open_id} error] {e}"))
+    page.on("response", lambda r: r.status >= 400 and print(f"[{open_id} HTTP {r.status}] {r.url}"))
+    page.goto(f"{server.url}/demo?app={server.app.app_id}&openid={open_id}&room={room}")
+    page.click("#enter")
+    try:
+        page.wait_for_function("() => window.demo.gme.isRoomEntered()", timeout=15_000)
+    finally:
+        print(f"[{open_id} status] {page.text_content('#status')}")
+    page.check("#mic")
+    return page
+
+
+def members_on_page(page: Any) -> list[str]:
+    return list(page.evaluate("() => window.demo.gme.getRoomMembers()"))
+
+
+def bot(server: ThreadServer, clients: ClientMaker, room: str) -> tuple[SdkClient, MemorySpeaker]:
+    """A native member speaking the clip from a file and recording what it hears."""
+    client = clients(server.url, server.app, "20001", portaudio=False)
+    enter(server, client, room, RoomType.FLUENCY)
+    ctrl = client.ctx.get_audio_ctrl()
+    heard = MemorySpeaker()
+    assert ctrl.register_speaker(heard) == ErrorCode.AV_OK and ctrl.select_speaker(heard.id) == ErrorCode.AV_OK
+    assert ctrl.enable_speaker(True) == ErrorCode.AV_OK
+    assert ctrl.use_mic_file(SPEECH_WAV, loop=True) == ErrorCode.AV_OK and ctrl.enable_mic(True) == ErrorCode.AV_OK
+    return client, heard
+
+
+def test_a_browser_and_a_native_member_hear_each_other(
+        server: ThreadServer, clients: ClientMaker, browser: Any, output_dir: Path) -> None:
+    server.store.set(server.app.app_id, dev_signing=True)
+    native, heard = bot(server, clients, "mixed")
+    page = open_demo(browser, server, "30001", "mixed")
+    # Both listed on each side.
+    pump([native], page, lambda: sorted(native.ctx.get_room().get_members()) == ["20001", "30001"])
+    pump([native], page, lambda: sorted(members_on_page(page)) == ["20001", "30001"])
+    # The native member's voice moves the page's level meter and speaking indicator.
+    pump([native], page, lambda: page.get_attribute('li[data-openid="20001"]', "data-speaking") == "yes")
+    pump([native], page, lambda: page.evaluate("() => window.demo.gme.getRecvStreamLevel('20001')") > 20)
+    levels = page.evaluate("() => window.demo.events.filter(([t]) => t === %d).length" % EventType.USER_VOLUMES)
+    assert levels > 0
+    # The page hears the native member: its playback follows the clip.
+    page.evaluate("() => window.demo.gme.recordPlayback(true)")
+    heard.take_all()
+    pump([native], page, lambda: False if time.sleep(0) else page.evaluate(
+        "() => window.demo.gme.recorded.reduce((n, p) => n + p.length, 0)") >= 6 * OUT_RATE, timeout=30)
+    in_browser = recording(page)
+    said = envelope(speech(OUT_RATE), OUT_RATE)
+    browser_score = looped_envelope_correlation(said, envelope(in_browser, OUT_RATE))
+    # The native member hears the browser: its speaker follows the clip the fake microphone plays.
+    pump([native], page, lambda: heard.frames_written >= 350)
+    native_pcm = heard.take_all()
+    native_score = looped_envelope_correlation(said, envelope(native_pcm[-6 * OUT_RATE:], OUT_RATE))
+    page.screenshot(path=str(output_dir / "demo.png"), full_page=True)
+    assert np.sqrt(np.mean(in_browser.astype(np.float64) ** 2)) > 300, "the page played silence"
+    assert browser_score >= MIN_ENVELOPE_CORRELATION, f"browser heard the native member with envelope r={browser_score:.2f}"
+    assert native_score >= MIN_ENVELOPE_CORRELATION, f"native member heard the browser with envelope r={native_score:.2f}"
+    print(f"envelope correlation: browser hears native {browser_score:.2f}, native hears browser {native_score:.2f}")
+
+
+def test_the_console_shows_a_browser_member_speaking_and_kicks_it(
+        server: ThreadServer, clients: ClientMaker, browser: Any, output_dir: Path) -> None:
+    server.store.set(server.app.app_id, dev_signing=True)
+    native, _ = bot(server, clients, "lobby")
+    page = open_demo(browser, server, "30002", "lobby")
+    ops = browser.new_page()
+    ops.goto(f"{server.url}/console")
+    token = console.get(server.server).first_token
+    assert token is not None
+    ops.fill("#token", token)
+    ops.click("#login button[type=submit]")
+    ops.wait_for_selector("#apps-table tbody tr")
+    speaking = 'article[data-room="lobby"] li[data-openid="30002"][data-speaking="yes"]'
+    pump([native], page, lambda: ops.query_selector(speaking) is not None)
+    ops.screenshot(path=str(output_dir / "console.png"), full_page=True)
+    ops.set_viewport_size({"width": 390, "height": 844})
+    ops.screenshot(path=str(output_dir / "console-phone.png"), full_page=True)
+    ops.click('article[data-room="lobby"] li[data-openid="30002"] button.danger')
+    pump([native], page, lambda: not page.evaluate("() => window.demo.gme.isRoomEntered()"))
+    removed = page.evaluate("() => window.demo.events.filter(([t]) => t === %d)" % EventType.ROOM_DISCONNECT)
+    assert removed and removed[-1][1]["result"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
+    assert "operator" in removed[-1][1]["error_info"]
+    assert "Removed from the room" in page.text_content("#status")
+    pump([native], page, lambda: native.ctx.get_room().get_members() == ["20001"])
+    ops.wait_for_selector('article[data-room="lobby"] li[data-openid="30002"]', state="detached")
