@@ -25,7 +25,7 @@ from opengme.server import console
 from support.audio import OUT_RATE, speech
 from support.browser import chromium, envelope, looped_envelope_correlation, recording
 from support.paths import SPEECH_WAV
-from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, wait_for
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter
 
 MIN_ENVELOPE_CORRELATION = 0.5
 """Measured here: 0.7–0.8 both ways (the browser's echo canceller, noise suppressor and gain control
@@ -72,6 +72,11 @@ def open_demo(browser: Any, server: ThreadServer, open_id: str, room: str) -> An
     return page
 
 
+def events_of(page: Any, event: EventType) -> list[list[Any]]:
+    """The page delegate's (type, data) pairs of one event type."""
+    return list(page.evaluate("(t) => window.demo.events.filter(([e]) => e === t)", int(event)))
+
+
 def members_on_page(page: Any) -> list[str]:
     return list(page.evaluate("() => window.demo.gme.getRoomMembers()"))
 
@@ -99,12 +104,11 @@ def test_a_browser_and_a_native_member_hear_each_other(
     # The native member's voice moves the page's level meter and speaking indicator.
     pump([native], page, lambda: page.get_attribute('li[data-openid="20001"]', "data-speaking") == "yes")
     pump([native], page, lambda: page.evaluate("() => window.demo.gme.getRecvStreamLevel('20001')") > 20)
-    levels = page.evaluate("() => window.demo.events.filter(([t]) => t === %d).length" % EventType.USER_VOLUMES)
-    assert levels > 0
+    assert events_of(page, EventType.USER_VOLUMES)
     # The page hears the native member: its playback follows the clip.
     page.evaluate("() => window.demo.gme.recordPlayback(true)")
     heard.take_all()
-    pump([native], page, lambda: False if time.sleep(0) else page.evaluate(
+    pump([native], page, lambda: page.evaluate(
         "() => window.demo.gme.recorded.reduce((n, p) => n + p.length, 0)") >= 6 * OUT_RATE, timeout=30)
     in_browser = recording(page)
     said = envelope(speech(OUT_RATE), OUT_RATE)
@@ -139,7 +143,7 @@ def test_the_console_shows_a_browser_member_speaking_and_kicks_it(
     ops.screenshot(path=str(output_dir / "console-phone.png"), full_page=True)
     ops.click('article[data-room="lobby"] li[data-openid="30002"] button.danger')
     pump([native], page, lambda: not page.evaluate("() => window.demo.gme.isRoomEntered()"))
-    removed = page.evaluate("() => window.demo.events.filter(([t]) => t === %d)" % EventType.ROOM_DISCONNECT)
+    removed = events_of(page, EventType.ROOM_DISCONNECT)
     assert removed and removed[-1][1]["result"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
     assert "operator" in removed[-1][1]["error_info"]
     assert "Removed from the room" in page.text_content("#status")
