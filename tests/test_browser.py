@@ -9,7 +9,9 @@ tmp_path) and are part of the test output.
 """
 from __future__ import annotations
 
+import base64
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +29,10 @@ from support.browser import chromium, envelope, looped_envelope_correlation, rec
 from support.paths import SPEECH_WAV
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter
 
-MIN_ENVELOPE_CORRELATION = 0.5
-"""Measured here: 0.7–0.8 both ways (the browser's echo canceller, noise suppressor and gain control
-reshape the clip a little; silence between words stays silence). Unrelated speech scores below 0.2."""
+MIN_ENVELOPE_CORRELATION = 0.75
+"""Measured here (support.browser.looped_envelope_correlation): 0.94–0.99 both ways, idle or beside five
+other test suites; the same clip with a 60 ms gap every 2 s scores 0.95. Unrelated speech (the LibriVox
+clips of tests/data) scores 0.36–0.52 against it, white noise 0.23."""
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +107,7 @@ def test_a_browser_and_a_native_member_hear_each_other(
     # The native member's voice moves the page's level meter and speaking indicator.
     pump([native], page, lambda: page.get_attribute('li[data-openid="20001"]', "data-speaking") == "yes")
     pump([native], page, lambda: page.evaluate("() => window.demo.gme.getRecvStreamLevel('20001')") > 20)
-    assert events_of(page, EventType.USER_VOLUMES)
+    pump([native], page, lambda: any(v.get("20001", 0) > 20 for _, v in events_of(page, EventType.USER_VOLUMES)))
     # The page hears the native member: its playback follows the clip.
     page.evaluate("() => window.demo.gme.recordPlayback(true)")
     heard.take_all()
@@ -114,7 +117,8 @@ def test_a_browser_and_a_native_member_hear_each_other(
     said = envelope(speech(OUT_RATE), OUT_RATE)
     browser_score = looped_envelope_correlation(said, envelope(in_browser, OUT_RATE))
     # The native member hears the browser: its speaker follows the clip the fake microphone plays.
-    pump([native], page, lambda: heard.frames_written >= 350)
+    target = heard.frames_written + 300  # 6 s more of the browser's voice
+    pump([native], page, lambda: heard.frames_written >= target)
     native_pcm = heard.take_all()
     native_score = looped_envelope_correlation(said, envelope(native_pcm[-6 * OUT_RATE:], OUT_RATE))
     page.screenshot(path=str(output_dir / "demo.png"), full_page=True)
@@ -150,3 +154,29 @@ def test_the_console_shows_a_browser_member_speaking_and_kicks_it(
     assert "Removed from the room" in page.text_content("#status")
     pump([native], page, lambda: native.ctx.get_room().get_members() == ["20001"])
     ops.wait_for_selector('article[data-room="lobby"] li[data-openid="30002"]', state="detached")
+
+
+def readme_lines(base_url: str) -> str:
+    """The README's three lines for a web game, with the static import made a dynamic one (a page
+    script can only be evaluated as a function) and the server URL made this test server's."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split("```js\n", 1)[1].split("```", 1)[0]
+    first, rest = block.split("\n", 1)
+    names, url = re.fullmatch(r'import \{ (.+) \} from "(.+)";', first).groups()  # type: ignore[union-attr]
+    return f"const {{ {names} }} = await import({url!r});\n{rest}".replace("http://127.0.0.1:8090", base_url)
+
+
+def test_the_readme_lines_put_a_web_page_in_a_room(
+        server: ThreadServer, clients: ClientMaker, browser: Any) -> None:
+    native, heard = bot(server, clients, "room1")
+    page = browser.new_page()
+    page.goto(f"{server.url}/healthz")  # any page of the server's origin: a secure context on 127.0.0.1
+    auth = base64.b64encode(server.auth("room1", "30003")).decode()
+    page.evaluate(f"async ([APPID, openId, authBufferBase64]) => {{ {readme_lines(server.url)}\nwindow.gme = gme; }}",
+                  [server.app.app_id, "30003", auth])
+    pump([native], page, lambda: page.evaluate("() => gme.getMicState() === 1 && gme.getSpeakerState() === 1"))
+    pump([native], page, lambda: sorted(native.ctx.get_room().get_members()) == ["20001", "30003"])
+    heard.take_all()
+    target = heard.frames_written + 100
+    pump([native], page, lambda: heard.frames_written >= target)
+    assert np.sqrt(np.mean(heard.take_all()[-OUT_RATE:].astype(np.float64) ** 2)) > 300  # the page's voice

@@ -64,16 +64,20 @@ def envelope(pcm: np.ndarray, rate: int, frame_ms: int = 20) -> np.ndarray:
     return np.asarray(10 * np.log10(np.maximum(np.mean(frames ** 2, axis=1), 1e-6)))
 
 
-def looped_envelope_correlation(said: np.ndarray, heard: np.ndarray) -> float:
-    """Best Pearson correlation of ``heard``'s envelope with ``said``'s, ``said`` played in a loop from
-    any starting point (a fake microphone and a file mic both loop their file)."""
-    if len(heard) < 10 or len(said) < 10:
+def looped_envelope_correlation(said: np.ndarray, heard: np.ndarray, window: int = 100, slack: int = 10) -> float:
+    """How well ``heard``'s envelope follows ``said``'s, ``said`` played in a loop from any starting
+    point (a fake microphone and a file mic both loop their file): the best alignment of the whole,
+    then each ``window`` frames (2 s) re-aligned within ``slack`` frames of it (a jitter buffer that ran
+    dry and refilled shifts the rest of the stream by a frame or a few), and the median of the windows."""
+    if len(heard) < window or len(said) < window:
         return 0.0
-    loop = np.concatenate([said] * (len(heard) // len(said) + 2))
-    best = -1.0
-    for lag in range(len(said)):
-        ref = loop[lag: lag + len(heard)]
-        if np.std(ref) == 0 or np.std(heard) == 0:
-            continue
-        best = max(best, float(np.corrcoef(ref, heard)[0, 1]))
-    return best
+    loop = np.concatenate([said] * (len(heard) // len(said) + 3))
+
+    def corr(lag: int, part: np.ndarray, start: int) -> float:
+        ref = loop[lag + start: lag + start + len(part)]
+        return float(np.corrcoef(ref, part)[0, 1]) if np.std(ref) > 0 and np.std(part) > 0 else -1.0
+
+    lag = max(range(slack, len(said) + slack), key=lambda k: corr(k, heard, 0))
+    scores = [max(corr(lag + d, heard[start: start + window], start) for d in range(-slack, slack + 1))
+              for start in range(0, len(heard) - window + 1, window)]
+    return float(np.median(scores))
