@@ -15,12 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opengme.authbuffer import decode_auth_buffer
-from opengme.errors import ErrorCode
-from opengme.server import console
-from opengme.server.console import History
+from opengme.errors import ErrorCode, GmeError
+from opengme.server import console, ptt
+from opengme.server.console import MAX_BODY_BYTES, History, parse_json_object
 from opengme.server.console_auth import COOKIE, CSRF_HEADER, OperatorTokens, Sessions, same_origin, token_hash
 from support.processes import opengme_cmd
 from support.signal_harness import Running
+from support.voice import transcode
 
 
 class Operator:
@@ -268,3 +269,37 @@ def test_history_keeps_an_hour_and_computes_packet_rates() -> None:
     assert history.peek(20.0, 1, 2, 600).packets_per_second == 10.0
     assert history.record(5000.0, 0, 0, 600).packets_per_second == 0.0
     assert [s.at for s in history.samples()] == [5000.0]  # older than an hour: dropped
+
+
+@given(st.binary(max_size=300) | st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                                              lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c,
+                                                                                                   max_size=4)).map(
+    lambda v: json.dumps(v).encode()))
+def test_console_bodies_are_a_json_object_or_10002(raw: bytes) -> None:
+    try:
+        body = parse_json_object(raw)
+    except GmeError as exc:
+        assert exc.code == ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT
+    else:
+        assert isinstance(body, dict)
+
+
+def test_console_bodies_refuse_deep_nesting_and_size() -> None:
+    for raw in (b"[" * 4000, b" " * (MAX_BODY_BYTES + 1), b"\xff\xfe"):
+        with pytest.raises(GmeError):
+            parse_json_object(raw)
+    assert parse_json_object(b"") == {}
+
+
+async def test_voice_messages_are_listed_and_played_from_the_console(srv: Running, operator: Operator,
+                                                                     tmp_path: Path) -> None:
+    ogg = transcode(Path(__file__).parent / "data" / "speech_en_16k.wav", tmp_path / "m.ogg", "libopus", 16000,
+                    "mono", seconds=1.0).read_bytes()
+    stored = ptt.get(srv.server).storage.put(srv.app.app_id, "10001", ogg, 1000)
+    status, reply = await operator.request("GET", f"/messages?app_id={srv.app.app_id}")
+    assert [(m["file_id"], m["open_id"], m["duration_ms"]) for m in reply["messages"]] == [(stored.file_id, "10001", 1000)]
+    async with srv.session.get(srv.url + "/console/api/messages/audio", params={"file_id": stored.file_id},
+                               headers={"Cookie": f"{COOKIE}={operator.cookie}"}) as r:
+        assert r.status == 200 and r.content_type == "audio/ogg" and await r.read() == ogg
+    async with srv.session.get(srv.url + "/console/api/messages/audio", params={"file_id": stored.file_id}) as r:
+        assert r.status == 401  # no session, no voice

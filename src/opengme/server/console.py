@@ -52,6 +52,7 @@ log = logging.getLogger("opengme.console")
 
 API = "/console/api"
 LIVE_INTERVAL = 0.5
+MAX_LIVE_SOCKETS = 32  # open live-room WebSockets at once (a few operators, a few tabs each)
 HISTORY_INTERVAL = 10.0
 HISTORY_SECONDS = 3600.0
 MAX_BODY_BYTES = 4096
@@ -140,6 +141,7 @@ class Console:
         self.history_interval = HISTORY_INTERVAL
         self._logins = BucketTable(*LOGIN_RATE, capacity=4096)
         self._sampler: asyncio.Task[None] | None = None
+        self._live = 0
         self.first_token: str | None = None
         """The operator token this start created (the data directory had none), for ``opengme serve`` to print."""
 
@@ -312,14 +314,19 @@ class Console:
         return web.json_response({"code": 0, "rooms": self.snapshot()})
 
     async def live(self, request: web.Request, session: Session) -> web.StreamResponse:
+        if self._live >= MAX_LIVE_SOCKETS:
+            return _refuse(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                           f"rate limit: {MAX_LIVE_SOCKETS} live views are open; close one", 429)
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1024)
         await ws.prepare(request)
+        self._live += 1
         sender = asyncio.create_task(self._push_live(ws))
         try:
             async for frame in ws:  # the page sends nothing; reading notices the close
                 if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
         finally:
+            self._live -= 1
             sender.cancel()
         return ws
 
@@ -387,10 +394,14 @@ class Console:
 
 
 async def read_json_body(request: web.Request) -> dict[str, Any]:
-    """A small JSON object body, or 10002."""
+    """A small JSON object body, or 10002 (never more than MAX_BODY_BYTES + 1 bytes are read)."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"body above {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    return parse_json_object(await request.content.read(MAX_BODY_BYTES + 1))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object ``raw`` holds (empty = ``{}``); GmeError 10002 for anything else."""
     if len(raw) > MAX_BODY_BYTES:
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"body above {MAX_BODY_BYTES} bytes")
     try:
