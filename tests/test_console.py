@@ -296,7 +296,7 @@ async def test_voice_messages_are_listed_and_played_from_the_console(srv: Runnin
     ogg = transcode(Path(__file__).parent / "data" / "speech_en_16k.wav", tmp_path / "m.ogg", "libopus", 16000,
                     "mono", seconds=1.0).read_bytes()
     stored = ptt.get(srv.server).storage.put(srv.app.app_id, "10001", ogg, 1000)
-    status, reply = await operator.request("GET", f"/messages?app_id={srv.app.app_id}")
+    _, reply = await operator.request("GET", f"/messages?app_id={srv.app.app_id}")
     assert [(m["file_id"], m["open_id"], m["duration_ms"]) for m in reply["messages"]] == [(stored.file_id, "10001", 1000)]
     async with srv.session.get(srv.url + "/console/api/messages/audio", params={"file_id": stored.file_id},
                                headers={"Cookie": f"{COOKIE}={operator.cookie}"}) as r:
