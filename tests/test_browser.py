@@ -4,8 +4,8 @@ against a real server on 127.0.0.1, beside a native SDK member with a file micro
 What is heard is compared with what was said by the envelope of the speech (log energy per 20 ms):
 the browser's microphone is Chromium's fake device playing the speech clip in a loop, the native
 member's is the same clip from a file; each side records what it plays. Screenshots of the demo page
-and the console are written to the test's output folder (``OPENGME_TEST_OUTPUT``, else the test's
-tmp_path) and are part of the test output.
+and the console (wide and phone-sized) are written to ``test-output/browser/`` (git ignores it;
+``SCREENSHOT_DIR`` names another folder) and are part of the test output: look at them.
 """
 from __future__ import annotations
 
@@ -35,11 +35,12 @@ other test suites; the same clip with a 60 ms gap every 2 s scores 0.95. Unrelat
 clips of tests/data) scores 0.36–0.52 against it, white noise 0.23."""
 
 pytestmark = pytest.mark.slow
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).parents[1] / "test-output" / "browser"))
 
 
 @pytest.fixture
-def output_dir(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("OPENGME_TEST_OUTPUT", tmp_path))
+def output_dir() -> Path:
+    folder = SCREENSHOTS
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-CHROMIUM = Path(os.environ.get("OPENGME_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))  # not OPENGME_*: those are settings
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
