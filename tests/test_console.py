@@ -303,3 +303,10 @@ async def test_voice_messages_are_listed_and_played_from_the_console(srv: Runnin
         assert r.status == 200 and r.content_type == "audio/ogg" and await r.read() == ogg
     async with srv.session.get(srv.url + "/console/api/messages/audio", params={"file_id": stored.file_id}) as r:
         assert r.status == 401  # no session, no voice
+
+
+def test_the_public_url_is_an_origin_of_its_own() -> None:
+    assert same_origin("https://voice.example.com", "http", "127.0.0.1:8090", "https://voice.example.com/base")
+    assert not same_origin("https://evil.example", "http", "127.0.0.1:8090", "https://voice.example.com")
+    assert not same_origin("null", "http", "127.0.0.1:8090", "")
+    assert not same_origin(None, "http", "127.0.0.1:8090", "https://voice.example.com")

@@ -171,7 +171,8 @@ class Console:
         """Origin (changes and the WebSocket), then session, then CSRF (changes) before ``handler``."""
 
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            if change and not same_origin(request.headers.get("Origin"), request.scheme, request.host):
+            if change and not same_origin(request.headers.get("Origin"), request.scheme, request.host,
+                                          self.server.settings.public_url):
                 return _refuse(ErrorCode.AV_ERR_SERVER_NO_PERMISSION,
                                "the console accepts changes from its own page only (Origin header missing or foreign)",
                                403)

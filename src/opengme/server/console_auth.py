@@ -14,7 +14,8 @@ rules. Plain state and pure checks (no sockets); ``opengme.server.console`` wire
   constant time. SameSite=Strict already keeps other sites' requests cookie-less; the token covers
   browsers and proxies that do not honour it.
 - **Origin.** Every POST and the live WebSocket must carry an ``Origin`` equal to the server's own
-  (scheme://host the request came to); a missing or foreign one is refused before anything else.
+  (scheme://host the request came to, or the origin of the ``public_url`` setting); a missing or
+  foreign one is refused before anything else.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from opengme.datadir import connect
 
@@ -141,6 +143,13 @@ def csrf_ok(session: Session, offered: str | None) -> bool:
                                                        session.csrf.encode())
 
 
-def same_origin(origin: str | None, scheme: str, host: str) -> bool:
-    """Whether a request's ``Origin`` header names this server as the request reached it."""
-    return origin is not None and origin.lower() == f"{scheme}://{host}".lower()
+def same_origin(origin: str | None, scheme: str, host: str, public_url: str = "") -> bool:
+    """Whether a request's ``Origin`` header names this server: as the request reached it, or as the
+    ``public_url`` setting names it (behind a TLS-terminating proxy the two differ in scheme)."""
+    if origin is None:
+        return False
+    origin = origin.lower()
+    if origin == f"{scheme}://{host}".lower():
+        return True
+    parts = urlsplit(public_url)
+    return bool(parts.scheme and parts.netloc) and origin == f"{parts.scheme}://{parts.netloc}".lower()

@@ -151,7 +151,8 @@ class Web:
     async def dev_sign(self, request: web.Request) -> web.Response:
         """A development AuthBuffer for the demo page; only for apps with ``dev_signing`` on."""
         now = time.monotonic()
-        if not same_origin(request.headers.get("Origin"), request.scheme, request.host):
+        if not same_origin(request.headers.get("Origin"), request.scheme, request.host,
+                           self.server.settings.public_url):
             return _sign_reply(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, "the development signer answers its own pages only",
                                403)
         if not self._signs.bucket(request.remote or "", now).take(now):

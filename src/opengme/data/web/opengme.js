@@ -136,6 +136,7 @@ export class OpenGME {
     this.ws = null;
     this.nextId = 1;
     this.pending = new Map(); // request id -> {resolve, reject}
+    this.entering = false;
     this.room = null; // {roomId, roomType, tinyid, muted}
     this.members = new Map(); // tinyid -> openid
     this.blacklist = new Set(); // openids
@@ -218,6 +219,7 @@ export class OpenGME {
     if (on && this.room.muted) return ErrorCode.AV_ERR_NO_PERMISSION;
     this.micOn = !!on;
     if (on) this._startCapture().catch((err) => { this.micOn = false; console.error("OpenGME mic:", err); });
+    else this._stopCapture(); // the browser's microphone indicator goes off too
     return ErrorCode.AV_OK;
   }
 
@@ -370,7 +372,7 @@ export class OpenGME {
       this._disconnected(m.code, m.reason);
     } else if (m.type === "mute" && this.room) {
       this.room.muted = !!m.muted;
-      if (m.muted) this.micOn = false;
+      if (m.muted) { this.micOn = false; this._stopCapture(); }
     } else if (m.type === "room_type" && this.room) {
       this.room.roomType = m.room_type;
     }
@@ -455,6 +457,10 @@ export class OpenGME {
     audio.context.resume();
     const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true,
       noiseSuppression: true, autoGainControl: true } });
+    if (!this.micOn || audio.capture) { // turned off (or on twice) while the browser asked for the device
+      for (const track of stream.getTracks()) track.stop();
+      return;
+    }
     const source = audio.context.createMediaStreamSource(stream);
     const capture = new AudioWorkletNode(audio.context, "opengme-capture", { processorOptions: { frameSamples: FRAME } });
     source.connect(capture);
@@ -478,6 +484,7 @@ export class OpenGME {
     for (const track of audio.stream.getTracks()) track.stop();
     if (audio.encoder.state !== "closed") audio.encoder.close();
     audio.capture = audio.stream = audio.encoder = audio.source = null;
+    if (this.uplink) { this.uplink.talking = false; this.uplink.levels = []; } // the next packet starts a talkspurt
   }
 
   _captured(frame) {
