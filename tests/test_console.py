@@ -21,6 +21,7 @@ from opengme.server.console import MAX_BODY_BYTES, History, parse_json_object
 from opengme.server.console_auth import COOKIE, CSRF_HEADER, OperatorTokens, Sessions, same_origin, token_hash
 from support.processes import opengme_cmd
 from support.signal_harness import Running
+from support.speech import JOHN, JOHN_WORDS, words
 from support.voice import transcode
 
 
@@ -310,3 +311,17 @@ def test_the_public_url_is_an_origin_of_its_own() -> None:
     assert not same_origin("https://evil.example", "http", "127.0.0.1:8090", "https://voice.example.com")
     assert not same_origin("null", "http", "127.0.0.1:8090", "")
     assert not same_origin(None, "http", "127.0.0.1:8090", "https://voice.example.com")
+
+
+@pytest.mark.public_surface
+async def test_a_voice_message_transcript_comes_from_offline_recognition(srv: Running, operator: Operator,
+                                                                         tmp_path: Path) -> None:
+    ogg = transcode(JOHN, tmp_path / "john.ogg", "libopus", 16000, "mono").read_bytes()
+    stored = ptt.get(srv.server).storage.put(srv.app.app_id, "10001", ogg, 4000)
+    status, reply = await operator.request("POST", "/messages/transcript", {"file_id": stored.file_id})
+    assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
+    srv.server.store.set(srv.app.app_id, stt=False)
+    status, reply = await operator.request("POST", "/messages/transcript", {"file_id": stored.file_id})
+    assert (status, reply["code"]) == (403, ErrorCode.AV_ERR_SERVICE_NOT_OPENED)
+    status, reply = await operator.request("POST", "/messages/transcript", {"file_id": "nothing"})
+    assert status == 404

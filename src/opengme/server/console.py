@@ -15,6 +15,7 @@ and relayed packets per second every ``HISTORY_INTERVAL`` seconds into a ring of
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import sqlite3
@@ -22,10 +23,15 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import av
+import numpy as np
+import numpy.typing as npt
 from aiohttp import WSMsgType, web
 
+from opengme.codec.audiofile import decode_pcm
 from opengme.core.levels import level_from_audio_level
 from opengme.core.ratelimit import BucketTable
 from opengme.datadir import connect
@@ -44,6 +50,8 @@ from opengme.server.console_auth import (
     same_origin,
 )
 from opengme.store import SWITCHES, AppStoreError
+from opengme.stt.base import DEFAULT_LANGUAGE, SAMPLE_RATE, level_gain, normalise_level
+from opengme.stt.pool import RecognitionPool
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -58,6 +66,7 @@ HISTORY_SECONDS = 3600.0
 MAX_BODY_BYTES = 4096
 LOGIN_RATE = (0.2, 5.0)  # sign-in attempts per second and burst, per client address
 USAGE_DAYS = 30
+TRANSCRIPTS_KEPT = 256  # transcripts remembered by file id (a message never changes)
 CONSOLE_SWITCHES = ("voice", "ptt", "stt", "arrears", "dev_signing")
 CONSOLE: web.AppKey[Console] = web.AppKey("opengme.console")
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
@@ -115,6 +124,7 @@ def setup(server: Server) -> None:
     router.add_post(f"{API}/dissolve", console.guarded(console.dissolve))
     router.add_get(f"{API}/messages", console.guarded(console.messages, change=False))
     router.add_get(f"{API}/messages/audio", console.guarded(console.message_audio, change=False))
+    router.add_post(f"{API}/messages/transcript", console.guarded(console.transcript))
     router.add_get(f"{API}/errors", console.guarded(console.errors, change=False))
     router.add_get(f"{API}/history", console.guarded(console.history, change=False))
     router.add_get(f"{API}/live", console.guarded(console.live, change=True))
@@ -142,6 +152,8 @@ class Console:
         self._logins = BucketTable(*LOGIN_RATE, capacity=4096)
         self._sampler: asyncio.Task[None] | None = None
         self._live = 0
+        self._recognition: RecognitionPool | None = None  # started on the first transcript asked for
+        self._transcripts: dict[str, str] = {}
         self.first_token: str | None = None
         """The operator token this start created (the data directory had none), for ``opengme serve`` to print."""
 
@@ -152,6 +164,8 @@ class Console:
     async def stop(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
+        if self._recognition is not None:
+            await asyncio.to_thread(self._recognition.close)
         await self.server.run_blocking(self.tokens.close)
 
     async def _sample_forever(self) -> None:
@@ -372,6 +386,32 @@ class Console:
         data = await self.server.run_blocking(storage.read, message)
         return web.Response(body=data, content_type="audio/ogg")
 
+    async def transcript(self, request: web.Request, session: Session) -> web.Response:
+        """The text of a voice message (offline recognition in a worker process; the app's ``stt`` switch
+        must be on: 7012 otherwise). Remembered, since a message never changes."""
+        body = await read_json_body(request)
+        file_id = _text(body, "file_id", 1024)
+        language = body.get("language", DEFAULT_LANGUAGE)
+        if not isinstance(language, str) or len(language) > 16:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "language must be a tag such as en-US")
+        storage = ptt.get(self.server).storage
+        message = await self.server.run_blocking(storage.get, file_id)
+        if message is None:
+            return _refuse(ErrorCode.QAVPTTERROR_DOWNLOAD_REMOTEFILE_ACCESSERROR, "no such voice message", 404)
+        app = await self.server.run_blocking(self.server.store.get, message.app_id)
+        if app is None or not app.stt:
+            return _refuse(ErrorCode.AV_ERR_SERVICE_NOT_OPENED, "speech-to-text is off for this app (switch stt)", 403)
+        key = f"{language}\0{file_id}"
+        if key not in self._transcripts:
+            pcm = await self.server.run_blocking(_speech_of, await self.server.run_blocking(storage.read, message))
+            if self._recognition is None:
+                self._recognition = RecognitionPool(workers=1, limit=2)
+            text = await self._recognition.transcribe(pcm, language)
+            while len(self._transcripts) >= TRANSCRIPTS_KEPT:
+                del self._transcripts[next(iter(self._transcripts))]
+            self._transcripts[key] = text
+        return web.json_response({"code": 0, "file_id": file_id, "language": language, "text": self._transcripts[key]})
+
     async def errors(self, request: web.Request, session: Session) -> web.Response:
         query = request.query.get("q", "").strip()[:200]
         if not query:
@@ -412,6 +452,20 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "the body must be a JSON object")
     return body
+
+
+def _speech_of(data: bytes) -> npt.NDArray[np.int16]:
+    """A voice message's audio at the recogniser's rate (16 kHz mono), its level normalised."""
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.FFmpegError, ValueError) as exc:
+        raise GmeError(ErrorCode.AV_ERR_FILE_DAMAGED, f"the stored voice message cannot be read: {exc}") from None
+    try:
+        chunks = list(decode_pcm(container, SAMPLE_RATE, 1, Path("voice message")))
+    finally:
+        container.close()
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+    return normalise_level(pcm, level_gain(pcm))
 
 
 def _text(body: dict[str, Any], name: str, limit: int) -> str:

@@ -183,9 +183,17 @@ $("messages-form").addEventListener("submit", async (event) => {
   if (!data) return;
   $("messages-list").replaceChildren(...(data.messages.length ? data.messages.map((m) => el("li", {},
     `${new Date(m.created_at * 1000).toLocaleString()} — ${m.open_id}, ${(m.duration_ms / 1000).toFixed(1)} s `,
-    el("audio", { controls: true, preload: "none", src: `${API}/messages/audio?file_id=${encodeURIComponent(m.file_id)}` }),
+    el("audio", { controls: true, preload: "none", src: `${API}/messages/audio?file_id=${encodeURIComponent(m.file_id)}`,
+      "aria-label": `voice message of ${m.open_id}` }),
+    el("button", { type: "button", className: "secondary", onclick: (e) => transcribe(m.file_id, e.target) }, "Transcript"),
   )) : [el("li", {}, "No voice message for this app.")]));
 });
+
+async function transcribe(fileId, button) {
+  button.disabled = true;
+  const data = await act("transcript", "/messages/transcript", { file_id: fileId });
+  button.replaceWith(el("q", { className: "transcript" }, data ? data.text || "(no words recognised)" : "(no transcript)"));
+}
 
 $("errors-form").addEventListener("submit", async (event) => {
   event.preventDefault();
