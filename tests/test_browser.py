@@ -122,7 +122,21 @@ def test_a_browser_and_a_native_member_hear_each_other(
     pump([native], page, lambda: heard.frames_written >= target)
     native_pcm = heard.take_all()
     native_score = looped_envelope_correlation(said, envelope(native_pcm[-6 * OUT_RATE:], OUT_RATE))
+    # The local blacklist silences the member here while its level still shows; removing it brings it back.
+    assert page.evaluate("() => window.demo.gme.addAudioBlackList('20001')") == ErrorCode.AV_OK
+    page.wait_for_timeout(300)  # what was queued before plays out
+    page.evaluate("() => window.demo.gme.takeRecording()")
+    page.wait_for_timeout(1000)
+    blacklisted = recording(page)
+    assert page.evaluate("() => window.demo.gme.getRecvStreamLevel('20001')") > 0
+    assert page.evaluate("() => window.demo.gme.removeAudioBlackList('20001')") == ErrorCode.AV_OK
+    page.wait_for_timeout(1000)
+    page.evaluate("() => window.demo.gme.takeRecording()")
+    page.wait_for_timeout(1000)
+    restored = recording(page)
     page.screenshot(path=str(output_dir / "demo.png"), full_page=True)
+    assert len(blacklisted) > OUT_RATE // 2 and np.max(np.abs(blacklisted)) == 0, "a blacklisted member was played"
+    assert np.sqrt(np.mean(restored.astype(np.float64) ** 2)) > 300, "the member stayed silent after the blacklist"
     assert np.sqrt(np.mean(in_browser.astype(np.float64) ** 2)) > 300, "the page played silence"
     assert browser_score >= MIN_ENVELOPE_CORRELATION, f"browser heard the native member with envelope r={browser_score:.2f}"
     assert native_score >= MIN_ENVELOPE_CORRELATION, f"native member heard the browser with envelope r={native_score:.2f}"
