@@ -91,10 +91,10 @@ async def test_the_console_refuses_requests_without_a_session_a_csrf_token_or_it
         assert (status, reply["code"]) == (403, ErrorCode.AV_ERR_SERVER_NO_PERMISSION), reply
         assert "Origin" in reply["message"]
     # Nothing happened to the member; with all three the kick goes through.
-    assert srv.server.web_app[console.CONSOLE].snapshot()[0]["members"][0]["open_id"] == "10001"
+    assert console.get(srv.server).snapshot()["rooms"][0]["members"][0]["open_id"] == "10001"
     status, reply = await operator.request("POST", "/kick", kick)
     assert (status, reply) == (200, {"code": 0})
-    assert console.get(srv.server).snapshot() == []
+    assert console.get(srv.server).snapshot() == {"rooms": [], "rooms_total": 0, "members_total": 0}
 
 
 @pytest.mark.public_surface

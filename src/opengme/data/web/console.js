@@ -113,16 +113,19 @@ function connectLive() {
     $("live-state").textContent = "disconnected";
     if (csrf) setTimeout(connectLive, 2000);
   };
-  live.onmessage = (event) => renderRooms(JSON.parse(event.data).rooms);
+  live.onmessage = (event) => renderRooms(JSON.parse(event.data));
 }
 
-function renderRooms(rooms) {
+function renderRooms(snapshot) {
   const list = $("rooms-list");
+  const rooms = snapshot.rooms;
   if (!rooms.length) {
     list.replaceChildren(el("p", {}, "No room is open."));
     return;
   }
-  list.replaceChildren(...rooms.map((room) => {
+  const shown = rooms.length < snapshot.rooms_total ?
+    el("p", {}, `The first ${rooms.length} of ${snapshot.rooms_total} rooms (${snapshot.members_total} members).`) : null;
+  list.replaceChildren(...(shown ? [shown] : []), ...rooms.map((room) => {
     const members = room.members.map((m) => el("li", { dataset: { openid: m.open_id, speaking: m.speaking ? "yes" : "no" } },
       el("span", { className: "dot", "aria-hidden": "true" }),
       el("span", {}, m.open_id),
