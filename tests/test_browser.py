@@ -190,8 +190,44 @@ def test_the_readme_lines_put_a_web_page_in_a_room(
     page.evaluate(f"async ([APPID, openId, authBufferBase64]) => {{ {readme_lines(server.url)}\nwindow.gme = gme; }}",
                   [server.app.app_id, "30003", auth])
     pump([native], page, lambda: page.evaluate("() => gme.getMicState() === 1 && gme.getSpeakerState() === 1"))
+    assert page.evaluate("() => gme.EnterRoom === gme.enterRoom && gme.SetMicVolume(300)") == ErrorCode.AV_ERR_INVALID_ARGUMENT
     pump([native], page, lambda: sorted(native.ctx.get_room().get_members()) == ["20001", "30003"])
     heard.take_all()
     target = heard.frames_written + 100
     pump([native], page, lambda: heard.frames_written >= target)
     assert np.sqrt(np.mean(heard.take_all()[-OUT_RATE:].astype(np.float64) ** 2)) > 300  # the page's voice
+
+
+def test_sdk_calls_answer_with_gme_codes(server: ThreadServer, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{server.url}/healthz")
+    codes = page.evaluate("""async () => {
+        const { OpenGME } = await import("/sdk/opengme.js");
+        const gme = new OpenGME();
+        return [gme.enterRoom("r", 1, "AAAA"), gme.init("", "1"), gme.init("1400000000", "10001"),
+                gme.init("1400000000", "10001"), gme.enterRoom("r", 9, "AAAA"), gme.enterRoom("", 1, "AAAA"),
+                gme.enableMic(true), gme.exitRoom(), gme.setSpeakerVolumeByOpenID("10002", 201),
+                gme.addAudioBlackList("10002"), gme.addAudioBlackList("10002"), gme.removeAudioBlackList("10003"),
+                gme.setTMGDelegate(null)];
+    }""")
+    assert codes == [ErrorCode.AV_ERR_CONTEXT_NOT_EXIST, ErrorCode.AV_ERR_INVALID_ARGUMENT, ErrorCode.AV_OK,
+                     ErrorCode.AV_ERR_HAS_IN_THE_STATE, ErrorCode.AV_ERR_INVALID_ARGUMENT,
+                     ErrorCode.AV_ERR_INVALID_ARGUMENT, ErrorCode.AV_ERR_ROOM_NOT_EXIST, ErrorCode.AV_ERR_ROOM_NOT_EXIST,
+                     ErrorCode.AV_ERR_INVALID_ARGUMENT, ErrorCode.AV_OK, ErrorCode.AV_ERR_HAS_IN_THE_STATE,
+                     ErrorCode.AV_ERR_INVALID_ARGUMENT, ErrorCode.AV_ERR_INVALID_ARGUMENT]
+
+
+def test_a_refused_entry_reaches_the_delegate_with_the_servers_code(server: ThreadServer, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{server.url}/healthz")
+    forged = base64.b64encode(b"\x00" * 64).decode()
+    event = page.evaluate("""async ([app, auth]) => {
+        const { OpenGME, EventType } = await import("/sdk/opengme.js");
+        const gme = new OpenGME();
+        gme.init(app, "10001");
+        const entered = new Promise((resolve) => gme.setTMGDelegate((type, data) => {
+            if (type === EventType.ENTER_ROOM) resolve(data); }));
+        gme.enterRoom("r", 1, auth);
+        return [await entered, gme.isRoomEntered()];
+    }""", [server.app.app_id, forged])
+    assert event[0]["result"] == ErrorCode.AV_ERR_AUTH_FIALD and event[0]["error_info"] and event[1] is False

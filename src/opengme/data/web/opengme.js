@@ -588,3 +588,11 @@ export class OpenGME {
     if (Object.keys(volumes).length) this._emit(EventType.USER_VOLUMES, volumes);
   }
 }
+
+// GME H5's own names for the calls it has (Init, SetTMGDelegate, EnterRoom, EnableMic, EnableSpeaker,
+// SetMicVolume, ExitRoom), so code written against WebGMEAPI reads the same.
+for (const [h5, ours] of [["Init", "init"], ["SetTMGDelegate", "setTMGDelegate"], ["EnterRoom", "enterRoom"],
+  ["ExitRoom", "exitRoom"], ["EnableMic", "enableMic"], ["EnableSpeaker", "enableSpeaker"],
+  ["SetMicVolume", "setMicVolume"]]) {
+  OpenGME.prototype[h5] = OpenGME.prototype[ours];
+}
