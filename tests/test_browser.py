@@ -155,6 +155,15 @@ def test_the_console_shows_a_browser_member_speaking_and_kicks_it(
     ops.fill("#token", token)
     ops.click("#login button[type=submit]")
     ops.wait_for_selector("#apps-table tbody tr")
+    # Changes from the page itself carry its CSRF token: create an app (key shown once), flip a switch.
+    ops.fill("#app-name", "racing")
+    ops.click("#create-app button")
+    ops.wait_for_selector("#key-once:not([hidden])")
+    assert "shown once" in ops.text_content("#key-once")
+    created = next(a for a in server.store.list() if a.name == "racing")
+    assert created.key in ops.text_content("#key-once")
+    ops.click(f'input[data-app="{created.app_id}"][data-switch="arrears"]')
+    pump([native], page, lambda: server.store.require(created.app_id).arrears)
     speaking = 'article[data-room="lobby"] li[data-openid="30002"][data-speaking="yes"]'
     pump([native], page, lambda: ops.query_selector(speaking) is not None)
     ops.evaluate("() => document.querySelector('#rooms').scrollIntoView()")
