@@ -10,6 +10,7 @@ and the console (wide and phone-sized) are written to ``test-output/browser/`` (
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import time
@@ -170,6 +171,23 @@ def test_the_console_shows_a_browser_member_speaking_and_kicks_it(
     ops.screenshot(path=str(output_dir / "console.png"))  # the live rooms: docs/console.png is one of these
     ops.set_viewport_size({"width": 390, "height": 844})
     ops.screenshot(path=str(output_dir / "console-phone.png"), full_page=True)
+    # From the signed-in page: a change without its session cookie, or with a wrong CSRF token, is refused.
+    kick = json.dumps({"app_id": server.app.app_id, "room_id": "lobby", "open_id": "30002"})
+    post = """async ([body, csrf, credentials]) => {
+        const r = await fetch("/console/api/kick", {method: "POST", body, credentials,
+            headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}});
+        return [r.status, (await r.json()).code]; }"""
+    refused = [ErrorCode.AV_ERR_SERVER_NO_PERMISSION]
+    assert ops.evaluate(post, [kick, "wrong", "same-origin"]) == [403, *refused]
+    assert ops.evaluate(post, [kick, "", "omit"]) == [401, *refused]
+    # Another origin (localhost is another site than 127.0.0.1): the browser sends no cookie, the server
+    # refuses the Origin, and the member stays.
+    evil = browser.new_page()
+    evil.goto(server.url.replace("127.0.0.1", "localhost") + "/healthz")
+    evil.evaluate("""async ([url, body]) => { await fetch(url, {method: "POST", body, mode: "no-cors",
+        credentials: "include"}); }""", [server.url + "/console/api/kick", kick])
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => window.demo.gme.isRoomEntered()")
     ops.click('article[data-room="lobby"] li[data-openid="30002"] button.danger')
     pump([native], page, lambda: not page.evaluate("() => window.demo.gme.isRoomEntered()"))
     removed = events_of(page, EventType.ROOM_DISCONNECT)
