@@ -325,3 +325,11 @@ async def test_a_voice_message_transcript_comes_from_offline_recognition(srv: Ru
     assert (status, reply["code"]) == (403, ErrorCode.AV_ERR_SERVICE_NOT_OPENED)
     status, reply = await operator.request("POST", "/messages/transcript", {"file_id": "nothing"})
     assert status == 404
+
+
+async def test_guessing_the_token_is_rate_limited(srv: Running) -> None:
+    op = Operator(srv)
+    statuses = [(await op.request("POST", "/login", {"token": f"guess{n}"}))[0] for n in range(7)]
+    assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
+    status, reply = await op.request("POST", "/login", {"token": console.get(srv.server).first_token})
+    assert (status, reply["code"]) == (429, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED)  # even the right one, for now
