@@ -129,7 +129,7 @@ def test_a_browser_and_a_native_member_hear_each_other(
     page.evaluate("() => window.demo.gme.takeRecording()")
     page.wait_for_timeout(1000)
     blacklisted = recording(page)
-    assert page.evaluate("() => window.demo.gme.getRecvStreamLevel('20001')") > 0
+    pump([native], page, lambda: page.evaluate("() => window.demo.gme.getRecvStreamLevel('20001')") > 0)
     assert page.evaluate("() => window.demo.gme.removeAudioBlackList('20001')") == ErrorCode.AV_OK
     page.wait_for_timeout(1000)
     page.evaluate("() => window.demo.gme.takeRecording()")
