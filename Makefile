@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,18 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed
 	$(BIN)/opengme serve $(ARGS)
 
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium (no wheel ships a browser that runs here). Installed when
+# missing and we may (root with apt-get); otherwise those tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "no $(CHROMIUM) and not root: the browser tests will skip (apt-get install chromium)"; fi; \
+	fi
 
 # Lint and strict typing run before the suite (make test and CI): pinned in the test extras.
 lint: $(VENV)/.installed-test

@@ -37,6 +37,7 @@ from support.processes import ServeProcess, start_server
 README = REPO / "README.md"
 PLACEHOLDER_APP, PLACEHOLDER_KEY = "1400123456", "a1B2c3D4e5F6g7H8"
 PLACEHOLDER_URL = "http://127.0.0.1:8090"
+PLACEHOLDER_TOKEN = "Xq3vN8-operator-token-shown-once-Lw5dPk0aZs2"
 _MARKER = re.compile(r"<!-- readme-test: (\w+)(?: (\S+))? -->")
 _ASSIGNMENT = re.compile(r"^[A-Z_]+=[^\s$`(]+")  # NAME=literal (not a command substitution)
 _USER_UPDATE = re.compile(r"^USER_UPDATE \{'event_id': (<[^>]+>), 'user_list': \[(.*)\]\}$")
@@ -140,8 +141,11 @@ def _environment(served: ServeProcess | None = None) -> dict[str, str]:
 
 
 def _check_banner(block: Block, served: ServeProcess, app_id: str, key: str) -> None:
+    printed = [line.rsplit(" ", 1)[-1] for line in served.banner if line.startswith("Web console: ")]
+    token = printed[0] if printed else PLACEHOLDER_TOKEN  # random: the README shows a placeholder
     expected = [line.replace(PLACEHOLDER_APP, app_id).replace(PLACEHOLDER_KEY, key)
-                .replace(PLACEHOLDER_URL, served.url) for line in block.text.splitlines()[1:]]
+                .replace(PLACEHOLDER_URL, served.url).replace(PLACEHOLDER_TOKEN, token)
+                for line in block.text.splitlines()[1:]]
     assert served.banner == expected, f"{block}: serve printed {served.banner}"
 
 

@@ -18,8 +18,8 @@ from opengme.datadir import connect, damaged, integrity_problem, prepare
 from opengme.ids import KEY_LENGTH, IdError, validate_app_id, validate_key
 
 KEY_ALPHABET = string.ascii_letters + string.digits
-SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid", "v1_auth")
-_ADDED_COLUMNS = {"v1_auth": "INTEGER NOT NULL DEFAULT 1"}
+SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid", "v1_auth", "dev_signing")
+_ADDED_COLUMNS = {"v1_auth": "INTEGER NOT NULL DEFAULT 1", "dev_signing": "INTEGER NOT NULL DEFAULT 0"}
 """Columns added after the first release: opening an older registry adds them (with their defaults)."""
 _SCHEMA = """CREATE TABLE IF NOT EXISTS apps (
     app_id TEXT PRIMARY KEY,
@@ -50,6 +50,7 @@ class App:
     created_at: float
     updated_at: float
     v1_auth: bool = True  # accept GME's v1 AuthBuffers (malleable: see opengme.authbuffer)
+    dev_signing: bool = False  # the /demo page may sign AuthBuffers for anyone (development only)
 
     def public_dict(self) -> dict[str, object]:
         """Fields safe to print or log: everything but the key."""
@@ -62,6 +63,7 @@ class App:
             "arrears": self.arrears,
             "string_openid": self.string_openid,
             "v1_auth": self.v1_auth,
+            "dev_signing": self.dev_signing,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -189,7 +191,7 @@ class AppStore:
         return [_row_to_app(r) for r in rows]
 
     def set(self, app_id: str, **switches: bool) -> App:
-        """Change console switches (voice, ptt, stt, arrears, string_openid, v1_auth)."""
+        """Change console switches (voice, ptt, stt, arrears, string_openid, v1_auth, dev_signing)."""
         unknown = set(switches) - set(SWITCHES)
         if unknown:
             raise AppStoreError(f"unknown switch(es): {', '.join(sorted(unknown))}")
@@ -223,6 +225,7 @@ def _row_to_app(row: sqlite3.Row) -> App:
         arrears=bool(row["arrears"]),
         string_openid=bool(row["string_openid"]),
         v1_auth=bool(row["v1_auth"]),
+        dev_signing=bool(row["dev_signing"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

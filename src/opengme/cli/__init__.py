@@ -142,6 +142,7 @@ def build_parser() -> Parser:
         app_cmd,
         authbuffer_cmd,
         config_cmd,
+        console_cmd,
         errors_cmd,
         join_cmd,
         message_cmd,
@@ -162,7 +163,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   message_cmd, transcribe_cmd, say_cmd):
+                   message_cmd, transcribe_cmd, say_cmd, console_cmd):
         module.register(sub, common)
     return parser
 

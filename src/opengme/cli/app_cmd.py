@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     st.add_argument("--v1-auth", choices=["on", "off"],
                     help="accept GME's v1 AuthBuffers (default on, so a GME signing backend moves over "
                     "unchanged); off refuses them with 7006: v1 has no MAC, a player can edit its openid")
+    st.add_argument("--dev-signing", choices=["on", "off"],
+                    help="let the server's /demo page sign AuthBuffers for anyone (development only; default off)")
     st.set_defaults(func=_set)
     rot = actions.add_parser("rotate-key", parents=[common], help="replace the app's permission key")
     rot.add_argument("app_id", metavar="APPID")
@@ -99,13 +101,13 @@ def _set(args: argparse.Namespace) -> int:
     changes: dict[str, bool] = {}
     if args.arrears is not None:
         changes["arrears"] = args.arrears
-    for name in ("voice", "ptt", "stt", "string_openid", "v1_auth"):
+    for name in ("voice", "ptt", "stt", "string_openid", "v1_auth", "dev_signing"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value == "on"
     if not changes:
         raise CliError("nothing to change: give --arrears/--no-arrears, --voice, --ptt, --stt, --string-openid "
-                       "or --v1-auth")
+                       "--v1-auth or --dev-signing")
     return _report(lambda store: store.set(args.app_id, **changes), args, with_key=False)
 
 

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format)
 
     def ready(server: Server, dev: App | None) -> None:
+        from opengme.server import console
+
         # The "listening" line comes last: scripts and tests wait for it.
         if dev is not None:
             data = shlex.quote(str(settings.data_dir))
@@ -77,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
                 f"Try: {this_program()} authbuffer gen {dev.app_id} 10001 --room demo --data-dir {data}",
                 flush=True,
             )
+        token = console.get(server).first_token
+        if token is not None:
+            print(f"Web console: {server.base_url}/console  operator token (shown once; "
+                  f"`{this_program()} console-token` makes another): {token}", flush=True)
         print(f"OpenGME listening on {server.base_url}  (data: {settings.data_dir})", flush=True)
 
     try:

@@ -87,10 +87,10 @@ class Server:
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import admin, captions, media, ptt, signalling, stt
+    from opengme.server import admin, captions, console, media, ptt, signalling, stt, web
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir))
-    for part in (signalling, admin, media, ptt, stt, captions):
+    for part in (signalling, admin, media, ptt, stt, captions, console, web):
         part.setup(server)
     return server
 
