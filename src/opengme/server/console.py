@@ -15,7 +15,6 @@ and relayed packets per second every ``HISTORY_INTERVAL`` seconds into a ring of
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import sqlite3
@@ -23,15 +22,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import av
-import numpy as np
-import numpy.typing as npt
 from aiohttp import WSMsgType, web
 
-from opengme.codec.audiofile import decode_pcm
 from opengme.core.levels import level_from_audio_level
 from opengme.core.ratelimit import BucketTable
 from opengme.core.relay import Relay
@@ -41,7 +35,7 @@ from opengme.errors import ErrorCode, GmeError, all_errors, info, search
 from opengme.ids import IdError, validate_app_id
 from opengme.logs import fields
 from opengme.protocol.signalling import MAX_TEXT_CHARS
-from opengme.server import media, ptt, signalling
+from opengme.server import media, ptt, signalling, stt
 from opengme.server.console_auth import (
     COOKIE,
     CSRF_HEADER,
@@ -52,8 +46,7 @@ from opengme.server.console_auth import (
     same_origin,
 )
 from opengme.store import SWITCHES, AppStoreError
-from opengme.stt.base import DEFAULT_LANGUAGE, SAMPLE_RATE, level_gain, normalise_level
-from opengme.stt.pool import RecognitionPool
+from opengme.stt.base import DEFAULT_LANGUAGE
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -71,7 +64,6 @@ HISTORY_SECONDS = 3600.0
 MAX_BODY_BYTES = 4096
 LOGIN_RATE = (0.2, 5.0)  # sign-in attempts per second and burst, per client address
 USAGE_DAYS = 30
-TRANSCRIPTS_KEPT = 256  # transcripts remembered by file id (a message never changes)
 CONSOLE_SWITCHES = ("voice", "ptt", "stt", "arrears", "dev_signing")
 CONSOLE: web.AppKey[Console] = web.AppKey("opengme.console")
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
@@ -158,8 +150,6 @@ class Console:
         self._sampler: asyncio.Task[None] | None = None
         self._views: set[web.WebSocketResponse] = set()  # open live views
         self._broadcaster: asyncio.Task[None] | None = None
-        self._recognition: RecognitionPool | None = None  # started on the first transcript asked for
-        self._transcripts: dict[str, str] = {}
         self.first_token: str | None = None
         """The operator token this start created (the data directory had none), for ``opengme serve`` to print."""
 
@@ -171,8 +161,6 @@ class Console:
         for task in (self._sampler, self._broadcaster):
             if task is not None:
                 task.cancel()
-        if self._recognition is not None:
-            await asyncio.to_thread(self._recognition.close)
         await self.server.run_blocking(self.tokens.close)
 
     async def _sample_forever(self) -> None:
@@ -389,8 +377,9 @@ class Console:
         return web.Response(body=data, content_type="audio/ogg")
 
     async def transcript(self, request: web.Request, session: Session) -> web.Response:
-        """The text of a voice message (offline recognition in a worker process; the app's ``stt`` switch
-        must be on: 7012 otherwise). Remembered, since a message never changes."""
+        """The text of a voice message: the one the speech-to-text endpoints store with it, or
+        recognised now in their worker pool within the app's limit (the app's ``stt`` switch must be
+        on: 7012 otherwise)."""
         body = await read_json_body(request)
         file_id = _text(body, "file_id", 1024)
         language = body.get("language", DEFAULT_LANGUAGE)
@@ -403,16 +392,9 @@ class Console:
         app = await self.server.run_blocking(self.server.store.get, message.app_id)
         if app is None or not app.stt:
             return _refuse(ErrorCode.AV_ERR_SERVICE_NOT_OPENED, "speech-to-text is off for this app (switch stt)", 403)
-        key = f"{language}\0{file_id}"
-        if key not in self._transcripts:
-            pcm = await self.server.run_blocking(_speech_of, await self.server.run_blocking(storage.read, message))
-            if self._recognition is None:
-                self._recognition = RecognitionPool(workers=1, limit=2)
-            text = await self._recognition.transcribe(pcm, language)
-            while len(self._transcripts) >= TRANSCRIPTS_KEPT:
-                del self._transcripts[next(iter(self._transcripts))]
-            self._transcripts[key] = text
-        return web.json_response({"code": 0, "file_id": file_id, "language": language, "text": self._transcripts[key]})
+        speech = stt.get(self.server)
+        text, _ = await speech.text_of(message, speech.pool.resolve(language))
+        return web.json_response({"code": 0, "file_id": file_id, "language": language, "text": text})
 
     async def errors(self, request: web.Request, session: Session) -> web.Response:
         query = request.query.get("q", "").strip()[:200]
@@ -464,20 +446,6 @@ def _level(relay: Relay, tinyid: int, now: float) -> int:
         return 0
     recent = activity.last_voice is not None and now - activity.last_voice <= 0.5
     return level_from_audio_level(activity.level) if recent else 0
-
-
-def _speech_of(data: bytes) -> npt.NDArray[np.int16]:
-    """A voice message's audio at the recogniser's rate (16 kHz mono), its level normalised."""
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError) as exc:
-        raise GmeError(ErrorCode.AV_ERR_FILE_DAMAGED, f"the stored voice message cannot be read: {exc}") from None
-    try:
-        chunks = list(decode_pcm(container, SAMPLE_RATE, 1, Path("voice message")))
-    finally:
-        container.close()
-    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-    return normalise_level(pcm, level_gain(pcm))
 
 
 def _text(body: dict[str, Any], name: str, limit: int) -> str:

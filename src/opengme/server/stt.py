@@ -113,22 +113,28 @@ class Speech:
             ask = sproto.TextRequest.parse(await self._read_body(request))
             language = self.pool.resolve(ask.language)
             message = await asyncio.to_thread(self._message, caller.app, file_id)
-            text = await asyncio.to_thread(self.transcripts.get, message.file_id, language)
-            cached = text is not None
-            if text is None:
-                with self.quota.slot(caller.app.app_id, Kind.FILE):
-                    data = await asyncio.to_thread(self.ptt.storage.read, message)
-                    text = await self.pool.transcribe_voice(data, language)
-                await asyncio.to_thread(self.transcripts.put, message.file_id, language, text, time.time())
-                self.server.metrics.inc(RECOGNITIONS)
-            else:
-                self.server.metrics.inc(CACHED)
+            text, cached = await self.text_of(message, language)
         except (Refused, GmeError, OSError) as exc:
             return self._refuse(request, exc)
         log.info("voice message recognised", extra=fields(app_id=caller.app.app_id, file_id=file_id,
                                                           language=language, cached=cached, chars=len(text)))
         url = proto.file_url(self.server.settings.public_url or str(request.url.origin()), file_id)
         return web.json_response({"code": 0, "file_id": url, "text": text, "language": language, "cached": cached})
+
+    async def text_of(self, message: Message, language: str) -> tuple[str, bool]:
+        """The stored text of a message in ``language`` (a resolved tag), else recognised now within
+        the app's file-job limit and stored; and whether it was stored already. The SDK's
+        ``speech_to_text`` and the web console both come here."""
+        text = await asyncio.to_thread(self.transcripts.get, message.file_id, language)
+        if text is not None:
+            self.server.metrics.inc(CACHED)
+            return text, True
+        with self.quota.slot(message.app_id, Kind.FILE):
+            data = await asyncio.to_thread(self.ptt.storage.read, message)
+            text = await self.pool.transcribe_voice(data, language)
+        await asyncio.to_thread(self.transcripts.put, message.file_id, language, text, time.time())
+        self.server.metrics.inc(RECOGNITIONS)
+        return text, False
 
     async def speech(self, request: web.Request) -> web.Response:
         """``POST /v1/ptt/speech``: text-to-speech, stored as a voice message of the caller."""
