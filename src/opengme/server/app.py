@@ -87,10 +87,10 @@ class Server:
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import admin, media, ptt, signalling
+    from opengme.server import actions, admin, media, ptt, signalling, tc3
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir))
-    for part in (signalling, admin, media, ptt):
+    for part in (signalling, actions, admin, tc3, media, ptt):
         part.setup(server)
     return server
 
