@@ -5,8 +5,9 @@ A request is answered ``{"Response": {…, "RequestId"}}`` with HTTP 200, an err
 ``{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`` with Tencent Cloud's common codes.
 Checks, in order: version and action headers, the ``Authorization`` header, the SecretId (made by
 ``opengme apikey create``), the timestamp window (five minutes either way), the body (at most
-``MAX_BODY_BYTES`` within the HTTP body deadline), the signature (constant-time), replays of a
-state-changing request, the key's rate (``RATE`` requests a second) and its AppIDs. The actions are
+``MAX_BODY_BYTES`` within the HTTP body deadline), the signature (constant-time), the key's rate
+(``RATE`` requests a second) and its AppIDs. TC3 has no nonce: a state-changing request whose signed
+bytes come again within the window is answered with its first answer and not carried out twice. The actions are
 ``opengme.server.actions``; this module only translates GME's parameter and result names.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ RATE = 200.0  # requests a second per SecretId: GME's documented limit for its r
 MAX_ROOMS = 10  # DescribeRoomInfo: at most 10 RoomIds or StrRoomIds, as GME documents
 MAX_USERS = 100
 MAX_STAT_DAYS = 31
+MAX_REMEMBERED = 4096  # answers kept for replays; past this the expired ones are dropped
 JSON = "application/json"  # exactly: the SDKs look for error bodies only under this content type
 Params = dict[str, Any]
 ActionHandler = Callable[["Tc3Api", ApiKey, Params], Awaitable[Params]]
@@ -56,7 +58,7 @@ ActionHandler = Callable[["Tc3Api", ApiKey, Params], Awaitable[Params]]
 class Action:
     handler: ActionHandler
     params: frozenset[str]
-    changes_state: bool  # a replay of the same signed request is refused
+    changes_state: bool  # the same signed request again gets the first answer (not carried out twice)
 
 
 _ACTIONS: dict[str, Action] = {}
@@ -87,7 +89,7 @@ class Tc3Api:
         self.actions: AdminActions = actions_.get(server)
         self.keys = ApiKeyStore(server.settings.data_dir)
         self.rates = BucketTable(RATE, RATE)
-        self.seen: dict[str, float] = {}  # signatures of state-changing requests, kept for the window
+        self.answers: dict[str, tuple[float, Params]] = {}  # state-changing requests' answers, by signature
 
     async def stop(self) -> None:
         self.keys.close()
@@ -139,23 +141,27 @@ class Tc3Api:
         if found is None:
             raise Tc3Error("InvalidAction", f"{name} is not an action of GME {VERSION} that OpenGME serves; "
                            f"see the README's \"Migrating from GME\"")
-        if found.changes_state:
-            self._check_replay(auth.signature, timestamp, now)
         if not self.rates.bucket(auth.secret_id, time.monotonic()).take(time.monotonic()):
             raise Tc3Error("RequestLimitExceeded", f"more than {RATE:g} requests a second with this SecretId")
         params = _params(body, found.params)
+        replayed = self._answered(auth.signature, now) if found.changes_state else None
+        if replayed is not None:
+            return replayed
         try:
-            return await found.handler(self, key, params)
+            result = await found.handler(self, key, params)
         except GmeError as exc:
             raise Tc3Error(_tc3_code(exc.code), exc.detail) from None
+        if found.changes_state:
+            self.answers[auth.signature] = (timestamp + signing.MAX_SKEW, result)
+        return result
 
-    def _check_replay(self, signature: str, timestamp: int, now: float) -> None:
-        if len(self.seen) > 4096:
-            self.seen = {s: until for s, until in self.seen.items() if until >= now}
-        if self.seen.get(signature, 0.0) >= now:
-            raise Tc3Error("AuthFailure.SignatureFailure",
-                           "this signed request was already carried out (a replay); sign each request afresh")
-        self.seen[signature] = timestamp + signing.MAX_SKEW
+    def _answered(self, signature: str, now: float) -> Params | None:
+        """The first answer to a state-changing request whose signed bytes come again within the window
+        (a replay, or the same call twice in one second): it is answered, not carried out, again."""
+        if len(self.answers) > MAX_REMEMBERED:
+            self.answers = {s: kept for s, kept in self.answers.items() if kept[0] >= now}
+        kept = self.answers.get(signature)
+        return kept[1] if kept is not None and kept[0] >= now else None
 
     async def app(self, key: ApiKey, biz_id: int) -> App:
         """The app ``biz_id`` when the key may act on it."""

@@ -110,3 +110,7 @@ def count_usage(server: Server, app_id: str, metric: Usage, amount: float = 1.0)
     usage = server.web_app.get(USAGE)
     if usage is not None:
         usage.count(app_id, metric, amount)
+
+
+def get(server: Server) -> UsageLog:
+    return server.web_app[USAGE]
