@@ -50,6 +50,9 @@ from opengme.protocol.media import (
 
 Addr = tuple[str, int]
 Outgoing = list[tuple[bytes, Addr]]
+Tap = Callable[[int, bytes, float], None]
+"""``(speaker tinyid, Opus payload, now)``, called for each voice packet of a tapped room that the relay
+forwards (server-side recording). It must only hand the packet on (a queue put): it runs on the hot path."""
 RoutePolicy = Callable[[int, int], bool]
 """``(speaker tinyid, listener tinyid) -> hears`` within one room: the hook for hearing rules (teams,
 range, blocked speakers). Asked only when route tables are rebuilt, never per packet; it must answer
@@ -158,11 +161,12 @@ class _Member:
 
 
 class _Room:
-    __slots__ = ("members", "room_id")
+    __slots__ = ("members", "room_id", "tap")
 
-    def __init__(self, room_id: str) -> None:
+    def __init__(self, room_id: str, tap: Tap | None) -> None:
         self.room_id = room_id
         self.members: list[_Member] = []  # in joining order
+        self.tap = tap  # gets each forwarded voice payload of the room (server-side recording)
 
 
 def _head(first: bytes, data: bytes, member: _Member) -> bytes:
@@ -191,6 +195,7 @@ class Relay:
         self._sessions: dict[int, _Member] = {}  # by session id: the hot path's lookup
         self._rooms: dict[str, _Room] = {}
         self._policies: dict[str, RoutePolicy] = {}  # by room id; outlive the room's members
+        self._taps: dict[str, Tap] = {}  # by room id, likewise
         self.counters = RelayCounters()
 
     # -- membership (called by signalling) ---------------------------------------------------
@@ -208,7 +213,7 @@ class Relay:
         crypto = MediaCrypto.for_server(key, self._window)
         room = self._rooms.get(room_id)
         if room is None:
-            room = self._rooms[room_id] = _Room(room_id)
+            room = self._rooms[room_id] = _Room(room_id, self._taps.get(room_id))
         member = _Member(tinyid, session, room, crypto)
         room.members.append(member)
         self._members[tinyid] = member
@@ -234,6 +239,16 @@ class Relay:
     def set_muted(self, tinyid: int, muted: bool) -> None:
         """Server-side mute: the member still hears, but its voice is dropped."""
         self._member(tinyid).muted = muted
+
+    def set_tap(self, room_id: str, tap: Tap | None) -> None:
+        """Hand the room's voice packets to ``tap`` from now on (None: stop); kept while the room is empty."""
+        if tap is None:
+            self._taps.pop(room_id, None)
+        else:
+            self._taps[room_id] = tap
+        room = self._rooms.get(room_id)
+        if room is not None:
+            room.tap = tap
 
     # -- routes (who hears whom) -------------------------------------------------------------
 
@@ -375,6 +390,9 @@ class Relay:
                 if to is not None:
                     out.append((listener.crypto.seal_raw(head, tinyid, payload), to))
             counters.forwarded += len(out) - sent
+            tap = member.room.tap
+            if tap is not None:
+                tap(tinyid, payload, now)
             return out
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
             counters.replies += 1

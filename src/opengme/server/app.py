@@ -87,10 +87,10 @@ class Server:
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import actions, admin, media, ptt, signalling, tc3
+    from opengme.server import actions, admin, media, ptt, recording, signalling, tc3
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir))
-    for part in (signalling, actions, admin, tc3, media, ptt):
+    for part in (signalling, actions, admin, tc3, media, ptt, recording):
         part.setup(server)
     return server
 
