@@ -147,6 +147,7 @@ def build_parser() -> Parser:
         join_cmd,
         message_cmd,
         messages_cmd,
+        recordings_cmd,
         rooms_cmd,
         say_cmd,
         serve_cmd,
@@ -163,7 +164,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, apikey_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   message_cmd, transcribe_cmd, say_cmd):
+                   message_cmd, transcribe_cmd, say_cmd, recordings_cmd):
         module.register(sub, common)
     return parser
 

@@ -22,7 +22,7 @@ from opengme.ids import MAX_ID_CHARS
 from opengme.logs import fields
 from opengme.protocol import admin as signing
 from opengme.protocol.signalling import MAX_TEXT_CHARS
-from opengme.server import actions
+from opengme.server import actions, recording
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -50,6 +50,7 @@ def setup(server: Server) -> None:
     router.add_post(f"{PREFIX}/rooms/{{room_id}}/dissolve", admin.signed(admin.dissolve))
     router.add_post(f"{PREFIX}/rooms/{{room_id}}/mute", admin.signed(admin.mute))
     router.add_get(f"{PREFIX}/inout", admin.signed(admin.inout))
+    router.add_get(f"{PREFIX}/recordings", admin.signed(admin.recorded_file))
     server.metrics.describe("opengme_admin_requests_total", "counter", "Admin API requests, by outcome code.")
 
 
@@ -143,6 +144,15 @@ class Admin:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "give both room_id and open_id query parameters")
         stays, duration = await self.actions.in_out(app_id, room_id, open_id)
         return self._ok(in_out=[{"start": s, "end": e} for s, e in stays], duration=round(duration, 3))
+
+    async def recorded_file(self, request: web.Request, app_id: str) -> web.Response:
+        """A recorded file (GME's FileName from the callbacks or DescribeRecordInfo) for the app's backend."""
+        name = request.query.get("file")
+        if not name:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "give the recording's FileName as ?file=")
+        data = await recording.get(self.server).download(app_id, name)
+        self.server.metrics.inc("opengme_admin_requests_total", code=0)
+        return web.Response(body=data, content_type="audio/mpeg")
 
 
 async def read_body(request: web.Request, timeout: float, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -25,12 +25,14 @@ from aiohttp import web
 
 from opengme.apikeys import ApiKey, ApiKeyStore
 from opengme.core.ratelimit import BucketTable
+from opengme.core.recording import MAX_USER_LIST, Subscription
 from opengme.errors import ErrorCode, GmeError
 from opengme.ids import MAX_ID_CHARS
 from opengme.logs import fields
 from opengme.protocol import tc3 as signing
 from opengme.protocol.tc3 import Tc3Error
 from opengme.server import actions as actions_
+from opengme.server import recording
 from opengme.server.actions import AdminActions, app_status
 from opengme.server.admin import read_body
 from opengme.server.usage import Usage
@@ -409,3 +411,54 @@ async def _describe_app_statistics(api: Tc3Api, key: ApiKey, params: Params) -> 
             item["AudioTextStatisticsItem"] = {"Data": round(counts.get(Usage.STT_SECONDS, 0.0), 3)}
         items.append(item)
     return {"Data": {"AppStatistics": items}}
+
+
+# --- server-side recording -----------------------------------------------------------------------
+
+
+def _subscription(params: Params) -> Subscription:
+    given = _get(params, "SubscribeRecordUserIds", dict, required=False) or {}
+    return Subscription(tuple(_ids(given, "SubscribeUserIds", MAX_USER_LIST)),
+                        tuple(_ids(given, "UnSubscribeUserIds", MAX_USER_LIST)))
+
+
+@action("StartRecord", {"BizId", "RoomId", "RecordMode", "SubscribeRecordUserIds"}, changes_state=True)
+async def _start_record(api: Tc3Api, key: ApiKey, params: Params) -> Params:
+    app = await api.app(key, _get(params, "BizId", int))
+    room_id = actions_.check_room_id(str(_get(params, "RoomId", str)))
+    task = await recording.get(api.server).start(app.app_id, room_id, _get(params, "RecordMode", int),
+                                                 _subscription(params))
+    return {"TaskId": task.task_id}
+
+
+@action("StopRecord", {"TaskId", "BizId"}, changes_state=True)
+async def _stop_record(api: Tc3Api, key: ApiKey, params: Params) -> Params:
+    app = await api.app(key, _get(params, "BizId", int))
+    await recording.get(api.server).stop_task(app.app_id, _get(params, "TaskId", int))
+    return {}
+
+
+@action("ModifyRecordInfo", {"TaskId", "RecordMode", "BizId", "SubscribeRecordUserIds"}, changes_state=True)
+async def _modify_record_info(api: Tc3Api, key: ApiKey, params: Params) -> Params:
+    app = await api.app(key, _get(params, "BizId", int))
+    await recording.get(api.server).modify(app.app_id, _get(params, "TaskId", int), _get(params, "RecordMode", int),
+                                           _subscription(params))
+    return {}
+
+
+@action("DescribeRecordInfo", {"TaskId", "BizId"}, changes_state=False)
+async def _describe_record_info(api: Tc3Api, key: ApiKey, params: Params) -> Params:
+    app = await api.app(key, _get(params, "BizId", int))
+    task, files = await recording.get(api.server).describe(app.app_id, _get(params, "TaskId", int))
+    return {"RecordInfo": [{"UserId": f.user_id, "FileName": f.file_name, "RecordBeginTime": int(f.begin),
+                            "RecordStatus": f.status} for f in files],
+            "RecordMode": task.mode, "RoomId": task.room_id}
+
+
+@action("DescribeTaskInfo", {"BizId", "RoomId"}, changes_state=False)
+async def _describe_task_info(api: Tc3Api, key: ApiKey, params: Params) -> Params:
+    app = await api.app(key, _get(params, "BizId", int))
+    task = recording.get(api.server).running(app.app_id, str(_get(params, "RoomId", str)))
+    if task is None:
+        raise Tc3Error("ResourceNotFound", "no recording task runs in this room; start one with StartRecord")
+    return {"TaskId": task.task_id, "RecordMode": task.mode, "SubscribeRecordUserIds": task.subscription.to_json()}

@@ -1,0 +1,278 @@
+"""Server-side recording (GME's StartRecord family): the pure timeline and names, then end to end
+with two SDK members speaking through file mics, the real Tencent Cloud SDK starting and stopping
+the task, mp3 files decoded and compared with what was said, and signed callbacks received in order
+by a local HTTP receiver, also after it was down and the server restarted."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from tencentcloud.common import credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.gme.v20180711 import gme_client, models
+
+from opengme.apikeys import ApiKeyStore
+from opengme.cli import main
+from opengme.config import Settings
+from opengme.core import recording as rec
+from opengme.errors import ErrorCode
+from opengme.events import RoomType
+from opengme.protocol.admin import signed_headers
+from opengme.server.recording import RecordingDB
+from support.audio import clip
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
+
+# --- pure ----------------------------------------------------------------------------------------
+
+
+def test_frames_keep_real_time_through_jitter_and_pauses() -> None:
+    clock = rec.StreamClock(start=100.0)
+    arrivals = [100.0, 100.05, 100.05, 100.06, 100.10]  # bursty: five frames in 100 ms
+    assert [clock.slot(t) for t in arrivals] == [0, 1, 2, 3, 4]
+    assert clock.slot(103.0) == 150  # after a pause: re-anchored on the arrival time
+    track = rec.Track(first=0)
+    one = np.full(rec.FRAME_SAMPLES, 1000, dtype=np.int16)
+    track.add(0, one)
+    track.add(2, one)
+    track.add(2, np.full(rec.FRAME_SAMPLES, 32000, dtype=np.int16))  # mixed by addition, clipped
+    pcm = track.take(3)
+    assert len(pcm) == 3 * rec.FRAME_SAMPLES and pcm[0] == 1000 and pcm[rec.FRAME_SAMPLES] == 0
+    assert pcm[-1] == 32767
+    track.add(1, one)  # too late: that part is written
+    assert track.end() == 3 and track.seconds() == pytest.approx(0.06)
+
+
+def test_names_bodies_and_signatures_are_gme_s() -> None:
+    assert rec.single_file_name("1400000001", "r1", "10001", 1700000000.7, 0) == \
+        "1400000001_r1_10001/1700000000_0_audio.mp3"
+    assert rec.mixed_file_name("1400000001", "r1", 7, 1700000000, 2) == "1400000001_r1/7_1700000000_2_audio.mp3"
+    body = rec.callback_body("1400000001", "r1", "10001", 7, rec.CallbackMode.SINGLE, rec.EventType.UPLOADED,
+                             1700000000, 0, "f.mp3")
+    assert json.loads(body) == {"BizID": 1400000001, "RoomID": "r1", "UserID": "10001", "TaskID": 7,
+                                "RecordMode": 0, "Timestamp": 1700000000, "EventType": 3,
+                                "Detail": {"SeqNo": 0, "FileName": "f.mp3"}}
+    assert rec.callback_signature(body, "k") == hmac.new(b"k", body, hashlib.sha1).hexdigest()
+    assert [rec.retry_delay(n) for n in (1, 2, 3, 10)] == [1, 2, 4, 60]
+    assert rec.Subscription(("a",)).includes("a") and not rec.Subscription(("a",)).includes("b")
+    assert not rec.Subscription((), ("a",)).includes("a") and rec.Subscription().includes("z")
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A local HTTP endpoint for the callbacks: keeps (body, Signature header) in arrival order."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.got: list[tuple[bytes, str]] = []
+        received = self.got
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((body, self.headers.get("Signature", "")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.http.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/gme"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    def events(self, key: str) -> list[dict[str, Any]]:
+        """The callbacks' bodies, each checked against its signature."""
+        for body, signature in self.got:
+            assert hmac.compare_digest(signature, hmac.new(key.encode(), body, hashlib.sha1).hexdigest())
+        return [json.loads(body) for body, _ in self.got]
+
+
+@contextmanager
+def receiver(port: int = 0) -> Iterator[Receiver]:
+    r = Receiver(port)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def gme_for(server: ThreadServer) -> gme_client.GmeClient:
+    keys = ApiKeyStore(server.settings.data_dir)
+    key = keys.create("recording test")
+    keys.close()
+    http = HttpProfile(protocol="http", endpoint=server.url.removeprefix("http://"), reqTimeout=10)
+    return gme_client.GmeClient(credential.Credential(key.secret_id, key.secret_key), "ap-guangzhou",
+                                ClientProfile(httpProfile=http))
+
+
+def call(gme: gme_client.GmeClient, action: str, cls: type, **params: Any) -> Any:
+    request = cls()
+    request.from_json_string(json.dumps(params))
+    return getattr(gme, action)(request)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
+    """RMS per 20 ms."""
+    hop = rate // 50
+    frames = samples[: len(samples) // hop * hop].astype(np.float64).reshape(-1, hop)
+    return np.sqrt(np.mean(frames**2, axis=1))
+
+
+def envelope_match(said: np.ndarray, recorded: np.ndarray) -> tuple[int, float]:
+    """Where (in 20 ms frames) the envelope of ``said`` best lines up in the recording's, and the
+    normalised correlation there."""
+    x, y = envelope(said, 16_000), envelope(recorded, 48_000)
+    best = (0, 0.0)
+    for lag in range(len(y) - len(x) + 1):
+        a, b = x - x.mean(), y[lag: lag + len(x)] - y[lag: lag + len(x)].mean()
+        score = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+        if score > best[1]:
+            best = (lag, score)
+    return best
+
+
+def decode_mp3(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
+    pcm = np.concatenate(chunks)
+    return (pcm * 32767).astype(np.int16) if pcm.dtype.kind == "f" else pcm.astype(np.int16)
+
+
+def download(server: ThreadServer, file_name: str) -> bytes:
+    path = "/v1/admin/recordings?" + urllib.parse.urlencode({"file": file_name})
+    headers = signed_headers(server.app.app_id, server.app.key, "GET", path)
+    with urllib.request.urlopen(urllib.request.Request(server.url + path, headers=headers), timeout=10) as reply:
+        assert reply.headers["Content-Type"] == "audio/mpeg"
+        return bytes(reply.read())
+
+
+def join(server: ThreadServer, clients: ClientMaker, open_ids: list[str]) -> list[SdkClient]:
+    made = [clients(server.url, server.app, o, portaudio=False) for o in open_ids]
+    for c in made:
+        assert c.ctx.enter_room("rec", RoomType.FLUENCY, server.auth("rec", c.open_id)) == ErrorCode.AV_OK
+    wait_for(made, lambda: all(c.ctx.is_room_entered() for c in made))
+    return made
+
+
+def talk(client: SdkClient, path: Path) -> None:
+    ctrl = client.ctx.get_audio_ctrl()
+    assert ctrl.use_mic_file(path) == ErrorCode.AV_OK
+    assert ctrl.enable_mic(True) == ErrorCode.AV_OK
+
+
+@pytest.mark.slow
+@pytest.mark.public_surface
+def test_record_both_modes_two_speakers_and_signed_callbacks(
+        make_server: Any, clients: ClientMaker, tmp_path: Path) -> None:
+    server: ThreadServer = make_server()
+    gme = gme_for(server)
+    biz = int(server.app.app_id)
+    with receiver() as got:
+        assert main(["--data-dir", str(server.settings.data_dir), "recordings", "config", server.app.app_id,
+                     "--callback-url", got.url]) == 0
+        a, b = join(server, clients, ["10001", "10002"])
+        task_id = call(gme, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="rec", RecordMode=3).TaskId
+        assert call(gme, "DescribeTaskInfo", models.DescribeTaskInfoRequest, BizId=biz, RoomId="rec").TaskId == task_id
+        speech_a, speech_b = clip(2.5), clip(2.5, offset_s=3.0)
+        gap = np.zeros(16_000 * 3, dtype=np.int16)
+        talk(a, write_wav(tmp_path / "a.wav", np.concatenate([speech_a, gap])))  # A first, B 3 s later
+        talk(b, write_wav(tmp_path / "b.wav", np.concatenate([gap, speech_b])))
+        time.sleep(6.5)
+        call(gme, "StopRecord", models.StopRecordRequest, BizId=biz, TaskId=task_id)
+
+        def stored() -> list[Any]:
+            info = call(gme, "DescribeRecordInfo", models.DescribeRecordInfoRequest, BizId=biz, TaskId=task_id)
+            return list(info.RecordInfo) if all(f.RecordStatus == rec.RecordStatus.UPLOADED
+                                                 for f in info.RecordInfo) else []
+
+        deadline = time.monotonic() + 15
+        while not (files := stored()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        by_user = {f.UserId: f.FileName for f in files}
+        assert set(by_user) == {"10001", "10002", "0"}, files
+        assert by_user["0"].startswith(f"{biz}_rec/{task_id}_") and by_user["10001"].startswith(f"{biz}_rec_10001/")
+        pcm = {user: decode_mp3(download(server, name)) for user, name in by_user.items()}
+        # each member's own file holds its speech; B's holds next to nothing while only A spoke
+        assert envelope_match(speech_a, pcm["10001"])[1] > 0.85
+        lag_b, score_b = envelope_match(speech_b, pcm["10002"])
+        assert score_b > 0.85 and lag_b >= 125, lag_b
+        b_env = envelope(pcm["10002"], 48_000)
+        assert b_env[lag_b - 125: lag_b - 25].mean() < 0.1 * b_env[lag_b: lag_b + 125].mean()
+        # the mixed file holds both, 3 s apart as they were said
+        (lag_ma, score_ma), (lag_mb, score_mb) = envelope_match(speech_a, pcm["0"]), envelope_match(speech_b, pcm["0"])
+        assert score_ma > 0.85 and score_mb > 0.85 and abs((lag_mb - lag_ma) * 0.02 - 3.0) < 0.3, (lag_ma, lag_mb)
+
+        wait_for([a, b], lambda: len(got.got) >= 9, timeout=10)
+        events = got.events(server.app.key)
+        for user, name in by_user.items():
+            mine = [e for e in events if e["Detail"]["FileName"] == name]
+            assert [e["EventType"] for e in mine] == [1, 2, 3], mine
+            assert all(e["TaskID"] == task_id and e["UserID"] == user and e["BizID"] == biz for e in mine)
+            assert all(e["RecordMode"] == (1 if user == "0" else 0) for e in mine)
+
+
+@pytest.mark.slow
+@pytest.mark.public_surface
+def test_full_recording_callbacks_survive_a_receiver_outage_and_a_restart(
+        clients: ClientMaker, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with receiver() as probe:
+        port = probe.port  # a free port; nothing listens there until the receiver comes back
+    server = ThreadServer(Settings(port=0, data_dir=data))
+    try:
+        assert main(["--data-dir", str(data), "recordings", "config", server.app.app_id, "--full", "single",
+                     "--callback-url", f"http://127.0.0.1:{port}/gme"]) == 0
+        (a,) = join(server, clients, ["10001"])
+        talk(a, write_wav(tmp_path / "a.wav", clip(1.5)))
+        time.sleep(2.5)
+        assert a.ctx.exit_room() == ErrorCode.AV_OK  # the last one out: full recording stops
+        db = RecordingDB(data)
+        wait_for([a], lambda: db.pending_callbacks() >= 3 and db.tasks()[0].stopped_at is not None, timeout=10)
+        time.sleep(1.5)  # the receiver is down: tries fail and back off
+        assert db.pending_callbacks() == 3
+        db.close()
+    finally:
+        server.close()
+    again = ThreadServer(Settings(port=0, data_dir=data))  # a restart with the callbacks still queued
+    try:
+        with receiver(port) as got:
+            deadline = time.monotonic() + 20
+            while len(got.got) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            events = got.events(server.app.key)  # signed with the key of the app that recorded
+            assert [e["EventType"] for e in events] == [1, 2, 3]
+            assert events[0]["UserID"] == "10001" and events[0]["RecordMode"] == 0
+    finally:
+        again.close()
