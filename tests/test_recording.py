@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import json
+import runpy
 import threading
 import time
 import urllib.parse
@@ -35,7 +36,11 @@ from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
 from opengme.server.recording import RecordingDB
 from support.audio import clip
+from support.paths import REPO
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
+
+callback_is_authentic = runpy.run_path(str(REPO / "examples" / "gme_backend.py"))["callback_is_authentic"]
+"""The README's backend example's check of a callback's signature."""
 
 # --- pure ----------------------------------------------------------------------------------------
 
@@ -102,9 +107,10 @@ class Receiver:
         self.http.server_close()
 
     def events(self, key: str) -> list[dict[str, Any]]:
-        """The callbacks' bodies, each checked against its signature."""
+        """The callbacks' bodies, each checked against its signature as the README's backend example does."""
         for body, signature in self.got:
-            assert hmac.compare_digest(signature, hmac.new(key.encode(), body, hashlib.sha1).hexdigest())
+            assert callback_is_authentic(body, signature, key)
+            assert not callback_is_authentic(body + b" ", signature, key)
         return [json.loads(body) for body, _ in self.got]
 
 

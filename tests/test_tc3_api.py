@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from opengme.server.actions import ACTIONS
 from opengme.server.tc3 import TC3
 from opengme.server.usage import Usage, day_of
 from opengme.server.usage import get as usage_of
+from support.paths import REPO
 from support.signal_harness import Running
 
 T = TypeVar("T")
@@ -232,3 +234,16 @@ def test_apikey_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data-dir", data, "apikey", "delete", created["secret_id"]]) == 0
     assert main(["--data-dir", data, "apikey", "delete", created["secret_id"]]) == 2
     assert "no API key" in capsys.readouterr().err
+
+
+@pytest.mark.public_surface
+async def test_readme_backend_example_lists_a_room(srv: Running) -> None:
+    key = new_key(srv)
+    await srv.member("10001", room_id="lobby")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "examples" / "gme_backend.py"), key.secret_id, key.secret_key, srv.app.app_id,
+        "lobby", "--endpoint", srv.url.removeprefix("http://"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    assert out.decode().split() == ["lobby", "members:", "10001"]
