@@ -23,6 +23,7 @@ import av
 import numpy as np
 import pytest
 from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.gme.v20180711 import gme_client, models
@@ -268,6 +269,8 @@ def test_full_recording_callbacks_survive_a_receiver_outage_and_a_restart(
         wait_for([a], lambda: db.pending_callbacks() >= 3 and db.tasks()[0].stopped_at is not None, timeout=10)
         time.sleep(1.5)  # the receiver is down: tries fail and back off
         assert db.pending_callbacks() == 3
+        first = db.next_callback()
+        assert first is not None and first[4] >= 1  # tried, failed, backing off
         db.close()
     finally:
         server.close()
@@ -282,3 +285,31 @@ def test_full_recording_callbacks_survive_a_receiver_outage_and_a_restart(
             assert events[0]["UserID"] == "10001" and events[0]["RecordMode"] == 0
     finally:
         again.close()
+
+
+@pytest.mark.public_surface
+def test_record_task_actions_and_their_refusals(make_server: Any) -> None:
+    server: ThreadServer = make_server()
+    gme = gme_for(server)
+    biz = int(server.app.app_id)
+    start = call(gme, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="empty", RecordMode=1)
+    with pytest.raises(TencentCloudSDKException) as again:
+        call(gme, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="empty", RecordMode=2)
+    assert again.value.get_code() == "InvalidParameterValue" and "already" in again.value.get_message()
+    call(gme, "ModifyRecordInfo", models.ModifyRecordInfoRequest, BizId=biz, TaskId=start.TaskId, RecordMode=2,
+         SubscribeRecordUserIds={"SubscribeUserIds": ["10001"]})
+    task = call(gme, "DescribeTaskInfo", models.DescribeTaskInfoRequest, BizId=biz, RoomId="empty")
+    assert (task.TaskId, task.RecordMode, task.SubscribeRecordUserIds.SubscribeUserIds) == (start.TaskId, 2, ["10001"])
+    call(gme, "StopRecord", models.StopRecordRequest, BizId=biz, TaskId=start.TaskId)
+    info = call(gme, "DescribeRecordInfo", models.DescribeRecordInfoRequest, BizId=biz, TaskId=start.TaskId)
+    assert (info.RoomId, info.RecordMode, info.RecordInfo) == ("empty", 2, [])  # nobody spoke: no file
+    time.sleep(1.1)  # within the same second the same StopRecord is the same signed request: its answer again
+    for action, cls, params, code in (
+            ("StopRecord", models.StopRecordRequest, {"TaskId": start.TaskId}, "InvalidParameterValue"),
+            ("StopRecord", models.StopRecordRequest, {"TaskId": 999}, "InvalidParameterValue"),
+            ("StartRecord", models.StartRecordRequest, {"RoomId": "r", "RecordMode": 5}, "InvalidParameterValue"),
+            ("DescribeTaskInfo", models.DescribeTaskInfoRequest, {"RoomId": "empty"}, "ResourceNotFound")):
+        with pytest.raises(TencentCloudSDKException) as refused:
+            call(gme, action, cls, BizId=biz, **params)
+        assert refused.value.get_code() == code, (action, params)
+    assert main(["--data-dir", str(server.settings.data_dir), "recordings", "list", server.app.app_id]) == 0

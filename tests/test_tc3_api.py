@@ -26,6 +26,7 @@ from opengme.core.ratelimit import BucketTable
 from opengme.errors import ErrorCode
 from opengme.protocol import tc3
 from opengme.server.actions import ACTIONS
+from opengme.server import tc3 as tc3_server
 from opengme.server.tc3 import TC3
 from opengme.server.usage import Usage, day_of
 from opengme.server.usage import get as usage_of
@@ -247,3 +248,18 @@ async def test_readme_backend_example_lists_a_room(srv: Running) -> None:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err
     assert out.decode().split() == ["lobby", "members:", "10001"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12).map(lambda v: json.dumps(v).encode())))
+def test_api_bodies_are_parameters_or_a_tencent_cloud_error(body: bytes) -> None:
+    allowed = frozenset({"BizId", "RoomId", "Users"})
+    try:
+        params = tc3_server._params(body, allowed)
+    except tc3.Tc3Error as exc:
+        assert exc.code in ("InvalidParameter", "UnknownParameter")
+        return
+    assert isinstance(params, dict) and set(params) <= allowed
