@@ -25,8 +25,8 @@ from opengme.cli import main
 from opengme.core.ratelimit import BucketTable
 from opengme.errors import ErrorCode
 from opengme.protocol import tc3
-from opengme.server.actions import ACTIONS
 from opengme.server import tc3 as tc3_server
+from opengme.server.actions import ACTIONS
 from opengme.server.tc3 import TC3
 from opengme.server.usage import Usage, day_of
 from opengme.server.usage import get as usage_of
