@@ -285,6 +285,12 @@ def test_full_recording_callbacks_survive_a_receiver_outage_and_a_restart(
             assert events[0]["UserID"] == "10001" and events[0]["RecordMode"] == 0
     finally:
         again.close()
+    # operators fetch the file from the data directory
+    name = events[0]["Detail"]["FileName"]
+    assert name.startswith(f"{server.app.app_id}_rec_10001/")
+    out = tmp_path / "got.mp3"
+    assert main(["--data-dir", str(data), "recordings", "get", server.app.app_id, name, "-o", str(out)]) == 0
+    assert envelope_match(clip(1.5), decode_mp3(out.read_bytes()))[1] > 0.85
 
 
 @pytest.mark.public_surface
