@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import json
+import multiprocessing
 import runpy
 import threading
 import time
@@ -30,12 +31,15 @@ from tencentcloud.gme.v20180711 import gme_client, models
 
 from opengme.apikeys import ApiKeyStore
 from opengme.cli import main
+from opengme.codec.opus import FLUENCY, OpusEncoder
 from opengme.config import Settings
 from opengme.core import recording as rec
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
-from opengme.server.recording import RecordingDB
+from opengme.server.recording import RecorderWorker, RecordingDB
+from opengme.storage import DiskStorage
+from opengme.store import AppStore
 from support.audio import clip
 from support.paths import REPO
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
@@ -319,3 +323,30 @@ def test_record_task_actions_and_their_refusals(make_server: Any) -> None:
             call(gme, action, cls, BizId=biz, **params)
         assert refused.value.get_code() == code, (action, params)
     assert main(["--data-dir", str(server.settings.data_dir), "recordings", "list", server.app.app_id]) == 0
+
+
+def test_a_member_s_file_is_cut_when_its_mic_goes_off_and_on(tmp_path: Path) -> None:
+    """The recorder process's worker, fed as the server feeds it: real Opus in, real mp3 files out."""
+    AppStore(tmp_path).close()
+    db, storage = RecordingDB(tmp_path), DiskStorage(tmp_path)
+    task = db.create_task("1400000001", "r1", rec.RecordMode.BOTH, rec.Subscription(), False, time.time())
+    encoder, said = OpusEncoder(FLUENCY), clip(3.0)
+    frames = [encoder.encode(said[i:i + 320]) for i in range(0, len(said) - 319, 320)]
+    t0 = time.monotonic() - 4.2  # the packets arrived over the last 4 s
+    batch: list[tuple[Any, ...]] = [("start", task, {7: "10001"}, t0, time.time())]
+    batch += [(task.task_id, 7, frames[f], t0 + f * rec.FRAME_S) for f in range(50)]  # 1 s, then the mic is off
+    batch += [(task.task_id, 7, frames[f], t0 + 3.0 + (f - 50) * rec.FRAME_S) for f in range(50, 100)]  # on again
+    batch += [(task.task_id, 7, b"\xff not opus", t0 + 4.1), ("quit",)]  # a bad packet is skipped
+    feed, end = multiprocessing.Pipe()
+    feed.send(batch)
+    RecorderWorker(db, storage, tmp_path).run(end)
+    files = db.files(task.task_id)
+    assert sorted((f.user_id, f.seq) for f in files) == [("0", 0), ("10001", 0), ("10001", 1)]
+    assert all(f.status == rec.RecordStatus.UPLOADED for f in files)
+    single = [f for f in files if f.user_id == "10001"]
+    assert [round(f.end - f.begin, 1) for f in single] == [1.0, 1.0]  # each file holds its second of speech
+    mixed = next(f for f in files if f.user_id == "0")
+    assert mixed.end is not None and 3.9 < mixed.end - mixed.begin < 4.2  # the mix keeps the pause
+    assert db.pending_callbacks() == 0  # no callback URL configured: nothing queued
+    db.close()
+    storage.close()

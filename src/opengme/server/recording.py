@@ -372,6 +372,10 @@ class RecorderWorker:
         slot = clock.slot(at)
         if rec.records_single(task.mode):
             segment = state.singles.get(tinyid)
+            if segment is not None and at - segment.last > rec.MIC_GAP:  # the mic was off meanwhile
+                del state.singles[tinyid]
+                self._close(state, segment)
+                segment = None
             if segment is None:
                 segment = state.singles[tinyid] = self._open(state, user, CallbackMode.SINGLE, slot)
             segment.track.add(slot, pcm)
