@@ -96,6 +96,8 @@ async def test_room_actions_through_the_sdk(srv: Running) -> None:
                        req(models.DescribeUserInAndOutTimeRequest, BizId=biz, RoomId=1234, UserId=10002))
     assert len(times.InOutList) == 1 and times.InOutList[0].EndTime >= times.InOutList[0].StartTime
     assert times.Duration >= 0
+    today = day_of(time.time())  # the stay that ended counts as voice-chat time (DescribeAppStatistics)
+    assert (await usage_of(srv.server).days(srv.app.app_id, today, today))[today][Usage.VOICE_SECONDS] > 0
 
     dissolve = req(models.DeleteRoomMemberRequest, BizId=biz, RoomId="1234", DeleteType=1)
     assert (await call(gme, "DeleteRoomMember", dissolve)).DeleteResult.Code == 0
@@ -232,6 +234,10 @@ def test_apikey_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert created["secret_id"] in listing and created["secret_key"] not in listing and "backend" in listing
     assert main(["--data-dir", data, "apikey", "create", "--app", "999"]) == 2
     assert "no app with AppID 999" in capsys.readouterr().err
+    assert main(["--data-dir", data, "apikey", "disable", created["secret_id"]]) == 0
+    assert main(["--data-dir", data, "apikey", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])[0]["enabled"] is False
+    assert main(["--data-dir", data, "apikey", "enable", created["secret_id"]]) == 0
     assert main(["--data-dir", data, "apikey", "delete", created["secret_id"]]) == 0
     assert main(["--data-dir", data, "apikey", "delete", created["secret_id"]]) == 2
     assert "no API key" in capsys.readouterr().err
