@@ -57,7 +57,7 @@ def sealed(tinyid: int, payloads: list[bytes]) -> tuple[list[bytes], bytes, tupl
     key = key_of(tinyid)
     crypto, session = MediaCrypto.for_client(key), session_id(key)
     bind = crypto.seal_bind(session)  # first: packet indexes must rise
-    packets = [crypto.seal(MediaHeader(PacketType.DATA, session, seq=s & 0xFFFF, timestamp=s * 960, level=30,
+    packets = [crypto.seal(MediaHeader(PacketType.DATA, session, seq=s & 0xFFFF, timestamp=s * 320, level=30,
                                        voice=True), p) for s, p in enumerate(payloads)]
     return packets, bind, ("127.0.0.1", 20_000 + tinyid)
 

@@ -37,6 +37,7 @@ from opengme.core import recording as rec
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
+from opengme.protocol.media import MediaHeader, PacketType
 from opengme.server.recording import RecorderWorker, RecordingDB
 from opengme.storage import DiskStorage
 from opengme.store import AppStore
@@ -50,11 +51,15 @@ callback_is_authentic = runpy.run_path(str(REPO / "examples" / "gme_backend.py")
 # --- pure ----------------------------------------------------------------------------------------
 
 
-def test_frames_keep_real_time_through_jitter_and_pauses() -> None:
+def test_frames_keep_real_time_through_jitter_stalls_and_pauses() -> None:
     clock = rec.StreamClock(start=100.0)
-    arrivals = [100.0, 100.05, 100.05, 100.06, 100.10]  # bursty: five frames in 100 ms
-    assert [clock.slot(t) for t in arrivals] == [0, 1, 2, 3, 4]
-    assert clock.slot(103.0) == 150  # after a pause: re-anchored on the arrival time
+    # bursty arrivals: the media timestamps (320 samples a frame at 16 kHz) place the frames
+    arrivals = [(100.0, 0), (100.05, 320), (100.05, 640), (100.06, 960), (100.10, 1280)]
+    assert [clock.slot(t, ts, 320) for t, ts in arrivals] == [0, 1, 2, 3, 4]
+    assert clock.slot(100.5, 2240, 320) == 7  # a 300 ms stall, then a burst: no gap, no stretch
+    assert clock.slot(100.5, 1920, 320) == 6  # a late frame goes before, where it belongs
+    assert clock.slot(103.0, 2240 + 320 * 100, 320) == 107  # a DTX pause: the timestamp jumped
+    assert clock.slot(200.0, 99, 320) == 5000  # media clock and arrivals parted: anchored again
     track = rec.Track(first=0)
     one = np.full(rec.FRAME_SAMPLES, 1000, dtype=np.int16)
     track.add(0, one)
@@ -334,9 +339,14 @@ def test_a_member_s_file_is_cut_when_its_mic_goes_off_and_on(tmp_path: Path) -> 
     frames = [encoder.encode(said[i:i + 320]) for i in range(0, len(said) - 319, 320)]
     t0 = time.monotonic() - 4.2  # the packets arrived over the last 4 s
     batch: list[tuple[Any, ...]] = [("start", task, {7: "10001"}, t0, time.time())]
-    batch += [(task.task_id, 7, frames[f], t0 + f * rec.FRAME_S) for f in range(50)]  # 1 s, then the mic is off
-    batch += [(task.task_id, 7, frames[f], t0 + 3.0 + (f - 50) * rec.FRAME_S) for f in range(50, 100)]  # on again
-    batch += [(task.task_id, 7, b"\xff not opus", t0 + 4.1), ("quit",)]  # a bad packet is skipped
+
+    def header(frame: int) -> bytes:  # as the relay hands it over: the sender's media clock in it
+        return MediaHeader(PacketType.DATA, 1, seq=frame, timestamp=frame * 320).pack()
+
+    batch += [(task.task_id, 7, header(f), frames[f], t0 + f * rec.FRAME_S) for f in range(50)]  # 1 s, mic off
+    batch += [(task.task_id, 7, header(f + 100), frames[f], t0 + 3.0 + (f - 50) * rec.FRAME_S)
+              for f in range(50, 100)]  # on again 2 s later
+    batch += [(task.task_id, 7, header(200), b"\xff not opus", t0 + 4.1), ("quit",)]  # a bad packet is skipped
     feed, end = multiprocessing.Pipe()
     feed.send(batch)
     RecorderWorker(db, storage, tmp_path).run(end)

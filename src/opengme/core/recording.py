@@ -2,11 +2,10 @@
 file names, when a file is cut, the placement of voice frames on a wall-clock timeline and the
 signed callback bodies. No threads, files or sockets: ``opengme.server.recording`` wires it.
 
-Timeline: the relay hands over each voice packet with its arrival time. A stream's frames go to
-consecutive 20 ms slots while they arrive within ``SNAP_FRAMES`` of the slot expected next (network
-jitter does not stretch or tear the audio), and re-anchor to the arrival time otherwise (after a
-pause). Slots no stream filled are silence, so a file keeps real time and a mixed file lines its
-members up as they were heard.
+Timeline: the relay hands over each voice packet with its header and arrival time. A stream's frames
+go to 20 ms slots by the sender's media timestamp, anchored on arrival (``StreamClock``). Slots no
+stream filled are silence, so a file keeps real time and a mixed file lines its members up as they
+were heard.
 
 Cuts, as GME does: every ``SEGMENT_SECONDS`` (2 h), and for a member's own file at mic off/on.
 Clients do not tell the server about their microphone, but a client with its mic on sends a packet
@@ -26,7 +25,8 @@ import numpy as np
 RATE = 48_000  # Hz: every stream is decoded at Opus's full rate, whatever the room type
 FRAME_SAMPLES = RATE // 50
 FRAME_S = 0.02
-SNAP_FRAMES = 5  # ±100 ms of jitter keeps a stream contiguous
+RESYNC_FRAMES = 50  # a stream whose media clock and arrivals part by more than 1 s is anchored again
+TIMESTAMP_MOD = 1 << 32
 SEGMENT_SECONDS = 7200.0
 MIC_GAP = 1.5
 MIXED_USER = "0"  # GME's UserId of a mixed file
@@ -118,17 +118,31 @@ def retry_delay(attempts: int) -> float:
 
 @dataclass
 class StreamClock:
-    """Slots (20 ms frame indexes from the task's start) of one stream's frames, by arrival time."""
+    """Slots (20 ms frame indexes from the task's start) of one stream's frames.
+
+    The sender's media timestamp counts captured frames (and real time across a capture pause), so
+    a frame's slot is the previous one's plus the timestamp step; the arrival time only anchors the
+    stream, and anchors it again when the two part by more than ``RESYNC_FRAMES`` (a long stall, a
+    restarted sender). Network jitter and a sender's burst after a stall therefore neither stretch
+    nor tear the audio."""
 
     start: float
-    expected: int | None = None
+    _slot: int | None = None
+    _timestamp: int = 0
 
-    def slot(self, at: float) -> int:
-        index = round((at - self.start) / FRAME_S)
-        if self.expected is not None and abs(index - self.expected) <= SNAP_FRAMES:
-            index = self.expected
-        self.expected = index + 1
-        return index
+    def slot(self, at: float, timestamp: int, frame_samples: int) -> int:
+        arrival = round((at - self.start) / FRAME_S)
+        if self._slot is not None:
+            step = (timestamp - self._timestamp) % TIMESTAMP_MOD
+            if step >= TIMESTAMP_MOD // 2:
+                step -= TIMESTAMP_MOD  # a late (reordered) frame: before the last one
+            index = self._slot + round(step / frame_samples)
+            if abs(index - arrival) <= RESYNC_FRAMES:
+                if step > 0:
+                    self._slot, self._timestamp = index, timestamp
+                return index
+        self._slot, self._timestamp = arrival, timestamp
+        return arrival
 
 
 @dataclass

@@ -50,9 +50,10 @@ from opengme.protocol.media import (
 
 Addr = tuple[str, int]
 Outgoing = list[tuple[bytes, Addr]]
-Tap = Callable[[int, bytes, float], None]
-"""``(speaker tinyid, Opus payload, now)``, called for each voice packet of a tapped room that the relay
-forwards (server-side recording). It must only hand the packet on (a queue put): it runs on the hot path."""
+Tap = Callable[[int, bytes, bytes, float], None]
+"""``(speaker tinyid, uplink header, Opus payload, now)``, called for each voice packet of a tapped room
+that the relay forwards (server-side recording). It must only hand the packet on (an append): it runs
+on the hot path."""
 RoutePolicy = Callable[[int, int], bool]
 """``(speaker tinyid, listener tinyid) -> hears`` within one room: the hook for hearing rules (teams,
 range, blocked speakers). Asked only when route tables are rebuilt, never per packet; it must answer
@@ -392,7 +393,7 @@ class Relay:
             counters.forwarded += len(out) - sent
             tap = member.room.tap
             if tap is not None:
-                tap(tinyid, payload, now)
+                tap(tinyid, data[:HEADER_SIZE], payload, now)
             return out
         if ptype == _KEEPALIVE or (ptype == _BIND and payload == BIND_MAGIC):
             counters.replies += 1

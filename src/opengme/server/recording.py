@@ -325,7 +325,7 @@ class RecorderWorker:
         if isinstance(kind, int):
             state = self.tasks.get(kind)
             if state is not None:
-                self._packet(state, item[1], item[2], item[3])
+                self._packet(state, item[1], item[2], item[3], item[4])
         elif kind == "start":
             task, members, t0, wall0 = item[1], item[2], item[3], item[4]
             self.tasks[task.task_id] = _TaskState(task, t0, wall0, dict(members))
@@ -351,8 +351,8 @@ class RecorderWorker:
             if state is not None:
                 self._stop(state)
 
-    def _packet(self, state: _TaskState, tinyid: int, payload: bytes, at: float) -> None:
-        from opengme.codec.opus import STANDARD, CodecError, OpusDecoder
+    def _packet(self, state: _TaskState, tinyid: int, header: bytes, payload: bytes, at: float) -> None:
+        from opengme.codec.opus import STANDARD, CodecError, OpusDecoder, profile_for
 
         task = state.task
         state.latest = max(state.latest, at)
@@ -369,7 +369,11 @@ class RecorderWorker:
         clock = state.clocks.get(tinyid)
         if clock is None:
             clock = state.clocks[tinyid] = rec.StreamClock(state.t0)
-        slot = clock.slot(at)
+        try:
+            frame_samples = profile_for(header[13] >> 4).frame_samples  # the sender's room type: its clock rate
+        except (ValueError, KeyError, IndexError):
+            return
+        slot = clock.slot(at, int.from_bytes(header[4:8]), frame_samples)
         if rec.records_single(task.mode):
             segment = state.singles.get(tinyid)
             if segment is not None and at - segment.last > rec.MIC_GAP:  # the mic was off meanwhile
@@ -494,11 +498,13 @@ class CallbackSender:
 # --- the recorder process and its feeder ---------------------------------------------------------
 
 
-def _recorder_main(conn: Connection, data_dir: str, retention_days: float) -> None:
+def _recorder_main(conn: Connection, data_dir: str, retention_days: float, log_level: str, log_format: str) -> None:
     """The recorder process: decoding, mixing, mp3, storage and callbacks, away from the relay's GIL."""
+    from opengme.logs import setup_logging
     from opengme.storage import open_storage
     from opengme.store import AppStore
 
+    setup_logging(log_level, log_format)  # its lines go to the server's stderr, as the server's own
     tmp = Path(data_dir) / TMP_FOLDER
     tmp.mkdir(mode=0o700, exist_ok=True)  # people's voices: the server user's only
     db = RecordingDB(Path(data_dir))
@@ -522,11 +528,13 @@ class RecorderProcess:
     pipe and never competes for the GIL with the decoding. Control items go through the same list,
     so the process sees them in order with the packets."""
 
-    def __init__(self, data_dir: Path, retention_days: float) -> None:
+    def __init__(self, data_dir: Path, retention_days: float, log_level: str = "warning",
+                 log_format: str = "json") -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a loop
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_recorder_main, args=(child, str(data_dir), retention_days),
-                                        name="opengme-recorder", daemon=True)
+        self._process = context.Process(
+            target=_recorder_main, args=(child, str(data_dir), retention_days, log_level, log_format),
+            name="opengme-recorder", daemon=True)
         self._process.start()
         child.close()
         self._batch: deque[tuple[Any, ...]] = deque()  # append and popleft are atomic: no lock
@@ -542,9 +550,9 @@ class RecorderProcess:
         """The relay tap of a task's room; past INBOX_LIMIT waiting packets, packets are dropped."""
         batch = self._batch
 
-        def tap(tinyid: int, payload: bytes, now: float) -> None:
+        def tap(tinyid: int, header: bytes, payload: bytes, now: float) -> None:
             if len(batch) < INBOX_LIMIT:
-                batch.append((task_id, tinyid, payload, now))
+                batch.append((task_id, tinyid, header, payload, now))
             else:
                 self.dropped += 1
 
@@ -610,7 +618,8 @@ class Recorder:
         """The recorder process, started with the first recording (most servers never record)."""
         if self._process is None:
             settings = self.server.settings
-            self._process = RecorderProcess(settings.data_dir, settings.ptt_retention_days)
+            self._process = RecorderProcess(settings.data_dir, settings.ptt_retention_days, settings.log_level,
+                                            settings.log_format)
         return self._process
 
     async def stop(self) -> None:
