@@ -167,7 +167,7 @@ class _Room:
     def __init__(self, room_id: str, tap: Tap | None) -> None:
         self.room_id = room_id
         self.members: list[_Member] = []  # in joining order
-        self.tap = tap  # gets each forwarded voice payload of the room (server-side recording)
+        self.tap = tap  # gets each forwarded voice packet of the room (server-side recording)
 
 
 def _head(first: bytes, data: bytes, member: _Member) -> bytes:
