@@ -60,6 +60,8 @@ def _list(args: argparse.Namespace) -> int:
                            "files": [{"user_id": f.user_id, "file_name": f.file_name, "begin": f.begin, "end": f.end,
                                       "status": f.status} for f in files]} for t, files in tasks], indent=2))
         return 0
+    if not tasks:
+        print("no recordings" + (f" for app {args.app_id}" if args.app_id else ""))
     for t, files in tasks:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t.started_at))
         state = "running" if t.stopped_at is None else "stopped"

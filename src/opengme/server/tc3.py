@@ -107,6 +107,11 @@ class Tc3Api:
             response = {"Error": {"Code": exc.code, "Message": exc.message}, "RequestId": request_id}
             log.info("API 3.0 request refused", extra=fields(code=exc.code, reason=exc.message,
                                                             action=request.headers.get("X-TC-Action", "")))
+        except Exception:  # a bug must still answer as Tencent Cloud does, never with a bare 500
+            code = "InternalError"
+            log.exception("API 3.0 request failed", extra=fields(action=request.headers.get("X-TC-Action", "")))
+            response = {"Error": {"Code": code, "Message": f"the server failed; RequestId {request_id} is in its log"},
+                        "RequestId": request_id}
         self.server.metrics.inc("opengme_tc3_requests_total", code=code)
         body = json.dumps({"Response": response}, ensure_ascii=False).encode("utf-8")
         return web.Response(body=body, headers={"Content-Type": JSON})
