@@ -360,3 +360,29 @@ def test_a_member_s_file_is_cut_when_its_mic_goes_off_and_on(tmp_path: Path) -> 
     assert db.pending_callbacks() == 0  # no callback URL configured: nothing queued
     db.close()
     storage.close()
+
+
+def test_files_are_cut_at_the_segment_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GME cuts every 2 h; here 0.5 s, so that a 2 s stream in two batches makes two files of each kind."""
+    monkeypatch.setattr(rec, "SEGMENT_SECONDS", 0.5)
+    AppStore(tmp_path).close()
+    db, storage = RecordingDB(tmp_path), DiskStorage(tmp_path)
+    task = db.create_task("1400000001", "r1", rec.RecordMode.BOTH, rec.Subscription(), False, time.time())
+    encoder, said = OpusEncoder(FLUENCY), clip(2.0)
+    frames = [encoder.encode(said[i:i + 320]) for i in range(0, len(said) - 319, 320)]
+    t0 = time.monotonic() - 2.2
+
+    def packets(first: int, last: int) -> list[tuple[Any, ...]]:
+        return [(task.task_id, 7, MediaHeader(PacketType.DATA, 1, seq=f, timestamp=f * 320).pack(), frames[f],
+                 t0 + f * rec.FRAME_S) for f in range(first, last)]
+
+    feed, end = multiprocessing.Pipe()
+    feed.send([("start", task, {7: "10001"}, t0, time.time()), *packets(0, 50)])
+    feed.send([*packets(50, 100), ("quit",)])
+    RecorderWorker(db, storage, tmp_path).run(end)
+    files = db.files(task.task_id)
+    assert sorted((f.user_id, f.seq) for f in files) == [("0", 0), ("0", 1), ("10001", 0), ("10001", 1)]
+    assert all(f.end is not None for f in files)
+    assert sum(f.end - f.begin for f in files if f.user_id == "0") == pytest.approx(2.0, abs=0.05)  # nothing lost
+    db.close()
+    storage.close()

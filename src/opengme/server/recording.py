@@ -414,11 +414,12 @@ class RecorderWorker:
         clock = max(state.latest, now - BACKLOG)
         upto = round((clock - state.t0 - FLUSH_DELAY) / rec.FRAME_S)
         for tinyid, segment in list(state.singles.items()):
-            if clock - segment.last > rec.MIC_GAP or segment.track.seconds() >= rec.SEGMENT_SECONDS:
-                del state.singles[tinyid]  # mic off (or 2 h): the next packet opens the next file
-                self._close(state, segment)
-            else:
+            if clock - segment.last <= rec.MIC_GAP:
                 segment.writer.write(segment.track.take(upto))
+                if segment.track.seconds() < rec.SEGMENT_SECONDS:
+                    continue
+            del state.singles[tinyid]  # mic off, or 2 h: the next packet opens the next file
+            self._close(state, segment)
         mixed = state.mixed
         if mixed is not None:
             mixed.writer.write(mixed.track.take(upto))
