@@ -57,11 +57,11 @@ log = logging.getLogger("opengme.recording")
 
 TMP_FOLDER = "recordings-tmp"
 FLUSH_DELAY = 0.3  # seconds a frame may arrive late and still be written in its place
-TICK = 0.1
+TICK = 0.25
 CALLBACK_TIMEOUT = 5.0
 BITRATE = 48_000  # bit/s of the mp3 files (mono speech)
 INBOX_LIMIT = 20_000  # packets waiting for the recorder (8 s of a room of 5); past it, packets are dropped
-FEED_INTERVAL = 0.05  # seconds between two batches to the recorder process
+FEED_INTERVAL = 0.2  # seconds between two batches to the recorder process (few wake-ups of the relay process)
 BACKLOG = 5.0  # seconds packets may wait in the pipe (the recorder process's start) and still count
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record_tasks (
