@@ -440,3 +440,27 @@ def test_uplink_quality_ignores_forgeries_and_clamps_late_arrivals() -> None:
     relay.handle_datagram(late, speaker.addr, 1.5)  # arrives one window late: received, nothing new expected
     [q] = relay.take_uplink_quality()
     assert (q.received, q.expected, q.loss) == (1, 0, 0.0)
+
+
+def test_a_tapped_room_hands_each_forwarded_voice_packet_on() -> None:
+    """Server-side recording's hook: the relay forwards as before and hands the tap what it forwarded."""
+    relay = Relay()
+    got: list[tuple[int, int, bytes, float]] = []
+    relay.set_room_tap("r1", lambda tinyid, header, payload, now: got.append(  # header + an empty tag: a datagram's shape
+        (tinyid, MediaHeader.unpack(header + bytes(16)).timestamp, payload, now)))
+    a, b = join(relay, "r1", 1, 5001), join(relay, "r1", 2, 5002)
+    other = join(relay, "r2", 3, 5003)
+    join(relay, "r2", 4, 5004)
+    assert len(relay.handle_datagram(a.voice(b"hello"), a.addr, 1.0)) == 1  # b hears it as before
+    relay.handle_datagram(other.voice(b"untapped"), other.addr, 1.5)
+    relay.set_muted(2, True)
+    relay.handle_datagram(b.voice(b"muted"), b.addr, 2.0)  # not forwarded, so not recorded
+    assert got == [(1, 960, b"hello", 1.0)]
+    relay.remove_member(1)
+    relay.remove_member(2)  # the room empties and comes back: the tap is kept for it
+    c = join(relay, "r1", 5, 5005)
+    join(relay, "r1", 6, 5006)
+    relay.handle_datagram(c.voice(b"again"), c.addr, 3.0)
+    relay.set_room_tap("r1", None)
+    relay.handle_datagram(c.voice(b"after"), c.addr, 4.0)
+    assert [g[2] for g in got] == [b"hello", b"again"]

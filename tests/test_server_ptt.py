@@ -26,6 +26,8 @@ from opengme.config import Settings, load_settings
 from opengme.errors import ErrorCode
 from opengme.protocol import ptt as proto
 from opengme.server import ptt as server_ptt
+from opengme.server import usage
+from opengme.server.usage import day_of
 from opengme.storage import DiskStorage
 from opengme.store import App
 from support.audio import clip
@@ -101,6 +103,8 @@ async def test_upload_then_another_openid_downloads_the_same_bytes(srv: Running,
     m = srv.server.metrics
     assert m.value(server_ptt.UPLOADS) == 1 and m.value(server_ptt.DOWNLOADS) == 4
     assert m.value(server_ptt.UPLOAD_BYTES) == len(voice)
+    today = day_of(time.time())  # the upload counts in the app's usage (GME's DescribeAppStatistics)
+    assert (await usage.get(srv.server).days(srv.app.app_id, today, today))[today][usage.Usage.PTT_UPLOADS] == 1
 
 
 async def test_string_openids_travel_percent_encoded(srv: Running, voice: bytes) -> None:

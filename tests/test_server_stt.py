@@ -18,6 +18,7 @@ from opengme.codec import voicefile as vf
 from opengme.errors import ErrorCode, GmeError
 from opengme.protocol import ptt as proto
 from opengme.protocol import stt as sproto
+from opengme.server import usage
 from support.signal_harness import Running
 from support.speech import JOHN, JOHN_WORDS, read_wav, words
 
@@ -178,6 +179,10 @@ async def test_a_stored_text_goes_with_its_message(srv: Running, tmp_path: Path)
     status, reply = await text_of(srv, file_id)
     assert status == 200 and reply["cached"] is False
     assert (await text_of(srv, file_id))[1]["cached"] is True
+    # The recognised audio counts once in the app's usage (DescribeAppStatistics), the cached answer not.
+    today = usage.day_of(time.time())
+    seconds = (await usage.get(srv.server).days(srv.app.app_id, today, today))[today][usage.Usage.STT_SECONDS]
+    assert 1.0 < seconds < 30.0
     short_id = file_id.rsplit("/", 1)[1]
     transcripts = stt_part.get(srv.server).transcripts
     assert transcripts.get(short_id, "en-US") == reply["text"]

@@ -139,6 +139,7 @@ def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> 
 
 def build_parser() -> Parser:
     from opengme.cli import (
+        apikey_cmd,
         app_cmd,
         authbuffer_cmd,
         config_cmd,
@@ -147,6 +148,7 @@ def build_parser() -> Parser:
         join_cmd,
         message_cmd,
         messages_cmd,
+        recordings_cmd,
         rooms_cmd,
         say_cmd,
         serve_cmd,
@@ -162,8 +164,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"opengme {__version__}")
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   message_cmd, transcribe_cmd, say_cmd, console_cmd):
+    for module in (serve_cmd, config_cmd, app_cmd, apikey_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd,
+                   messages_cmd, message_cmd, transcribe_cmd, say_cmd, console_cmd, recordings_cmd):
         module.register(sub, common)
     return parser
 

@@ -51,12 +51,17 @@ from opengme.protocol.media import (
 
 Addr = tuple[str, int]
 Outgoing = list[tuple[bytes, Addr]]
+RoomTap = Callable[[int, bytes, bytes, float], None]
+"""``(speaker tinyid, uplink header, Opus payload, now)``, called for each voice packet of a tapped room
+that the relay forwards (server-side recording). It must only hand the packet on (an append): it runs
+on the hot path."""
 RoutePolicy = Callable[[int, int], bool]
 """``(speaker tinyid, listener tinyid) -> hears`` within one room: the hook for hearing rules (teams,
 range, blocked speakers). Asked only when route tables are rebuilt, never per packet; it must answer
 from its own state, without calling back into the relay."""
-Tap = Callable[[bytes, bool], None]
-"""``(Opus payload, voice bit)`` of a speaker's forwarded voice: live captions listen through it."""
+VoiceTap = Callable[[bytes, bool], None]
+"""``(Opus payload, voice bit)`` of one speaker's forwarded voice: live captions listen through it.
+Like :data:`RoomTap` it must only keep the payload for later work."""
 
 _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
@@ -163,15 +168,16 @@ class _Member:
         self.last_custom = float("-inf")  # when its last CUSTOM datagram was forwarded
         self.received = 0  # authenticated packets since the last quality report
         self.report_top = -1  # the packet index window's top at the last quality report
-        self.tap: Tap | None = None  # live captions: hears the speaker's Opus payloads (set_tap)
+        self.tap: VoiceTap | None = None  # live captions: hears the speaker's Opus payloads (set_voice_tap)
 
 
 class _Room:
-    __slots__ = ("members", "room_id")
+    __slots__ = ("members", "room_id", "tap")
 
-    def __init__(self, room_id: str) -> None:
+    def __init__(self, room_id: str, tap: RoomTap | None) -> None:
         self.room_id = room_id
         self.members: list[_Member] = []  # in joining order
+        self.tap = tap  # gets each forwarded voice packet of the room (server-side recording)
 
 
 def _head(first: bytes, data: bytes, member: _Member) -> bytes:
@@ -201,6 +207,7 @@ class Relay:
         self._rooms: dict[str, _Room] = {}
         self._policies: dict[str, RoutePolicy] = {}  # by room id; outlive the room's members
         self._links: dict[int, int] = {}  # room sharing: tinyid -> the linked member in another room
+        self._taps: dict[str, RoomTap] = {}  # by room id, likewise
         self.counters = RelayCounters()
 
     # -- membership (called by signalling) ---------------------------------------------------
@@ -218,7 +225,7 @@ class Relay:
         crypto = MediaCrypto.for_server(key, self._window)
         room = self._rooms.get(room_id)
         if room is None:
-            room = self._rooms[room_id] = _Room(room_id)
+            room = self._rooms[room_id] = _Room(room_id, self._taps.get(room_id))
         member = _Member(tinyid, session, room, crypto)
         room.members.append(member)
         self._members[tinyid] = member
@@ -248,9 +255,19 @@ class Relay:
         """Server-side mute: the member still hears, but its voice is dropped."""
         self._member(tinyid).muted = muted
 
+    def set_room_tap(self, room_id: str, tap: RoomTap | None) -> None:
+        """Hand the room's voice packets to ``tap`` from now on (None: stop); kept while the room is empty."""
+        if tap is None:
+            self._taps.pop(room_id, None)
+        else:
+            self._taps[room_id] = tap
+        room = self._rooms.get(room_id)
+        if room is not None:
+            room.tap = tap
+
     # -- routes (who hears whom) -------------------------------------------------------------
 
-    def set_tap(self, tinyid: int, tap: Tap | None) -> None:
+    def set_voice_tap(self, tinyid: int, tap: VoiceTap | None) -> None:
         """Hand every voice payload of ``tinyid`` (and its voice bit) to ``tap`` as it is forwarded, or stop.
         The tap runs on the relay's path: it must only keep the payload for later work."""
         member = self._members.get(tinyid)
@@ -455,6 +472,9 @@ class Relay:
                 if to is not None:
                     out.append((listener.crypto.seal_raw(head, tinyid, payload), to))
             counters.forwarded += len(out) - sent
+            tap = member.room.tap
+            if tap is not None:
+                tap(tinyid, data[:HEADER_SIZE], payload, now)
             return out
         if ptype == _CUSTOM:
             return self._custom(member, data, payload, now, out)

@@ -2,35 +2,27 @@
 and in/out times — GME's DescribeRoomInfo, DeleteRoomMember, ModifyUserMicStatus and
 DescribeUserInAndOutTime, scoped to the app whose key signed the request.
 
-In/out times are recorded from the signalling part's room events into an ``inout`` table of the data
-directory's ``opengme.db`` (own connection, WAL), so they outlive the rooms and the process. The
-database is used from one worker thread only: a slow or locked disk never stalls the event loop,
-which also carries the media relay.
+This module authenticates and translates; the actions themselves are ``opengme.server.actions``,
+shared with the Tencent Cloud API 3.0 endpoint.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from opengme.core.rooms import RoomEvent
 from opengme.core.signalling import DISSOLVED, KICKED
 from opengme.errors import ErrorCode, GmeError
-from opengme.ids import MAX_ID_CHARS, room_id_problem
+from opengme.ids import MAX_ID_CHARS
 from opengme.logs import fields
 from opengme.protocol import admin as signing
 from opengme.protocol.signalling import MAX_TEXT_CHARS
-from opengme.server import signalling
-from opengme.store import DB_NAME
+from opengme.server import actions, recording, signalling
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -43,57 +35,6 @@ MAX_BODY_BYTES = 65536  # an admin body is a list of at most 100 openids and a r
 _SIGNATURE_HEADERS = (signing.HEADER_APP_ID, signing.HEADER_TIMESTAMP, signing.HEADER_NONCE, signing.HEADER_SIGNATURE)
 _BODY: web.RequestKey[bytes] = web.RequestKey("opengme.admin.body", bytes)
 Handler = Callable[[web.Request, str], Awaitable[web.Response]]
-
-
-class InOutLog:
-    """Finished stays of members in rooms: (app, room, openid, start, end), one row per stay.
-
-    Every database call runs on one worker thread, in submission order, so a query sees every
-    departure recorded before it."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opengme-inout")
-        self._db = self._worker.submit(self._open, Path(data_dir) / DB_NAME).result()
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(
-            """CREATE TABLE IF NOT EXISTS inout (
-                app_id TEXT NOT NULL, room_id TEXT NOT NULL, open_id TEXT NOT NULL,
-                start REAL NOT NULL, end REAL NOT NULL
-            )"""
-        )
-        db.execute("CREATE INDEX IF NOT EXISTS inout_member ON inout (app_id, room_id, open_id, start)")
-        return db
-
-    def _add(self, row: tuple[str, str, str, float, float]) -> None:
-        try:
-            self._db.execute("INSERT INTO inout VALUES (?, ?, ?, ?, ?)", row)
-        except sqlite3.Error:
-            log.exception("could not record a stay", extra=fields(app_id=row[0], room_id=row[1], open_id=row[2]))
-
-    def _stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
-        rows = self._db.execute(
-            "SELECT start, end FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start",
-            (app_id, room_id, open_id),
-        ).fetchall()
-        return [(start, end) for start, end in rows]
-
-    async def stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, self._stays, app_id, room_id, open_id)
-
-    def on_room_event(self, event: RoomEvent) -> None:
-        """Room listener: a member's stay is queued for writing when it ends."""
-        if event.kind == "leave":
-            m = event.member
-            self._worker.submit(self._add, (m.app_id, m.room_id, m.open_id, m.entered_at, event.at))
-
-    def close(self) -> None:
-        """Write what is queued, then close."""
-        self._worker.submit(self._db.close)
-        self._worker.shutdown(wait=True)
 
 
 ADMIN: web.AppKey[Admin] = web.AppKey("opengme.admin")
@@ -109,21 +50,15 @@ def setup(server: Server) -> None:
     router.add_post(f"{PREFIX}/rooms/{{room_id}}/dissolve", admin.signed(admin.dissolve))
     router.add_post(f"{PREFIX}/rooms/{{room_id}}/mute", admin.signed(admin.mute))
     router.add_get(f"{PREFIX}/inout", admin.signed(admin.inout))
-    # First in the list, so last to run on stop: signalling's stop still records the final departures.
-    server.on_stop.insert(0, admin.stop)
+    router.add_get(f"{PREFIX}/recordings", admin.signed(admin.recorded_file))
     server.metrics.describe("opengme_admin_requests_total", "counter", "Admin API requests, by outcome code.")
 
 
 class Admin:
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.signalling = signalling.get(server)
-        self.log = InOutLog(server.settings.data_dir)
+        self.actions = actions.get(server)
         self.nonces = signing.NonceCache()
-        self.signalling.room_listeners.append(self.log.on_room_event)
-
-    async def stop(self) -> None:
-        self.log.close()
 
     def _key_of(self, app_id: str) -> str | None:
         app = self.server.store.get(app_id)
@@ -141,7 +76,7 @@ class Admin:
                 body = b""  # unsigned or unknown app: refused below without reading the body
             else:
                 try:
-                    body = await _read_body(request, self.server.settings.http_body_timeout)
+                    body = await read_body(request, self.server.settings.http_body_timeout)
                 except GmeError as exc:
                     return self._reply(exc.code, exc.detail,
                                        status=408 if exc.code is ErrorCode.AV_ERR_SERVER_TIMEOUT else 413)
@@ -173,82 +108,69 @@ class Admin:
     # --- handlers -------------------------------------------------------------------------------
 
     async def rooms(self, request: web.Request, app_id: str) -> web.Response:
-        rooms = self.signalling.registry.rooms(app_id)
+        rooms = self.actions.rooms(app_id)
         return self._ok(
             rooms=[{"room_id": r.room_id, "room_type": int(r.room_type), "members": len(r.members)} for r in rooms]
         )
 
     async def room_info(self, request: web.Request, app_id: str) -> web.Response:
-        room = self.signalling.registry.room(app_id, _room_id(request))
+        room = self.actions.room(app_id, request.match_info["room_id"])
+        game_voice = signalling.get(self.server).core.game_voice
         members = [
             {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": room.is_muted(m.open_id),
-             **self.signalling.core.game_voice.describe(m)}  # team, mode, range, position (game voice)
+             **game_voice.describe(m)}  # team, mode, range, position (game voice)
             for m in room.members.values()
         ]
         return self._ok(room_id=room.room_id, room_type=int(room.room_type), members=members)
 
     async def kick(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required={"open_ids"}, optional={"reason"})
-        room_id = _room_id(request)
-        self.signalling.registry.room(app_id, room_id)  # 10009 for the whole request
-        reason = _reason(body, KICKED)
-        results = [
-            {"open_id": o, "code": int(_outcome(partial(self.signalling.kick, app_id, room_id, o, reason)))}
-            for o in _open_ids(body)
-        ]
-        return self._ok(results=results)
+        outcomes = self.actions.kick(app_id, request.match_info["room_id"], _open_ids(body), _reason(body, KICKED))
+        return self._ok(results=[{"open_id": o, "code": int(code)} for o, code in outcomes])
 
     async def dissolve(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required=set(), optional={"reason"})
-        removed = self.signalling.dissolve(app_id, _room_id(request), _reason(body, DISSOLVED))
-        return self._ok(removed=removed)
+        return self._ok(removed=self.actions.dissolve(app_id, request.match_info["room_id"], _reason(body, DISSOLVED)))
 
     async def mute(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required={"open_ids", "muted"}, optional={"reason"})
         if not isinstance(body["muted"], bool):
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "muted must be true or false")
-        room_id = _room_id(request)
-        self.signalling.registry.room(app_id, room_id)
-        reason = _reason(body, "")
-        set_muted = partial(self.signalling.set_muted, app_id, room_id, muted=body["muted"], reason=reason)
-        results = [{"open_id": o, "code": int(_outcome(partial(set_muted, o)))} for o in _open_ids(body)]
-        return self._ok(results=results)
+        changes = [(o, body["muted"]) for o in _open_ids(body)]
+        outcomes = self.actions.set_muted(app_id, request.match_info["room_id"], changes, _reason(body, ""))
+        return self._ok(results=[{"open_id": o, "code": int(code)} for o, code in outcomes])
 
     async def inout(self, request: web.Request, app_id: str) -> web.Response:
         room_id, open_id = request.query.get("room_id"), request.query.get("open_id")
         if room_id is None or open_id is None:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "give both room_id and open_id query parameters")
-        stays: list[tuple[float, float | None]] = list(await self.log.stays(app_id, room_id, open_id))
-        now = time.time()
-        current = self.signalling.registry.find(app_id, open_id)
-        if current is not None and current.room_id == room_id:
-            stays.append((current.entered_at, None))  # still in the room: no end yet
-        duration = sum((now if end is None else end) - start for start, end in stays)
+        stays, duration = await self.actions.in_out(app_id, room_id, open_id)
         return self._ok(in_out=[{"start": s, "end": e} for s, e in stays], duration=round(duration, 3))
 
+    async def recorded_file(self, request: web.Request, app_id: str) -> web.Response:
+        """A recorded file (GME's FileName from the callbacks or DescribeRecordInfo) for the app's backend."""
+        name = request.query.get("file")
+        if not name:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "give the recording's FileName as ?file=")
+        data = await recording.get(self.server).download(app_id, name)
+        self.server.metrics.inc("opengme_admin_requests_total", code=0)
+        return web.Response(body=data, content_type="audio/mpeg")
 
-def _room_id(request: web.Request) -> str:
-    room_id = request.match_info["room_id"]
-    reason = room_id_problem(room_id)
-    if reason:
-        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, reason)
-    return room_id
 
-
-async def _read_body(request: web.Request, timeout: float) -> bytes:
-    """The body, read as it streams in: at most MAX_BODY_BYTES (10002, HTTP 413, as soon as it is
+async def read_body(request: web.Request, timeout: float, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, read as it streams in: at most ``limit`` bytes (10002, HTTP 413, as soon as it is
     clear there is more) within ``timeout`` seconds (10004, HTTP 408), so a big or slow body costs
     neither memory nor a connection for long."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"the body exceeds {MAX_BODY_BYTES} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.content.iter_any():
                 size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"the body exceeds {MAX_BODY_BYTES} bytes")
+                if size > limit:
+                    raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"the body exceeds {limit} bytes")
                 chunks.append(chunk)
     except TimeoutError:
         raise GmeError(ErrorCode.AV_ERR_SERVER_TIMEOUT, f"the body did not arrive within {timeout:g} s") from None
@@ -302,12 +224,3 @@ def _is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _outcome(action: Callable[[], object]) -> ErrorCode:
-    """One openid's result in a batch: 0, or the GmeError's code (10010 not in the room)."""
-    try:
-        action()
-    except GmeError as exc:
-        return exc.code
-    return ErrorCode.AV_OK

@@ -87,10 +87,10 @@ class Server:
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import admin, captions, console, media, ptt, signalling, stt, web
+    from opengme.server import actions, admin, captions, console, media, ptt, recording, signalling, stt, tc3, web
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir))
-    for part in (signalling, admin, media, ptt, stt, captions, console, web):
+    for part in (signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
         part.setup(server)
     return server
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
+from opengme.codec.opus import FRAME_MS
 from opengme.core.captions import CONTENT, END, START, Sentences
 from opengme.core.rooms import Member, RoomEvent
 from opengme.errors import ErrorCode, GmeError
@@ -35,6 +36,7 @@ from opengme.server import media as media_part
 from opengme.server import signalling as signalling_part
 from opengme.server import stt as stt_part
 from opengme.server.ptt import Refused
+from opengme.server.usage import Usage, count_usage
 from opengme.stt.quota import Kind
 from opengme.stt.streaming import LiveStream, StreamWorkers
 
@@ -106,6 +108,7 @@ class Caption:
         batch, self.pending = self.pending, []
         voiced, self.voiced = self.voiced, False
         if self.sentences.heard(now, voiced) and batch:
+            count_usage(self.captions.server, self.member.app_id, Usage.STT_SECONDS, len(batch) * FRAME_MS / 1000)
             if self.live is None:
                 self.live = self.captions.streams().open(self.language)
             text = await self.live.feed(batch)
@@ -181,7 +184,7 @@ class Captions:
             return
         if member.tinyid not in self.active:
             caption = self.active[member.tinyid] = Caption(self, member, tag)
-            media_part.get(self.server).relay.set_tap(member.tinyid, caption.tap)
+            media_part.get(self.server).relay.set_voice_tap(member.tinyid, caption.tap)
             caption.task = asyncio.get_running_loop().create_task(caption.run())
             self.push(member, START)
             log.info("captions on", extra=fields(app_id=member.app_id, room_id=member.room_id,
@@ -190,7 +193,7 @@ class Captions:
 
     async def _finish(self, caption: Caption, tell_speaker: bool) -> None:
         member = caption.member
-        media_part.get(self.server).relay.set_tap(member.tinyid, None)
+        media_part.get(self.server).relay.set_voice_tap(member.tinyid, None)
         stt_part.get(self.server).quota.release(member.app_id, Kind.CAPTION)
         await caption.close()
         self.push(member, END, skip=None if tell_speaker else member)

@@ -26,6 +26,7 @@ from opengme.ids import open_id_problem
 from opengme.logs import fields
 from opengme.protocol import ptt as proto
 from opengme.protocol.signalling import decode_auth_buffer
+from opengme.server.usage import Usage, count_usage
 from opengme.storage import Message, MessageGone, MessageStorage, open_storage
 from opengme.store import App
 
@@ -148,6 +149,7 @@ class Ptt:
         m = self.server.metrics
         m.inc(UPLOADS)
         m.inc(UPLOAD_BYTES, message.size)
+        count_usage(self.server, message.app_id, Usage.PTT_UPLOADS)  # DescribeAppStatistics
         log.info("voice message stored", extra=fields(app_id=message.app_id, open_id=message.open_id,
                                                       file_id=message.file_id, size=message.size,
                                                       duration_ms=message.duration_ms))

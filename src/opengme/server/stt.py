@@ -25,6 +25,7 @@ from opengme.protocol import stt as sproto
 from opengme.server import ptt as ptt_part
 from opengme.server.ptt import Caller, Refused
 from opengme.server.stt_stream import StreamSession
+from opengme.server.usage import Usage, count_usage
 from opengme.storage import Message
 from opengme.store import App
 from opengme.stt.pool import RecognitionPool
@@ -134,6 +135,7 @@ class Speech:
             text = await self.pool.transcribe_voice(data, language)
         await asyncio.to_thread(self.transcripts.put, message.file_id, language, text, time.time())
         self.server.metrics.inc(RECOGNITIONS)
+        count_usage(self.server, message.app_id, Usage.STT_SECONDS, message.duration_ms / 1000)
         return text, False
 
     async def speech(self, request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from opengme.codec.opus import FRAME_MS
 from opengme.errors import ErrorCode, GmeError
 from opengme.server.ptt import Caller, Refused
+from opengme.server.usage import Usage, count_usage
 from opengme.stt.streaming import MAX_PACKET, LiveStream
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class StreamSession:
             if self._feeding is not None:
                 self._feeding.cancel()
             await self.ws.close()
+            count_usage(self.speech.server, self.caller.app.app_id, Usage.STT_SECONDS, self.packets * FRAME_MS / 1000)
 
     def _packet(self, data: bytes) -> None:
         if self.final is not None:

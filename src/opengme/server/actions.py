@@ -1,0 +1,213 @@
+"""The server's admin action layer: one implementation of each room and app action, which the signed
+admin API (``/v1/admin``, and the CLI through it), the Tencent Cloud API 3.0 endpoint (``POST /``)
+and the web console call. Callers authenticate and translate names; the logic lives here.
+
+It also owns the records the actions read: the members' finished stays (``inout`` table, for GME's
+DescribeUserInAndOutTime) and usage per day (``usage`` table, DescribeAppStatistics). Both are
+written on their own worker thread, so a slow disk never stalls the event loop that carries the relay.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from opengme.core.rooms import Room, RoomEvent
+from opengme.core.signalling import DISSOLVED, KICKED
+from opengme.errors import ErrorCode, GmeError
+from opengme.ids import room_id_problem
+from opengme.logs import fields
+from opengme.server import signalling
+from opengme.server.usage import USAGE, Usage, UsageLog
+from opengme.store import DB_NAME, App, AppStoreError
+
+if TYPE_CHECKING:
+    from opengme.server.app import Server
+
+log = logging.getLogger("opengme.admin")
+
+APP_NORMAL, APP_CLOSED, APP_ARREARS = 0, 1, 2
+"""GME's AppStatus values (DescribeApplicationList): normal, closed, stopped for arrears."""
+SERVICES = ("voice", "ptt", "stt")
+"""The switches GME's ModifyAppStatus turns on or off together ("open"/"close")."""
+
+
+class InOutLog:
+    """Finished stays of members in rooms: (app, room, openid, start, end), one row per stay.
+
+    Every database call runs on one worker thread, in submission order, so a query sees every
+    departure recorded before it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opengme-inout")
+        self._db = self._worker.submit(self._open, Path(data_dir) / DB_NAME).result()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS inout (
+                app_id TEXT NOT NULL, room_id TEXT NOT NULL, open_id TEXT NOT NULL,
+                start REAL NOT NULL, end REAL NOT NULL
+            )"""
+        )
+        db.execute("CREATE INDEX IF NOT EXISTS inout_member ON inout (app_id, room_id, open_id, start)")
+        return db
+
+    def _add(self, row: tuple[str, str, str, float, float]) -> None:
+        try:
+            self._db.execute("INSERT INTO inout VALUES (?, ?, ?, ?, ?)", row)
+        except sqlite3.Error:
+            log.exception("could not record a stay", extra=fields(app_id=row[0], room_id=row[1], open_id=row[2]))
+
+    def _stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
+        rows = self._db.execute(
+            "SELECT start, end FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start",
+            (app_id, room_id, open_id),
+        ).fetchall()
+        return [(start, end) for start, end in rows]
+
+    async def stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._stays, app_id, room_id, open_id)
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        """Room listener: a member's stay is queued for writing when it ends."""
+        if event.kind == "leave":
+            m = event.member
+            self._worker.submit(self._add, (m.app_id, m.room_id, m.open_id, m.entered_at, event.at))
+
+    def close(self) -> None:
+        """Write what is queued, then close."""
+        self._worker.submit(self._db.close)
+        self._worker.shutdown(wait=True)
+
+
+def check_room_id(room_id: str) -> str:
+    """``room_id`` when it is a valid GME room ID, else 10002 (GmeError) saying what is wrong."""
+    reason = room_id_problem(room_id)
+    if reason:
+        raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, reason)
+    return room_id
+
+
+def app_status(app: App) -> int:
+    """GME's AppStatus of an app: arrears first, then closed when every service is off."""
+    if app.arrears:
+        return APP_ARREARS
+    return APP_CLOSED if not any(getattr(app, s) for s in SERVICES) else APP_NORMAL
+
+
+class AdminActions:
+    """Room and app actions for one server; the signing app (``app_id``) scopes every room action."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.signalling = signalling.get(server)
+        self.inout = InOutLog(server.settings.data_dir)
+        self.usage = UsageLog(server.settings.data_dir)
+        self.signalling.room_listeners.append(self.inout.on_room_event)
+        self.signalling.room_listeners.append(self.usage.on_room_event)
+
+    def close(self) -> None:
+        self.inout.close()
+        self.usage.close()
+
+    # --- rooms ----------------------------------------------------------------------------------
+
+    def rooms(self, app_id: str) -> list[Room]:
+        return self.signalling.registry.rooms(app_id)
+
+    def room(self, app_id: str, room_id: str) -> Room:
+        """The room, or 10009 when it does not exist (now)."""
+        return self.signalling.registry.room(app_id, check_room_id(room_id))
+
+    def kick(self, app_id: str, room_id: str, open_ids: list[str], reason: str = KICKED) -> list[tuple[str, ErrorCode]]:
+        """Remove members (GME DeleteRoomMember, type 2): 10009 for an unknown room, else a code per openid."""
+        self.room(app_id, room_id)
+        return [(o, _outcome(partial(self.signalling.kick, app_id, room_id, o, reason))) for o in open_ids]
+
+    def dissolve(self, app_id: str, room_id: str, reason: str = DISSOLVED) -> int:
+        """Remove everyone (GME DeleteRoomMember, type 1); how many were removed, 10009 for an unknown room."""
+        return self.signalling.dissolve(app_id, check_room_id(room_id), reason)
+
+    def set_muted(self, app_id: str, room_id: str, changes: list[tuple[str, bool]],
+                  reason: str = "") -> list[tuple[str, ErrorCode]]:
+        """Server mute/unmute (GME ModifyUserMicStatus): 10009 for an unknown room, else a code per openid."""
+        self.room(app_id, room_id)
+        set_muted = partial(self.signalling.set_muted, app_id, room_id, reason=reason)
+        return [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
+
+    async def in_out(self, app_id: str, room_id: str, open_id: str) -> tuple[list[tuple[float, float | None]], float]:
+        """A member's stays in a room (the current one has no end) and their total seconds."""
+        stays: list[tuple[float, float | None]] = list(await self.inout.stays(app_id, room_id, open_id))
+        now = time.time()
+        current = self.signalling.registry.find(app_id, open_id)
+        if current is not None and current.room_id == room_id:
+            stays.append((current.entered_at, None))
+        return stays, sum((now if end is None else end) - start for start, end in stays)
+
+    # --- apps -----------------------------------------------------------------------------------
+
+    async def _store(self, call: Callable[[], App]) -> App:
+        try:
+            return await self.server.run_blocking(call)
+        except AppStoreError as exc:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, str(exc)) from None
+
+    async def create_app(self, name: str) -> App:
+        store = self.server.store
+        return await self._store(lambda: store.create(name))
+
+    async def app(self, app_id: str) -> App:
+        store = self.server.store
+        return await self._store(lambda: store.require(app_id))
+
+    async def apps(self) -> list[App]:
+        return await self.server.run_blocking(self.server.store.list)
+
+    async def set_app_open(self, app_id: str, open_: bool) -> App:
+        """GME ModifyAppStatus: "open" turns voice chat, voice messages and speech-to-text on, "close" off."""
+        store = self.server.store
+        return await self._store(lambda: store.set(app_id, **dict.fromkeys(SERVICES, open_)))
+
+    async def statistics(self, app_id: str, first: str, last: str) -> dict[str, dict[Usage, float]]:
+        """Usage per day from ``first`` to ``last`` (YYYY-MM-DD, UTC+8 days), days without usage left out."""
+        return await self.usage.days(app_id, first, last)
+
+
+def _outcome(action: Callable[[], object]) -> ErrorCode:
+    """One openid's result in a batch: 0, or the GmeError's code (10010 not in the room)."""
+    try:
+        action()
+    except GmeError as exc:
+        return exc.code
+    return ErrorCode.AV_OK
+
+
+ACTIONS: web.AppKey[AdminActions] = web.AppKey("opengme.actions")
+
+
+def setup(server: Server) -> None:
+    """Attach the action layer (before the admin API and the API 3.0 endpoint, which use it)."""
+    actions = AdminActions(server)
+    server.web_app[ACTIONS] = actions
+    server.web_app[USAGE] = actions.usage
+
+    async def stop() -> None:
+        actions.close()
+
+    # First in the list, so last to run on stop: signalling's stop still records the final departures.
+    server.on_stop.insert(0, stop)
+
+
+def get(server: Server) -> AdminActions:
+    return server.web_app[ACTIONS]
