@@ -145,6 +145,7 @@ def build_parser() -> Parser:
         console_cmd,
         errors_cmd,
         join_cmd,
+        loadtest_cmd,
         message_cmd,
         messages_cmd,
         rooms_cmd,
@@ -163,7 +164,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd, messages_cmd,
-                   message_cmd, transcribe_cmd, say_cmd, console_cmd):
+                   message_cmd, transcribe_cmd, say_cmd, console_cmd, loadtest_cmd):
         module.register(sub, common)
     return parser
 
