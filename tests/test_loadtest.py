@@ -2,13 +2,17 @@
 real ``opengme serve`` on 127.0.0.1 (members enter through the signalling and talk through the relay)."""
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opengme.loadtest.pacing import Pacer
 from opengme.loadtest.plan import MAX_MEMBERS, Plan, PlanError, is_loopback
@@ -224,3 +228,78 @@ def test_wrong_input_is_one_line_and_status_2(registry: Path, args: list[str], f
     assert result.returncode == 2
     assert fragment in one_line(result)
     assert result.stdout == ""
+
+
+# --- what arrives from the network ----------------------------------------------------------------------
+
+
+def _member_meets(datagrams: list[bytes]) -> int:
+    """Feed datagrams to a relay-mode member on a live loop; how many it counted as forwarded voice."""
+    from opengme.loadtest.runner import Meter, Member
+    from opengme.protocol.media import MediaCrypto
+
+    async def run() -> int:
+        meter = Meter()
+        meter.start(0.0, 1.0)
+        member = Member(0, Plan(1, 2, 1, 1.0), meter)
+        member.crypto = MediaCrypto.for_client(bytes(32))
+        for data in datagrams:
+            member.datagram_received(data, ("127.0.0.1", 9))
+        return meter.traffic.received
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=8))
+def test_a_member_survives_any_datagram(datagrams: list[bytes]) -> None:
+    counted = _member_meets(datagrams)
+    assert counted == sum(1 for d in datagrams if d and d[0] & 0x1F == 1)  # counted by type, opened or not
+
+
+def test_the_bare_forwarder_survives_garbage_and_still_forwards() -> None:
+    """The baseline forwarder process: random datagrams from a joined and an unknown address, then a
+    join and a forwarded datagram still work."""
+    import random
+    import socket
+
+    from opengme.loadtest import baseline
+
+    proc = subprocess.Popen([sys.executable, "-m", "opengme.loadtest.baseline"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+        for s in sockets:
+            s.settimeout(5)
+            s.connect(("127.0.0.1", port))
+        a, b, stranger = sockets
+        for s in (a, b):
+            s.send(baseline.JOIN + baseline.ROOM.pack(7))
+            assert s.recv(64) == baseline.JOIN
+        rng = random.Random(18)
+        for n in range(300):
+            garbage = rng.randbytes(rng.randrange(0, 40))
+            (stranger if rng.random() < 0.5 else a).send(b"\0" + garbage if rng.random() < 0.5 else garbage)
+            if n % 20 == 19:  # still answering (and paced: a burst larger than a socket buffer is dropped)
+                stranger.send(baseline.CPU)
+                answer = stranger.recv(64)
+                while not answer.startswith(baseline.CPU):  # an answer to garbage that joined a room
+                    answer = stranger.recv(64)
+                assert len(answer) == len(baseline.CPU) + baseline.SECONDS.size
+        b.settimeout(0.5)
+        try:  # what a forwarded to b (its garbage that did not start with a zero byte)
+            while True:
+                b.recv(2048)
+        except TimeoutError:
+            pass
+        b.settimeout(5)
+        a.send(b"\x41voice")
+        assert b.recv(64) == b"\x41voice"
+        assert proc.poll() is None
+    finally:
+        for s in sockets:
+            s.close()
+        proc.kill()
+        proc.wait()

@@ -14,6 +14,7 @@ Any other datagram is copied to every other address of its sender's room.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import sys
 import time
@@ -52,8 +53,15 @@ class Forwarder(asyncio.DatagramProtocol):
 
 
 async def serve() -> None:
+    """Forward on a socket with the relay's kernel buffers (a burst is queued, not dropped, by both)."""
+    from opengme.server.media import SOCKET_BUFFER
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+    sock.bind(("127.0.0.1", 0))
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Forwarder, local_addr=("127.0.0.1", 0))
+    transport, _ = await loop.create_datagram_endpoint(Forwarder, sock=sock)
     print(f"PORT {transport.get_extra_info('sockname')[1]}", flush=True)
     await loop.run_in_executor(None, sys.stdin.read)  # the load tester closes it (or exits)
     transport.close()
