@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opengme.loadtest import baseline
 from opengme.loadtest.pacing import Pacer
 from opengme.loadtest.plan import MAX_MEMBERS, Plan, PlanError, is_loopback
+from opengme.loadtest.runner import Member, Meter
 from opengme.loadtest.stats import Sampler, Timeline, Traffic, comparison, ms, percentile
+from opengme.protocol.media import MediaCrypto
 from opengme.store import AppStore
 from support.processes import ServeProcess, opengme_cmd, start_server
 
@@ -186,8 +191,6 @@ def test_members_refused_by_the_per_address_cap_are_reported_with_the_fix(tmp_pa
 
 
 def free_url() -> str:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -235,9 +238,6 @@ def test_wrong_input_is_one_line_and_status_2(registry: Path, args: list[str], f
 
 def _member_meets(datagrams: list[bytes]) -> int:
     """Feed datagrams to a relay-mode member on a live loop; how many it counted as forwarded voice."""
-    from opengme.loadtest.runner import Meter, Member
-    from opengme.protocol.media import MediaCrypto
-
     async def run() -> int:
         meter = Meter()
         meter.start(0.0, 1.0)
@@ -260,11 +260,6 @@ def test_a_member_survives_any_datagram(datagrams: list[bytes]) -> None:
 def test_the_bare_forwarder_survives_garbage_and_still_forwards() -> None:
     """The baseline forwarder process: random datagrams from a joined and an unknown address, then a
     join and a forwarded datagram still work."""
-    import random
-    import socket
-
-    from opengme.loadtest import baseline
-
     proc = subprocess.Popen([sys.executable, "-m", "opengme.loadtest.baseline"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
