@@ -70,12 +70,13 @@ def test_pacer_spreads_speakers_over_the_period_and_sends_every_frame_once() -> 
 
 
 def test_pacer_skips_what_it_could_not_send_in_time_and_counts_it() -> None:
-    pacer = Pacer(count=2, frames=100, start=0.0, period=0.02)
+    pacer = Pacer(count=2, frames=100, start=0.0, period=0.02, backlog=3)
     assert list(pacer.due(0.0)) == [0]
-    late = pacer.due(0.5)  # stalled: packets 1..50 due, one period's worth (the newest) sent
-    assert list(late) == [49, 50] and pacer.skipped == 48
-    assert list(pacer.due(10.0)) == [198, 199] and pacer.done
-    assert pacer.skipped == 200 - 5  # every packet was either sent once or counted as skipped
+    assert list(pacer.due(0.05)) == [1, 2, 3, 4, 5] and pacer.skipped == 0  # a short stall: burst
+    late = pacer.due(0.5)  # stalled: packets 6..50 due, three periods' worth (the newest) sent
+    assert list(late) == [45, 46, 47, 48, 49, 50] and pacer.skipped == 39
+    assert list(pacer.due(10.0)) == [194, 195, 196, 197, 198, 199] and pacer.done
+    assert pacer.skipped == 200 - 18  # every packet was either sent once or counted as skipped
 
 
 def test_plan_counts_the_traffic_it_should_produce() -> None:

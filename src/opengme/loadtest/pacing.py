@@ -3,9 +3,10 @@
 Speakers are spread evenly over the frame period, so ``count`` speakers produce a steady stream of
 ``count / period`` packets per second rather than one burst per period (real clients are not in
 phase). Global packet number ``k`` is speaker ``k % count``'s frame ``k // count``, due at
-``start + k * period / count``: the schedule is absolute, so a late tick never drifts it. A sender that
-fell more than one period behind skips the frames it missed (a real client's capture would not burst
-them either) and counts them, so an overloaded load tester says so instead of measuring itself.
+``start + k * period / count``: the schedule is absolute, so a late tick never drifts it. After a short
+stall the frames due are sent at once (as a client's capture queue would burst them); a sender more
+than ``backlog`` periods behind skips the older frames and counts them, so an overloaded load tester
+says so instead of measuring itself.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import math
 
 
 class Pacer:
-    def __init__(self, count: int, frames: int, start: float, period: float = 0.02) -> None:
-        if count < 0 or frames < 0 or period <= 0:
-            raise ValueError("count and frames must be ≥ 0 and period > 0")
+    def __init__(self, count: int, frames: int, start: float, period: float = 0.02, backlog: int = 5) -> None:
+        if count < 0 or frames < 0 or period <= 0 or backlog < 1:
+            raise ValueError("count and frames must be ≥ 0, period > 0 and backlog ≥ 1")
         self.count = count
+        self.backlog = backlog * count  # packets
         self.start = start
         self.step = period / count if count else period
         self.end = count * frames  # packet numbers 0 .. end-1
@@ -33,9 +35,9 @@ class Pacer:
             return range(0)
         last = min(self.end - 1, math.floor((now - self.start) / self.step))
         first = self.next
-        if last - first >= self.count:  # more than one period behind: drop what a real client would
-            self.skipped += last - first + 1 - self.count
-            first = last - self.count + 1
+        if last - first >= self.backlog:  # too far behind: drop the oldest, as a full capture queue would
+            self.skipped += last - first + 1 - self.backlog
+            first = last - self.backlog + 1
         self.next = max(self.next, last + 1)
         return range(first, last + 1)
 

@@ -110,7 +110,8 @@ class Meter:
             return
         now = time.monotonic()
         self.traffic.received += 1
-        self.timeline.received(now)
+        interval = self.timeline.at(now)
+        interval.received += 1
         self._count += 1
         if self._count % SAMPLE_EVERY:
             return
@@ -119,7 +120,7 @@ class Meter:
             return
         latency = now - _STAMP.unpack_from(payload)[0]
         self.traffic.latency.add(latency)
-        self.timeline.latency(now, latency)
+        interval.latency.add(latency)
 
 
 class Member(asyncio.DatagramProtocol):
@@ -330,6 +331,7 @@ async def _traffic(members: list[Member], plan: Plan, meter: Meter, progress: Pr
     pacer = Pacer(len(speakers), plan.frames, start)
     meter.start(start, max(0.1, min(1.0, plan.duration / 20)))
     traffic = meter.traffic
+    cpu = time.process_time()
     next_keepalive = start
     shown = start
     while not pacer.done:
@@ -350,6 +352,7 @@ async def _traffic(members: list[Member], plan: Plan, meter: Meter, progress: Pr
         await asyncio.sleep(pacer.wait(time.monotonic()))
     await asyncio.sleep(DRAIN_S)
     meter.on = False
+    traffic.tester_cpu_s = time.process_time() - cpu
     traffic.seconds = plan.frames / FRAMES_PER_SECOND
     traffic.skipped = pacer.skipped
     return traffic

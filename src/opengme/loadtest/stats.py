@@ -68,18 +68,26 @@ class Timeline:
         self.start = start
         self.interval = interval
         self.intervals: list[Interval] = []
+        self._current = Interval()
+        self._from = self._until = start  # the span of ``_current``: empty until the first ``at``
 
-    def _at(self, now: float) -> Interval:
+    def at(self, now: float) -> Interval:
+        """The interval ``now`` falls in (the receive path's per-packet call: the current one is cached)."""
+        if self._from <= now < self._until:
+            return self._current
         index = max(0, int((now - self.start) / self.interval))
         while len(self.intervals) <= index:
             self.intervals.append(Interval())
-        return self.intervals[index]
+        self._current = self.intervals[index]
+        self._from = self.start + index * self.interval
+        self._until = self._from + self.interval
+        return self._current
 
     def received(self, now: float, count: int = 1) -> None:
-        self._at(now).received += count
+        self.at(now).received += count
 
     def latency(self, now: float, seconds: float) -> None:
-        self._at(now).latency.add(seconds)
+        self.at(now).latency.add(seconds)
 
     def series(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """(interval end times s, packets/s, p50 ms, p99 ms) for every interval (NaN without samples)."""
@@ -111,6 +119,7 @@ class Traffic:
     skipped: int = 0  # frames the load tester could not send on time (it was overloaded)
     latency: Sampler = field(default_factory=Sampler)
     cpu_s: float | None = None  # the forwarding process's CPU time over the phase, when known
+    tester_cpu_s: float = 0.0  # the load tester's own CPU time over the phase
 
     @property
     def rate(self) -> float:
@@ -134,6 +143,8 @@ class Traffic:
         ]
         if (cpu := self.cpu_us_per_packet) is not None:
             out.append(f"{name}: {cpu:.1f} µs of CPU per forwarded packet")
+        if self.seconds > 0:
+            out.append(f"{name}: the load tester used {self.tester_cpu_s / self.seconds:.0%} of a core")
         if self.skipped:
             out.append(f"{name}: the load tester fell behind and skipped {self.skipped:,} frames "
                        "(it is the bottleneck: fewer members, or several load testers)")
