@@ -20,7 +20,7 @@ from opengme.loadtest import baseline
 from opengme.loadtest.pacing import Pacer
 from opengme.loadtest.plan import MAX_MEMBERS, Plan, PlanError, is_loopback
 from opengme.loadtest.runner import Member, Meter
-from opengme.loadtest.stats import Sampler, Timeline, Traffic, comparison, ms, percentile
+from opengme.loadtest.stats import Sampler, Timeline, Traffic, comparison, ms, percentile, ratio_text
 from opengme.protocol.media import MediaCrypto
 from opengme.store import AppStore
 from support.processes import ServeProcess, opengme_cmd, start_server
@@ -121,7 +121,8 @@ def test_timeline_and_traffic_figures() -> None:
     assert relay.cpu_us_per_packet == pytest.approx(10.1, abs=0.05)
     assert comparison(relay, bare) == ["relay / baseline: 4.0× the CPU per forwarded packet",
                                        "relay / baseline: 0.990× the forwarded rate",
-                                       "relay / baseline: 2× the median latency"]
+                                       "relay / baseline: 2.0× the median latency"]
+    assert [ratio_text(x) for x in (0.0214, 0.98, 1.44, 163.4)] == ["0.021×", "0.98×", "1.4×", "163×"]
     bare.skipped = 3
     assert comparison(relay, bare)[0] == "relay / baseline: the load tester fell behind in a run, so these " \
                                          "ratios measure it too"

@@ -172,6 +172,11 @@ class Entries:
         return out
 
 
+def ratio_text(ratio: float) -> str:
+    """A ratio as people read it: 1.4×, 0.98×, 160×."""
+    return f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.2g}×" if ratio < 1 else f"{ratio:.1f}×"
+
+
 def comparison(relay: Traffic, bare: Traffic) -> list[str]:
     """The relay against the bare forwarder with the same traffic, as ratios (the first one is the
     figure: CPU per forwarded packet when both are known, else delivered rate)."""
@@ -180,10 +185,10 @@ def comparison(relay: Traffic, bare: Traffic) -> list[str]:
         out.append("relay / baseline: the load tester fell behind in a run, so these ratios measure it too")
     relay_cpu, bare_cpu = relay.cpu_us_per_packet, bare.cpu_us_per_packet
     if relay_cpu is not None and bare_cpu:
-        out.append(f"relay / baseline: {relay_cpu / bare_cpu:.1f}× the CPU per forwarded packet")
+        out.append(f"relay / baseline: {ratio_text(relay_cpu / bare_cpu)} the CPU per forwarded packet")
     if bare.rate:
         out.append(f"relay / baseline: {relay.rate / bare.rate:.3f}× the forwarded rate")
     r50, b50 = relay.latency.percentiles((50.0,))[0], bare.latency.percentiles((50.0,))[0]
     if b50 > 0 and not math.isnan(r50):
-        out.append(f"relay / baseline: {r50 / b50:.2g}× the median latency")
+        out.append(f"relay / baseline: {ratio_text(r50 / b50)} the median latency")
     return out
