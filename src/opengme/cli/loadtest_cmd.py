@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             lines += bare.lines("baseline") + stats.comparison(result.traffic, bare)
     except runner.NoServer as exc:
         raise CliError(f"cannot reach the server at {server}: {exc} ({not_running_hint(server)})", 1) from None
+    except runner.BaselineError as exc:
+        raise CliError(f"--baseline: {exc}", 1) from None
     finally:
         live.end()
     print("\n".join(lines), file=out, flush=True)

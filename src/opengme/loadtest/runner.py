@@ -70,6 +70,10 @@ class NoServer(Exception):
     """Nothing answers at the server URL."""
 
 
+class BaselineError(Exception):
+    """The bare forwarder did not start or does not answer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where and as whom the members enter."""
@@ -267,12 +271,16 @@ async def _enter(member: Member, target: Target, session: aiohttp.ClientSession,
         entries.latency.append(time.monotonic() - started)
         media = cast(dict[str, object], entered["media"])
         key = proto.media_key(media)
-    except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, proto.ProtocolError) as exc:
         entries.fail(f"signalling: {type(exc).__name__} {str(exc)[:120]}".rstrip())
         return
     member.crypto, member.sid = MediaCrypto.for_client(key), session_id(key)
     loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(lambda: member, remote_addr=(target.host, int(cast(int, media["udp_port"]))))
+    try:
+        await loop.create_datagram_endpoint(lambda: member, remote_addr=(target.host, int(cast(int, media["udp_port"]))))
+    except OSError as exc:
+        entries.fail(f"UDP to {target.host}:{media['udp_port']}: {exc.strerror or exc}")
+        return
     if await member.bind(member.own.seal_bind(member.sid, room_type=member.room_type)):
         entries.entered += 1
     else:
@@ -442,7 +450,7 @@ async def run_baseline(plan: Plan, progress: Progress) -> tuple[Traffic, Timelin
         assert proc.stdout is not None
         line = await asyncio.to_thread(proc.stdout.readline)
         if not line.startswith("PORT "):
-            raise RuntimeError(f"the bare forwarder did not start ({line.strip() or 'no output'})")
+            raise BaselineError(f"the bare forwarder did not start ({line.strip() or 'no output'})")
         port = int(line.split()[1])
         meter = Meter()
         members = [Member(i, plan, meter) for i in range(plan.total)]
@@ -457,7 +465,7 @@ async def run_baseline(plan: Plan, progress: Progress) -> tuple[Traffic, Timelin
         for member in members:
             member.keys = keys
             if not await member.bind(baseline.JOIN + baseline.ROOM.pack(member.room)):
-                raise RuntimeError("the bare forwarder does not answer")
+                raise BaselineError("the bare forwarder does not answer on 127.0.0.1")
         probe = members[0]
         before = await _forwarder_cpu(probe)
         traffic = await _traffic(members, plan, meter, progress, "baseline")
