@@ -300,3 +300,20 @@ def test_the_bare_forwarder_survives_garbage_and_still_forwards() -> None:
             s.close()
         proc.kill()
         proc.wait()
+
+
+def test_the_open_file_limit_is_raised_for_the_members_within_the_hard_limit() -> None:
+    import resource
+
+    from opengme.loadtest.runner import allow_descriptors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        allow_descriptors(600)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == (600 if hard == resource.RLIM_INFINITY
+                                                                 else min(600, hard))
+        allow_descriptors(300)  # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 300
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -385,9 +385,23 @@ class RelayResult:
     timeline: Timeline
 
 
+def allow_descriptors(needed: int) -> None:
+    """Raise the soft open-file limit towards ``needed`` (each member holds a TCP and a UDP socket),
+    as far as the hard limit allows; a shell's default of 1024 would stop a run at ~500 members."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows has no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 async def run_relay(plan: Plan, target: Target, progress: Progress) -> RelayResult:
     """Enter every member through the signalling, run the traffic, leave. Raises NoServer when nothing
     answers at ``target.url``."""
+    allow_descriptors(2 * plan.total + 256)
     meter = Meter()
     entries = Entries(plan.total)
     run = str(random.randrange(10_000, 100_000))
