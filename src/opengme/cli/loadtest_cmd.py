@@ -101,6 +101,10 @@ class LiveLine:
             self.out.flush()
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _run_loop(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
@@ -131,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
     target = runner.Target(server, app.app_id, app.key)
     out, live = sys.stdout, LiveLine(sys.stderr)
-    print(f"opengme loadtest: {plan.rooms} rooms × {plan.members} members ({plan.speakers} speaking), "
+    print(f"opengme loadtest: {_count(plan.rooms, 'room')} × {_count(plan.members, 'member')} "
+          f"({plan.speakers} speaking), "
           f"{plan.duration:g} s, {RoomType(plan.room_type).name} rooms, app {app.app_id}, server {server}; "
           f"{plan.expected_rate:,.0f} packets/s to forward", file=out, flush=True)
     try:
@@ -152,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         from opengme.loadtest.plot import PlotError, draw
 
         try:
-            draw(args.plot, timelines, f"{plan.rooms} rooms × {plan.members} members, {plan.speakers} speaking")
+            draw(args.plot, timelines, f"{_count(plan.rooms, 'room')} × {_count(plan.members, 'member')}, "
+                 f"{plan.speakers} speaking")
         except PlotError as exc:
             raise CliError(str(exc)) from None
         print(f"plot: {args.plot}", file=out)
