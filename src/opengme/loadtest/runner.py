@@ -241,10 +241,25 @@ async def _request(ws: aiohttp.ClientWebSocketResponse, message: dict[str, objec
         while True:
             frame = await ws.receive()
             if frame.type is not aiohttp.WSMsgType.TEXT:
-                raise ConnectionError(f"the server closed the signalling connection ({frame.extra or frame.type.name})")
+                raise Closed(f"the server closed the connection ({frame.extra or frame.type.name})")
             reply = proto.parse_server(frame.data)
             if reply.get("id") == message["id"]:
                 return reply
+
+
+class Closed(Exception):
+    """The signalling connection ended while a reply was awaited."""
+
+
+def _why(exc: Exception) -> str:
+    """A failed entry's reason, worded so that members failing alike are counted together."""
+    if isinstance(exc, Closed):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {REPLY_TIMEOUT_S:g} s"
+    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+        return "the server refused or closed the connection"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
 def _refusal(reply: dict[str, object]) -> str:
@@ -256,14 +271,17 @@ async def _enter(member: Member, target: Target, session: aiohttp.ClientSession,
     """hello → enter → UDP BIND; records the entry latency (connect to ``entered``) or why it failed."""
     room_id, open_id = f"lt{run}r{member.room}", str(int(run) * 10000 + member.index + 10001)
     started = time.monotonic()
+    stage = "connect"
     try:
         ws = member.ws = await session.ws_connect(target.url.replace("http", "ws", 1) + "/v1/signal")
+        stage = "hello"
         hello = await _request(ws, proto.hello(1, target.app_id, open_id, __version__))
         if hello.get("type") != "hello_ok":
             entries.fail(f"hello refused: {_refusal(hello)}")
             return
         member.heartbeat = float(cast(float, hello["heartbeat_interval"]))
         auth = gen_auth_buffer(target.app_id, room_id, open_id, target.key)
+        stage = "enter"
         entered = await _request(ws, proto.enter(2, room_id, member.room_type, auth))
         if entered.get("type") != "entered":
             entries.fail(f"enter refused: {_refusal(entered)}")
@@ -271,8 +289,8 @@ async def _enter(member: Member, target: Target, session: aiohttp.ClientSession,
         entries.latency.append(time.monotonic() - started)
         media = cast(dict[str, object], entered["media"])
         key = proto.media_key(media)
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, proto.ProtocolError) as exc:
-        entries.fail(f"signalling: {type(exc).__name__} {str(exc)[:120]}".rstrip())
+    except (aiohttp.ClientError, OSError, Closed, ValueError, proto.ProtocolError) as exc:
+        entries.fail(f"signalling ({stage}): {_why(exc)}")
         return
     member.crypto, member.sid = MediaCrypto.for_client(key), session_id(key)
     loop = asyncio.get_running_loop()
