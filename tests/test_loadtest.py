@@ -162,6 +162,8 @@ def test_a_small_run_enters_everyone_and_counts_what_the_relay_forwards(served: 
     received, due, loss = forwarded(out, "relay")
     expected = 2 * 2 * 2 * 50 * 2  # rooms × speakers × listeners × 50/s × 2 s
     assert due == expected and received >= 0.97 * expected and loss <= 3.0
+    counted = re.search(r"^relay: the server counted ([\d,]+) forwarded", out, re.M)
+    assert counted and int(counted[1].replace(",", "")) == expected, out  # the relay's own count agrees
     latency = LATENCY.search(out.split("relay: end-to-end")[1])
     assert latency and 0 < float(latency[1]) <= float(latency[3]) < 1000
     assert re.search(r"^relay +[\d.]+/2 s: sent [\d,]+, received", result.stderr, re.M), result.stderr  # live line

@@ -328,17 +328,25 @@ async def _keep_signalling(members: list[Member], interval: float) -> None:
                          return_exceptions=True)
 
 
-async def _server_cpu(session: aiohttp.ClientSession, url: str) -> float | None:
-    """The server's CPU seconds from its ``/metrics`` (``process_cpu_seconds_total``), None if not there."""
+SERVER_FIGURES: Final = ("process_cpu_seconds_total", "opengme_media_packets_forwarded_total")
+
+
+async def _server_figures(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """The server's CPU seconds and forwarded-packet count from its ``/metrics`` (those it has)."""
     try:
         async with session.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response:
             text = await response.text() if response.status == 200 else ""
     except (aiohttp.ClientError, TimeoutError):
-        return None
+        return {}
+    found = {}
     for line in text.splitlines():
-        if line.startswith("process_cpu_seconds_total "):
-            return float(line.split()[1])
-    return None
+        name, _, value = line.partition(" ")
+        if name in SERVER_FIGURES:
+            try:
+                found[name] = float(value)
+            except ValueError:
+                continue
+    return found
 
 
 # --- the traffic phase ------------------------------------------------------------------------------
@@ -448,11 +456,14 @@ async def run_relay(plan: Plan, target: Target, progress: Progress) -> RelayResu
         keeper = asyncio.create_task(_keep_signalling(connected, min((m.heartbeat for m in connected), default=5.0)))
         try:
             if inside:
-                before = await _server_cpu(session, target.url)
+                before = await _server_figures(session, target.url)
                 traffic = await _traffic(inside, plan, meter, progress, "relay")
-                after = await _server_cpu(session, target.url)
-                if before is not None and after is not None:
-                    traffic.cpu_s = after - before
+                after = await _server_figures(session, target.url)
+                cpu, forwarded = SERVER_FIGURES
+                if cpu in before and cpu in after:
+                    traffic.cpu_s = after[cpu] - before[cpu]
+                if before and forwarded in after:  # a counter appears at its first increment
+                    traffic.server_forwarded = round(after[forwarded] - before.get(forwarded, 0.0))
             else:
                 traffic = meter.traffic
         finally:

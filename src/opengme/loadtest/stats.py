@@ -120,6 +120,7 @@ class Traffic:
     latency: Sampler = field(default_factory=Sampler)
     cpu_s: float | None = None  # the forwarding process's CPU time over the phase, when known
     tester_cpu_s: float = 0.0  # the load tester's own CPU time over the phase
+    server_forwarded: int | None = None  # what the server counted as forwarded over the phase, when known
 
     @property
     def rate(self) -> float:
@@ -141,6 +142,9 @@ class Traffic:
             f"{self.sent:,} sent in {self.seconds:.1f} s); loss {self.loss:.2%}",
             f"{name}: end-to-end latency {ms(self.latency.percentiles())}",
         ]
+        if self.server_forwarded is not None:
+            out.append(f"{name}: the server counted {self.server_forwarded:,} forwarded "
+                       f"({self.server_forwarded - self.received:,} of them not received)")
         if (cpu := self.cpu_us_per_packet) is not None:
             out.append(f"{name}: {cpu:.1f} µs of CPU per forwarded packet")
         if self.seconds > 0:
