@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -40,10 +41,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "loadtest",
         parents=[common],
         help="load a running server with simulated members (join rate, forwarded rate, loss, latency)",
-        description=f"Enter --rooms × --members simulated members (at most {MAX_MEMBERS}) through the "
-        "signalling, have --speakers of each room send 50 encrypted Opus-sized packets/s for --duration "
-        f"seconds (at most {MAX_DURATION_S:g}), and report what the relay forwarded. Members sign "
-        "AuthBuffers with the app's key from --data-dir.",
+        description=textwrap.fill(
+            f"Enter --rooms × --members simulated members (at most {MAX_MEMBERS}) through the signalling, "
+            "have --speakers of each room send 50 encrypted Opus-sized packets/s for --duration seconds "
+            f"(at most {MAX_DURATION_S:g}), and report what the relay forwarded. Members sign AuthBuffers "
+            "with the app's key from --data-dir. A server with the default per-address caps admits 64 "
+            "members from one machine: start it with OPENGME_MAX_IP_CONNECTIONS=0 "
+            "OPENGME_MAX_IP_ENTRY_RATE=0 for more.", 79),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
