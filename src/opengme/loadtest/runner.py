@@ -314,7 +314,10 @@ async def _keep_signalling(members: list[Member], interval: float) -> None:
         async def pings() -> None:
             await asyncio.sleep(delay)
             for n in itertools.count(3):
-                await ws.send_str(proto.encode(proto.ping(n, time.time())))
+                try:
+                    await ws.send_str(proto.encode(proto.ping(n, time.time())))
+                except (aiohttp.ClientError, ConnectionError):
+                    return  # closed: the reader below ends too
                 await asyncio.sleep(interval)
 
         pinger = asyncio.create_task(pings())
