@@ -322,3 +322,17 @@ def test_the_open_file_limit_is_raised_for_the_members_within_the_hard_limit() -
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 300
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+def test_members_keep_their_signalling_alive_through_a_run_longer_than_the_member_timeout(tmp_path: Path) -> None:
+    """With a 1.5 s member timeout, a 4 s run only keeps its members (and its voice) by pinging."""
+    served = start_server(tmp_path / "data", env={"OPENGME_HEARTBEAT_INTERVAL": "0.5",
+                                                  "OPENGME_MEMBER_TIMEOUT": "1.5"})
+    try:
+        result = loadtest(served, "--rooms", "1", "--members", "3", "--speakers", "1", "--duration", "4")
+    finally:
+        served.stop()
+    assert result.returncode == 0, result.stderr
+    received, due, _ = forwarded(result.stdout, "relay")
+    assert due == 2 * 50 * 4 and received >= 0.97 * due, result.stdout
