@@ -146,6 +146,7 @@ def build_parser() -> Parser:
         console_cmd,
         errors_cmd,
         join_cmd,
+        loadtest_cmd,
         message_cmd,
         messages_cmd,
         recordings_cmd,
@@ -165,7 +166,7 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, apikey_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd,
-                   messages_cmd, message_cmd, transcribe_cmd, say_cmd, console_cmd, recordings_cmd):
+                   messages_cmd, message_cmd, transcribe_cmd, say_cmd, console_cmd, recordings_cmd, loadtest_cmd):
         module.register(sub, common)
     return parser
 
