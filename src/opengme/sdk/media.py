@@ -95,6 +95,9 @@ class MediaEngine:
         self._speaker: SpeakerDevice | None = None
         self._pacer = FramePacer(TICK_S, CATCH_UP_TICKS)
         self._next_tick: float | None = None
+        self._render_pacer = FramePacer(TICK_S, CATCH_UP_TICKS)
+        self._next_render: float | None = None  # the playout's frame periods (see _align_render)
+        self._last_render = 0.0
         self._inbox: deque[tuple[bytes, float]] = deque()
         self._events: deque[MediaEvent] = deque(maxlen=EVENTS_MAX)
 
@@ -431,14 +434,16 @@ class MediaEngine:
             selector.register(sock, selectors.EVENT_READ)
 
     def _timeout(self, now: float) -> float | None:
-        """Until the next frame period or held-back datagram; None (sleep until woken) when idle."""
+        """Until the next frame period, render or held-back datagram; None (sleep until woken) when idle."""
         if self._session.key is None and self._mic is None and self._speaker is None:
-            self._next_tick = None
+            self._next_tick = self._next_render = None
             return None
-        if self._next_tick is None:
-            self._next_tick = now
+        if self._next_tick is None or self._next_render is None:
+            self._next_tick = self._next_render = now
             self._pacer.reset(now)
-        due = self._next_tick
+            self._render_pacer.reset(now)
+        self._align_render()
+        due = min(self._next_tick, self._next_render)
         release = self._session.next_release()
         if release is not None:
             due = min(due, release)
@@ -463,6 +468,29 @@ class MediaEngine:
             self._tick(now)
             while self._next_tick <= now:
                 self._next_tick += TICK_S
+        if self._next_render is not None:
+            self._align_render()  # what just arrived may start a talkspurt before the next period
+            if now >= self._next_render:
+                self._render(now)
+                while self._next_render <= now:
+                    self._next_render += TICK_S
+
+    def _align_render(self) -> None:
+        """While nothing is heard, move the playout's next frame period to when the first waiting
+        talkspurt may start (``MediaSession.start_due``), if that comes before it or at most half a
+        period after it: the talkspurt then plays at once instead of waiting up to a whole period
+        for the next one (the jitter buffer's target, the margin for later packets, is kept). The
+        periods run on from there, so frames are moved, never added; each realignment happens in
+        silence. Not with a sound card's speaker: its own clock sets when a frame is heard, and
+        writing earlier would only lengthen its queue."""
+        speaker = self._speaker
+        if self._next_render is None or (speaker is not None and speaker.clocked):
+            return
+        start = self._session.start_due()
+        if start is None or start <= self._last_render or start >= self._next_render + TICK_S / 2:
+            return  # a render at or after ``start`` has had its chance; or it is the next one's
+        self._next_render = start
+        self._render_pacer.reset(start)
 
     def _read_udp(self, sock: socket.socket, now: float) -> None:
         while True:
@@ -475,10 +503,15 @@ class MediaEngine:
             self._session.receive(datagram, now, Route.UDP)
 
     def _tick(self, now: float) -> None:
+        """The send half: the mic's frames out (the playout runs on its own periods, ``_render``)."""
         due = self._pacer.due(now)
-        result = self._session.tick(now, self._read_mic(due, now), due)
+        result = self._session.capture(now, self._read_mic(due, now))
         for route, datagram in result.datagrams:
             self._send(route, datagram)
+
+    def _render(self, now: float) -> None:
+        self._last_render = now
+        result = self._session.render(now, self._render_pacer.due(now))
         speaker = self._speaker
         if speaker is not None:
             for frame in result.speaker:
