@@ -51,6 +51,7 @@ from opengme.sdk.media_session import (
     MicTap,
     Route,
 )
+from opengme.sdk.render_clock import RenderClock
 
 INBOX_MAX: Final = 256
 """WebSocket datagrams waiting for the audio thread; beyond this, arrivals are dropped and counted."""
@@ -95,9 +96,7 @@ class MediaEngine:
         self._speaker: SpeakerDevice | None = None
         self._pacer = FramePacer(TICK_S, CATCH_UP_TICKS)
         self._next_tick: float | None = None
-        self._render_pacer = FramePacer(TICK_S, CATCH_UP_TICKS)
-        self._next_render: float | None = None  # the playout's frame periods (see _align_render)
-        self._last_render = 0.0
+        self._render_clock = RenderClock(TICK_S, CATCH_UP_TICKS)  # the playout's own periods
         self._inbox: deque[tuple[bytes, float]] = deque()
         self._events: deque[MediaEvent] = deque(maxlen=EVENTS_MAX)
 
@@ -435,15 +434,18 @@ class MediaEngine:
 
     def _timeout(self, now: float) -> float | None:
         """Until the next frame period, render or held-back datagram; None (sleep until woken) when idle."""
+        clock = self._render_clock
         if self._session.key is None and self._mic is None and self._speaker is None:
-            self._next_tick = self._next_render = None
+            self._next_tick = None
+            clock.stop()
             return None
-        if self._next_tick is None or self._next_render is None:
-            self._next_tick = self._next_render = now
+        if self._next_tick is None or clock.next is None:
+            self._next_tick = now
             self._pacer.reset(now)
-            self._render_pacer.reset(now)
+            clock.start(now)
         self._align_render()
-        due = min(self._next_tick, self._next_render)
+        assert clock.next is not None
+        due = min(self._next_tick, clock.next)
         release = self._session.next_release()
         if release is not None:
             due = min(due, release)
@@ -468,29 +470,18 @@ class MediaEngine:
             self._tick(now)
             while self._next_tick <= now:
                 self._next_tick += TICK_S
-        if self._next_render is not None:
-            self._align_render()  # what just arrived may start a talkspurt before the next period
-            if now >= self._next_render:
-                self._render(now)
-                while self._next_render <= now:
-                    self._next_render += TICK_S
+        self._align_render()  # what just arrived may start a talkspurt before the next period
+        frames = self._render_clock.take(now)
+        if frames:
+            self._render(now, frames)
 
     def _align_render(self) -> None:
-        """While nothing is heard, move the playout's next frame period to when the first waiting
-        talkspurt may start (``MediaSession.start_due``), if that comes before it or at most half a
-        period after it: the talkspurt then plays at once instead of waiting up to a whole period
-        for the next one (the jitter buffer's target, the margin for later packets, is kept). The
-        periods run on from there, so frames are moved, never added; each realignment happens in
-        silence. Not with a sound card's speaker: its own clock sets when a frame is heard, and
-        writing earlier would only lengthen its queue."""
+        """While nothing is heard, the next render may move to a waiting talkspurt's start (see
+        ``sdk.render_clock``). Not with a sound card's speaker: its own clock sets when a frame is
+        heard, and writing earlier would only lengthen its queue."""
         speaker = self._speaker
-        if self._next_render is None or (speaker is not None and speaker.clocked):
-            return
-        start = self._session.start_due()
-        if start is None or start <= self._last_render or start >= self._next_render + TICK_S / 2:
-            return  # a render at or after ``start`` has had its chance; or it is the next one's
-        self._next_render = start
-        self._render_pacer.reset(start)
+        if speaker is None or not speaker.clocked:
+            self._render_clock.align(self._session.start_due())
 
     def _read_udp(self, sock: socket.socket, now: float) -> None:
         while True:
@@ -509,9 +500,8 @@ class MediaEngine:
         for route, datagram in result.datagrams:
             self._send(route, datagram)
 
-    def _render(self, now: float) -> None:
-        self._last_render = now
-        result = self._session.render(now, self._render_pacer.due(now))
+    def _render(self, now: float, frames: int) -> None:
+        result = self._session.render(now, frames)
         speaker = self._speaker
         if speaker is not None:
             for frame in result.speaker:
