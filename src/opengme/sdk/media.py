@@ -5,8 +5,10 @@ Every decision (route and failover, keepalives, pipelines, events, settings) is 
 selector, the room's UDP socket, the WebSocket send hook, the devices, the clock and the lock.
 
 Every 20 ms (a monotonic ticker; ``FramePacer`` keeps the average rate exact when a tick is late) the
-thread reads the mic, hands its frames to ``MediaSession.tick`` and carries out the answer: datagrams
-out on their routes, frames to the speaker, events into a bounded queue for ``poll``. Between ticks
+thread reads the mic, hands its frames to ``MediaSession.capture`` and sends the datagrams on their
+routes. The playout runs on its own 20 ms periods (``RenderClock``): ``MediaSession.render``'s frames
+go to the speaker and its events into a bounded queue for ``poll``; while nothing is heard, a
+talkspurt that may start between two periods is rendered then, not at the next one (issue 11). Between ticks
 it waits in ``select`` on the UDP socket, so each datagram reaches ``MediaSession.receive`` the moment
 it arrives (honest arrival times for the jitter buffer) rather than at the next tick.
 
