@@ -144,15 +144,17 @@ def latency_budget() -> None:
     ns_ms = CaptureProcessor(16_000, 320, Switches().resolve(RoomType.FLUENCY)).latency_samples / 16
     phases = [p / 1000 for p in range(0, 20, 2)]
 
-    def simulated(room_type: RoomType, floor_ms: float) -> float:
-        return float(np.mean([mouth_to_ear_ms(room_type, p, min_delay_ms=floor_ms) for p in phases]))
+    def simulated(room_type: RoomType, floor_ms: float, aligned: bool = False) -> float:
+        return float(np.mean([mouth_to_ear_ms(room_type, p, min_delay_ms=floor_ms, aligned=aligned)
+                              for p in phases]))
 
     rows = [
         ("capture block (a frame is sent once complete)", "20.0"),
         ("noise suppressor (ANS, FLUENCY only)", f"{ns_ms:.1f}"),
         ("Opus lookahead (encoder; the decoder adds none at 16 → 48 kHz)", f"{lookahead_ms:.1f}"),
         ("network (loopback)", "≈ 0"),
-        ("wait for the listener's next tick (phase between the clients' ticks)", "0–20"),
+        ("wait for the listener's render (moved to the talkspurt's start)", "0"),
+        ("  (with fixed render periods: the phase between the clients' ticks)", "(0–20)"),
         (f"jitter-buffer target on a clean path (floor {MIN_DELAY_MS} ms, was {FRAME_MS})", "0 + jitter"),
     ]
     print("\nFLUENCY mouth-to-ear budget (loopback; device buffers not included):")
@@ -160,7 +162,8 @@ def latency_budget() -> None:
         print(f"  {what:72s} {ms:>10s} ms")
     for room_type in (RoomType.FLUENCY, RoomType.STANDARD):
         print(f"  {room_type.name} total, simulated clock, mean over tick phases: "
-              f"{simulated(room_type, MIN_DELAY_MS):.1f} ms (with the old one-frame floor "
+              f"{simulated(room_type, MIN_DELAY_MS, aligned=True):.1f} ms (fixed render periods "
+              f"{simulated(room_type, MIN_DELAY_MS):.1f} ms, and with the old one-frame floor "
               f"{simulated(room_type, FRAME_MS):.1f} ms); bench_mouth_to_ear.py measures the real one")
 
 

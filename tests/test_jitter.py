@@ -385,3 +385,20 @@ def test_no_frame_is_shed_for_an_excess_within_the_arrival_noise() -> None:
 
     assert run(3.0).stats.dropped == 0
     assert run(0.0).stats.dropped == 1
+
+
+def test_start_due_is_when_a_pop_anchors_the_waiting_talkspurt_and_none_while_playing() -> None:
+    # 12 packets on a clean 5 ms path with a little jitter, pops every 20 ms out of phase with them.
+    jb = JitterBuffer(min_delay_ms=0.0)
+    run = simulate([(k * FRAME + 0.005 + (0.002 if k % 3 else 0.0), k) for k in range(12)], jb=jb, until=0.4)
+    assert jb.start_due() is None and not jb.playing  # played out, idle, nothing waiting
+    # A new talkspurt (DTX gap: timestamps jump) lands at 1.0 s; the fastest path is 5 ms.
+    ts = 50 * SPF
+    jb.push(12, ts, payload(12), ts / 48000 + 0.005)
+    due = jb.start_due()
+    assert due is not None and due == pytest.approx(ts / 48000 + 0.005 + jb.target_ms / 1000, abs=1e-5)
+    assert jb.target_ms == pytest.approx(2.0)  # the jitter's quantile is kept as the margin
+    assert jb.pop(due - 0.0005).kind is PlayoutKind.EMPTY  # a hair earlier: not yet
+    assert jb.pop(due).kind is PlayoutKind.FRAME and jb.playing
+    assert jb.start_due() is None  # inside a talkspurt the pops' timing is set
+    assert run.frames() == list(range(12))

@@ -94,11 +94,16 @@ def test_fluency_suppressor_brings_noisy_speech_closer_to_the_clean(noise: str, 
 
 @pytest.mark.slow
 def test_fluency_mouth_to_ear_on_the_simulated_clock_is_within_60_ms() -> None:
-    """Mean over the tick phase between talker and listener (uniform across a frame): capture block
-    20 + suppressor 20 + Opus ≈ 6.4 + the wait for the listener's next tick; no jitter-buffer floor on
-    a clean path. With the old one-frame floor this was 75.4 ms (STANDARD 55.5)."""
-    phases = [p / 1000 for p in range(1, 20, 4)]
-    fluency = np.mean([mouth_to_ear_ms(RoomType.FLUENCY, p) for p in phases])
-    standard = np.mean([mouth_to_ear_ms(RoomType.STANDARD, p) for p in phases])
-    assert fluency <= 60.0, fluency
-    assert 15.0 <= fluency - standard <= 25.0  # the suppressor's one frame is the difference
+    """Over the tick phase between talker and listener (uniform across a frame): capture block
+    20 + suppressor 20 + Opus ≈ 6.4 + the wait for the listener's next render, no jitter-buffer floor
+    on a clean path. With fixed render periods that wait is the phase (mean 55.4 ms; the old
+    one-frame floor gave 75.4, STANDARD 55.5); with the SDK's render clock moving the render to the
+    talkspurt's start it is gone, whatever the phase (46.4 ms, STANDARD 26.5)."""
+    phases = [p / 1000 for p in range(1, 20, 6)]
+    fixed = [mouth_to_ear_ms(RoomType.FLUENCY, p) for p in phases]
+    aligned = [mouth_to_ear_ms(RoomType.FLUENCY, p, aligned=True) for p in phases]
+    standard = [mouth_to_ear_ms(RoomType.STANDARD, p, aligned=True) for p in phases]
+    assert np.mean(fixed) <= 60.0, fixed
+    assert max(aligned) <= 48.0, aligned  # 46.4: no wait left, at any phase
+    assert min(f - a for f, a in zip(fixed, aligned, strict=True)) >= 0.0
+    assert 15.0 <= np.mean(aligned) - np.mean(standard) <= 25.0  # the suppressor's one frame is the difference

@@ -21,6 +21,7 @@ from opengme.core.relay import Relay
 from opengme.core.uplink import Uplink
 from opengme.events import RoomType
 from opengme.protocol.media import MediaCrypto, PacketType
+from opengme.sdk.render_clock import RenderClock
 from support.audio import OUT_RATE, align, frames_of, resample, speech
 
 TICK = 0.02
@@ -174,28 +175,44 @@ def chirp_train(rate: int, seconds: float) -> np.ndarray:
 
 
 def mouth_to_ear_ms(room_type: RoomType, phase_s: float, seconds: float = 4.0,
-                    min_delay_ms: float = MIN_DELAY_MS) -> float:
-    """Median delay from a chirp's capture to its playout when the listener's ticks run ``phase_s``
-    after the talker's (0 ≤ phase < one frame), on loopback: frame k is complete (and sent) at
-    T_k, its first sample was captured a frame earlier; the listener plays what it renders at
-    T_k + phase over the next frame. Device buffers are not included."""
+                    min_delay_ms: float = MIN_DELAY_MS, *, aligned: bool = False) -> float:
+    """Median delay from a chirp's capture to its playout when the listener's render periods start
+    ``phase_s`` after the talker's ticks (0 ≤ phase < one frame), on loopback: frame k is complete
+    (and sent) at T_k, its first sample was captured a frame earlier; a frame the listener renders at
+    t plays over [t, t + 20 ms). The listener's periods run on the SDK's ``RenderClock``; with
+    ``aligned`` it moves them to a waiting talkspurt's start, as the SDK engine does with a virtual
+    speaker. Device buffers are not included."""
     room = SimRoom(room_type, (1, 2), min_delay_ms=min_delay_ms)
+    talker, listener = room.clients[1].uplink, room.clients[2].downlink
     profile = profile_for(room_type)
-    said = chirp_train(profile.sample_rate, seconds)
-    out = []
-    for k, frame in enumerate(frames_of(said, profile.frame_samples)):
-        now = START + k * TICK
-        datagram = room.clients[1].uplink.process(frame, now)
-        if datagram is not None:
-            room.send(1, datagram, now)
-        room.deliver(now + phase_s)
-        out.append(room.clients[2].downlink.render(now + phase_s))
-    heard = resample(np.concatenate(out), OUT_RATE, profile.sample_rate).astype(np.float64)
-    rate, period = profile.sample_rate, int(CHIRP_PERIOD_S * profile.sample_rate)
+    rate, n = profile.sample_rate, profile.frame_samples
+    said = chirp_train(rate, seconds)
+    frames = frames_of(said, n)
+    clock = RenderClock(TICK, 5)
+    clock.start(START + phase_s)
+    rendered: list[tuple[float, np.ndarray]] = []
+    k = 0
+    while clock.next is not None and clock.next < START + len(frames) * TICK:
+        if k < len(frames) and START + k * TICK <= clock.next:
+            now = START + k * TICK
+            datagram = talker.process(frames[k], now)
+            if datagram is not None:
+                room.send(1, datagram, now)
+            room.deliver(now)
+            k += 1
+        else:
+            now = clock.next
+            rendered += [(now, listener.render(now)) for _ in range(clock.take(now))]
+        if aligned:
+            clock.align(listener.start_due())
+    heard = resample(np.concatenate([frame for _, frame in rendered]), OUT_RATE, rate).astype(np.float64)
+    play_at = np.repeat([at for at, _ in rendered], n) + np.tile(np.arange(n) / rate, len(rendered))
+    period = int(CHIRP_PERIOD_S * rate)
     click = said[int(0.1 * rate):int(0.12 * rate)].astype(np.float64)
     delays = []
     for start in range(int(0.1 * rate), said.size - period, period):
-        window = heard[start:start + period]
-        lag = int(np.argmax(np.correlate(window, click, "valid")))
-        delays.append(lag / rate + TICK + phase_s)  # + the capture block + the tick phase
+        mouth = START + (start // n - 1) * TICK + (start % n) / rate
+        window = np.nonzero((play_at >= mouth) & (play_at < mouth + CHIRP_PERIOD_S))[0]
+        lag = int(np.argmax(np.correlate(heard[window[0]:window[-1] + 1], click, "valid")))
+        delays.append(play_at[window[0] + lag] - mouth)
     return float(np.median(delays) * 1000)

@@ -363,6 +363,21 @@ class Downlink:
         self._speaker_level = mic_level(out)
         return out
 
+    def start_due(self) -> float | None:
+        """When nothing is heard (no speaker inside a talkspurt, no own voice looped back): the time
+        (s) the first waiting talkspurt may start (``JitterBuffer.start_due``), else None. A caller
+        that renders then rather than at its next frame period saves the wait for its tick."""
+        if self._loopback is not None and self._loopback.frames:
+            return None
+        due: float | None = None
+        for stream in self._streams.values():
+            if stream.jitter.playing:
+                return None
+            start = stream.jitter.start_due()
+            if start is not None and (due is None or start < due):
+                due = start
+        return due
+
     @staticmethod
     def _play(stream: _Stream, now: float) -> Frame | None:
         """This period's frame of one speaker: decoded, FEC-recovered or concealed; None when idle."""

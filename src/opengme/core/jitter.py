@@ -59,6 +59,7 @@ _RESYNC_AFTER = 3  # ... once this many such packets arrive in a row
 _LOSS_SCORE_ON = 0.5  # loss score at or above which the FEC headroom is kept (a loss < 1 half-life ago)
 _JITTERY_MS = 3.0  # RFC 3550 interarrival jitter above which the path is no longer "clean" (see _set_goals)
 _CLEAN_AFTER = 10  # packets (200 ms of speech) seen before a path can count as clean
+_DUE_EPSILON_S = 1e-6  # start_due's rounding margin, so a pop at exactly that time anchors
 _LOSS_SCORE_MAX = 4.0  # cap, so headroom outlives a lossy spell by at most log2(8) = 3 half-lives
 
 
@@ -286,6 +287,21 @@ class JitterBuffer:
             self._conceal_run = self._standins = 0
             self._played_delay_ms = self._delay_ms
             return PlayoutItem(PlayoutKind.FRAME, payload, slot & 0xFFFF)
+
+    @property
+    def playing(self) -> bool:
+        """Inside a talkspurt (anchored): each pop consumes a slot, so its timing is set."""
+        return self._anchored
+
+    def start_due(self) -> float | None:
+        """When (s) the oldest buffered packet may start a talkspurt: the first ``pop`` at or after it
+        anchors there. None while playing or empty. A caller whose output is idle can pop then,
+        rather than wait for its next frame period; the target's margin is kept either way."""
+        if self._anchored or not self._buf:
+            return None
+        self._set_goals()
+        ts = self._buf[min(self._buf)][0]
+        return (ts * self._ms_per_sample + self._min_d + self._goal) / 1000.0 + _DUE_EPSILON_S
 
     def _try_anchor(self, now_ms: float) -> bool:
         """Start a talkspurt at the oldest buffered packet once its playout time has come."""

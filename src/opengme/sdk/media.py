@@ -5,8 +5,10 @@ Every decision (route and failover, keepalives, pipelines, events, settings) is 
 selector, the room's UDP socket, the WebSocket send hook, the devices, the clock and the lock.
 
 Every 20 ms (a monotonic ticker; ``FramePacer`` keeps the average rate exact when a tick is late) the
-thread reads the mic, hands its frames to ``MediaSession.tick`` and carries out the answer: datagrams
-out on their routes, frames to the speaker, events into a bounded queue for ``poll``. Between ticks
+thread reads the mic, hands its frames to ``MediaSession.capture`` and sends the datagrams on their
+routes. The playout runs on its own 20 ms periods (``RenderClock``): ``MediaSession.render``'s frames
+go to the speaker and its events into a bounded queue for ``poll``; while nothing is heard, a
+talkspurt that may start between two periods is rendered then, not at the next one (issue 11). Between ticks
 it waits in ``select`` on the UDP socket, so each datagram reaches ``MediaSession.receive`` the moment
 it arrives (honest arrival times for the jitter buffer) rather than at the next tick.
 
@@ -51,6 +53,7 @@ from opengme.sdk.media_session import (
     MicTap,
     Route,
 )
+from opengme.sdk.render_clock import RenderClock
 
 INBOX_MAX: Final = 256
 """WebSocket datagrams waiting for the audio thread; beyond this, arrivals are dropped and counted."""
@@ -95,6 +98,7 @@ class MediaEngine:
         self._speaker: SpeakerDevice | None = None
         self._pacer = FramePacer(TICK_S, CATCH_UP_TICKS)
         self._next_tick: float | None = None
+        self._render_clock = RenderClock(TICK_S, CATCH_UP_TICKS)  # the playout's own periods
         self._inbox: deque[tuple[bytes, float]] = deque()
         self._events: deque[MediaEvent] = deque(maxlen=EVENTS_MAX)
 
@@ -431,14 +435,19 @@ class MediaEngine:
             selector.register(sock, selectors.EVENT_READ)
 
     def _timeout(self, now: float) -> float | None:
-        """Until the next frame period or held-back datagram; None (sleep until woken) when idle."""
+        """Until the next frame period, render or held-back datagram; None (sleep until woken) when idle."""
+        clock = self._render_clock
         if self._session.key is None and self._mic is None and self._speaker is None:
             self._next_tick = None
+            clock.stop()
             return None
-        if self._next_tick is None:
+        if self._next_tick is None or clock.next is None:
             self._next_tick = now
             self._pacer.reset(now)
-        due = self._next_tick
+            clock.start(now)
+        self._align_render()
+        assert clock.next is not None
+        due = min(self._next_tick, clock.next)
         release = self._session.next_release()
         if release is not None:
             due = min(due, release)
@@ -463,6 +472,18 @@ class MediaEngine:
             self._tick(now)
             while self._next_tick <= now:
                 self._next_tick += TICK_S
+        self._align_render()  # what just arrived may start a talkspurt before the next period
+        frames = self._render_clock.take(now)
+        if frames:
+            self._render(now, frames)
+
+    def _align_render(self) -> None:
+        """While nothing is heard, the next render may move to a waiting talkspurt's start (see
+        ``sdk.render_clock``). Not with a sound card's speaker: its own clock sets when a frame is
+        heard, and writing earlier would only lengthen its queue."""
+        speaker = self._speaker
+        if speaker is None or not speaker.clocked:
+            self._render_clock.align(self._session.start_due())
 
     def _read_udp(self, sock: socket.socket, now: float) -> None:
         while True:
@@ -475,10 +496,14 @@ class MediaEngine:
             self._session.receive(datagram, now, Route.UDP)
 
     def _tick(self, now: float) -> None:
+        """The send half: the mic's frames out (the playout runs on its own periods, ``_render``)."""
         due = self._pacer.due(now)
-        result = self._session.tick(now, self._read_mic(due, now), due)
+        result = self._session.capture(now, self._read_mic(due, now))
         for route, datagram in result.datagrams:
             self._send(route, datagram)
+
+    def _render(self, now: float, frames: int) -> None:
+        result = self._session.render(now, frames)
         speaker = self._speaker
         if speaker is not None:
             for frame in result.speaker:

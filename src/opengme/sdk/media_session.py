@@ -67,6 +67,8 @@ UDP_RETRY_S: Final = 5.0
 MAX_RTT_S: Final = 10.0
 DELAYED_MAX: Final = 1024
 """Datagrams held back by a test impairment; more are dropped."""
+LOOPED_MAX: Final = 10
+"""Device-test frames waiting for a render; more are dropped (the speaker fell behind)."""
 QUALITY_MAX_WEIGHT: Final = 50
 QUALITY_INTERVAL_S: Final = 2.0
 
@@ -278,6 +280,7 @@ class MediaSession:
         """The speaker can be heard by the mic (both sound cards): turns AEC on by default."""
         self._custom = CustomDataSender()
         self._custom_in: list[MediaEvent] = []
+        self._looped: list[Frame] = []  # the device test: mic frames captured, for the next render
 
     # ------------------------------------------------------------------------ room
 
@@ -516,15 +519,22 @@ class MediaSession:
     # ------------------------------------------------------------------------ tick
 
     def tick(self, now: float, mic_frames: Sequence[Frame] = (), frames: int = 1) -> TickResult:
-        """One pass at ``now``: the mic's frames go to the taps and the uplink, ``frames`` output
-        periods are rendered (the engine's pacer says how many are due)."""
+        """One pass at ``now``: :meth:`capture` the mic's frames, then :meth:`render` ``frames``
+        output periods (the engine's pacer says how many are due)."""
+        result = self.capture(now, mic_frames)
+        rendered = self.render(now, frames)
+        result.speaker += rendered.speaker
+        result.events += rendered.events
+        return result
+
+    def capture(self, now: float, mic_frames: Sequence[Frame] = ()) -> TickResult:
+        """The send half of a tick: the mic's frames go to the taps and the uplink (datagrams out)."""
         self.release(now)
         result = TickResult()
         room = self._room
         if room is not None:
             self._tick_route(room, now, result.datagrams)
         rate = self.capture_rate
-        looped: list[Frame] = []  # the device test: the mic straight into the speaker
         for frame in mic_frames:
             for tap in self._mic_taps:
                 tap(frame, rate)
@@ -542,8 +552,21 @@ class MediaSession:
                 if self._settings.loopback:  # the processed frame: the voice changer is heard too
                     monitored = room.uplink.last_frame
                     room.downlink.push_loopback(frame if monitored is None else monitored, rate)
-            elif self._settings.device_test:
-                looped.append(fit_channels(frame, self._voice_channels))
+            elif self._settings.device_test and len(self._looped) < LOOPED_MAX:
+                self._looped.append(fit_channels(frame, self._voice_channels))
+        return result
+
+    def start_due(self) -> float | None:
+        """While nothing is heard, when the first talkspurt waiting in a jitter buffer may start
+        (monotonic s; see ``Downlink.start_due``): the engine may render then, not at its next tick."""
+        room = self._room
+        return room.downlink.start_due() if room is not None else None
+
+    def render(self, now: float, frames: int = 1) -> TickResult:
+        """The playout half of a tick: ``frames`` output periods for the speaker, and the events."""
+        self.release(now)
+        result = TickResult()
+        room = self._room
         if room is not None:
             for _ in range(frames):
                 out = room.downlink.render(now)
@@ -556,6 +579,7 @@ class MediaSession:
             self._custom_in = []
             self._tick_volumes(room, now, result.events)
         else:  # the device test's frames, and whatever local players have to say
+            looped, self._looped = self._looped, []
             periods = max(frames, len(looped)) if self._players else len(looped)
             for k in range(periods):
                 local = self._play_local(looped[k] if k < len(looped) else None)
