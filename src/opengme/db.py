@@ -69,6 +69,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             enabled INTEGER NOT NULL DEFAULT 1,
             created_at DOUBLE PRECISION NOT NULL
         )""",
+        """CREATE TABLE IF NOT EXISTS console_tokens (
+            token_hash TEXT PRIMARY KEY,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
     ),
     # 2: the switches added after the first release (an older SQLite registry may have them already).
     (

@@ -184,10 +184,13 @@ class RowStorage:
         return [Message(**r) for r in rows]
 
     def clean_up(self, now: float | None = None) -> CleanupReport:
+        horizon = self._horizon(now)
         with self._write() as db:
-            expired = db.execute("DELETE FROM voice_messages WHERE created_at < ?", (self._horizon(now),)).rowcount
-            files, temporary = self._sweep(db, time.time() if now is None else now)
-        return CleanupReport(expired, files, temporary)
+            expired = {r["file_id"] for r in db.execute("SELECT file_id FROM voice_messages WHERE created_at < ?",
+                                                        (horizon,)).fetchall()}
+            db.execute("DELETE FROM voice_messages WHERE created_at < ?", (horizon,))
+            files, temporary = self._sweep(db, time.time() if now is None else now, expired)
+        return CleanupReport(len(expired), files, temporary)
 
     def _save(self, message: Message, data: bytes) -> None:
         raise NotImplementedError
@@ -200,8 +203,9 @@ class RowStorage:
         """Remove the bytes of ``message``, whose row ``db``'s transaction just deleted."""
         raise NotImplementedError
 
-    def _sweep(self, db: Database, now: float) -> tuple[int, int]:
-        """Remove bytes no row refers to (under the write lock); (files, temporary files) removed."""
+    def _sweep(self, db: Database, now: float, expired: set[str]) -> tuple[int, int]:
+        """Remove bytes no row refers to (under the write lock; ``expired``: the file ids whose rows
+        this pass deleted); (files, temporary files) removed."""
         raise NotImplementedError
 
 
@@ -239,7 +243,7 @@ class DiskStorage(RowStorage):
         if db.execute("SELECT 1 FROM voice_messages WHERE sha256 = ?", (message.sha256,)).fetchone() is None:
             self._blob(message.sha256).unlink(missing_ok=True)
 
-    def _sweep(self, db: Database, now: float) -> tuple[int, int]:
+    def _sweep(self, db: Database, now: float, expired: set[str]) -> tuple[int, int]:
         referenced = {r["sha256"] for r in db.execute("SELECT DISTINCT sha256 FROM voice_messages").fetchall()}
         files = 0
         for blob in self._blobs():

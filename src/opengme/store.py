@@ -87,6 +87,7 @@ class AppStore:
         directory or ``opengme.db`` is damaged (or ``database_url``'s server cannot be used), never a new
         registry over an unreadable one."""
         self.data_dir = Path(data_dir)
+        self.database_url = database_url
         self.path = prepare(self.data_dir, create=create)
         if not database_url and not create and not self.path.exists():
             raise RegistryNotFound(self.path)

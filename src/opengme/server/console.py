@@ -142,7 +142,7 @@ class Console:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.tokens = OperatorTokens(server.settings.data_dir)
+        self.tokens = OperatorTokens(server.settings.data_dir, server.settings.database_url)
         self.sessions = Sessions()
         self.charts = History()
         self.history_interval = HISTORY_INTERVAL

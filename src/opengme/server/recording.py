@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from opengme.config import Settings
 from opengme.core import recording as rec
 from opengme.core.recording import CallbackMode, EventType, RecordStatus, Subscription
 from opengme.core.relay import RoomTap
@@ -499,18 +500,19 @@ class CallbackSender:
 # --- the recorder process and its feeder ---------------------------------------------------------
 
 
-def _recorder_main(conn: Connection, data_dir: str, retention_days: float, log_level: str, log_format: str) -> None:
+def _recorder_main(conn: Connection, settings: Settings) -> None:
     """The recorder process: decoding, mixing, mp3, storage and callbacks, away from the relay's GIL."""
     from opengme.logs import setup_logging
     from opengme.storage import open_storage
     from opengme.store import AppStore
 
-    setup_logging(log_level, log_format)  # its lines go to the server's stderr, as the server's own
+    setup_logging(settings.log_level, settings.log_format)  # its lines go to the server's stderr, as the server's own
+    data_dir = settings.data_dir
     tmp = Path(data_dir) / TMP_FOLDER
     tmp.mkdir(mode=0o700, exist_ok=True)  # people's voices: the server user's only
     db = RecordingDB(Path(data_dir))
-    storage = open_storage(Path(data_dir), retention_days)
-    store = AppStore(Path(data_dir), create=False)
+    storage = open_storage(Path(data_dir), settings.ptt_retention_days, settings.storage_url, settings.database_url)
+    store = AppStore(Path(data_dir), create=False, database_url=settings.database_url)
     sender = CallbackSender(db, store)
     try:
         RecorderWorker(db, storage, tmp).run(conn)
@@ -529,12 +531,11 @@ class RecorderProcess:
     pipe and never competes for the GIL with the decoding. Control items go through the same list,
     so the process sees them in order with the packets."""
 
-    def __init__(self, data_dir: Path, retention_days: float, log_level: str = "warning",
-                 log_format: str = "json") -> None:
+    def __init__(self, settings: Settings) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a loop
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_recorder_main, args=(child, str(data_dir), retention_days, log_level, log_format),
+            target=_recorder_main, args=(child, settings),
             name="opengme-recorder", daemon=True)
         self._process.start()
         child.close()
@@ -618,9 +619,7 @@ class Recorder:
     def process(self) -> RecorderProcess:
         """The recorder process, started with the first recording (most servers never record)."""
         if self._process is None:
-            settings = self.server.settings
-            self._process = RecorderProcess(settings.data_dir, settings.ptt_retention_days, settings.log_level,
-                                            settings.log_format)
+            self._process = RecorderProcess(self.server.settings)
         return self._process
 
     async def stop(self) -> None:
