@@ -1,0 +1,162 @@
+"""The durable data several nodes share (issue 18): the database interface on SQLite and on a real
+PostgreSQL, its migrations, and voice messages in a real S3-speaking server (moto, on loopback)."""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opengme.datadir import DataDirError
+from opengme.db import MIGRATIONS, open_database
+from opengme.storage import MessageGone
+from opengme.storage_s3 import ORPHAN_GRACE, S3Storage, parse_url
+from opengme.store import AppStore, AppStoreError
+from opengme.stt.transcripts import Transcripts
+from support.cluster import S3Server, postgres_database, s3_server
+
+DAY = 86_400.0
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test that takes it runs on both engines: "" (SQLite in the data directory) and PostgreSQL."""
+    if request.param == "sqlite":
+        yield ""
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def test_migrations_are_recorded_and_applied_once_on_both_engines(tmp_path: Path, database_url: str) -> None:
+    first = open_database(tmp_path, database_url)
+    second = open_database(tmp_path, database_url)  # finds everything applied: no step runs twice
+    try:
+        rows = second.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert [r["version"] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+        assert {"app_id", "key", "v1_auth", "dev_signing"} <= second.columns("apps")
+        assert {"file_id", "sha256", "created_at"} <= second.columns("voice_messages")
+        with pytest.raises(second.integrity_errors), second.transaction() as db:  # a failed transaction leaves nothing
+            db.execute("INSERT INTO console_tokens VALUES (?, ?)", ("h", 1.0))
+            db.execute("INSERT INTO console_tokens VALUES (?, ?)", ("h", 2.0))
+        assert first.execute("SELECT * FROM console_tokens").fetchall() == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_app_registry_is_shared_by_two_stores_and_keeps_its_rules(tmp_path: Path, database_url: str) -> None:
+    node_a = AppStore(tmp_path / "a", database_url=database_url) if database_url else AppStore(tmp_path)
+    node_b = AppStore(tmp_path / "b", database_url=database_url) if database_url else AppStore(tmp_path)
+    try:
+        app = node_a.create("game", app_id="1400000123")
+        assert node_b.require("1400000123") == app
+        with pytest.raises(AppStoreError, match="already exists"):
+            node_b.create("again", app_id="1400000123")
+        changed = node_b.set(app.app_id, arrears=True, dev_signing=True)
+        assert node_a.require(app.app_id).arrears and node_a.require(app.app_id).dev_signing
+        assert node_a.rotate_key(app.app_id).key != changed.key
+        assert node_b.require(app.app_id).created_at == pytest.approx(app.created_at, abs=1e-6)  # double precision
+        assert [a.app_id for a in node_b.list()] == [app.app_id]
+    finally:
+        node_a.close()
+        node_b.close()
+
+
+def test_a_database_url_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DataDirError, match=r"cannot connect to the database postgresql://u:\*\*\*@127\.0\.0\.1:9/x"):
+        AppStore(tmp_path, database_url="postgresql://u:secret@127.0.0.1:9/x")
+    with pytest.raises(DataDirError, match="postgresql:// URL"):
+        open_database(tmp_path, "mysql://127.0.0.1/x")
+
+
+def test_storage_urls_are_parsed_or_refused_with_what_to_write() -> None:
+    assert parse_url("s3://bucket/a/b/?endpoint=http://127.0.0.1:9000&region=eu-west-1") == (
+        "bucket", "a/b/", {"endpoint": "http://127.0.0.1:9000", "region": "eu-west-1"})
+    assert parse_url("s3://bucket") == ("bucket", "", {})
+    for bad, reason in (("http://bucket/x", "s3://BUCKET"), ("s3://b?secret=x", "unknown option"),
+                        ("s3://b?endpoint=ftp://h", "http")):
+        with pytest.raises(ValueError, match=reason):
+            parse_url(bad)
+
+
+@pytest.fixture
+def s3_storage(tmp_path: Path, s3: S3Server, database_url: str) -> Iterator[tuple[S3Storage, str]]:
+    bucket = s3.bucket()
+    storage = S3Storage(tmp_path, s3.url(bucket), 90 * DAY, database_url)
+    yield storage, bucket
+    storage.close()
+
+
+def test_s3_messages_round_trip_and_are_deleted_with_their_objects(s3_storage: tuple[S3Storage, str],
+                                                                    s3: S3Server) -> None:
+    storage, bucket = s3_storage
+    data = bytes(range(256)) * 300
+    message = storage.put("1400000001", "10001", data, 1500)
+    assert s3.keys(bucket) == [f"voice/messages/{message.file_id}.ogg"]
+    found = storage.get(message.file_id)
+    assert found == message
+    assert storage.read(found) == data
+    assert storage.list("1400000001", "10001") == [message]
+    twin = storage.put("1400000001", "10002", data, 1500)  # the same bytes: an object of its own
+    assert storage.delete(message.file_id)
+    assert not storage.delete(message.file_id)
+    assert storage.get(message.file_id) is None
+    assert s3.keys(bucket) == [f"voice/messages/{twin.file_id}.ogg"]
+    assert storage.read(twin) == data
+    s3.client.put_object(Bucket=bucket, Key=f"voice/messages/{twin.file_id}.ogg", Body=b"torn")
+    with pytest.raises(MessageGone, match="damaged"):
+        storage.read(twin)
+    s3.client.delete_object(Bucket=bucket, Key=f"voice/messages/{twin.file_id}.ogg")
+    with pytest.raises(MessageGone, match="missing"):
+        storage.read(twin)
+
+
+def test_s3_retention_deletes_expired_objects_and_old_orphans_only(s3_storage: tuple[S3Storage, str],
+                                                                   s3: S3Server) -> None:
+    storage, bucket = s3_storage
+    now = time.time()
+    old = storage.put("1400000001", "10001", b"old message", 1000, now=now - 91 * DAY)
+    new = storage.put("1400000001", "10001", b"new message", 1000, now=now)
+    orphan = "voice/messages/" + "o" * 24 + ".ogg"  # an upload whose row never came (a crash between)
+    s3.client.put_object(Bucket=bucket, Key=orphan, Body=b"orphan")
+    assert storage.get("o" * 24) is None  # bytes without a row are never a message
+    report = storage.clean_up(now)
+    assert (report.expired, report.files) == (1, 1)  # the orphan is young: it may be an upload in progress
+    assert storage.get(old.file_id) is None
+    assert sorted(s3.keys(bucket)) == sorted([orphan, f"voice/messages/{new.file_id}.ogg"])
+    report = storage.clean_up(now + 2 * ORPHAN_GRACE)
+    assert (report.expired, report.files) == (0, 1)
+    assert s3.keys(bucket) == [f"voice/messages/{new.file_id}.ogg"]
+    assert hashlib.sha256(storage.read(new)).hexdigest() == new.sha256
+
+
+def test_a_missing_bucket_is_one_line(tmp_path: Path, s3: S3Server) -> None:
+    with pytest.raises(DataDirError, match="cannot use the bucket 'absent' of storage_url"):
+        S3Storage(tmp_path, s3.url("absent"), DAY)
+
+
+def test_transcripts_go_with_their_messages_on_both_engines(tmp_path: Path, database_url: str) -> None:
+    texts = Transcripts(tmp_path, database_url)
+    try:
+        texts.put("a" * 24, "en-US", "first", 1.0)
+        texts.put("a" * 24, "en-US", "second", 2.0)  # asking again replaces the text
+        assert texts.get("a" * 24, "en-US") == "second"
+        assert texts.forget_orphans() == 1  # no voice message of that id
+        assert texts.get("a" * 24, "en-US") is None
+    finally:
+        texts.close()
