@@ -3,19 +3,29 @@ PostgreSQL, its migrations, and voice messages in a real S3-speaking server (mot
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from opengme.authbuffer import gen_auth_buffer
+from opengme.codec import voicefile as vf
 from opengme.datadir import DataDirError
 from opengme.db import MIGRATIONS, open_database
+from opengme.protocol import ptt as proto
 from opengme.storage import MessageGone
 from opengme.storage_s3 import ORPHAN_GRACE, S3Storage, parse_url
 from opengme.store import AppStore, AppStoreError
 from opengme.stt.transcripts import Transcripts
-from support.cluster import S3Server, postgres_database, s3_server
+from support.audio import clip
+from support.cluster import S3_ENV, S3Server, postgres_database, s3_server
+from support.processes import opengme_cmd, start_server
 
 DAY = 86_400.0
 
@@ -160,3 +170,55 @@ def test_transcripts_go_with_their_messages_on_both_engines(tmp_path: Path, data
         assert texts.get("a" * 24, "en-US") is None
     finally:
         texts.close()
+
+
+# --- two real `opengme serve` nodes sharing one PostgreSQL database and one S3 bucket -------------
+
+
+def _cli(env: dict[str, str], data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(opengme_cmd(*args, "--data-dir", str(data_dir)), capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **env})
+
+
+def _http(method: str, url: str, headers: dict[str, str], data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as resp:
+            return resp.status, bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.slow
+@pytest.mark.public_surface
+def test_two_nodes_share_apps_and_voice_messages_through_postgres_and_s3(tmp_path: Path, s3: S3Server,
+                                                                           pg_url: str) -> None:
+    bucket = s3.bucket()
+    shared = {**S3_ENV, "OPENGME_DATABASE_URL": pg_url, "OPENGME_STORAGE_URL": s3.url(bucket, "cluster")}
+    node_a = start_server(tmp_path / "a", env=shared)
+    node_b = start_server(tmp_path / "b", env=shared)
+    try:
+        created = _cli(shared, tmp_path / "admin", "app", "create", "shared game")  # any machine with the settings
+        assert created.returncode == 0, created.stderr
+        app = AppStore(tmp_path / "admin", database_url=pg_url).require(json.loads(created.stdout)["app_id"])
+        voice = vf.encode_voice_file(tmp_path / "m.ogg", clip(2.0)).read_bytes()
+        headers = {**proto.auth_headers(app.app_id, "10001", gen_auth_buffer(app.app_id, "", "10001", app.key)),
+                   "Content-Type": proto.CONTENT_TYPE}
+        status, body = _http("POST", node_a.url + proto.FILES_PATH, headers, voice)  # the CLI's app, seen by A
+        assert status == 201, body
+        file_id = json.loads(body)["file_id"].split(proto.FILES_PATH, 1)[1].split("?")[0].strip("/")
+        assert s3.keys(bucket) == [f"cluster/messages/{file_id}.ogg"]
+        reader = proto.auth_headers(app.app_id, "10002", gen_auth_buffer(app.app_id, "", "10002", app.key))
+        status, downloaded = _http("GET", node_b.url + f"{proto.FILES_PATH}/{file_id}", reader)
+        assert status == 200 and downloaded == voice  # uploaded through A, byte-identical through B
+
+        time.sleep(0.2)  # retention of 0.1 s: the message has expired
+        cleaned = _cli({**shared, "OPENGME_PTT_RETENTION_DAYS": str(0.1 / DAY)}, tmp_path / "admin", "messages", "clean")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert "expired messages: 1, files removed: 1" in cleaned.stdout
+        assert s3.keys(bucket) == []
+        status, _ = _http("GET", node_a.url + f"{proto.FILES_PATH}/{file_id}", reader)
+        assert status == 404
+    finally:
+        node_a.stop()
+        node_b.stop()
