@@ -11,14 +11,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.codec import voicefile as vf
+from opengme.core.recording import CallbackMode, RecordStatus, Subscription
 from opengme.datadir import DataDirError
 from opengme.db import MIGRATIONS, open_database
 from opengme.protocol import ptt as proto
+from opengme.server.actions import InOutLog
+from opengme.server.recording import RecordingDB
+from opengme.server.usage import Usage, UsageLog, day_of
 from opengme.storage import MessageGone
 from opengme.storage_s3 import ORPHAN_GRACE, S3Storage, parse_url
 from opengme.store import AppStore, AppStoreError
@@ -222,3 +227,46 @@ def test_two_nodes_share_apps_and_voice_messages_through_postgres_and_s3(tmp_pat
     finally:
         node_a.stop()
         node_b.stop()
+
+
+async def test_stays_and_usage_counters_work_on_both_engines(tmp_path: Path, database_url: str) -> None:
+    """The admin API's records (DescribeUserInAndOutTime, DescribeAppStatistics, the console's minutes)."""
+    stays, usage = InOutLog(tmp_path, database_url), UsageLog(tmp_path, database_url)
+    try:
+        now = time.time()
+        member = SimpleNamespace(app_id="1400000001", room_id="r1", open_id="10001", entered_at=now - 120)
+        event = SimpleNamespace(kind="leave", member=member, at=now)
+        stays.on_room_event(event)  # type: ignore[arg-type]
+        usage.on_room_event(event)  # type: ignore[arg-type]
+        usage.count("1400000001", Usage.PTT_UPLOADS, at=now)
+        usage.count("1400000001", Usage.PTT_UPLOADS, at=now)  # the same day's counter grows
+        assert await stays.stays("1400000001", "r1", "10001") == [(now - 120, now)]
+        assert await stays.minutes(now - 60) == {"1400000001": pytest.approx(1.0)}
+        day = day_of(now)
+        assert await usage.days("1400000001", day, day) == {
+            day: {Usage.VOICE_SECONDS: pytest.approx(120.0), Usage.PTT_UPLOADS: 2.0}}
+    finally:
+        stays.close()
+        usage.close()
+
+
+def test_recording_tables_work_on_both_engines(tmp_path: Path, database_url: str) -> None:
+    db = RecordingDB(tmp_path, database_url)
+    try:
+        db.configure("1400000001", callback_url="http://127.0.0.1:9/cb")
+        first = db.create_task("1400000001", "r1", 1, Subscription(), False, 10.0)
+        second = db.create_task("1400000001", "r1", 1, Subscription(), False, 11.0)
+        assert second.task_id > first.task_id > 0
+        db.add_file(first, "10001", CallbackMode.SINGLE, 0, "a.mp3", 10.5)
+        db.finish_file(first.task_id, "a.mp3", 12.5, RecordStatus.UPLOADED, "f" * 24)
+        (stored,) = db.files(first.task_id)
+        assert (stored.begin, stored.end, stored.file_id) == (10.5, 12.5, "f" * 24)
+        db.enqueue("1400000001", b"\x00{json}\xff", 13.0)
+        due = db.next_callback()
+        assert due is not None and due[3] == b"\x00{json}\xff"
+        db.delivered(due[0], 14.0)
+        assert db.pending_callbacks() == 0
+        db.stop_all(15.0)
+        assert all(t.stopped_at == 15.0 for t in db.tasks("1400000001"))
+    finally:
+        db.close()
