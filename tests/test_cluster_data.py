@@ -270,3 +270,33 @@ def test_recording_tables_work_on_both_engines(tmp_path: Path, database_url: str
         assert all(t.stopped_at == 15.0 for t in db.tasks("1400000001"))
     finally:
         db.close()
+
+
+def test_a_dropped_postgres_connection_fails_one_call_and_the_next_reconnects(tmp_path: Path, pg_url: str) -> None:
+    import psycopg
+
+    store = AppStore(tmp_path, database_url=pg_url)
+    try:
+        app = store.create("game")
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # as a PostgreSQL restart or failover would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(psycopg.OperationalError):
+            store.get(app.app_id)
+        assert store.require(app.app_id) == app
+    finally:
+        store.close()
+
+
+@pytest.mark.public_surface
+def test_opengme_config_never_prints_the_database_password(tmp_path: Path) -> None:
+    shown = subprocess.run(opengme_cmd("config", "--json"), capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                           env={**os.environ, "OPENGME_DATABASE_URL": "postgresql://opengme:s3cret@db:5432/opengme"})
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["settings"]["database_url"]["value"] == "postgresql://opengme:***@db:5432/opengme"
+    assert "s3cret" not in shown.stdout
+    refused = subprocess.run(opengme_cmd("config"), capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                             env={**os.environ, "OPENGME_STORAGE_URL": "/var/voice"})
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith("OPENGME_STORAGE_URL must be empty (the data directory) or a s3:// URL, "
+                                           "got '/var/voice'")

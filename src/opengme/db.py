@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,12 +143,16 @@ class Database:
     and each transaction). ``errors`` and ``integrity_errors`` are the engine's exception types."""
 
     def __init__(self, engine: str, connection: Any, errors: tuple[type[Exception], ...],
-                 integrity_errors: tuple[type[Exception], ...], where: str) -> None:
+                 integrity_errors: tuple[type[Exception], ...], where: str,
+                 reconnect: Callable[[], Any] | None = None) -> None:
+        """``reconnect`` makes a new connection when the server closed ours (PostgreSQL restarted,
+        a failover): the call that met the closed connection fails, the next one reconnects."""
         self.engine = engine
         self.errors = errors
         self.integrity_errors = integrity_errors
         self.where = where  # the file or the server, for messages (never the password)
         self._connection = connection
+        self._reconnect = reconnect
         self._lock = threading.RLock()
         self._depth = 0
 
@@ -157,6 +161,8 @@ class Database:
         if self.engine == POSTGRESQL:
             sql = sql.replace("?", "%s")
         with self._lock:
+            if self._reconnect is not None and self._depth == 0 and self._connection.closed:
+                self._connection = self._reconnect()
             cursor: Cursor = self._connection.execute(sql, tuple(params))
             return cursor
 
@@ -245,11 +251,11 @@ def check_url(database_url: str) -> str:
     what is wanted otherwise."""
     if database_url and not is_postgres(database_url):
         raise ValueError(f"database_url must be empty (SQLite in the data directory) or a postgresql:// URL, "
-                         f"got {_redacted(database_url)!r}")
+                         f"got {redacted_url(database_url)!r}")
     return database_url
 
 
-def _redacted(database_url: str) -> str:
+def redacted_url(database_url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(database_url)
     if parts.password is None:
@@ -282,14 +288,18 @@ def _open_postgres(database_url: str) -> Database:
     import psycopg  # only a cluster node pays for the import
     from psycopg.rows import dict_row
 
-    where = _redacted(database_url)
+    where = redacted_url(database_url)
+
+    def connect_() -> Any:
+        return psycopg.connect(database_url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+
     try:
-        connection = psycopg.connect(database_url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+        connection = connect_()
     except psycopg.Error as exc:
         detail = " ".join(str(exc).split())
         raise DataDirError(f"cannot connect to the database {where} ({detail}); check database_url and that "
                            "PostgreSQL is running") from None
-    database = Database(POSTGRESQL, connection, (psycopg.Error,), (psycopg.IntegrityError,), where)
+    database = Database(POSTGRESQL, connection, (psycopg.Error,), (psycopg.IntegrityError,), where, connect_)
     try:
         database.migrate()
     except psycopg.Error as exc:
