@@ -22,6 +22,7 @@ from opengme.datadir import DataDirError
 from opengme.db import MIGRATIONS, open_database
 from opengme.protocol import ptt as proto
 from opengme.server.actions import InOutLog
+from opengme.server.console_auth import OperatorTokens
 from opengme.server.recording import RecordingDB
 from opengme.server.usage import Usage, UsageLog, day_of
 from opengme.storage import MessageGone
@@ -276,16 +277,23 @@ def test_a_dropped_postgres_connection_fails_one_call_and_the_next_reconnects(tm
     import psycopg
 
     store = AppStore(tmp_path, database_url=pg_url)
+    tokens = OperatorTokens(tmp_path, pg_url)
     try:
         app = store.create("game")
-        with psycopg.connect(pg_url, autocommit=True) as admin:  # as a PostgreSQL restart or failover would
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        with pytest.raises(psycopg.OperationalError):
-            store.get(app.app_id)
-        assert store.require(app.app_id) == app
+        for _ in range(2):
+            with psycopg.connect(pg_url, autocommit=True) as admin:  # as a PostgreSQL restart or failover would
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            with pytest.raises(psycopg.OperationalError):
+                store.get(app.app_id)
+            assert store.require(app.app_id) == app
+            with pytest.raises(psycopg.OperationalError):
+                tokens.current()
+            tokens.issue(time.time())  # a transaction too starts on a new connection
+            assert tokens.current() is not None
     finally:
         store.close()
+        tokens.close()
 
 
 @pytest.mark.public_surface

@@ -10,6 +10,7 @@ two nodes starting together migrate once.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -161,10 +162,14 @@ class Database:
         if self.engine == POSTGRESQL:
             sql = sql.replace("?", "%s")
         with self._lock:
-            if self._reconnect is not None and self._depth == 0 and self._connection.closed:
-                self._connection = self._reconnect()
+            if self._depth == 0:  # never inside a transaction: a new connection would not be in it
+                self._connect_again()
             cursor: Cursor = self._connection.execute(sql, tuple(params))
             return cursor
+
+    def _connect_again(self) -> None:
+        if self._reconnect is not None and self._connection.closed:
+            self._connection = self._reconnect()
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -176,13 +181,15 @@ class Database:
                 if self._depth > 1:  # already inside ours: one transaction
                     yield self
                     return
+                self._connect_again()
                 self.execute("BEGIN IMMEDIATE" if self.engine == SQLITE else "BEGIN")
                 try:
                     if self.engine == POSTGRESQL:
                         self.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
                     yield self
                 except BaseException:
-                    self.execute("ROLLBACK")
+                    with contextlib.suppress(*self.errors):  # a lost connection cannot roll back: the server did
+                        self.execute("ROLLBACK")
                     raise
                 self.execute("COMMIT")
             finally:
