@@ -101,7 +101,7 @@ class S3Storage(RowStorage):
     def _forget(self, db: Database, message: Message) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self._key(message.file_id))
-        except self._errors as exc:  # the row is gone: a later sweep removes the object once old
+        except self._errors as exc:  # the transaction that deleted the row rolls back: the message stays whole
             raise OSError(f"S3 delete in {self.bucket}: {exc}") from exc
 
     def _sweep(self, db: Database, now: float, expired: set[str]) -> tuple[int, int]:
