@@ -36,6 +36,13 @@ FILE_ID = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def new_file_id() -> str:
+    """A fresh random file id that does not start with "-" (the CLI would take it for an option)."""
+    while (file_id := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return file_id
+
+
 @dataclass(frozen=True)
 class Message:
     """One stored voice message's metadata."""
@@ -136,7 +143,7 @@ class RowStorage:
 
     def put(self, app_id: str, open_id: str, data: bytes, duration_ms: int, now: float | None = None) -> Message:
         sha256 = hashlib.sha256(data).hexdigest()
-        message = Message(secrets.token_urlsafe(18), app_id, open_id, len(data), duration_ms, sha256,
+        message = Message(new_file_id(), app_id, open_id, len(data), duration_ms, sha256,
                           time.time() if now is None else now)
         with self._write() if self.locked_puts else self._read() as db:
             self._save(message, data)  # the bytes first …
