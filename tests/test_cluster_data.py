@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -214,6 +215,7 @@ def test_two_nodes_share_apps_and_voice_messages_through_postgres_and_s3(tmp_pat
         assert status == 201, body
         file_id = json.loads(body)["file_id"].split(proto.FILES_PATH, 1)[1].split("?")[0].strip("/")
         assert s3.keys(bucket) == [f"cluster/messages/{file_id}.ogg"]
+        assert node_a.stop(signal.SIGKILL) == -signal.SIGKILL  # node A dies: what it stored is not lost
         reader = proto.auth_headers(app.app_id, "10002", gen_auth_buffer(app.app_id, "", "10002", app.key))
         status, downloaded = _http("GET", node_b.url + f"{proto.FILES_PATH}/{file_id}", reader)
         assert status == 200 and downloaded == voice  # uploaded through A, byte-identical through B
@@ -223,7 +225,7 @@ def test_two_nodes_share_apps_and_voice_messages_through_postgres_and_s3(tmp_pat
         assert cleaned.returncode == 0, cleaned.stderr
         assert "expired messages: 1, files removed: 1" in cleaned.stdout
         assert s3.keys(bucket) == []
-        status, _ = _http("GET", node_a.url + f"{proto.FILES_PATH}/{file_id}", reader)
+        status, _ = _http("GET", node_b.url + f"{proto.FILES_PATH}/{file_id}", reader)
         assert status == 404
     finally:
         node_a.stop()
