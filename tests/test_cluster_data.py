@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -310,3 +311,15 @@ def test_opengme_config_never_prints_the_database_password(tmp_path: Path) -> No
     assert refused.returncode == 2
     assert refused.stderr.strip().endswith("OPENGME_STORAGE_URL must be empty (the data directory) or a s3:// URL, "
                                            "got '/var/voice'")
+
+
+def test_nodes_starting_together_make_one_dev_app(tmp_path: Path, database_url: str) -> None:
+    stores = [AppStore(tmp_path / ("" if not database_url else str(i)), database_url=database_url) for i in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            made = list(pool.map(lambda store: store.create_first("dev"), stores))
+        assert sum(app is not None for app in made) == 1
+        assert [app.name for app in stores[0].list()] == ["dev"]
+    finally:
+        for store in stores:
+            store.close()

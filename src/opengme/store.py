@@ -120,6 +120,16 @@ class AppStore:
 
     def create(self, name: str, app_id: str | None = None, key: str | None = None) -> App:
         """Create an app; ``app_id``/``key`` import an existing GME app so its signing backend keeps working."""
+        created = self._create(name, app_id, key, only_if_empty=False)
+        assert created is not None  # only a first app may be skipped
+        return created
+
+    def create_first(self, name: str) -> App | None:
+        """Create ``name`` when the registry has no app yet (a first start), else None: one check and
+        insert under the database's write lock, so nodes starting together make one app."""
+        return self._create(name, None, None, only_if_empty=True)
+
+    def _create(self, name: str, app_id: str | None, key: str | None, *, only_if_empty: bool) -> App | None:
         if not name or not name.strip():
             raise AppStoreError("an app needs a non-empty name")
         try:
@@ -128,11 +138,13 @@ class AppStore:
         except IdError as exc:
             raise AppStoreError(str(exc)) from None
         now = time.time()
-        with self._lock:
+        with self._lock, self._db.transaction() as db:
+            if only_if_empty and db.execute("SELECT 1 FROM apps LIMIT 1").fetchone() is not None:
+                return None
             if app_id is None:
                 app_id = self._free_app_id()
             try:
-                self._db.execute(
+                db.execute(
                     "INSERT INTO apps (app_id, key, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                     (app_id, key, name.strip(), now, now),
                 )

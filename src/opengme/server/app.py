@@ -97,9 +97,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
 
 def ensure_dev_app(store: AppStore) -> App | None:
     """On a first start with no app, create a ``dev`` app so a newcomer can go on at once."""
-    if store.list():
-        return None
-    return store.create("dev")
+    return store.create_first("dev")
 
 
 async def serve(settings: Settings, ready: Callable[[Server], None] | None = None,
