@@ -42,6 +42,7 @@ from opengme.server.recording import RecorderWorker, RecordingDB
 from opengme.storage import DiskStorage
 from opengme.store import AppStore
 from support.audio import clip
+from support.cluster import postgres_database, s3_server
 from support.paths import REPO
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 
@@ -134,7 +135,7 @@ def receiver(port: int = 0) -> Iterator[Receiver]:
 
 
 def gme_for(server: ThreadServer) -> gme_client.GmeClient:
-    keys = ApiKeyStore(server.settings.data_dir)
+    keys = ApiKeyStore(server.settings.data_dir, server.settings.database_url)
     key = keys.create("recording test")
     keys.close()
     http = HttpProfile(protocol="http", endpoint=server.url.removeprefix("http://"), reqTimeout=10)
@@ -300,6 +301,33 @@ def test_full_recording_callbacks_survive_a_receiver_outage_and_a_restart(
     out = tmp_path / "got.mp3"
     assert main(["--data-dir", str(data), "recordings", "get", server.app.app_id, name, "-o", str(out)]) == 0
     assert envelope_match(clip(1.5), decode_mp3(out.read_bytes()))[1] > 0.85
+
+
+@pytest.mark.slow
+@pytest.mark.public_surface
+def test_a_recording_goes_to_s3_and_its_rows_to_postgres(make_server: Any, clients: ClientMaker,
+                                                          tmp_path: Path) -> None:
+    """A cluster node's recorder process stores through the same storage_url and database_url."""
+    with postgres_database() as database_url, s3_server() as s3:
+        bucket = s3.bucket()
+        server: ThreadServer = make_server(database_url=database_url, storage_url=s3.url(bucket))
+        gme = gme_for(server)
+        biz = int(server.app.app_id)
+        (a,) = join(server, clients, ["10001"])
+        task_id = call(gme, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="rec", RecordMode=1).TaskId
+        talk(a, write_wav(tmp_path / "a.wav", clip(1.5)))
+        time.sleep(2.5)
+        call(gme, "StopRecord", models.StopRecordRequest, BizId=biz, TaskId=task_id)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (files := [
+                f for f in call(gme, "DescribeRecordInfo", models.DescribeRecordInfoRequest, BizId=biz,
+                                TaskId=task_id).RecordInfo if f.RecordStatus == rec.RecordStatus.UPLOADED]):
+            time.sleep(0.2)
+        (stored,) = files
+        assert [key.startswith("voice/messages/") for key in s3.keys(bucket)] == [True]
+        assert envelope_match(clip(1.5), decode_mp3(download(server, stored.FileName)))[1] > 0.85
+        a.ctx.exit_room()
+        server.close()
 
 
 @pytest.mark.public_surface

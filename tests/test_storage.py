@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opengme.storage import DiskStorage, MessageGone
+from opengme.storage import DiskStorage, MessageGone, new_file_id
 from opengme.store import AppStore
 
 DAY = 86_400.0
@@ -139,3 +139,8 @@ def test_clean_up_removes_left_over_temporary_files(tmp_path: Path, storage: Dis
     (tmp_path / "messages" / "tmp" / ".x.ogg.1.2.tmp").write_bytes(b"partial")
     assert storage.clean_up().temporary == 1
     assert _files(tmp_path) == []
+
+
+def test_file_ids_never_start_with_a_dash() -> None:
+    """`opengme messages delete ID` would take such an id for an option."""
+    assert not any(new_file_id().startswith("-") for _ in range(2000))  # ~60 would without the check

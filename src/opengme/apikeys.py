@@ -11,30 +11,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
 import string
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from opengme.datadir import DB_NAME, connect
+from opengme.datadir import DB_NAME
+from opengme.db import SQLITE, open_database
 
 SECRET_ID_PREFIX = "AKID"  # Tencent Cloud SecretIds start so: SDKs and tools recognise the shape
 SECRET_ID_CHARS = 32
 SECRET_KEY_CHARS = 32
 MAX_NOTE_CHARS = 200
 _ALPHABET = string.ascii_letters + string.digits
-_SCHEMA = """CREATE TABLE IF NOT EXISTS api_keys (
-    secret_id TEXT PRIMARY KEY,
-    secret_key TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT '',
-    app_ids TEXT NOT NULL DEFAULT '[]',
-    enabled INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL
-);"""
-
-
 class ApiKeyError(ValueError):
     """A request about API keys that cannot be carried out; the message says what to fix."""
 
@@ -61,11 +52,10 @@ class ApiKey:
 class ApiKeyStore:
     """The ``api_keys`` table; safe to share between the threads of one process."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
         self.path = Path(data_dir) / DB_NAME
         self._lock = threading.Lock()
-        self._db = connect(Path(data_dir), _SCHEMA)
-        self._db.row_factory = sqlite3.Row
+        self._db = open_database(Path(data_dir), database_url)
 
     def close(self) -> None:
         with self._lock:
@@ -85,7 +75,10 @@ class ApiKeyStore:
         return self.require(secret_id)
 
     def _keep_private(self) -> None:
-        """The database now holds a secret: owner-only permissions on it and its WAL files."""
+        """The database now holds a secret: owner-only permissions on it and its WAL files (a
+        PostgreSQL server keeps its files to itself)."""
+        if self._db.engine != SQLITE:
+            return
         for suffix in ("", "-wal", "-shm"):
             path = Path(f"{self.path}{suffix}")
             if path.exists():
@@ -119,7 +112,7 @@ class ApiKeyStore:
             self._db.execute("DELETE FROM api_keys WHERE secret_id = ?", (secret_id,))
 
 
-def _row_to_key(row: sqlite3.Row) -> ApiKey:
+def _row_to_key(row: dict[str, Any]) -> ApiKey:
     return ApiKey(secret_id=row["secret_id"], secret_key=row["secret_key"], note=row["note"],
                   app_ids=tuple(json.loads(row["app_ids"])), enabled=bool(row["enabled"]),
                   created_at=row["created_at"])

@@ -88,6 +88,9 @@ class Settings:
     stt_max_streams: int = 50  # streaming recognitions while recording
     stt_max_captions: int = 50  # live captions (start_realtime_asr) in rooms
     public_url: str = ""  # base of file ids (https://voice.example.com); "" = the URL the client used
+    # Cluster (issue 18): shared durable tables and voice-message storage; "" = the data directory's.
+    database_url: str = ""  # postgresql://user@host/db; "" = SQLite opengme.db in data_dir
+    storage_url: str = ""  # s3://bucket/prefix?endpoint=URL&region=R; "" = files in data_dir
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ _DEFAULTS = Settings()
 _NAMES = tuple(f.name for f in fields(Settings))
 _CHOICES = {"log_level": LOG_LEVELS, "log_format": LOG_FORMATS}
 _PORTS = ("port", "udp_port")
+_URL_SCHEMES = {"database_url": ("postgresql", "postgres"), "storage_url": ("s3",)}
+"""Settings that are a URL of one of these schemes, or empty for the data directory's embedded default."""
 
 
 def _parse_int(value: object) -> int:
@@ -162,6 +167,9 @@ def _coerce(name: str, value: object, label: str) -> Any:
             raise ConfigError(f"{label} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
     if isinstance(result, (int, float)) and result < 0:
         raise ConfigError(f"{label} must not be negative, got {value!r}")
+    if name in _URL_SCHEMES and result and urlsplit(result).scheme not in _URL_SCHEMES[name]:
+        schemes = " or ".join(f"{scheme}://" for scheme in _URL_SCHEMES[name])
+        raise ConfigError(f"{label} must be empty (the data directory) or a {schemes} URL, got {value!r}")
     if name in _PORTS and result > 65535:
         raise ConfigError(f"{label} must be 0-65535, got {value!r}")
     return result

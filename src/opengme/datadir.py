@@ -112,7 +112,8 @@ def _create(path: Path, schema: str) -> None:
 
 def integrity_problem(db: sqlite3.Connection) -> str | None:
     """SQLite's first finding when it walks the whole file (``quick_check``), or None when sound."""
-    (finding,) = db.execute("PRAGMA quick_check(1)").fetchone()
+    cursor = db.execute("PRAGMA quick_check(1)")
+    (finding,) = cursor.fetchone() if db.row_factory is None else (cursor.fetchone()["quick_check"],)
     return None if finding == "ok" else str(finding)
 
 

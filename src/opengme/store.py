@@ -1,4 +1,5 @@
-"""The app registry: GME's console, kept in SQLite in the data directory.
+"""The app registry: GME's console, kept in the durable tables (:mod:`opengme.db`: SQLite in the
+data directory, or the cluster's PostgreSQL).
 
 Every read goes to the database, so a change made by ``opengme app set`` from another process
 is seen by the server's next request without a restart.
@@ -12,27 +13,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from opengme.datadir import DB_NAME as DB_NAME  # the registry's file; other parts share it
-from opengme.datadir import connect, damaged, integrity_problem, prepare
+from opengme.datadir import damaged, prepare
+from opengme.db import open_database
 from opengme.ids import KEY_LENGTH, IdError, validate_app_id, validate_key
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 SWITCHES = ("voice", "ptt", "stt", "arrears", "string_openid", "v1_auth", "dev_signing")
-_ADDED_COLUMNS = {"v1_auth": "INTEGER NOT NULL DEFAULT 1", "dev_signing": "INTEGER NOT NULL DEFAULT 0"}
-"""Columns added after the first release: opening an older registry adds them (with their defaults)."""
-_SCHEMA = """CREATE TABLE IF NOT EXISTS apps (
-    app_id TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    name TEXT NOT NULL,
-    voice INTEGER NOT NULL DEFAULT 1,
-    ptt INTEGER NOT NULL DEFAULT 1,
-    stt INTEGER NOT NULL DEFAULT 1,
-    arrears INTEGER NOT NULL DEFAULT 0,
-    string_openid INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);"""
 
 
 @dataclass(frozen=True)
@@ -93,46 +82,33 @@ class AppStore:
     empty registry in the wrong place.
     """
 
-    def __init__(self, data_dir: Path | str, *, create: bool = True) -> None:
+    def __init__(self, data_dir: Path | str, *, create: bool = True, database_url: str = "") -> None:
         """Open (or, with ``create``, make) the registry; :class:`DataDirError` in one line when the data
-        directory or ``opengme.db`` is damaged, never a new registry over an unreadable one."""
+        directory or ``opengme.db`` is damaged (or ``database_url``'s server cannot be used), never a new
+        registry over an unreadable one."""
         self.data_dir = Path(data_dir)
+        self.database_url = database_url
         self.path = prepare(self.data_dir, create=create)
-        if not create and not self.path.exists():
+        if not database_url and not create and not self.path.exists():
             raise RegistryNotFound(self.path)
         self._lock = threading.Lock()
-        self._db = connect(self.data_dir, _SCHEMA)
-        self._db.row_factory = sqlite3.Row
+        self._db = open_database(self.data_dir, database_url)
         try:
-            self._migrate()
             self._db.execute("SELECT * FROM apps").fetchall()  # every registry page is readable
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             self._db.close()
-            raise damaged(self.path, exc) from None
+            raise self._damaged(exc) from None
 
-    def _migrate(self) -> None:
-        """Add the columns a registry made by an older OpenGME lacks, with their defaults."""
-        if not self._missing_columns():
-            return
-        self._db.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see the columns
-        try:
-            for column in self._missing_columns():
-                self._db.execute(f"ALTER TABLE apps ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    def _missing_columns(self) -> list[str]:
-        have = {row["name"] for row in self._db.execute("PRAGMA table_info(apps)")}
-        return [column for column in _ADDED_COLUMNS if column not in have]
+    def _damaged(self, exc: Exception) -> Exception:
+        return damaged(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
 
     def check(self) -> None:
         """Walk the whole database file (seconds for gigabytes; the server does it once at start):
-        :class:`DataDirError` when SQLite finds damage that opening did not reach."""
+        :class:`DataDirError` when SQLite finds damage that opening did not reach. PostgreSQL checks
+        its own pages."""
         try:
             with self._lock:
-                problem = integrity_problem(self._db)
+                problem = self._db.quick_check()
         except sqlite3.Error as exc:
             raise damaged(self.path, exc) from None
         if problem is not None:
@@ -144,6 +120,16 @@ class AppStore:
 
     def create(self, name: str, app_id: str | None = None, key: str | None = None) -> App:
         """Create an app; ``app_id``/``key`` import an existing GME app so its signing backend keeps working."""
+        created = self._create(name, app_id, key, only_if_empty=False)
+        assert created is not None  # only a first app may be skipped
+        return created
+
+    def create_first(self, name: str) -> App | None:
+        """Create ``name`` when the registry has no app yet (a first start), else None: one check and
+        insert under the database's write lock, so nodes starting together make one app."""
+        return self._create(name, None, None, only_if_empty=True)
+
+    def _create(self, name: str, app_id: str | None, key: str | None, *, only_if_empty: bool) -> App | None:
         if not name or not name.strip():
             raise AppStoreError("an app needs a non-empty name")
         try:
@@ -152,15 +138,17 @@ class AppStore:
         except IdError as exc:
             raise AppStoreError(str(exc)) from None
         now = time.time()
-        with self._lock:
+        with self._lock, self._db.transaction() as db:
+            if only_if_empty and db.execute("SELECT 1 FROM apps LIMIT 1").fetchone() is not None:
+                return None
             if app_id is None:
                 app_id = self._free_app_id()
             try:
-                self._db.execute(
+                db.execute(
                     "INSERT INTO apps (app_id, key, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                     (app_id, key, name.strip(), now, now),
                 )
-            except sqlite3.IntegrityError:
+            except self._db.integrity_errors:
                 raise AppStoreError(f"an app with AppID {app_id} already exists") from None
         return self.require(app_id)
 
@@ -214,7 +202,7 @@ class AppStore:
         return self.require(app.app_id)
 
 
-def _row_to_app(row: sqlite3.Row) -> App:
+def _row_to_app(row: dict[str, Any]) -> App:
     return App(
         app_id=row["app_id"],
         key=row["key"],

@@ -91,7 +91,7 @@ class ThreadServer:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self._thread.start()
         assert self._ready.wait(10)
-        self.store = AppStore(settings.data_dir)
+        self.store = AppStore(settings.data_dir, database_url=settings.database_url)
         self.app = self.store.create("sdk-tests")
 
     async def _main(self) -> None:

@@ -112,7 +112,7 @@ def open_registry(args: argparse.Namespace, *, create: bool = False) -> AppStore
 
     found = resolved_settings(args)
     try:
-        return AppStore(found.settings.data_dir, create=create)
+        return AppStore(found.settings.data_dir, create=create, database_url=found.settings.database_url)
     except DataDirError as exc:
         raise CliError(str(exc)) from None
     except RegistryNotFound as exc:

@@ -43,7 +43,7 @@ def _keys(args: argparse.Namespace) -> ApiKeyStore:
 
     store = open_registry(args)  # the registry must exist: its directory is the server's
     try:
-        return ApiKeyStore(store.data_dir)
+        return ApiKeyStore(store.data_dir, store.database_url)
     finally:
         store.close()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from opengme.cli import resolved_settings, settings_command
 from opengme.config import CONFIG_FILE
+from opengme.db import redacted_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def run(args: argparse.Namespace) -> int:
     found = resolved_settings(args)
     values = {name: str(v) if isinstance(v, Path) else v for name, v in asdict(found.settings).items()}
+    values["database_url"] = redacted_url(found.settings.database_url)  # a password in it is not printed
     if args.json:
         print(json.dumps({
             "settings file": None if found.config_file is None else str(found.config_file),

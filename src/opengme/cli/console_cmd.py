@@ -23,12 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from opengme.datadir import DataDirError
     from opengme.server.console_auth import OperatorTokens
 
-    data_dir = resolved_settings(args).settings.data_dir
-    if not (data_dir / "opengme.db").exists():
+    settings = resolved_settings(args).settings
+    data_dir = settings.data_dir
+    if not settings.database_url and not (data_dir / "opengme.db").exists():
         raise CliError(f"no data directory with a registry at {data_dir.absolute()}; start `opengme serve` there "
                        "first, or point at it with --data-dir DIR")
     try:
-        tokens = OperatorTokens(data_dir)
+        tokens = OperatorTokens(data_dir, settings.database_url)
     except DataDirError as exc:
         raise CliError(str(exc)) from None
     try:

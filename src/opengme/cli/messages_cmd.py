@@ -50,7 +50,8 @@ def _storage(args: argparse.Namespace) -> MessageStorage:
     if not settings.data_dir.is_dir():
         raise CliError(f"no data directory at {settings.data_dir}; pass --data-dir")
     try:
-        return open_storage(settings.data_dir, settings.ptt_retention_days)
+        return open_storage(settings.data_dir, settings.ptt_retention_days, settings.storage_url,
+                            settings.database_url)
     except DataDirError as exc:
         raise CliError(str(exc)) from None
 

@@ -83,7 +83,8 @@ def _get(args: argparse.Namespace) -> int:
         db.close()
     if found is None or found.file_id is None:
         raise CliError(f"no stored recording {args.file_name} in app {app.app_id}; see `opengme recordings list`", 1)
-    storage = open_storage(resolved_settings(args).settings.data_dir, resolved_settings(args).settings.ptt_retention_days)
+    settings = resolved_settings(args).settings
+    storage = open_storage(settings.data_dir, settings.ptt_retention_days, settings.storage_url, settings.database_url)
     try:
         message = storage.get(found.file_id)
         if message is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +21,13 @@ from aiohttp import web
 
 from opengme.core.rooms import Room, RoomEvent
 from opengme.core.signalling import DISSOLVED, KICKED
+from opengme.db import open_database
 from opengme.errors import ErrorCode, GmeError
 from opengme.ids import room_id_problem
 from opengme.logs import fields
 from opengme.server import signalling
 from opengme.server.usage import USAGE, Usage, UsageLog
-from opengme.store import DB_NAME, App, AppStoreError
+from opengme.store import App, AppStoreError
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -46,38 +46,35 @@ class InOutLog:
     Every database call runs on one worker thread, in submission order, so a query sees every
     departure recorded before it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opengme-inout")
-        self._db = self._worker.submit(self._open, Path(data_dir) / DB_NAME).result()
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(
-            """CREATE TABLE IF NOT EXISTS inout (
-                app_id TEXT NOT NULL, room_id TEXT NOT NULL, open_id TEXT NOT NULL,
-                start REAL NOT NULL, end REAL NOT NULL
-            )"""
-        )
-        db.execute("CREATE INDEX IF NOT EXISTS inout_member ON inout (app_id, room_id, open_id, start)")
-        return db
+        self._db = self._worker.submit(open_database, Path(data_dir), database_url).result()
 
     def _add(self, row: tuple[str, str, str, float, float]) -> None:
         try:
             self._db.execute("INSERT INTO inout VALUES (?, ?, ?, ?, ?)", row)
-        except sqlite3.Error:
+        except self._db.errors:
             log.exception("could not record a stay", extra=fields(app_id=row[0], room_id=row[1], open_id=row[2]))
 
     def _stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
         rows = self._db.execute(
-            "SELECT start, end FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start",
+            'SELECT start, "end" FROM inout WHERE app_id = ? AND room_id = ? AND open_id = ? ORDER BY start',
             (app_id, room_id, open_id),
         ).fetchall()
-        return [(start, end) for start, end in rows]
+        return [(row["start"], row["end"]) for row in rows]
 
     async def stays(self, app_id: str, room_id: str, open_id: str) -> list[tuple[float, float]]:
         return await asyncio.get_running_loop().run_in_executor(self._worker, self._stays, app_id, room_id, open_id)
+
+    def _minutes(self, since: float) -> dict[str, float]:
+        rows = self._db.execute(
+            'SELECT app_id, SUM("end" - CASE WHEN start > ? THEN start ELSE ? END) / 60.0 AS minutes FROM inout '
+            'WHERE "end" > ? GROUP BY app_id', (since, since, since)).fetchall()
+        return {str(row["app_id"]): float(row["minutes"] or 0.0) for row in rows}
+
+    async def minutes(self, since: float) -> dict[str, float]:
+        """Minutes of finished stays per app since ``since`` (the part of each stay after it)."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._minutes, since)
 
     def on_room_event(self, event: RoomEvent) -> None:
         """Room listener: a member's stay is queued for writing when it ends."""
@@ -112,8 +109,8 @@ class AdminActions:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.signalling = signalling.get(server)
-        self.inout = InOutLog(server.settings.data_dir)
-        self.usage = UsageLog(server.settings.data_dir)
+        self.inout = InOutLog(server.settings.data_dir, server.settings.database_url)
+        self.usage = UsageLog(server.settings.data_dir, server.settings.database_url)
         self.signalling.room_listeners.append(self.inout.on_room_event)
         self.signalling.room_listeners.append(self.usage.on_room_event)
 

@@ -89,7 +89,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
     from opengme.server import actions, admin, captions, console, media, ptt, recording, signalling, stt, tc3, web
 
-    server = Server(settings=settings, store=store or AppStore(settings.data_dir))
+    server = Server(settings=settings, store=store or AppStore(settings.data_dir, database_url=settings.database_url))
     for part in (signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
         part.setup(server)
     return server
@@ -97,9 +97,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
 
 def ensure_dev_app(store: AppStore) -> App | None:
     """On a first start with no app, create a ``dev`` app so a newcomer can go on at once."""
-    if store.list():
-        return None
-    return store.create("dev")
+    return store.create_first("dev")
 
 
 async def serve(settings: Settings, ready: Callable[[Server], None] | None = None,
@@ -145,7 +143,7 @@ def open_data_dir(settings: Settings) -> tuple[ServerLock, AppStore]:
     lock.acquire()
     store: AppStore | None = None
     try:
-        store = AppStore(settings.data_dir)
+        store = AppStore(settings.data_dir, database_url=settings.database_url)
         store.check()
     except BaseException:
         if store is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,12 +29,11 @@ from opengme.core.levels import level_from_audio_level
 from opengme.core.ratelimit import BucketTable
 from opengme.core.relay import Relay
 from opengme.core.rooms import Member
-from opengme.datadir import connect
 from opengme.errors import ErrorCode, GmeError, all_errors, info, search
 from opengme.ids import IdError, validate_app_id
 from opengme.logs import fields
 from opengme.protocol.signalling import MAX_TEXT_CHARS
-from opengme.server import media, ptt, signalling, stt
+from opengme.server import actions, media, ptt, signalling, stt
 from opengme.server.console_auth import (
     COOKIE,
     CSRF_HEADER,
@@ -142,7 +140,7 @@ class Console:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.tokens = OperatorTokens(server.settings.data_dir)
+        self.tokens = OperatorTokens(server.settings.data_dir, server.settings.database_url)
         self.sessions = Sessions()
         self.charts = History()
         self.history_interval = HISTORY_INTERVAL
@@ -243,7 +241,7 @@ class Console:
     async def apps(self, request: web.Request, session: Session) -> web.Response:
         store = self.server.store
         apps = await self.server.run_blocking(store.list)
-        minutes = await self.server.run_blocking(self._voice_minutes, time.time() - USAGE_DAYS * 86400)
+        minutes = await actions.get(self.server).inout.minutes(time.time() - USAGE_DAYS * 86400)
         registry = signalling.get(self.server).registry
         out = []
         for app in apps:
@@ -252,18 +250,6 @@ class Console:
                      f"voice_minutes_{USAGE_DAYS}d": round(minutes.get(app.app_id, 0.0), 1)}
             out.append({**app.public_dict(), "usage": usage})
         return web.json_response({"code": 0, "apps": out, "switches": list(CONSOLE_SWITCHES)})
-
-    def _voice_minutes(self, since: float) -> dict[str, float]:
-        """Minutes of finished stays per app since ``since`` (the admin API's in/out table)."""
-        db = connect(self.server.settings.data_dir, "")
-        try:
-            rows = db.execute("SELECT app_id, SUM(end - MAX(start, ?)) / 60.0 FROM inout WHERE end > ? GROUP BY app_id",
-                              (since, since)).fetchall()
-        except sqlite3.OperationalError:  # no stay recorded yet: the table may not exist
-            return {}
-        finally:
-            db.close()
-        return {str(a): float(m or 0.0) for a, m in rows}
 
     async def create_app(self, request: web.Request, session: Session) -> web.Response:
         name = _text(await read_json_body(request), "name", 128)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from opengme.datadir import connect
+from opengme.db import open_database
 
 TOKEN_BYTES = 32
 SESSION_SECONDS = 12 * 3600.0
@@ -36,23 +35,16 @@ MAX_SESSIONS = 64
 """Sessions kept at once; signing in beyond it forgets the oldest (an operator console has few users)."""
 COOKIE = "opengme_console"
 CSRF_HEADER = "X-CSRF-Token"
-_SCHEMA = """CREATE TABLE IF NOT EXISTS console_tokens (
-    token_hash TEXT PRIMARY KEY,
-    created_at REAL NOT NULL
-);"""
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class OperatorTokens:
-    """The ``console_tokens`` table: the hash of the one operator token (a migration step of its own:
-    the table is created when missing, in any registry old or new)."""
+    """The ``console_tokens`` table: the hash of the one operator token."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
         self._lock = threading.Lock()
-        self._db = connect(Path(data_dir), _SCHEMA)
+        self._db = open_database(Path(data_dir), database_url)
 
     def close(self) -> None:
         with self._lock:
@@ -62,20 +54,14 @@ class OperatorTokens:
         """The stored token hash, or None before any token was issued."""
         with self._lock:
             row = self._db.execute("SELECT token_hash FROM console_tokens ORDER BY created_at DESC LIMIT 1").fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else str(row["token_hash"])
 
     def issue(self, now: float) -> str:
         """A new token replacing the old one (whose sessions then end); returned once, stored hashed."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM console_tokens")
-                self._db.execute("INSERT INTO console_tokens VALUES (?, ?)", (token_hash(token), now))
-            except sqlite3.Error:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, self._db.transaction() as db:
+            db.execute("DELETE FROM console_tokens")
+            db.execute("INSERT INTO console_tokens VALUES (?, ?)", (token_hash(token), now))
         return token
 
     def issue_if_none(self, now: float) -> str | None:

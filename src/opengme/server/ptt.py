@@ -96,7 +96,8 @@ class Ptt:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.settings = server.settings
-        self.storage: MessageStorage = open_storage(self.settings.data_dir, self.settings.ptt_retention_days)
+        self.storage: MessageStorage = open_storage(self.settings.data_dir, self.settings.ptt_retention_days,
+                                                    self.settings.storage_url, self.settings.database_url)
         self._retention: asyncio.Task[None] | None = None
         self.after_retention: list[Callable[[], int]] = []  # what else goes with expired messages (their texts)
 

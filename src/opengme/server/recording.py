@@ -22,7 +22,6 @@ import json
 import logging
 import multiprocessing
 import secrets
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -36,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from opengme.config import Settings
 from opengme.core import recording as rec
 from opengme.core.recording import CallbackMode, EventType, RecordStatus, Subscription
 from opengme.core.relay import RoomTap
 from opengme.core.rooms import RoomEvent
-from opengme.datadir import connect
+from opengme.db import open_database
 from opengme.errors import ErrorCode, GmeError
 from opengme.logs import fields
 from opengme.server import media as media_
@@ -63,27 +63,6 @@ BITRATE = 48_000  # bit/s of the mp3 files (mono speech)
 INBOX_LIMIT = 20_000  # packets waiting for the recorder (8 s of a room of 5); past it, packets are dropped
 FEED_INTERVAL = 0.2  # seconds between two batches to the recorder process (few wake-ups of the relay process)
 BACKLOG = 5.0  # seconds packets may wait in the pipe (the recorder process's start) and still count
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS record_tasks (
-    task_id INTEGER PRIMARY KEY AUTOINCREMENT, app_id TEXT NOT NULL, room_id TEXT NOT NULL,
-    mode INTEGER NOT NULL, subscription TEXT NOT NULL, auto INTEGER NOT NULL,
-    started_at REAL NOT NULL, stopped_at REAL
-);
-CREATE TABLE IF NOT EXISTS record_files (
-    task_id INTEGER NOT NULL, app_id TEXT NOT NULL, room_id TEXT NOT NULL, user_id TEXT NOT NULL,
-    mode INTEGER NOT NULL, seq INTEGER NOT NULL, file_name TEXT NOT NULL, begin REAL NOT NULL,
-    end REAL, status INTEGER NOT NULL, file_id TEXT, PRIMARY KEY (task_id, file_name)
-);
-CREATE INDEX IF NOT EXISTS record_files_name ON record_files (app_id, file_name);
-CREATE TABLE IF NOT EXISTS record_callbacks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, app_id TEXT NOT NULL, url TEXT NOT NULL, body BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, delivered_at REAL
-);
-CREATE INDEX IF NOT EXISTS record_callbacks_due ON record_callbacks (delivered_at, id);
-CREATE TABLE IF NOT EXISTS record_settings (
-    app_id TEXT PRIMARY KEY, callback_url TEXT NOT NULL DEFAULT '', full_mode INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -112,19 +91,28 @@ class RecordFile:
 
 
 class RecordingDB:
-    """The recording tables of ``opengme.db``; safe to share between threads (and with the CLI)."""
+    """The recording tables (:mod:`opengme.db`); safe to share between threads (and with the CLI).
 
-    def __init__(self, data_dir: Path) -> None:
+    The server, its recorder process and the CLI open them in the node's own ``opengme.db`` even when
+    ``database_url`` is set: a task is the live state of a room on this node (a start stops the tasks
+    the previous run left, which on a shared database would stop other nodes' recordings, and every
+    node's sender would deliver the same callbacks). They move to the shared database with room
+    placement (issue 18's Redis part); the class works on both engines already."""
+
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
         self._lock = threading.Lock()
-        self._db = connect(Path(data_dir), _SCHEMA)
+        self._db = open_database(Path(data_dir), database_url)
+        self.errors = self._db.errors
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows as tuples, in the order of the statement's columns."""
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            cursor = self._db.execute(sql, args)
+            return [] if cursor.description is None else [tuple(row.values()) for row in cursor.fetchall()]
 
     # settings
     def settings(self, app_id: str) -> tuple[str, int]:
@@ -143,11 +131,9 @@ class RecordingDB:
     # tasks
     def create_task(self, app_id: str, room_id: str, mode: int, subscription: Subscription, auto: bool,
                     now: float) -> Task:
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO record_tasks (app_id, room_id, mode, subscription, auto, started_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (app_id, room_id, mode, json.dumps(subscription.to_json()), int(auto), now))
-            task_id = int(cursor.lastrowid or 0)
+        ((task_id,),) = self._run(
+            "INSERT INTO record_tasks (app_id, room_id, mode, subscription, auto, started_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING task_id", (app_id, room_id, mode, json.dumps(subscription.to_json()), int(auto), now))
         return Task(task_id, app_id, room_id, mode, subscription, auto, now, None)
 
     def task(self, app_id: str, task_id: int) -> Task | None:
@@ -177,16 +163,16 @@ class RecordingDB:
                    int(RecordStatus.RECORDING)))
 
     def finish_file(self, task_id: int, file_name: str, end: float, status: RecordStatus, file_id: str | None) -> None:
-        self._run("UPDATE record_files SET end = ?, status = ?, file_id = ? WHERE task_id = ? AND file_name = ?",
+        self._run('UPDATE record_files SET "end" = ?, status = ?, file_id = ? WHERE task_id = ? AND file_name = ?',
                   (end, int(status), file_id, task_id, file_name))
 
     def files(self, task_id: int) -> list[RecordFile]:
-        rows = self._run("SELECT task_id, user_id, mode, seq, file_name, begin, end, status, file_id FROM record_files "
-                         "WHERE task_id = ? ORDER BY begin, file_name", (task_id,))
+        rows = self._run('SELECT task_id, user_id, mode, seq, file_name, "begin", "end", status, file_id FROM record_files '
+                         'WHERE task_id = ? ORDER BY "begin", file_name', (task_id,))
         return [RecordFile(*r) for r in rows]
 
     def file(self, app_id: str, file_name: str) -> RecordFile | None:
-        rows = self._run("SELECT task_id, user_id, mode, seq, file_name, begin, end, status, file_id FROM record_files "
+        rows = self._run('SELECT task_id, user_id, mode, seq, file_name, "begin", "end", status, file_id FROM record_files '
                          "WHERE app_id = ? AND file_name = ?", (app_id, file_name))
         return RecordFile(*rows[0]) if rows else None
 
@@ -470,7 +456,7 @@ class CallbackSender:
         while not self._stop.is_set():
             try:
                 due = self.db.next_callback()
-            except sqlite3.Error:
+            except self.db.errors:
                 log.exception("cannot read the callback queue")
                 due = None
             if due is None or due[5] > time.time():
@@ -499,18 +485,19 @@ class CallbackSender:
 # --- the recorder process and its feeder ---------------------------------------------------------
 
 
-def _recorder_main(conn: Connection, data_dir: str, retention_days: float, log_level: str, log_format: str) -> None:
+def _recorder_main(conn: Connection, settings: Settings) -> None:
     """The recorder process: decoding, mixing, mp3, storage and callbacks, away from the relay's GIL."""
     from opengme.logs import setup_logging
     from opengme.storage import open_storage
     from opengme.store import AppStore
 
-    setup_logging(log_level, log_format)  # its lines go to the server's stderr, as the server's own
+    setup_logging(settings.log_level, settings.log_format)  # its lines go to the server's stderr, as the server's own
+    data_dir = settings.data_dir
     tmp = Path(data_dir) / TMP_FOLDER
     tmp.mkdir(mode=0o700, exist_ok=True)  # people's voices: the server user's only
     db = RecordingDB(Path(data_dir))
-    storage = open_storage(Path(data_dir), retention_days)
-    store = AppStore(Path(data_dir), create=False)
+    storage = open_storage(Path(data_dir), settings.ptt_retention_days, settings.storage_url, settings.database_url)
+    store = AppStore(Path(data_dir), create=False, database_url=settings.database_url)
     sender = CallbackSender(db, store)
     try:
         RecorderWorker(db, storage, tmp).run(conn)
@@ -529,12 +516,11 @@ class RecorderProcess:
     pipe and never competes for the GIL with the decoding. Control items go through the same list,
     so the process sees them in order with the packets."""
 
-    def __init__(self, data_dir: Path, retention_days: float, log_level: str = "warning",
-                 log_format: str = "json") -> None:
+    def __init__(self, settings: Settings) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a loop
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_recorder_main, args=(child, str(data_dir), retention_days, log_level, log_format),
+            target=_recorder_main, args=(child, settings),
             name="opengme-recorder", daemon=True)
         self._process.start()
         child.close()
@@ -618,9 +604,7 @@ class Recorder:
     def process(self) -> RecorderProcess:
         """The recorder process, started with the first recording (most servers never record)."""
         if self._process is None:
-            settings = self.server.settings
-            self._process = RecorderProcess(settings.data_dir, settings.ptt_retention_days, settings.log_level,
-                                            settings.log_format)
+            self._process = RecorderProcess(self.server.settings)
         return self._process
 
     async def stop(self) -> None:

@@ -76,7 +76,7 @@ class Speech:
         self.ptt = ptt_part.get(server)
         self.quota = Quota({Kind.FILE: s.stt_max_file_jobs, Kind.STREAM: s.stt_max_streams,
                             Kind.CAPTION: s.stt_max_captions})
-        self.transcripts = Transcripts(s.data_dir)
+        self.transcripts = Transcripts(s.data_dir, s.database_url)
         self.ptt.after_retention.append(self.transcripts.forget_orphans)
         self._pool: RecognitionPool | None = None
         self._streams: StreamWorkers | None = None

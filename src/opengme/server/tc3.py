@@ -89,7 +89,7 @@ class Tc3Api:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.actions: AdminActions = actions_.get(server)
-        self.keys = ApiKeyStore(server.settings.data_dir)
+        self.keys = ApiKeyStore(server.settings.data_dir, server.settings.database_url)
         self.rates = BucketTable(RATE, RATE)
         self.answers: dict[str, tuple[float, Params]] = {}  # state-changing requests' answers, by signature
 

@@ -1,5 +1,5 @@
 """Usage per app per day (GME's DescribeAppStatistics): voice-chat seconds, voice-message uploads and
-speech-to-text seconds, in the ``usage`` table of the data directory's ``opengme.db``.
+speech-to-text seconds, in the ``usage`` table of the durable tables (:mod:`opengme.db`).
 
 Days are GME's: calendar days in UTC+8 (China Standard Time), as its statistics API counts them.
 Any part of the server counts with :func:`count_usage` (it never blocks: the write is queued to this
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from opengme.core.rooms import RoomEvent
-from opengme.datadir import DB_NAME
+from opengme.db import open_database
 from opengme.logs import fields
 
 if TYPE_CHECKING:
@@ -44,32 +43,20 @@ def day_of(at: float) -> str:
 
 
 class UsageLog:
-    """Counters in SQLite, written and read on one worker thread in submission order."""
+    """Counters in the durable tables (:mod:`opengme.db`), written and read on one worker thread in submission order."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opengme-usage")
-        self._db = self._worker.submit(self._open, Path(data_dir) / DB_NAME).result()
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(
-            """CREATE TABLE IF NOT EXISTS usage (
-                app_id TEXT NOT NULL, day TEXT NOT NULL, metric TEXT NOT NULL, amount REAL NOT NULL,
-                PRIMARY KEY (app_id, day, metric)
-            )"""
-        )
-        return db
+        self._db = self._worker.submit(open_database, Path(data_dir), database_url).result()
 
     def _add(self, app_id: str, day: str, metric: Usage, amount: float) -> None:
         try:
             self._db.execute(
                 "INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (app_id, day, metric) "
-                "DO UPDATE SET amount = amount + excluded.amount",
+                "DO UPDATE SET amount = usage.amount + excluded.amount",
                 (app_id, day, metric.value, amount),
             )
-        except sqlite3.Error:
+        except self._db.errors:
             log.exception("could not count usage", extra=fields(app_id=app_id, metric=metric.value))
 
     def count(self, app_id: str, metric: Usage, amount: float = 1.0, at: float | None = None) -> None:
@@ -82,9 +69,9 @@ class UsageLog:
             (app_id, first, last),
         ).fetchall()
         days: dict[str, dict[Usage, float]] = {}
-        for day, metric, amount in rows:
-            if metric in Usage.__members__.values():
-                days.setdefault(day, {})[Usage(metric)] = amount
+        for row in rows:
+            if row["metric"] in Usage.__members__.values():
+                days.setdefault(row["day"], {})[Usage(row["metric"])] = row["amount"]
         return days
 
     async def days(self, app_id: str, first: str, last: str) -> dict[str, dict[Usage, float]]:

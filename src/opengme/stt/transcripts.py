@@ -10,33 +10,26 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from opengme.datadir import connect
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS voice_transcripts (
-    file_id TEXT NOT NULL,
-    language TEXT NOT NULL,
-    text TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (file_id, language)
-);"""
+from opengme.db import open_database
 
 
 class Transcripts:
     """The recognised texts of voice messages; safe to share between threads (one connection, a lock)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._db = connect(Path(data_dir), _SCHEMA)
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
+        self._db = open_database(Path(data_dir), database_url)
         self._lock = threading.Lock()
 
     def get(self, file_id: str, language: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT text FROM voice_transcripts WHERE file_id = ? AND language = ?",
                                    (file_id, language)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else str(row["text"])
 
     def put(self, file_id: str, language: str, text: str, now: float) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO voice_transcripts VALUES (?, ?, ?, ?)",
+            self._db.execute("INSERT INTO voice_transcripts VALUES (?, ?, ?, ?) ON CONFLICT (file_id, language) "
+                             "DO UPDATE SET text = excluded.text, created_at = excluded.created_at",
                              (file_id, language, text, now))
 
     def forget_orphans(self) -> int:
