@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +19,13 @@ import pytest
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
-from support.audio import OUT_RATE, speech_like
+from support.audio import OUT_RATE, speech_like, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 
 FORWARD, RIGHT, UP = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
 HEARD_WINDOW = 0.8  # s: a speaker counts as received when its level moved within this long
 Matrix = dict[str, set[str]]  # listener -> the speakers it receives
 
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
-    return path
 
 
 def players(server: ThreadServer, clients: ClientMaker, tmp_path: Path, teams: dict[str, int],

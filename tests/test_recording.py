@@ -41,7 +41,7 @@ from opengme.protocol.media import MediaHeader, PacketType
 from opengme.server.recording import RecorderWorker, RecordingDB
 from opengme.storage import DiskStorage
 from opengme.store import AppStore
-from support.audio import clip
+from support.audio import clip, write_wav
 from support.cluster import postgres_database, s3_server
 from support.paths import REPO
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
@@ -149,16 +149,6 @@ def call(gme: gme_client.GmeClient, action: str, cls: type, **params: Any) -> An
     return getattr(gme, action)(request)
 
 
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    import wave
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16_000)
-        w.writeframes(samples.astype("<i2").tobytes())
-    return path
-
 
 def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
     """RMS per 20 ms."""
@@ -224,8 +214,8 @@ def test_record_both_modes_two_speakers_and_signed_callbacks(
         assert call(gme, "DescribeTaskInfo", models.DescribeTaskInfoRequest, BizId=biz, RoomId="rec").TaskId == task_id
         speech_a, speech_b = clip(2.5), clip(2.5, offset_s=3.0)
         gap = np.zeros(16_000 * 3, dtype=np.int16)
-        talk(a, write_wav(tmp_path / "a.wav", np.concatenate([speech_a, gap])))  # A first, B 3 s later
-        talk(b, write_wav(tmp_path / "b.wav", np.concatenate([gap, speech_b])))
+        talk(a, write_wav(tmp_path / "a.wav", np.concatenate([speech_a, gap]), 16_000))  # A first, B 3 s later
+        talk(b, write_wav(tmp_path / "b.wav", np.concatenate([gap, speech_b]), 16_000))
         time.sleep(6.5)
         call(gme, "StopRecord", models.StopRecordRequest, BizId=biz, TaskId=task_id)
 
@@ -272,7 +262,7 @@ def test_full_recording_callbacks_survive_a_receiver_outage_and_a_restart(
         assert main(["--data-dir", str(data), "recordings", "config", server.app.app_id, "--full", "single",
                      "--callback-url", f"http://127.0.0.1:{port}/gme"]) == 0
         (a,) = join(server, clients, ["10001"])
-        talk(a, write_wav(tmp_path / "a.wav", clip(1.5)))
+        talk(a, write_wav(tmp_path / "a.wav", clip(1.5), 16_000))
         time.sleep(2.5)
         assert a.ctx.exit_room() == ErrorCode.AV_OK  # the last one out: full recording stops
         db = RecordingDB(data)
@@ -315,7 +305,7 @@ def test_a_recording_goes_to_s3_and_its_rows_to_postgres(make_server: Any, clien
         biz = int(server.app.app_id)
         (a,) = join(server, clients, ["10001"])
         task_id = call(gme, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="rec", RecordMode=1).TaskId
-        talk(a, write_wav(tmp_path / "a.wav", clip(1.5)))
+        talk(a, write_wav(tmp_path / "a.wav", clip(1.5), 16_000))
         time.sleep(2.5)
         call(gme, "StopRecord", models.StopRecordRequest, BizId=biz, TaskId=task_id)
         deadline = time.monotonic() + 15

@@ -21,7 +21,7 @@ from opengme.errors import ErrorCode
 from opengme.events import EventType
 from opengme.protocol import ptt as proto
 from opengme.sdk import Ptt
-from support.audio import align, clip, correlation, resample
+from support.audio import align, clip, correlation, resample, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, wait_for
 
 E = ErrorCode
@@ -31,14 +31,6 @@ RECORD, UPLOAD, DOWNLOAD, PLAY = (EventType.PTT_RECORD_COMPLETE, EventType.PTT_U
 
 # --- helpers ------------------------------------------------------------------------------------
 
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int = 16_000) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(pcm, np.int16).tobytes())
-    return path
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -155,7 +147,7 @@ def test_record_upload_download_play_end_to_end(server: ThreadServer, clients: C
     said = clip(4.0)
     alice = player(server, clients, "10001")
     bob = player(server, clients, "10002")
-    mic = FileMic(write_wav(files / "said.wav", said))
+    mic = FileMic(write_wav(files / "said.wav", said, 16_000))
     use_mic(alice, mic)
     recorded = files / "out" / "message.ogg"
     recorded.parent.mkdir()
@@ -355,7 +347,7 @@ def test_upload_codes(server: ThreadServer, clients: ClientMaker, message: Path,
     assert ptt.apply_ptt_auth_buffer(server.auth("", "10001")) == E.AV_OK
     assert upload(alice, files / "missing.ogg")["result"] == E.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR
     assert upload(alice, "")["result"] == E.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR
-    wav = write_wav(files / "not-ogg.ogg", clip(1.0))
+    wav = write_wav(files / "not-ogg.ogg", clip(1.0), 16_000)
     assert upload(alice, wav)["result"] == E.QAVPTTERROR_UPLOAD_FILE_ACCESSERROR  # the server parsed it
     assert ptt.apply_ptt_auth_buffer(server.auth("", "10002")) == E.AV_OK  # not the init openid
     assert upload(alice, message)["result"] == E.QAVPTTERROR_UPLOAD_SIGN_CHECK_FAIL

@@ -13,7 +13,6 @@ import signal
 import socket
 import time
 import urllib.request
-import wave
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from opengme.protocol.media import MediaCrypto, MediaHeader, PacketType, session
 from opengme.protocol.signalling import IGNORED, media_key
 from opengme.sdk.media import MediaEngine
 from opengme.sdk.media_session import BIND_INTERVAL_S, BIND_TRIES, Route
-from support.audio import OUT_RATE, band, clip, resample
+from support.audio import OUT_RATE, band, clip, resample, write_wav
 from support.newer_peer import newer_client, newer_server
 from support.paths import SPEECH_WAV
 from support.processes import start_server
@@ -48,14 +47,6 @@ MIN_CORRELATION = 0.85
 
 # --- signals -------------------------------------------------------------------------------------
 
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
-    return path
 
 
 def tone(freq: float, seconds: float, rate: int = OUT_RATE) -> np.ndarray:

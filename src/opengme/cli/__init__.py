@@ -137,6 +137,22 @@ def load_app(args: argparse.Namespace, hint: str = "see `opengme app list`") -> 
     return app
 
 
+def app_or_only(args: argparse.Namespace) -> App:
+    """``args.app_id``'s app, or when none is given the registry's only app (a one-line error when
+    it holds none or several: the user must choose)."""
+    if args.app_id is not None:
+        return load_app(args, "see `opengme app list`, or pass --app")
+    store = open_registry(args)
+    try:
+        apps = store.list()
+    finally:
+        store.close()
+    if len(apps) != 1:
+        found = "no app" if not apps else f"{len(apps)} apps"
+        raise CliError(f"{found} in {store.data_dir}: choose one with --app APPID (see `opengme app list`)")
+    return apps[0]
+
+
 def build_parser() -> Parser:
     from opengme.cli import (
         apikey_cmd,

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from urllib.parse import urlsplit
 
-from opengme.cli import CliError, load_app, not_running_hint, open_registry, server_flag, server_of
+from opengme.cli import CliError, app_or_only, not_running_hint, server_flag, server_of
 from opengme.events import RoomType
 from opengme.loadtest.plan import MAX_DURATION_S, MAX_MEMBERS, Plan, PlanError, is_loopback
 
 if TYPE_CHECKING:
-    from opengme.store import App
+    pass
 
 T = TypeVar("T")
 PER_ADDRESS_HINT = ("a load test comes from one address: start the server with OPENGME_MAX_IP_CONNECTIONS=0 "
@@ -67,20 +67,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a --server that is not on this machine (the test sends it real load)")
     p.set_defaults(func=run)
-
-
-def _app(args: argparse.Namespace) -> App:
-    if args.app_id is not None:
-        return load_app(args, "see `opengme app list`, or pass --app")
-    store = open_registry(args)
-    try:
-        apps = store.list()
-    finally:
-        store.close()
-    if len(apps) != 1:
-        found = "no app" if not apps else f"{len(apps)} apps"
-        raise CliError(f"{found} in {store.data_dir}: choose one with --app APPID (see `opengme app list`)")
-    return apps[0]
 
 
 class LiveLine:
@@ -134,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             check_available()
         except PlotError as exc:
             raise CliError(str(exc)) from None
-    app = _app(args)
+    app = app_or_only(args)
     from opengme.loadtest import runner, stats
 
     target = runner.Target(server, app.app_id, app.key)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opengme.authbuffer import gen_auth_buffer
-from opengme.cli import CliError, load_app, not_running_hint, open_registry, server_flag, server_of
+from opengme.cli import CliError, app_or_only, load_app, not_running_hint, server_flag, server_of
 from opengme.cli.sdk_calls import DEFAULT_DEVICE, POLL_S, check, failed, select_device
 from opengme.config import DEFAULT_SERVER_URL
 from opengme.errors import ErrorCode, GmeError
@@ -204,20 +204,9 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
-def _only_app(args: argparse.Namespace) -> str:
-    store = open_registry(args)
-    try:
-        apps = store.list()
-    finally:
-        store.close()
-    if len(apps) != 1:
-        raise CliError(f"{store.data_dir} has {len(apps)} apps; say which with --app APPID")
-    return apps[0].app_id
-
-
 def _get(args: argparse.Namespace) -> int:
     if args.app_id is None:
-        args.app_id = _only_app(args)
+        args.app_id = app_or_only(args).app_id
     _transfer(args, lambda ptt: ptt.download_recorded_file(args.file_id, args.out), EventType.PTT_DOWNLOAD_COMPLETE,
               f"getting {args.file_id}")
     print(f"got {args.out}: {_duration(args.out) / 1000:.1f} s")
