@@ -91,6 +91,10 @@ class Settings:
     # Cluster (issue 18): shared durable tables and voice-message storage; "" = the data directory's.
     database_url: str = ""  # postgresql://user@host/db; "" = SQLite opengme.db in data_dir
     storage_url: str = ""  # s3://bucket/prefix?endpoint=URL&region=R; "" = files in data_dir
+    # Scale-out (issue 18): relay processes on this machine, and the Redis that several nodes share.
+    workers: int = 1  # media relay processes; 1 = the relay in the server's own process; 0 = one per core
+    redis_url: str = ""  # redis://host:port/db; "" = one node, live state in this process
+    node_url: str = ""  # how clients reach this node (redirects name it); "" = http://<host>:<port>
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,11 @@ _DEFAULTS = Settings()
 _NAMES = tuple(f.name for f in fields(Settings))
 _CHOICES = {"log_level": LOG_LEVELS, "log_format": LOG_FORMATS}
 _PORTS = ("port", "udp_port")
-_URL_SCHEMES = {"database_url": ("postgresql", "postgres"), "storage_url": ("s3",)}
-"""Settings that are a URL of one of these schemes, or empty for the data directory's embedded default."""
+_URL_SCHEMES = {"database_url": ("postgresql", "postgres"), "storage_url": ("s3",), "redis_url": ("redis", "rediss"),
+                "node_url": ("http", "https")}
+"""Settings that are a URL of one of these schemes, or empty for the embedded default (``_EMPTY_MEANS``)."""
+_EMPTY_MEANS = {"database_url": "the data directory", "storage_url": "the data directory",
+                "redis_url": "one node", "node_url": "this node's host and port"}
 
 
 def _parse_int(value: object) -> int:
@@ -169,7 +176,7 @@ def _coerce(name: str, value: object, label: str) -> Any:
         raise ConfigError(f"{label} must not be negative, got {value!r}")
     if name in _URL_SCHEMES and result and urlsplit(result).scheme not in _URL_SCHEMES[name]:
         schemes = " or ".join(f"{scheme}://" for scheme in _URL_SCHEMES[name])
-        raise ConfigError(f"{label} must be empty (the data directory) or a {schemes} URL, got {value!r}")
+        raise ConfigError(f"{label} must be empty ({_EMPTY_MEANS[name]}) or a {schemes} URL, got {value!r}")
     if name in _PORTS and result > 65535:
         raise ConfigError(f"{label} must be 0-65535, got {value!r}")
     return result

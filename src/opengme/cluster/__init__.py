@@ -1,0 +1,5 @@
+"""Several nodes as one service (issue 18): the live state they agree on lives in Redis.
+
+``redis_url`` switches it on. Its optional ``prefix`` query parameter names the keys' prefix
+(default ``opengme``), so that several clusters — or test runs — can share one Redis.
+"""

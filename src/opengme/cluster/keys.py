@@ -1,0 +1,55 @@
+"""The Redis keys and channels of a cluster: one place, so every part names them alike.
+
+- ``node:<node_id>`` (hash, expires ``NODE_TTL`` s after the last heartbeat): ``url`` (how clients
+  reach the node), ``udp_port``, ``rooms``, ``members``, ``started``. ``nodes`` (set) lists the ids
+  ever registered; an id whose hash expired is a dead node.
+- ``room:<app_id>:<room_id>`` → the node id that serves the room.
+- ``removed:<app_id>:<open_id>:<room_id>`` → when the server removed that member (kick, dissolve):
+  its older resume tokens must not bring it back through any node. Expires with the tokens.
+- ``nonce:<key_id>:<nonce>``: an admin request's nonce, set once (``SET NX``), expiring after the
+  allowed clock skew.
+- channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+DEFAULT_PREFIX = "opengme"
+NODE_TTL = 3.0
+"""Seconds a node counts as alive after its last heartbeat."""
+HEARTBEAT = 1.0
+"""Seconds between a node's heartbeats."""
+
+
+def split_url(redis_url: str) -> tuple[str, str]:
+    """``redis_url`` without its ``prefix`` parameter (what redis-py is given), and the prefix."""
+    parts = urlsplit(redis_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for name, value in query if name == "prefix"), "") or DEFAULT_PREFIX
+    rest = urlencode([(name, value) for name, value in query if name != "prefix"])
+    return parts._replace(query=rest).geturl(), prefix
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def node(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    def room(self, app_id: str, room_id: str) -> str:
+        return f"{self.prefix}:room:{app_id}:{room_id}"
+
+    def removed(self, app_id: str, open_id: str, room_id: str) -> str:
+        return f"{self.prefix}:removed:{app_id}:{open_id}:{room_id}"
+
+    def nonce(self, key_id: str, nonce: str) -> str:
+        return f"{self.prefix}:nonce:{key_id}:{nonce}"
+
+    def bus(self, node_id: str) -> str:
+        return f"{self.prefix}:bus:{node_id}"
