@@ -61,6 +61,7 @@ def _port_hint(port: int, origin: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from opengme.cluster import ClusterError
     from opengme.datadir import DataDirError
     from opengme.server.app import run as run_server
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         run_server(settings, ready)
-    except DataDirError as exc:
+    except (DataDirError, ClusterError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         udp = f" (or the UDP port {settings.udp_port}: udp_port)" if settings.udp_port else ""

@@ -3,3 +3,7 @@
 ``redis_url`` switches it on. Its optional ``prefix`` query parameter names the keys' prefix
 (default ``opengme``), so that several clusters — or test runs — can share one Redis.
 """
+
+
+class ClusterError(Exception):
+    """The cluster cannot be used (Redis unreachable …); the message is one line naming what to fix."""

@@ -87,10 +87,23 @@ class Server:
 
 def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     """Create the server with every part attached (also used by in-process tests)."""
-    from opengme.server import actions, admin, captions, console, media, ptt, recording, signalling, stt, tc3, web
+    from opengme.server import (
+        actions,
+        admin,
+        captions,
+        cluster,
+        console,
+        media,
+        ptt,
+        recording,
+        signalling,
+        stt,
+        tc3,
+        web,
+    )
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir, database_url=settings.database_url))
-    for part in (signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
+    for part in (cluster, signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
         part.setup(server)
     return server
 
