@@ -94,6 +94,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
         cluster,
         console,
         media,
+        nodes,
         ptt,
         recording,
         signalling,
@@ -103,7 +104,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     )
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir, database_url=settings.database_url))
-    for part in (cluster, signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
+    for part in (cluster, nodes, signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
         part.setup(server)
     return server
 

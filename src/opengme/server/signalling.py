@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -50,6 +50,20 @@ log = logging.getLogger("opengme.signalling")
 
 RoomListener = Callable[[RoomEvent], None]
 Json = dict[str, Any]
+
+
+class Redirect(Protocol):
+    """Where a cluster sends an entry (``opengme.server.nodes.Redirect``)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+Router = Callable[[str, str], Awaitable[Redirect | None]]
+"""A cluster's room placement: (app_id, room_id) → None to admit here, else the node to send the client to."""
 
 
 class MediaPlane(MediaSessions, Protocol):
@@ -102,6 +116,7 @@ class Signalling:
         self.connections = Connections()
         self.delivery: Delivery = self.connections  # where the core's messages go (several nodes: elsewhere too)
         self.room_listeners: list[RoomListener] = []
+        self.router: Router | None = None  # several nodes: which one serves a room (opengme.server.nodes)
         self._media: MediaPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -202,6 +217,12 @@ class Signalling:
             proof = await self._prove(credentials)
             if proof is None:
                 return  # the server is stopping
+            if self.router is not None and self.core.admissible(conn.id, message, proof):
+                target = await self.router(credentials.app_id, message["room_id"])
+                if target is not None:
+                    self._apply(Output([Send(conn.id, proto.redirect(message["id"], target.url, target.node))]))
+                    self._observe(message["type"], time.monotonic() - received, Output())
+                    return
             now = _now()
         output = self.core.receive(conn.id, message, now, proof)
         self._apply(output)

@@ -1,0 +1,183 @@
+"""Several ``opengme serve`` nodes as one service (issue 18): the node registry and room placement in
+a real Redis, ``redirect`` at the protocol level, SDK clients with real Opus following it, and
+failover when the node serving a room is killed. Nodes are real subprocesses on loopback sharing a
+real Redis (a private key prefix) and a real PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from opengme.authbuffer import gen_auth_buffer
+from opengme.cluster.keys import HEARTBEAT, NODE_TTL, Keys, split_url
+from opengme.core.placement import NoTarget
+from opengme.events import EventType, RoomType
+from opengme.protocol import signalling as proto
+from opengme.server.nodes import ClusterView, NodeInfo, Redirect
+from opengme.store import App, AppStore
+from support.audio import speech_like, write_wav
+from support.cluster import postgres_database
+from support.processes import ServeProcess, start_server
+from support.redis_server import redis_prefix
+from support.sdk_harness import ClientMaker, SdkClient, listen, talk, wait_for, wait_played
+
+# --- the pure decisions -------------------------------------------------------------------------------
+
+
+def _view(me: str, **members: int) -> ClusterView:
+    view = ClusterView(me)
+    view.update({n: NodeInfo(n, f"http://{n}:1", members=m) for n, m in members.items()})
+    return view
+
+
+def test_a_new_room_goes_to_the_least_loaded_live_node_and_a_burst_spreads() -> None:
+    view = _view("a", a=10, b=2, c=2)
+    assert view.candidate() == "b"  # least loaded, ties by name
+    assert view.candidate() == "c"  # b now counts the placement: the next goes to c
+    assert view.candidate() == "b"
+    view.update(view.nodes)  # a heartbeat's fresh loads replace the guesses
+    assert view.candidate() == "b"
+
+
+def test_this_node_is_a_candidate_before_its_heartbeat_is_read_back() -> None:
+    assert ClusterView("me").candidate() == "me"
+    assert _view("me", other=3).candidate() == "me"
+
+
+def test_the_claimed_owner_decides_admit_here_or_redirect() -> None:
+    view = _view("a", a=0, b=0)
+    assert view.decide("a") is None
+    assert view.decide("b") == Redirect("b", "http://b:1")
+    assert view.decide("c", "http://c:9") == Redirect("c", "http://c:9")  # not in the view yet: its hash said
+    with pytest.raises(LookupError):
+        view.decide("c")
+    assert view.urls() == ["http://a:1", "http://b:1"]
+
+
+def test_node_hashes_round_trip_and_broken_ones_are_dead() -> None:
+    info = NodeInfo("n1", "http://127.0.0.1:8080", 9000, 3, 7, 1700000000.5)
+    raw = {k.encode(): v.encode() for k, v in info.as_hash().items()}
+    assert NodeInfo.from_hash("n1", raw) == info
+    assert NodeInfo.from_hash("n1", {}) is None  # expired
+    assert NodeInfo.from_hash("n1", {b"url": b"http://x", b"members": b"many"}) is None
+
+
+def test_choose_refuses_no_targets() -> None:
+    from opengme.core.placement import choose
+
+    with pytest.raises(NoTarget):
+        choose({})
+
+
+# --- real nodes ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def cluster(tmp_path: Path, count: int) -> Iterator[tuple[list[ServeProcess], App, str]]:
+    """``count`` nodes sharing a fresh Redis prefix and a fresh PostgreSQL database; the app is the
+    ``dev`` app the first start created (in PostgreSQL, so every node knows it)."""
+    with redis_prefix() as redis_url, postgres_database() as pg_url, ExitStack() as stack:
+        env = {"OPENGME_REDIS_URL": redis_url, "OPENGME_DATABASE_URL": pg_url, "OPENGME_HEARTBEAT_INTERVAL": "1",
+               "OPENGME_MEMBER_TIMEOUT": "3"}
+        nodes = []
+        for i in range(count):
+            node = start_server(tmp_path / f"n{i}", env=env)
+            stack.callback(node.stop, signal.SIGKILL)
+            nodes.append(node)
+        time.sleep(HEARTBEAT + 0.3)  # every node has read the others' hashes back once
+        store = AppStore(tmp_path / "n0", database_url=pg_url)
+        try:
+            app = store.list()[0]
+        finally:
+            store.close()
+        yield nodes, app, redis_url
+
+
+def _redis(redis_url: str) -> tuple[Any, Keys]:
+    import redis
+
+    url, prefix = split_url(redis_url)
+    return redis.Redis.from_url(url, decode_responses=True), Keys(prefix)
+
+
+async def _ask(session: aiohttp.ClientSession, url: str, app: App, open_id: str, room_id: str,
+               resume_token: str | None = None) -> tuple[dict[str, Any], dict[str, Any], aiohttp.ClientWebSocketResponse]:
+    """hello + enter pipelined on a new connection: (hello_ok, the enter's answer, the socket)."""
+    ws = await session.ws_connect(url.rstrip("/") + proto.SIGNAL_PATH)
+    auth = b"" if resume_token else gen_auth_buffer(app.app_id, room_id, open_id, app.key)
+    await ws.send_str(proto.encode(proto.hello(1, app.app_id, open_id, "test")))
+    await ws.send_str(proto.encode(proto.enter(2, room_id, RoomType.FLUENCY, auth, resume_token)))
+    hello = json.loads((await ws.receive(timeout=10)).data)
+    answer = json.loads((await ws.receive(timeout=10)).data)
+    return hello, answer, ws
+
+
+async def _enter_following(session: aiohttp.ClientSession, url: str, app: App, open_id: str,
+                           room_id: str) -> tuple[str, dict[str, Any], aiohttp.ClientWebSocketResponse]:
+    """Enter, following one redirect: (the URL that admitted, entered, socket)."""
+    _, answer, ws = await _ask(session, url, app, open_id, room_id)
+    if answer["type"] == "redirect":
+        await ws.close()
+        url = answer["url"]
+        _, answer, ws = await _ask(session, url, app, open_id, room_id)
+    assert answer["type"] == "entered", answer
+    return url, answer, ws
+
+
+@pytest.mark.slow
+def test_redirect_at_the_protocol_level_room_keys_and_a_clean_stop(tmp_path: Path) -> None:
+    with cluster(tmp_path, 2) as (nodes, app, redis_url):
+        r, keys = _redis(redis_url)
+        a, b = nodes
+        node_ids = sorted(r.smembers(keys.nodes))
+        assert len(node_ids) == 2
+        by_url = {r.hget(keys.node(n), "url"): n for n in node_ids}
+        assert set(by_url) == {a.url, b.url}
+        assert 0 < r.pttl(keys.node(node_ids[0])) <= NODE_TTL * 1000
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as session:
+                hello, _, first_ws = await _ask(session, a.url, app, "10001", "r1")
+                assert sorted(hello["nodes"]) == sorted([a.url, b.url])
+                await first_ws.close()
+                # the room went to one node; whoever asks the other is redirected there
+                owner = r.get(keys.room(app.app_id, "r1"))
+                owner_url = r.hget(keys.node(owner), "url")
+                other_url = b.url if owner_url == a.url else a.url
+                _, answer, ws = await _ask(session, other_url, app, "10002", "r1")
+                assert answer == {"type": "redirect", "id": 2, "url": owner_url, "node": owner}
+                await ws.close()
+                url1, _, ws1 = await _enter_following(session, a.url, app, "10001", "r1")
+                url2, entered2, ws2 = await _enter_following(session, b.url, app, "10002", "r1")
+                assert url1 == url2 == owner_url
+                assert [m["open_id"] for m in entered2["members"]] == ["10001"]  # one room, on one node
+                assert r.ttl(keys.room(app.app_id, "r1")) == -1  # in use: lasting
+                await ws1.close()
+                await ws2.close()
+                await _until(lambda: r.get(keys.room(app.app_id, "r1")) is None)  # emptied: released
+                _, _, ws3 = await _enter_following(session, a.url, app, "10003", "r2")
+                owner2 = r.get(keys.room(app.app_id, "r2"))
+                assert owner2 is not None
+                owner_node = a if r.hget(keys.node(owner2), "url") == a.url else b
+                assert owner_node.stop(signal.SIGTERM) == 0  # graceful: its hash and room keys go
+                assert r.get(keys.room(app.app_id, "r2")) is None
+                assert not r.exists(keys.node(owner2)) and owner2 not in r.smembers(keys.nodes)
+                await ws3.close()
+
+        asyncio.run(scenario())
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
