@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.cluster.keys import HEARTBEAT, NODE_TTL, Keys, split_url
 from opengme.core.placement import NoTarget
+from opengme.devices import MemorySpeaker
+from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
 from opengme.protocol import signalling as proto
 from opengme.server.nodes import ClusterView, NodeInfo, Redirect
 from opengme.store import App, AppStore
-from support.audio import speech_like, write_wav
+from support.audio import OUT_RATE, band, tone, write_wav
 from support.cluster import postgres_database
 from support.processes import ServeProcess, start_server
 from support.redis_server import redis_prefix
@@ -181,3 +183,88 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+# --- SDK clients with real Opus -------------------------------------------------------------------------
+
+
+def _sdk_enter(client: SdkClient, app: App, room_id: str) -> None:
+    auth = gen_auth_buffer(app.app_id, room_id, client.open_id, app.key)
+    assert client.ctx.enter_room(room_id, RoomType.FLUENCY, auth) == ErrorCode.AV_OK
+    wait_for([client], lambda: bool(client.events.of(EventType.ENTER_ROOM)), timeout=15)
+    assert client.events.of(EventType.ENTER_ROOM)[-1]["result"] == ErrorCode.AV_OK, client.events.events
+
+
+def _node_of(client: SdkClient) -> str:
+    session = client.ctx._core.session
+    assert session is not None and session.room is not None
+    return session.room.server_url
+
+
+class Ear:
+    """What a speaker played, kept as it comes: whether its last 0.2 s carry a tone."""
+
+    def __init__(self, speaker: MemorySpeaker) -> None:
+        self.speaker = speaker
+        self.recent = np.zeros(0, dtype=np.int16)
+
+    def hears(self, freq: float) -> bool:
+        window = OUT_RATE // 5
+        self.recent = np.concatenate([self.recent, self.speaker.take_all()])[-window:]
+        return len(self.recent) == window and band(self.recent, freq) > 500
+
+    def forget(self) -> None:
+        self.speaker.take_all()
+        self.recent = self.recent[:0]
+
+
+@pytest.mark.slow
+def test_members_entering_through_three_nodes_share_one_node_and_hear_each_other(
+        tmp_path: Path, clients: ClientMaker) -> None:
+    with cluster(tmp_path, 3) as (nodes, app, _):
+        members = [clients(node.url, app, open_id) for node, open_id in zip(nodes, ("10001", "10002", "10003"),
+                                                                               strict=True)]
+        for member in members:
+            _sdk_enter(member, app, "party")
+        owner = _node_of(members[0])
+        assert {_node_of(m) for m in members} == {owner}  # whoever they asked, one node serves the room
+        wait_for(members, lambda: all(len(m.ctx.get_room().get_members()) == 3 for m in members))
+        heard_b, heard_c = listen(members[1]), listen(members[2])
+        talk(members[0], write_wav(tmp_path / "a.wav", tone(440, 4), OUT_RATE))
+        wait_played(members, 1.5, heard_b, heard_c)
+        assert Ear(heard_b).hears(440) and Ear(heard_c).hears(440)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_serving_node_members_resume_on_a_live_node_and_hear_again(
+        tmp_path: Path, clients: ClientMaker) -> None:
+    with cluster(tmp_path, 3) as (nodes, app, _):
+        a = clients(nodes[0].url, app, "10001")
+        b = clients(nodes[1].url, app, "10002")
+        for member in (a, b):
+            _sdk_enter(member, app, "squad")
+        owner_url = _node_of(a)
+        assert _node_of(b) == owner_url
+        speaker = listen(b)
+        heard = Ear(speaker)
+        assert a.ctx.get_audio_ctrl().use_mic_file(write_wav(tmp_path / "a.wav", tone(440, 2), OUT_RATE),
+                                                   loop=True) == ErrorCode.AV_OK
+        assert a.ctx.get_audio_ctrl().enable_mic(True) == ErrorCode.AV_OK
+        wait_played([a, b], 1.0, speaker)
+        assert heard.hears(440)
+        victim = next(node for node in nodes if node.url == owner_url)
+        killed = time.monotonic()
+        assert victim.stop(signal.SIGKILL) == -signal.SIGKILL
+        heard.forget()
+
+        def back() -> bool:
+            return bool(b.events.of(EventType.RECONNECT_SUCCESS)) and heard.hears(440)
+
+        wait_for([a, b], back, timeout=20)
+        gap = time.monotonic() - killed
+        print(f"SIGKILL failover: speech heard again {gap:.2f} s after the serving node was killed")
+        for member in (a, b):
+            assert member.events.results(EventType.RECONNECT_START) == [ErrorCode.AV_OK]
+            assert member.events.results(EventType.RECONNECT_SUCCESS) == [ErrorCode.AV_OK]
+        assert _node_of(a) == _node_of(b) != owner_url  # one live node serves the room now
+        assert gap < 15.0
