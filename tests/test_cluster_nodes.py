@@ -84,12 +84,13 @@ def test_choose_refuses_no_targets() -> None:
 
 
 @contextmanager
-def cluster(tmp_path: Path, count: int) -> Iterator[tuple[list[ServeProcess], App, str]]:
-    """``count`` nodes sharing a fresh Redis prefix and a fresh PostgreSQL database; the app is the
-    ``dev`` app the first start created (in PostgreSQL, so every node knows it)."""
+def cluster(tmp_path: Path, count: int, **settings: str) -> Iterator[tuple[list[ServeProcess], App, dict[str, str]]]:
+    """``count`` nodes sharing a fresh Redis prefix and a fresh PostgreSQL database (``settings``:
+    more OPENGME_* variables); the app is the ``dev`` app the first start created (in PostgreSQL, so
+    every node knows it); the environment that reaches them is the third item."""
     with redis_prefix() as redis_url, postgres_database() as pg_url, ExitStack() as stack:
         env = {"OPENGME_REDIS_URL": redis_url, "OPENGME_DATABASE_URL": pg_url, "OPENGME_HEARTBEAT_INTERVAL": "1",
-               "OPENGME_MEMBER_TIMEOUT": "3"}
+               "OPENGME_MEMBER_TIMEOUT": "3", **settings}
         nodes = []
         for i in range(count):
             node = start_server(tmp_path / f"n{i}", env=env)
@@ -101,7 +102,7 @@ def cluster(tmp_path: Path, count: int) -> Iterator[tuple[list[ServeProcess], Ap
             app = store.list()[0]
         finally:
             store.close()
-        yield nodes, app, redis_url
+        yield nodes, app, env
 
 
 def _redis(redis_url: str) -> tuple[Any, Keys]:
@@ -137,8 +138,8 @@ async def _enter_following(session: aiohttp.ClientSession, url: str, app: App, o
 
 @pytest.mark.slow
 def test_redirect_at_the_protocol_level_room_keys_and_a_clean_stop(tmp_path: Path) -> None:
-    with cluster(tmp_path, 2) as (nodes, app, redis_url):
-        r, keys = _redis(redis_url)
+    with cluster(tmp_path, 2) as (nodes, app, env):
+        r, keys = _redis(env["OPENGME_REDIS_URL"])
         a, b = nodes
         node_ids = sorted(r.smembers(keys.nodes))
         assert len(node_ids) == 2

@@ -60,6 +60,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 65536
 ACCEPTED_PROTOCOLS = (PROTOCOL_VERSION,)
 CLOSE_TOO_BIG = 1009  # WebSocket "message too big"
 CLOSE_NORMAL = 1000
+MAX_REDIRECTS = 3
+"""A cluster's ``redirect``s a client follows in a row for one entry (nodes that disagree would loop)."""
 ABILITIES = ("audio",)
 """What OpenGME grants ("video" never: it is audio-only); an older server's ``hello_ok`` without
 ``abilities`` means exactly this."""

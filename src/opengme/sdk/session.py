@@ -25,12 +25,12 @@ from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent
 from opengme.ids import open_id_problem, room_id_problem
 from opengme.protocol import signalling
 from opengme.protocol import stt as stt_proto
+from opengme.protocol.signalling import MAX_REDIRECTS as MAX_REDIRECTS
 
 BACKOFF_FIRST = 0.2  # docs/protocol.md: reconnect backoff 0.2 s doubling to 5 s, jittered
 BACKOFF_MAX = 5.0
 LIVENESS_FACTOR = 3.0  # a connection silent for this many heartbeat intervals is dead
 EXIT_TIMEOUT = 5.0  # an unanswered `exit` is finished locally: leaving never waits on the server
-MAX_REDIRECTS = 3  # `redirect`s followed in a row for one entry (a cluster's nodes disagreeing loop otherwise)
 REQUIRED_ABILITY = "audio"  # asked for in every hello; an entry the server does not grant it ends (10011)
 
 Event = tuple[EventType, dict[str, Any]]
