@@ -164,6 +164,12 @@ def test_redirect_at_the_protocol_level_room_keys_and_a_clean_stop(tmp_path: Pat
                 assert url1 == url2 == owner_url
                 assert [m["open_id"] for m in entered2["members"]] == ["10001"]  # one room, on one node
                 assert r.ttl(keys.room(app.app_id, "r1")) == -1  # in use: lasting
+                other = next(n for n in node_ids if n != owner)
+                r.set(keys.room(app.app_id, "r3"), other)  # room r3 is served by the other node
+                auth = gen_auth_buffer(app.app_id, "r3", "10001", app.key)
+                await ws1.send_str(proto.encode(proto.switch(3, "r3", auth)))
+                switched = await _reply(ws1, 3)
+                assert switched == {"type": "redirect", "id": 3, "url": other_url, "node": other}
                 await ws1.close()
                 await ws2.close()
                 await _until(lambda: r.get(keys.room(app.app_id, "r1")) is None)  # emptied: released
@@ -177,6 +183,14 @@ def test_redirect_at_the_protocol_level_room_keys_and_a_clean_stop(tmp_path: Pat
                 await ws3.close()
 
         asyncio.run(scenario())
+
+
+async def _reply(ws: aiohttp.ClientWebSocketResponse, request_id: int) -> dict[str, Any]:
+    """The reply to request ``request_id`` (pushes before it are skipped)."""
+    while True:
+        message = json.loads((await ws.receive(timeout=10)).data)
+        if message.get("id") == request_id:
+            return dict(message)
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> None:
@@ -269,3 +283,22 @@ def test_sigkill_of_the_serving_node_members_resume_on_a_live_node_and_hear_agai
             assert member.events.results(EventType.RECONNECT_SUCCESS) == [ErrorCode.AV_OK]
         assert _node_of(a) == _node_of(b) != owner_url  # one live node serves the room now
         assert gap < 15.0
+
+
+@pytest.mark.slow
+def test_an_entry_refused_after_placement_leaves_no_room_key(tmp_path: Path) -> None:
+    with cluster(tmp_path, 1, OPENGME_MAX_ROOMS="1") as (nodes, app, env):
+        r, keys = _redis(env["OPENGME_REDIS_URL"])
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as session:
+                _, entered, ws = await _ask(session, nodes[0].url, app, "10001", "first")
+                assert entered["type"] == "entered"
+                _, refused, ws2 = await _ask(session, nodes[0].url, app, "10002", "second")
+                assert refused["type"] == "error" and refused["code"] == ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED
+                await _until(lambda: r.get(keys.room(app.app_id, "second")) is None)
+                assert r.get(keys.room(app.app_id, "first")) is not None
+                await ws.close()
+                await ws2.close()
+
+        asyncio.run(scenario())

@@ -147,3 +147,35 @@ def test_a_single_server_session_connects_without_a_url() -> None:
     assert h.s.enter("r1", 1, AUTH, h.now) is ErrorCode.AV_OK
     (connect,) = [x for x in h.s.take_commands() if isinstance(x, Connect)]
     assert connect.url == ""  # the transport's own URL
+
+
+def test_a_switch_redirected_enters_the_new_room_on_the_named_node(c: ClusterHarness) -> None:
+    c.enter(room="r1", members=[(3, "10002")])
+    c.events()
+    old = c.conn
+    assert c.s.switch("r2", AUTH, c.now) is ErrorCode.AV_OK
+    c.commands()
+    switch = c.last("switch")
+    c.feed(proto.redirect(switch["id"], B, "b"))
+    assert c.closed[-1] == old and c.urls[-1] == B  # the old room is left with its connection
+    enter = c.last("enter")
+    assert enter["room_id"] == "r2" and enter["auth_buffer"] == switch["auth_buffer"] and "resume_token" not in enter
+    c.hello_ok()
+    c.feed(proto.entered(enter["id"], "r2", 1, 9, [(5, "10005")], "tok2", False))
+    events = c.events()
+    assert events[0] == (EventType.SWITCH_ROOM, {"result": 0, "error_info": ""})
+    assert c.s.phase is Phase.IN_ROOM and c.s.room is not None and c.s.room.room_id == "r2"
+    assert c.s.room.server_url == B
+
+
+def test_a_switch_refused_on_the_node_it_was_sent_to_is_2002_and_out(c: ClusterHarness) -> None:
+    c.enter(room="r1")
+    c.events()
+    assert c.s.switch("r2", AUTH, c.now) is ErrorCode.AV_OK
+    c.commands()
+    c.feed(proto.redirect(c.last("switch")["id"], B, "b"))
+    c.hello_ok()
+    c.feed(proto.error(c.last("enter")["id"], ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "room full"))
+    ((event, data),) = c.events()
+    assert event is EventType.SWITCH_ROOM and data["result"] == ErrorCode.QAV_ERR_TRY_NEW_ROOM_FAILED
+    assert "room full" in data["error_info"] and c.s.phase is Phase.IDLE

@@ -335,15 +335,16 @@ class SignallingCore:
         return self._take()
 
     def admissible(self, conn: ConnId, message: Json, proof: Proof | None) -> bool:
-        """Whether ``receive`` would let this ``enter`` in as far as the client's identity and the app
-        go (its proof holds, no rate limit or order error), without deciding anything: a cluster's
-        shell asks before sending a proven client to the node that serves the room."""
+        """Whether ``receive`` would let this ``enter`` or ``switch`` in as far as the client's identity
+        and the app go (its proof holds, no rate limit or order error), without deciding anything: a
+        cluster's shell asks before sending a proven client to the node that serves the room."""
         peer = self._peers.get(conn)
-        if peer is None or peer.closing or peer.refusal is not None or proof is None or message["type"] != "enter":
+        kind = message["type"]
+        if peer is None or peer.closing or peer.refusal is not None or proof is None or kind not in _ENTRIES:
             return False
         try:
-            self._precheck(peer, "enter")
-            self._authorise(peer, message["room_id"], message.get("resume_token"), proof)
+            self._precheck(peer, kind)
+            self._authorise(peer, message["room_id"], message.get("resume_token") if kind == "enter" else None, proof)
         except GmeError:
             return False
         return True

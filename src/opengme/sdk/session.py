@@ -490,6 +490,7 @@ class Session:
 
     def _start_switch(self, room_id: str, auth: bytes, now: float) -> None:
         self.phase = Phase.SWITCHING
+        self._redirects = 0
         self._deadline = now + self.entry_timeout
         self._target = Pending("switch", room_id=room_id, auth=auth)
         self._request(self._target, signalling.switch, room_id, auth)
@@ -610,7 +611,7 @@ class Session:
                 self._on_hello(message)
             case "entered" | "switched" if self.phase in (Phase.ENTERING, Phase.SWITCHING, Phase.RECONNECTING):
                 self._on_entered(message)
-            case "redirect" if pending is not None and pending.kind == "enter":
+            case "redirect" if pending is not None and pending.kind in ("enter", "switch"):
                 self._on_redirect(pending, message, now)
             case "exited" if self.phase is Phase.EXITING:
                 self._finish_exit()
@@ -669,7 +670,9 @@ class Session:
 
     def _on_error(self, pending: Pending | None, code: int, detail: str) -> None:
         kind = pending.kind if pending else ""
-        if kind in ("hello", "enter"):
+        if kind in ("hello", "enter") and self.phase is Phase.SWITCHING:  # a switch redirected to another node
+            self._switch_lost(code, detail)
+        elif kind in ("hello", "enter"):
             if self.phase is Phase.ENTERING:
                 self._fail_entry(code, detail)
             elif self.phase is Phase.RECONNECTING:  # refused for good (token expired, kicked, app off)
@@ -696,22 +699,36 @@ class Session:
             self.refusal_handlers[kind](pending, code, detail)
         # an error with no request of ours to blame (a bug on either side) changes nothing
 
-    def _on_redirect(self, enter: Pending, message: dict[str, Any], now: float) -> None:
+    def _on_redirect(self, request: Pending, message: dict[str, Any], now: float) -> None:
         """Another node serves the room: the same hello and enter there (the same AuthBuffer, or the
-        resume token). More than MAX_REDIRECTS in a row fail the entry (a reconnect attempt: it counts
+        resume token; a ``switch`` becomes an ``enter`` there, leaving the old room with this
+        connection). More than MAX_REDIRECTS in a row fail the entry (a reconnect attempt: it counts
         as a failed attempt and the rotation goes on)."""
         self._redirects += 1
         if self._redirects > MAX_REDIRECTS:
             detail = (f"more than {MAX_REDIRECTS} redirects in a row (last to {message['url']}): the cluster's "
-                      f"nodes disagree on where room {enter.room_id} is")
+                      f"nodes disagree on where room {request.room_id} is")
             if self.phase is Phase.RECONNECTING:
                 self._connection_lost(detail, now)
+            elif self.phase is Phase.SWITCHING:
+                self._switch_lost(ErrorCode.AV_ERR_SERVER_FAILED, detail)
             else:
                 self._fail_entry(ErrorCode.AV_ERR_SERVER_FAILED, detail)
             return
+        enter = request
+        if request.kind == "switch":
+            assert self.room is not None
+            enter = self._target = Pending("enter", room_id=request.room_id, auth=request.auth,
+                                           room_type=self.room.room_type)
         self._drop_connection()
         self.url = message["url"]
         self._open((), enter, self.room.resume_token if self.phase is Phase.RECONNECTING and self.room else None)
+
+    def _switch_lost(self, code: int, detail: str) -> None:
+        """A switch that left the old room (its connection) and was refused in the new one: GME's 2002."""
+        self._emit(EventType.SWITCH_ROOM, outcome(ErrorCode.QAV_ERR_TRY_NEW_ROOM_FAILED,
+                                                  error_info(code, detail)))
+        self._to_idle()
 
     def _on_entered(self, message: dict[str, Any]) -> None:
         before, target = self.room, self._target

@@ -253,6 +253,8 @@ class Nodes:
                                                       int(PLACED_TTL * 1000)]))
                 if owner == self.view.me:
                     self.owned.add((app_id, room_id))
+                    # the entry is decided right after this returns, before any other callback runs
+                    asyncio.get_running_loop().call_soon(self._settle, app_id, room_id)
                     return None
                 url = None if owner in self.view.nodes else await self.cluster.redis.hget(self.keys.node(owner), "url")
                 return self.view.decide(owner, _text(url) if url else None)
@@ -264,13 +266,10 @@ class Nodes:
             self._unlock(app_id, room_id, lock)
 
     def on_room_event(self, event: RoomEvent) -> None:
-        """A room emptied here: release its key (unless a member came back meanwhile). A room that
-        began here without ``route`` (a ``switch``) is claimed for this node."""
-        room = (event.member.app_id, event.member.room_id)
+        """A room emptied here: release its key (unless a member came back meanwhile). Every entry
+        (``enter``, ``switch``) was placed by ``route`` before it was admitted."""
         if event.kind == "leave" and not event.others:
-            self._spawn(self._release_room(*room))
-        elif event.kind == "enter" and not event.others and room not in self.owned:
-            self._spawn(self._claim_here(*room))
+            self._spawn(self._release_room(event.member.app_id, event.member.room_id))
 
     def _has_room(self, app_id: str, room_id: str) -> bool:
         try:
@@ -279,26 +278,11 @@ class Nodes:
             return False
         return True
 
-    async def _claim_here(self, app_id: str, room_id: str) -> None:
-        """Place a room that already has members here on this node (a live owner elsewhere stays)."""
-        import redis
-
-        lock = self._lock(app_id, room_id)
-        try:
-            async with lock:
-                if not self._has_room(app_id, room_id):
-                    return
-                owner = _text(await self._claim(keys=[self.keys.room(app_id, room_id)],
-                                                args=[self.keys.node(""), self.view.me, self.view.me, 0]))
-                if owner == self.view.me:
-                    self.owned.add((app_id, room_id))
-                else:
-                    log.warning("room served by another node too", extra=fields(app_id=app_id, room_id=room_id,
-                                                                                 node_id=owner))
-        except (redis.RedisError, OSError) as exc:
-            log.warning("could not place a room", extra=fields(app_id=app_id, room_id=room_id, error=str(exc)))
-        finally:
-            self._unlock(app_id, room_id, lock)
+    def _settle(self, app_id: str, room_id: str) -> None:
+        """After an entry placed here was decided: a refused one (room limit, say) left no room to
+        serve, so the key goes again."""
+        if not self._has_room(app_id, room_id):
+            self._spawn(self._release_room(app_id, room_id))
 
     async def _release_room(self, app_id: str, room_id: str) -> None:
         import redis

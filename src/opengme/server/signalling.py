@@ -221,7 +221,7 @@ class Signalling:
                 target = await self.router(credentials.app_id, message["room_id"])
                 if target is not None:
                     self._apply(Output([Send(conn.id, proto.redirect(message["id"], target.url, target.node))]))
-                    self._observe(message["type"], time.monotonic() - received, Output())
+                    self._observe(message["type"], time.monotonic() - received, Output())  # no entry here
                     return
             now = _now()
         output = self.core.receive(conn.id, message, now, proof)
