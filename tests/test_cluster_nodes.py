@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -146,23 +147,29 @@ def test_redirect_at_the_protocol_level_room_keys_and_a_clean_stop(tmp_path: Pat
         by_url = {r.hget(keys.node(n), "url"): n for n in node_ids}
         assert set(by_url) == {a.url, b.url}
         assert 0 < r.pttl(keys.node(node_ids[0])) <= NODE_TTL * 1000
+        assert all(int(r.hget(keys.node(n), "udp_port")) > 0 for n in node_ids)  # the relays' ports
 
         async def scenario() -> None:
             async with aiohttp.ClientSession() as session:
-                hello, _, first_ws = await _ask(session, a.url, app, "10001", "r1")
+                hello, first, first_ws = await _ask(session, a.url, app, "10009", "r1")
                 assert sorted(hello["nodes"]) == sorted([a.url, b.url])
-                await first_ws.close()
-                # the room went to one node; whoever asks the other is redirected there
+                if first["type"] == "redirect":
+                    await first_ws.close()
+                    _, first, first_ws = await _ask(session, first["url"], app, "10009", "r1")
+                assert first["type"] == "entered", first
+                # the room is on one node (10009 stays in it); whoever asks the other is redirected there
                 owner = r.get(keys.room(app.app_id, "r1"))
                 owner_url = r.hget(keys.node(owner), "url")
                 other_url = b.url if owner_url == a.url else a.url
                 _, answer, ws = await _ask(session, other_url, app, "10002", "r1")
                 assert answer == {"type": "redirect", "id": 2, "url": owner_url, "node": owner}
                 await ws.close()
+                async with session.get(other_url + "/metrics") as response:
+                    assert re.search(r"^opengme_redirects_total [1-9]", await response.text(), re.M)
                 url1, _, ws1 = await _enter_following(session, a.url, app, "10001", "r1")
                 url2, entered2, ws2 = await _enter_following(session, b.url, app, "10002", "r1")
                 assert url1 == url2 == owner_url
-                assert [m["open_id"] for m in entered2["members"]] == ["10001"]  # one room, on one node
+                assert sorted(m["open_id"] for m in entered2["members"]) == ["10001", "10009"]  # one room, one node
                 assert r.ttl(keys.room(app.app_id, "r1")) == -1  # in use: lasting
                 other = next(n for n in node_ids if n != owner)
                 r.set(keys.room(app.app_id, "r3"), other)  # room r3 is served by the other node
@@ -172,6 +179,7 @@ def test_redirect_at_the_protocol_level_room_keys_and_a_clean_stop(tmp_path: Pat
                 assert switched == {"type": "redirect", "id": 3, "url": other_url, "node": other}
                 await ws1.close()
                 await ws2.close()
+                await first_ws.close()
                 await _until(lambda: r.get(keys.room(app.app_id, "r1")) is None)  # emptied: released
                 _, _, ws3 = await _enter_following(session, a.url, app, "10003", "r2")
                 owner2 = r.get(keys.room(app.app_id, "r2"))

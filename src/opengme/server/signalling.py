@@ -93,6 +93,7 @@ def setup(server: Server) -> None:
     m.describe("opengme_entries_total", "counter", "Successful room entries (enter and switch).")
     m.describe("opengme_errors_total", "counter", "Error replies and disconnects sent, by GME error code.")
     m.describe("opengme_signal_messages_total", "counter", "Signalling messages received, by type.")
+    m.describe("opengme_redirects_total", "counter", "Entries sent on to the cluster node serving the room.")
     m.describe(REQUEST_SECONDS, "histogram", "Signalling requests: frame read to reply queued (the server's "
                "share of the round trip, identity proof included), by type.", labels=("type",))
     m.describe(ENTRY_SECONDS, "histogram", "Successful entries (enter, switch): request read to entered/switched queued.")
@@ -220,6 +221,7 @@ class Signalling:
             if self.router is not None and self.core.admissible(conn.id, message, proof):
                 target = await self.router(credentials.app_id, message["room_id"])
                 if target is not None:
+                    self.server.metrics.inc("opengme_redirects_total")
                     self._apply(Output([Send(conn.id, proto.redirect(message["id"], target.url, target.node))]))
                     self._observe(message["type"], time.monotonic() - received, Output())  # no entry here
                     return
