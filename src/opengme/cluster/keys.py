@@ -8,7 +8,10 @@
   its older resume tokens must not bring it back through any node. Expires with the tokens.
 - ``nonce:<key_id>:<nonce>``: an admin request's nonce, set once (``SET NX``), expiring after the
   allowed clock skew.
-- channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node.
+- channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node; the answer to
+  an action goes to the list ``reply:<token>`` the caller named (``LPUSH``, short expiry; it ``BLPOP``s).
+- ``noderooms:<node_id>`` (JSON, expires ``NODE_TTL`` s after the node's last refresh): the node's rooms
+  and their members, which the cluster-wide room listings and "who is online" merge.
 """
 from __future__ import annotations
 
@@ -53,3 +56,9 @@ class Keys:
 
     def bus(self, node_id: str) -> str:
         return f"{self.prefix}:bus:{node_id}"
+
+    def reply(self, token: str) -> str:
+        return f"{self.prefix}:reply:{token}"
+
+    def noderooms(self, node_id: str) -> str:
+        return f"{self.prefix}:noderooms:{node_id}"

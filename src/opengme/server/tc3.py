@@ -255,11 +255,11 @@ async def _describe_room_info(api: Tc3Api, key: ApiKey, params: Params) -> Param
     int_ids, str_ids = _ids(params, "RoomIds", MAX_ROOMS), _ids(params, "StrRoomIds", MAX_ROOMS)
     if (not int_ids and not str_ids) or len(int_ids) + len(str_ids) > MAX_ROOMS:
         raise Tc3Error("InvalidParameterValue", f"give 1-{MAX_ROOMS} rooms in RoomIds or StrRoomIds")
-    rooms = {r.room_id: r for r in api.actions.rooms(app.app_id)}
+    rooms = {r.room_id: r for r in await api.actions.rooms(app.app_id)}  # a cluster: every node's
     users = []
     for room_id, is_int in [(r, True) for r in int_ids] + [(r, False) for r in str_ids]:
         room = rooms.get(room_id)
-        uins, str_uins = _split_ids(list(room.members) if room is not None else [])
+        uins, str_uins = _split_ids([m.open_id for m in room.members] if room is not None else [])
         users.append({"RoomId": int(room_id) if is_int and room_id.isdigit() else 0,
                       "StrRoomId": room_id, "Uins": uins, "StrUins": str_uins})
     return {"Result": 0, "RoomUsers": users}
@@ -272,14 +272,14 @@ async def _delete_room_member(api: Tc3Api, key: ApiKey, params: Params) -> Param
     delete_type = _get(params, "DeleteType", int)
     try:
         if delete_type == 1:
-            api.actions.dissolve(app.app_id, room_id)
+            await api.actions.dissolve(app.app_id, room_id)
             return {"DeleteResult": {"Code": 0, "ErrorMsg": ""}}
         if delete_type != 2:
             raise Tc3Error("InvalidParameterValue", "DeleteType must be 1 (dissolve the room) or 2 (remove users)")
         open_ids = _ids(params, "Uids", MAX_USERS) + _ids(params, "StrUids", MAX_USERS)
         if not open_ids:
             raise Tc3Error("MissingParameter", "DeleteType 2 needs the users to remove in Uids or StrUids")
-        code, message = _batch_result(api.actions.kick(app.app_id, room_id, open_ids))
+        code, message = _batch_result(await api.actions.kick(app.app_id, room_id, open_ids))
     except GmeError as exc:
         code, message = int(exc.code), exc.detail
     return {"DeleteResult": {"Code": code, "ErrorMsg": message}}
@@ -299,7 +299,7 @@ async def _modify_user_mic_status(api: Tc3Api, key: ApiKey, params: Params) -> P
             raise Tc3Error("InvalidParameterValue", "EnableMic must be 1 (close: server mute) or 2 (open: unmute)")
         changes.append((_one_of(user, ("StrUid", "Uid")), enable == 1))
     try:
-        code, message = _batch_result(api.actions.set_muted(app.app_id, room_id, changes))
+        code, message = _batch_result(await api.actions.set_muted(app.app_id, room_id, changes))
     except GmeError as exc:
         code, message = int(exc.code), exc.detail
     return {"Result": code, "ErrMsg": message}

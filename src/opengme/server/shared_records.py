@@ -1,0 +1,270 @@
+"""The live records every node of a cluster must agree on, kept in the cluster's Redis (``redis_url``).
+
+- **Removed members.** A kick or a dissolve records (app, openid, room) → when, under
+  ``keys.removed`` for ``reconnect_give_up`` seconds, so that an older resume token cannot bring the
+  member back through *any* node, nor through this one after a restart. A resume's proof is completed
+  with that time on the loop (``Signalling.proof_checks``), before the core decides the entry.
+- **Admin nonces.** A signed admin request's nonce is claimed with ``SET NX`` under ``keys.nonce``, so a
+  request replayed to another node is refused as it is on the node that saw it first.
+- **Who is where.** Every node publishes its rooms and their members to ``keys.noderooms`` every
+  ``HEARTBEAT`` s (and soon after each entry or departure), expiring after ``NODE_TTL``; the admin API,
+  the API 3.0 and the console list the whole cluster by merging the live nodes' snapshots with their own.
+  ``owner`` finds the live node a room is placed on (``keys.room``), where the actions are sent (``bus``).
+
+Without ``redis_url`` none of this is set up: ``get`` returns None and everything stays in memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from opengme.cluster.keys import HEARTBEAT, NODE_TTL
+from opengme.core.rooms import Member, Room, RoomEvent
+from opengme.errors import ErrorCode, GmeError
+from opengme.logs import fields
+from opengme.server import cluster, signalling
+
+if TYPE_CHECKING:
+    from opengme.core.signalling import Credentials, Proof
+    from opengme.server.app import Server
+    from opengme.server.cluster import Cluster
+
+log = logging.getLogger("opengme.cluster")
+
+Json = dict[str, Any]
+PUBLISH_GAP = 0.2
+"""At least this long between two snapshots of a node's rooms: a burst of entries costs one write."""
+CHECK_TIMEOUT = 1.0
+"""How long a resume waits for the cluster's removal record before deciding on this node's alone."""
+
+
+# --- the rooms as every node sees them (pure) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberView:
+    open_id: str
+    tinyid: int
+    entered_at: float
+    muted: bool
+    game: Json = field(default_factory=dict)  # game voice: team, mode, range, position (when used)
+
+
+@dataclass(frozen=True)
+class RoomView:
+    """A room as listings show it, on this node or on another one (``node``)."""
+
+    app_id: str
+    room_id: str
+    room_type: int
+    created_at: float
+    members: tuple[MemberView, ...]
+    node: str = ""
+
+    def to_json(self) -> Json:
+        return {"app_id": self.app_id, "room_id": self.room_id, "room_type": self.room_type,
+                "created_at": self.created_at, "node": self.node,
+                "members": [[m.open_id, m.tinyid, m.entered_at, m.muted, m.game] for m in self.members]}
+
+    @staticmethod
+    def from_json(data: Json) -> RoomView:
+        members = tuple(MemberView(str(o), int(t), float(e), bool(mu), dict(g)) for o, t, e, mu, g in data["members"])
+        return RoomView(str(data["app_id"]), str(data["room_id"]), int(data["room_type"]), float(data["created_at"]),
+                        members, str(data.get("node", "")))
+
+
+def view_of(room: Room, describe: Callable[[Member], Json], node: str = "") -> RoomView:
+    members = tuple(MemberView(m.open_id, m.tinyid, m.entered_at, room.is_muted(m.open_id), describe(m))
+                    for m in room.members.values())
+    return RoomView(room.app_id, room.room_id, int(room.room_type), room.created_at, members, node)
+
+
+def parse_snapshot(text: str | bytes | None) -> list[RoomView]:
+    """The rooms of one node's snapshot; a missing or unreadable one (another version, say) is empty."""
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+        return [RoomView.from_json(room) for room in data["rooms"]]
+    except (ValueError, KeyError, TypeError):
+        log.warning("unreadable room snapshot in Redis; skipped")
+        return []
+
+
+def merge_rooms(views: Iterable[RoomView]) -> list[RoomView]:
+    """One view per (app, room), sorted: the first view given of a room wins (give this node's first),
+    and members only another node lists (a room split while it moves) are added after its own."""
+    merged: dict[tuple[str, str], RoomView] = {}
+    for view in views:
+        key = (view.app_id, view.room_id)
+        known = merged.get(key)
+        if known is None:
+            merged[key] = view
+            continue
+        seen = {m.open_id for m in known.members}
+        extra = tuple(m for m in view.members if m.open_id not in seen)
+        if extra:
+            merged[key] = replace(known, members=known.members + extra)
+    return [merged[key] for key in sorted(merged)]
+
+
+# --- the Redis side --------------------------------------------------------------------------------
+
+
+class SharedRecords:
+    """This node's part of the shared records (see the module doc)."""
+
+    def __init__(self, server: Server, link: Cluster) -> None:
+        self.server = server
+        self.cluster = link
+        self.keys = link.keys
+        self.signalling = signalling.get(server)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._failing = False  # publishing failed last time: log once per outage, not once a second
+        self.signalling.core.removal_listeners.append(self.on_removed)
+        self.signalling.proof_checks.append(self.check_resume)
+        self.signalling.room_listeners.append(self.on_room_event)
+
+    async def start(self) -> None:
+        await self.cluster.redis.sadd(self.keys.nodes, self.cluster.node_id)
+        self._publisher = asyncio.create_task(self._publish_forever())
+
+    async def stop(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+        await self.flush()
+        try:
+            await self.cluster.redis.delete(self.keys.noderooms(self.cluster.node_id))
+        except Exception as exc:  # stopping anyway; the snapshot expires by itself
+            log.warning("could not withdraw the room snapshot", extra=fields(error=str(exc)))
+
+    # --- removed members --------------------------------------------------------------------------
+
+    def on_removed(self, member: Member, wall: float) -> None:
+        """Core removal listener (kick, dissolve): write the record now, on the loop, without waiting."""
+        task = asyncio.get_running_loop().create_task(self._record_removal(member, wall))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record_removal(self, member: Member, wall: float) -> None:
+        key = self.keys.removed(member.app_id, member.open_id, member.room_id)
+        try:
+            await self.cluster.redis.set(key, repr(wall), ex=max(1, math.ceil(self.server.settings.reconnect_give_up)))
+        except Exception as exc:
+            log.warning("could not share a removal; only this node refuses the member's older resume tokens",
+                        extra=fields(app_id=member.app_id, room_id=member.room_id, open_id=member.open_id,
+                                     error=str(exc)))
+
+    async def flush(self) -> None:
+        """Wait until the removals made so far are written (an admin action answers after that)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def check_resume(self, credentials: Credentials, proof: Proof) -> Proof:
+        """Signalling proof check: a resume token that holds learns when any node removed the member."""
+        c = credentials
+        if c.resume_token is None or c.room_id is None or proof.app is None or proof.refused is not None \
+                or proof.token_problem is not None:
+            return proof
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                raw = await self.cluster.redis.get(self.keys.removed(proof.app.app_id, c.open_id, c.room_id))
+        except Exception as exc:
+            log.warning("could not read the cluster's removal record; deciding on this node's",
+                        extra=fields(app_id=c.app_id, room_id=c.room_id, open_id=c.open_id, error=str(exc)))
+            return proof
+        return proof if raw is None else replace(proof, removed_at=float(raw))
+
+    # --- admin nonces -----------------------------------------------------------------------------
+
+    async def claim_nonce(self, key_id: str, nonce: str, keep: float) -> bool:
+        """Claim a signed request's nonce for the whole cluster; False when a node already saw it."""
+        claimed = await self.cluster.redis.set(self.keys.nonce(key_id, nonce), b"1", nx=True, ex=max(1, math.ceil(keep)))
+        return bool(claimed)
+
+    # --- who is where -----------------------------------------------------------------------------
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        self._changed.set()
+
+    def local_rooms(self) -> list[RoomView]:
+        registry, game_voice = self.signalling.registry, self.signalling.core.game_voice
+        rooms = {(m.app_id, m.room_id) for m in registry.members()}
+        return [view_of(registry.room(a, r), game_voice.describe, self.cluster.node_id) for a, r in sorted(rooms)]
+
+    async def publish(self) -> None:
+        text = json.dumps({"node": self.cluster.node_id, "at": time.time(),
+                           "rooms": [v.to_json() for v in self.local_rooms()]})
+        await self.cluster.redis.set(self.keys.noderooms(self.cluster.node_id), text, px=int(NODE_TTL * 1000))
+
+    async def _publish_forever(self) -> None:
+        while True:
+            self._changed.clear()
+            try:
+                await self.publish()
+                if self._failing:
+                    log.info("room snapshot published again")
+                self._failing = False
+            except Exception as exc:
+                if not self._failing:
+                    log.warning("could not publish this node's rooms; other nodes will not list them",
+                                extra=fields(error=str(exc)))
+                self._failing = True
+            await asyncio.sleep(PUBLISH_GAP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), HEARTBEAT - PUBLISH_GAP)
+
+    async def other_rooms(self) -> list[RoomView]:
+        """The rooms the other live nodes published (a node's snapshot expires with its heartbeats)."""
+        redis = self.cluster.redis
+        try:
+            ids = sorted(i.decode() for i in await redis.smembers(self.keys.nodes) if i.decode() != self.cluster.node_id)
+            texts = await redis.mget([self.keys.noderooms(i) for i in ids]) if ids else []
+        except Exception as exc:
+            raise _unreachable(exc) from None
+        return [view for text in texts for view in parse_snapshot(text)]
+
+    async def owner(self, app_id: str, room_id: str) -> str | None:
+        """The live node other than this one that ``keys.room`` places the room on, else None."""
+        redis = self.cluster.redis
+        try:
+            raw = await redis.get(self.keys.room(app_id, room_id))
+            node: str | None = raw.decode() if raw is not None else None
+            if node is None or node == self.cluster.node_id or not await redis.exists(self.keys.node(node)):
+                return None
+        except Exception as exc:
+            raise _unreachable(exc) from None
+        return node
+
+
+def _unreachable(exc: Exception) -> GmeError:
+    return GmeError(ErrorCode.AV_ERR_SERVER_FAILED, f"the cluster's Redis did not answer: {str(exc).rstrip('.')}")
+
+
+SHARED_RECORDS: web.AppKey[SharedRecords] = web.AppKey("opengme.shared_records")
+
+
+def setup(server: Server) -> None:
+    """With ``redis_url``: share removals, nonces and room snapshots (after cluster and signalling)."""
+    link = cluster.get(server)
+    if link is None:
+        return
+    records = SharedRecords(server, link)
+    server.web_app[SHARED_RECORDS] = records
+    server.on_start.append(records.start)
+    server.on_stop.append(records.stop)
+
+
+def get(server: Server) -> SharedRecords | None:
+    return server.web_app.get(SHARED_RECORDS)
