@@ -29,7 +29,7 @@ from opengme.errors import ErrorCode, GmeError
 from opengme.ids import room_id_problem
 from opengme.logs import fields
 from opengme.server import bus, shared_records, signalling
-from opengme.server.shared_records import RoomView, merge_rooms, view_of
+from opengme.server.shared_records import RoomView, merge_rooms, rooms_here
 from opengme.server.usage import USAGE, Usage, UsageLog
 from opengme.store import App, AppStoreError
 
@@ -128,30 +128,26 @@ class AdminActions:
     # A cluster (redis_url): listings merge every live node's rooms (shared_records), and an action on
     # a room another node serves is carried out there (bus), with the same results and error codes.
 
-    def _view(self, room: Room) -> RoomView:
-        return view_of(room, self.signalling.core.game_voice.describe)
-
-    async def all_rooms(self) -> list[RoomView]:
+    async def all_live_rooms(self) -> list[RoomView]:
         """Every room of every app, on this node and (cluster) on the other live nodes."""
-        local = [self._view(r) for r in self._local_rooms()]
         records = shared_records.get(self.server)
-        return merge_rooms(local + (await records.other_rooms() if records is not None else []))
+        others = await records.other_rooms() if records is not None else []
+        return merge_rooms(rooms_here(self.signalling) + others)
 
-    def _local_rooms(self) -> list[Room]:
-        registry = self.signalling.registry
-        return [registry.room(a, r) for a, r in sorted({(m.app_id, m.room_id) for m in registry.members()})]
-
-    async def rooms(self, app_id: str) -> list[RoomView]:
-        local = [self._view(r) for r in self.signalling.registry.rooms(app_id)]
+    async def live_rooms(self, app_id: str) -> list[RoomView]:
+        """The app's rooms, on this node and (cluster) on the other live nodes."""
         records = shared_records.get(self.server)
-        if records is None:
-            return local
-        return merge_rooms(local + [v for v in await records.other_rooms() if v.app_id == app_id])
+        others = await records.other_rooms() if records is not None else []
+        return merge_rooms(rooms_here(self.signalling, app_id=app_id) + [v for v in others if v.app_id == app_id])
 
-    async def room(self, app_id: str, room_id: str) -> RoomView:
+    def room(self, app_id: str, room_id: str) -> Room:
+        """The room on this node, or 10009 when it does not exist (now)."""
+        return self.signalling.registry.room(app_id, check_room_id(room_id))
+
+    async def live_room(self, app_id: str, room_id: str) -> RoomView:
         """The room, or 10009 when it does not exist (now) on any node."""
         check_room_id(room_id)
-        found = [v for v in await self.rooms(app_id) if v.room_id == room_id]
+        found = [v for v in await self.live_rooms(app_id) if v.room_id == room_id]
         if found:
             return found[0]
         raise GmeError(ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST, f"no room {room_id!r} in app {app_id}")
@@ -192,7 +188,7 @@ class AdminActions:
         return outcomes
 
     def _kick_here(self, app_id: str, room_id: str, open_ids: list[str], reason: str) -> list[tuple[str, ErrorCode]]:
-        self.signalling.registry.room(app_id, check_room_id(room_id))
+        self.room(app_id, room_id)
         return [(o, _outcome(partial(self.signalling.kick, app_id, room_id, o, reason))) for o in open_ids]
 
     async def dissolve(self, app_id: str, room_id: str, reason: str = DISSOLVED) -> int:
@@ -214,7 +210,7 @@ class AdminActions:
 
     def _mute_here(self, app_id: str, room_id: str, changes: list[tuple[str, bool]],
                    reason: str) -> list[tuple[str, ErrorCode]]:
-        self.signalling.registry.room(app_id, check_room_id(room_id))
+        self.room(app_id, room_id)
         set_muted = partial(self.signalling.set_muted, app_id, room_id, reason=reason)
         return [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
 
@@ -243,7 +239,7 @@ class AdminActions:
         if current is not None and current.room_id == room_id:
             stays.append((current.entered_at, None))
         elif shared_records.get(self.server) is not None:
-            here = [m for v in await self.rooms(app_id) if v.room_id == room_id for m in v.members if m.open_id == open_id]
+            here = [m for v in await self.live_rooms(app_id) if v.room_id == room_id for m in v.members if m.open_id == open_id]
             stays += [(m.entered_at, None) for m in here[:1]]
         return stays, sum((now if end is None else end) - start for start, end in stays)
 

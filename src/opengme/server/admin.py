@@ -128,11 +128,11 @@ class Admin:
     # --- handlers -------------------------------------------------------------------------------
 
     async def rooms(self, request: web.Request, app_id: str) -> web.Response:
-        rooms = await self.actions.rooms(app_id)
+        rooms = await self.actions.live_rooms(app_id)
         return self._ok(rooms=[{"room_id": r.room_id, "room_type": r.room_type, "members": len(r.members)} for r in rooms])
 
     async def room_info(self, request: web.Request, app_id: str) -> web.Response:
-        room = await self.actions.room(app_id, request.match_info["room_id"])
+        room = await self.actions.live_room(app_id, request.match_info["room_id"])
         members = [
             {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": m.muted,
              **m.game}  # team, mode, range, position (game voice)

@@ -243,7 +243,7 @@ class Console:
         store = self.server.store
         apps = await self.server.run_blocking(store.list)
         minutes = await actions.get(self.server).inout.minutes(time.time() - USAGE_DAYS * 86400)
-        everywhere = await actions.get(self.server).all_rooms()  # a cluster: every live node's rooms
+        everywhere = await actions.get(self.server).all_live_rooms()  # a cluster: every live node's rooms
         out = []
         for app in apps:
             rooms = [r for r in everywhere if r.app_id == app.app_id]

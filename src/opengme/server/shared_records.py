@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from opengme.core.signalling import Credentials, Proof
     from opengme.server.app import Server
     from opengme.server.cluster import Cluster
+    from opengme.server.signalling import Signalling
 
 log = logging.getLogger("opengme.cluster")
 
@@ -86,6 +87,14 @@ def view_of(room: Room, describe: Callable[[Member], Json], node: str = "") -> R
     members = tuple(MemberView(m.open_id, m.tinyid, m.entered_at, room.is_muted(m.open_id), describe(m))
                     for m in room.members.values())
     return RoomView(room.app_id, room.room_id, int(room.room_type), room.created_at, members, node)
+
+
+def rooms_here(sig: Signalling, node: str = "", app_id: str | None = None) -> list[RoomView]:
+    """This node's rooms (of one app, or all), as listings show them."""
+    registry, describe = sig.registry, sig.core.game_voice.describe
+    rooms = registry.rooms(app_id) if app_id is not None else [
+        registry.room(a, r) for a, r in sorted({(m.app_id, m.room_id) for m in registry.members()})]
+    return [view_of(room, describe, node) for room in rooms]
 
 
 def parse_snapshot(text: str | bytes | None) -> list[RoomView]:
@@ -198,14 +207,9 @@ class SharedRecords:
     def on_room_event(self, event: RoomEvent) -> None:
         self._changed.set()
 
-    def local_rooms(self) -> list[RoomView]:
-        registry, game_voice = self.signalling.registry, self.signalling.core.game_voice
-        rooms = {(m.app_id, m.room_id) for m in registry.members()}
-        return [view_of(registry.room(a, r), game_voice.describe, self.cluster.node_id) for a, r in sorted(rooms)]
-
     async def publish(self) -> None:
         text = json.dumps({"node": self.cluster.node_id, "at": time.time(),
-                           "rooms": [v.to_json() for v in self.local_rooms()]})
+                           "rooms": [v.to_json() for v in rooms_here(self.signalling, self.cluster.node_id)]})
         await self.cluster.redis.set(self.keys.noderooms(self.cluster.node_id), text, px=int(NODE_TTL * 1000))
 
     async def _publish_forever(self) -> None:

@@ -255,7 +255,7 @@ async def _describe_room_info(api: Tc3Api, key: ApiKey, params: Params) -> Param
     int_ids, str_ids = _ids(params, "RoomIds", MAX_ROOMS), _ids(params, "StrRoomIds", MAX_ROOMS)
     if (not int_ids and not str_ids) or len(int_ids) + len(str_ids) > MAX_ROOMS:
         raise Tc3Error("InvalidParameterValue", f"give 1-{MAX_ROOMS} rooms in RoomIds or StrRoomIds")
-    rooms = {r.room_id: r for r in await api.actions.rooms(app.app_id)}  # a cluster: every node's
+    rooms = {r.room_id: r for r in await api.actions.live_rooms(app.app_id)}  # a cluster: every node's
     users = []
     for room_id, is_int in [(r, True) for r in int_ids] + [(r, False) for r in str_ids]:
         room = rooms.get(room_id)
