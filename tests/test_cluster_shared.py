@@ -1,0 +1,299 @@
+"""The live records every node of a cluster agrees on (issue 18): removed members, admin nonces, who is
+in which room, and admin actions sent to the node that serves the room. Two real servers in this
+test's event loop on loopback share a real Redis (redis_url) and a real PostgreSQL (database_url);
+the pure parts (snapshots, bus messages) are tested directly."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio
+from tencentcloud.common import credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.gme.v20180711 import gme_client, models
+
+from opengme.apikeys import ApiKey, ApiKeyStore
+from opengme.cluster.keys import Keys, split_url
+from opengme.config import Settings
+from opengme.core.signalling import REMOVED
+from opengme.errors import ErrorCode, GmeError
+from opengme.protocol import admin as signing
+from opengme.server import bus, cluster, console, shared_records
+from opengme.server.console_auth import COOKIE, CSRF_HEADER
+from opengme.server.shared_records import MemberView, RoomView, merge_rooms, parse_snapshot
+from support.cluster import postgres_database
+from support.redis_server import redis_prefix
+from support.signal_harness import Running, SignalClient, admin, is_error, start
+
+# --- pure parts ----------------------------------------------------------------------------------
+
+
+def _view(room_id: str, *open_ids: str, node: str = "a", app_id: str = "1400000001") -> RoomView:
+    members = tuple(MemberView(o, 100 + i, 1000.0 + i, i == 0, {"team": 1} if i else {}) for i, o in enumerate(open_ids))
+    return RoomView(app_id, room_id, 1, 999.0, members, node)
+
+
+def test_room_snapshots_round_trip_and_merge_with_this_nodes_view_first() -> None:
+    mine, theirs = _view("r1", "10001", "10002"), _view("r1", "10002", "10003", node="b")
+    other = _view("r0", "20001", node="b")
+    text = json.dumps({"node": "b", "rooms": [theirs.to_json(), other.to_json()]})
+    assert parse_snapshot(text) == [theirs, other]
+    merged = merge_rooms([mine, *parse_snapshot(text)])
+    assert [v.room_id for v in merged] == ["r0", "r1"]
+    assert merged[1].node == "a" and [m.open_id for m in merged[1].members] == ["10001", "10002", "10003"]
+    assert merged[1].members[1] == mine.members[1]  # this node's facts win for a member both list
+    assert parse_snapshot(None) == [] and parse_snapshot("{not json") == [] and parse_snapshot('{"rooms": [1]}') == []
+
+
+def test_bus_messages_carry_results_and_the_owners_error_codes() -> None:
+    text = bus.request_text("kick", {"room_id": "r1"}, "p:reply:x")
+    assert bus.parse_request(text) == ("kick", {"room_id": "r1"}, "p:reply:x")
+    for junk in ("[]", "nope", '{"op": "kick"}', '{"op": 1, "args": {}, "reply": "k"}', '{"op": "k", "args": {}, "reply": ""}'):
+        assert bus.parse_request(junk) is None
+    assert bus.parse_answer(bus.answer_text({"removed": 2})) == {"removed": 2}
+    with pytest.raises(GmeError) as caught:
+        bus.parse_answer(bus.answer_text(GmeError(ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST, "no room 'r9'")))
+    assert (caught.value.code, caught.value.detail) == (ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST, "no room 'r9'")
+    with pytest.raises(GmeError) as caught:
+        bus.parse_answer('{"code": 999999, "detail": "from a newer node"}')
+    assert caught.value.code is ErrorCode.AV_ERR_SERVER_FAILED
+
+
+# --- two nodes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    a: Running
+    b: Running
+    redis: Any
+    keys: Keys
+    settings: Callable[[Path], Settings]
+
+    def node_id(self, srv: Running) -> str:
+        link = cluster.get(srv.server)
+        assert link is not None
+        return link.node_id
+
+    async def register(self, *nodes: Running) -> None:
+        """What the node registry (server/nodes.py) keeps: each node's hash, alive while it exists."""
+        for srv in nodes:
+            await self.redis.hset(self.keys.node(self.node_id(srv)), mapping={"url": srv.url, "started": 0})
+
+    async def place(self, room_id: str, srv: Running) -> None:
+        """What room placement writes: the node that serves the room."""
+        await self.redis.set(self.keys.room(srv.app.app_id, room_id), self.node_id(srv))
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    with redis_prefix() as redis_url, postgres_database() as database_url:
+        url, prefix = split_url(redis_url)
+        client = redis.asyncio.Redis.from_url(url)
+
+        def settings(data_dir: Path) -> Settings:
+            return Settings(host="127.0.0.1", port=0, data_dir=data_dir, redis_url=redis_url,
+                            database_url=database_url)
+
+        async with aiohttp.ClientSession() as session:
+            a = await start(settings(tmp_path / "a"), session)
+            b = await start(settings(tmp_path / "b"), session, app=a.app)
+            pair = Pair(a, b, client, Keys(prefix), settings)
+            await pair.register(a, b)
+            try:
+                yield pair
+            finally:
+                for srv in (pair.a, pair.b):
+                    for c in srv.clients:
+                        await c.ws.close()
+                    await srv.stop()
+                await client.aclose()
+
+
+async def _eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll an async check until it returns something truthy (snapshots refresh every second)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.1)
+
+
+async def _tc3(srv: Running, key: ApiKey, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """An API 3.0 call through Tencent Cloud's own SDK, pointed at ``srv`` (the SDK blocks: a thread)."""
+    http = HttpProfile(protocol="http", endpoint=srv.url.removeprefix("http://"), reqTimeout=10)
+    gme = gme_client.GmeClient(credential.Credential(key.secret_id, key.secret_key), "ap-guangzhou",
+                               ClientProfile(httpProfile=http))
+    request = getattr(models, f"{action}Request")()
+    request.from_json_string(json.dumps(params))
+    response = await asyncio.to_thread(getattr(gme, action), request)
+    data: dict[str, Any] = json.loads(response.to_json_string())
+    return data
+
+
+def _api_key(srv: Running) -> ApiKey:
+    keys = ApiKeyStore(srv.server.settings.data_dir, srv.server.settings.database_url)
+    try:
+        return keys.create("cluster test")
+    finally:
+        keys.close()
+
+
+async def _after_admin_push(member: SignalClient, kind: str) -> dict[str, Any]:
+    """The next push of ``kind`` the member gets (skipping members pushes)."""
+    while True:
+        message = await member.recv()
+        if message["type"] == kind:
+            return message
+
+
+async def test_a_room_on_node_a_is_listed_and_acted_on_through_node_b(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    one, two = await a.member("10001", room_id="r1"), await a.member("10002", room_id="r1")
+    await one.recv()  # 10002 entered
+    await pair.place("r1", a)
+
+    async def listed() -> Any:
+        status, reply = await admin(b, "GET", "/v1/admin/rooms")
+        return reply["rooms"] if status == 200 else None
+
+    assert await _eventually(listed) == [{"room_id": "r1", "room_type": 1, "members": 2}]
+    status, info = await admin(b, "GET", "/v1/admin/rooms/r1")
+    assert status == 200 and [m["open_id"] for m in info["members"]] == ["10001", "10002"]
+    assert all(isinstance(m["tinyid"], int) and m["muted"] is False for m in info["members"])
+    status, stays = await admin(b, "GET", "/v1/admin/inout?room_id=r1&open_id=10001")
+    assert status == 200 and stays["in_out"][-1]["end"] is None  # online on node A
+
+    # Mute and unmute through B's admin API: the member on A is told.
+    status, reply = await admin(b, "POST", "/v1/admin/rooms/r1/mute", {"open_ids": ["10002", "nobody"], "muted": True})
+    assert status == 200 and reply["results"] == [{"open_id": "10002", "code": 0},
+                                                   {"open_id": "nobody", "code": ErrorCode.AV_ERR_SERVER_ENDPOINT_NOT_EXIST}]
+    assert (await _after_admin_push(two, "mute"))["muted"] is True
+    assert a.server.web_app[shared_records.SHARED_RECORDS] is not None
+    assert await _eventually(lambda: _muted_on(b, "10002"))  # B's listing shows A's mute
+
+    # The API 3.0 on B: the room's users, an unmute, a kick.
+    key = _api_key(b)
+    biz = int(a.app.app_id)
+    described = await _tc3(b, key, "DescribeRoomInfo", {"SdkAppId": biz, "StrRoomIds": ["r1"]})
+    assert described["RoomUsers"] == [{"RoomId": 0, "StrRoomId": "r1", "Uins": [10001, 10002], "StrUins": []}]
+    unmuted = await _tc3(b, key, "ModifyUserMicStatus", {"BizId": biz, "RoomId": "r1",
+                                                         "Users": [{"StrUid": "10002", "EnableMic": 2}]})
+    assert unmuted["Result"] == 0, unmuted
+    assert (await _after_admin_push(two, "mute"))["muted"] is False
+    kicked = await _tc3(b, key, "DeleteRoomMember", {"BizId": biz, "RoomId": "r1", "DeleteType": 2, "StrUids": ["10002"]})
+    assert kicked["DeleteResult"] == {"Code": 0, "ErrorMsg": ""}
+    gone = await _after_admin_push(two, "disconnect")
+    assert gone["code"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
+
+    # The signed admin API's kick on B: the last member is out too.
+    status, reply = await admin(b, "POST", "/v1/admin/rooms/r1/kick", {"open_ids": ["10001"], "reason": "cheating"})
+    assert (status, reply["results"]) == (200, [{"open_id": "10001", "code": 0}])
+    out = await _after_admin_push(one, "disconnect")
+    assert out["code"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION and "cheating" in out["reason"]
+
+    # The room is gone: B answers as A would (10009), whether the room map still names A or not.
+    status, reply = await admin(b, "POST", "/v1/admin/rooms/r1/kick", {"open_ids": ["10001"]})
+    assert (status, reply["code"]) == (404, ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST)
+    await pair.redis.delete(pair.keys.room(a.app.app_id, "r1"))
+    status, reply = await admin(b, "POST", "/v1/admin/rooms/r1/dissolve")
+    assert (status, reply["code"]) == (404, ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST)
+
+
+async def _muted_on(srv: Running, open_id: str) -> bool:
+    status, info = await admin(srv, "GET", "/v1/admin/rooms/r1")
+    return status == 200 and any(m["open_id"] == open_id and m["muted"] for m in info["members"])
+
+
+async def test_the_console_on_node_b_lists_and_dissolves_node_as_rooms(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    member = await a.member("10001", room_id="lobby")
+    await pair.place("lobby", a)
+    token = console.get(a.server).first_token  # the operator tokens are shared (database_url)
+    assert token is not None
+    headers = {"Origin": b.url}
+    async with b.session.post(b.url + "/console/api/login", json={"token": token}, headers=headers) as reply:
+        headers |= {CSRF_HEADER: (await reply.json())["csrf"], "Cookie": f"{COOKIE}={reply.cookies[COOKIE].value}"}
+
+    async def rooms() -> Any:
+        async with b.session.get(b.url + "/console/api/rooms", headers=headers) as reply:
+            listed = await reply.json()
+        return listed if listed["rooms"] else None
+
+    listed = await _eventually(rooms)
+    assert (listed["rooms_total"], listed["members_total"]) == (1, 1)
+    room = listed["rooms"][0]
+    assert (room["room_id"], room["node"], room["members"][0]["open_id"]) == ("lobby", pair.node_id(a), "10001")
+    async with b.session.get(b.url + "/console/api/apps", headers=headers) as reply:
+        usage = (await reply.json())["apps"][0]["usage"]
+    assert (usage["rooms"], usage["members"]) == (1, 1)
+    body = {"app_id": a.app.app_id, "room_id": "lobby", "open_id": "10001", "muted": True}
+    async with b.session.post(b.url + "/console/api/mute", json=body, headers=headers) as reply:
+        assert (await reply.json())["code"] == 0
+    assert (await _after_admin_push(member, "mute"))["muted"] is True
+    async with b.session.post(b.url + "/console/api/dissolve", json={"app_id": a.app.app_id, "room_id": "lobby"},
+                              headers=headers) as reply:
+        assert await reply.json() == {"code": 0, "removed": 1}
+    assert (await _after_admin_push(member, "disconnect"))["code"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
+
+
+async def test_a_kicked_members_resume_token_is_refused_on_every_node_and_after_a_restart(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    kicked, kept = await a.client("10001"), await a.client("10002")
+    token = (await kicked.enter("r1"))["resume_token"]
+    kept_token = (await kept.enter("r1"))["resume_token"]
+    status, _ = await admin(a, "POST", "/v1/admin/rooms/r1/kick", {"open_ids": ["10001"]})
+    assert status == 200
+    back = await b.client("10001")
+    assert is_error(await back.enter("r1", auth=b"", resume_token=token), ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
+    # A member that was not removed resumes on B with its token alone (the check is the record, not the node).
+    await kept.ws.close()
+    moved = await b.client("10002")
+    assert (await moved.enter("r1", auth=b"", resume_token=kept_token))["type"] == "entered"
+    # Node A restarts (a new node id, an empty memory): the record is still in Redis.
+    data_dir = a.server.settings.data_dir
+    for c in a.clients:
+        await c.ws.close()
+    await a.stop()
+    pair.a = await start(pair.settings(data_dir), a.session, app=a.app)
+    again = await pair.a.client("10001")
+    assert is_error(await again.enter("r1", auth=b"", resume_token=token), ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
+    assert (await again.enter("r1"))["type"] == "entered"  # a fresh AuthBuffer still lets it in
+    ttl = await pair.redis.ttl(pair.keys.removed(a.app.app_id, "10001", "r1"))
+    assert 0 < ttl <= a.server.settings.reconnect_give_up
+
+
+async def test_an_admin_nonce_used_on_one_node_is_refused_on_the_other(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    path = "/v1/admin/rooms"
+    headers = signing.signed_headers(a.app.app_id, a.app.key, "GET", path)
+    async with a.session.get(a.url + path, headers=headers) as reply:
+        assert reply.status == 200
+    async with b.session.get(b.url + path, headers=headers) as reply:
+        refused = await reply.json()
+        assert reply.status == 401 and refused["code"] == ErrorCode.AV_ERR_AUTH_FIALD
+        assert "already used" in refused["message"]
+    nonce = headers[signing.HEADER_NONCE]
+    ttl = await pair.redis.ttl(pair.keys.nonce(a.app.app_id, nonce))
+    assert 0 < ttl <= 2 * a.server.settings.admin_max_skew
+    assert (await admin(b, "GET", path))[0] == 200  # a fresh nonce passes
+
+
+async def test_an_action_for_a_node_that_does_not_listen_is_one_clear_error(pair: Pair) -> None:
+    await pair.redis.hset(pair.keys.node("gone"), mapping={"url": "http://127.0.0.1:9"})
+    await pair.redis.set(pair.keys.room(pair.a.app.app_id, "r7"), "gone")
+    status, reply = await admin(pair.b, "POST", "/v1/admin/rooms/r7/kick", {"open_ids": ["10001"]})
+    assert (status, reply["code"]) == (400, ErrorCode.AV_ERR_SERVER_FAILED)
+    assert "does not listen" in reply["message"]
+    # A room map entry for a dead node (no node hash) is not followed: the room is simply not there.
+    await pair.redis.delete(pair.keys.node("gone"))
+    status, reply = await admin(pair.b, "POST", "/v1/admin/rooms/r7/kick", {"open_ids": ["10001"]})
+    assert (status, reply["code"]) == (404, ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST)
