@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +24,16 @@ from tencentcloud.gme.v20180711 import gme_client, models
 from opengme.apikeys import ApiKey, ApiKeyStore
 from opengme.cluster.keys import Keys, split_url
 from opengme.config import Settings
-from opengme.core.signalling import REMOVED
+from opengme.core.signalling import KICKED, REMOVED
 from opengme.errors import ErrorCode, GmeError
 from opengme.protocol import admin as signing
+from opengme.protocol import signalling as p
 from opengme.server import bus, cluster, console, shared_records
 from opengme.server.console_auth import COOKIE, CSRF_HEADER
 from opengme.server.shared_records import MemberView, RoomView, merge_rooms, parse_snapshot
+from opengme.store import AppStore
 from support.cluster import postgres_database
+from support.processes import ServeProcess, opengme_cmd, start_server
 from support.redis_server import redis_prefix
 from support.signal_harness import Running, SignalClient, admin, is_error, start
 
@@ -297,3 +302,65 @@ async def test_an_action_for_a_node_that_does_not_listen_is_one_clear_error(pair
     await pair.redis.delete(pair.keys.node("gone"))
     status, reply = await admin(pair.b, "POST", "/v1/admin/rooms/r7/kick", {"open_ids": ["10001"]})
     assert (status, reply["code"]) == (404, ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST)
+
+
+# --- real `opengme serve` processes and the signed CLI -------------------------------------------
+
+
+def _node_id(node: ServeProcess) -> str:
+    """The node's id from its log line "joined cluster" (written before "listening")."""
+    assert node.proc.stderr is not None
+    while True:
+        line = node.proc.stderr.readline()
+        assert line, "the node ended without joining its cluster"
+        if "joined cluster" in line:  # a JSON line (stderr is not a terminal)
+            node_id: str = json.loads(line)["node_id"]
+            return node_id
+
+
+@pytest.mark.slow
+async def test_the_signed_cli_kicks_and_mutes_through_another_serve_process(tmp_path: Path) -> None:
+    with redis_prefix() as redis_url, postgres_database() as database_url:
+        env = {"OPENGME_REDIS_URL": redis_url, "OPENGME_DATABASE_URL": database_url}
+        node_a = start_server(tmp_path / "a", env=env, stderr=subprocess.PIPE)
+        node_b = start_server(tmp_path / "b", env=env, stderr=subprocess.PIPE)
+        url, prefix = split_url(redis_url)
+        keys, client = Keys(prefix), redis.asyncio.Redis.from_url(url)
+        try:
+            ids = {_node_id(node_a): node_a, _node_id(node_b): node_b}
+            for node_id, node in ids.items():
+                await client.hset(keys.node(node_id), mapping={"url": node.url})
+            store = AppStore(tmp_path / "a", database_url=database_url)
+            app = store.list()[0]
+            store.close()
+            await client.set(keys.room(app.app_id, "arena"), next(i for i, n in ids.items() if n is node_a))
+
+            def cli(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(opengme_cmd(*args, "--data-dir", str(tmp_path / "cli"), "--server", node_b.url),
+                                      capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(node_a.url.replace("http", "ws") + "/v1/signal")
+                member = SignalClient(ws, app)
+                assert (await member.hello("10001"))["type"] == "hello_ok"
+                assert (await member.enter("arena"))["type"] == "entered"
+                listing = await asyncio.to_thread(cli, "rooms", app.app_id, "arena")
+                for _ in range(30):  # node A's snapshot: published within a second of the entry
+                    if listing.returncode == 0:
+                        break
+                    await asyncio.sleep(0.2)
+                    listing = await asyncio.to_thread(cli, "rooms", app.app_id, "arena")
+                assert listing.returncode == 0 and "10001" in listing.stdout, listing.stderr
+                muted = await asyncio.to_thread(cli, "mute", app.app_id, "arena", "10001")
+                assert muted.returncode == 0 and "muted 10001" in muted.stdout, muted.stderr
+                assert (await _after_admin_push(member, "mute"))["muted"] is True
+                kicked = await asyncio.to_thread(cli, "kick", app.app_id, "arena", "10001", "--reason", "afk")
+                assert kicked.returncode == 0 and "kicked 10001" in kicked.stdout, kicked.stderr
+                assert await member.recv() == p.disconnect(ErrorCode.AV_ERR_SERVER_NO_PERMISSION, f"{KICKED}: afk")
+                await ws.close()
+                again = await asyncio.to_thread(cli, "kick", app.app_id, "arena", "10001")
+                assert again.returncode == 1 and "AV_ERR_SERVER_ROOM_NOT_EXIST (10009)" in again.stderr
+        finally:
+            node_a.stop()
+            node_b.stop()
+            await client.aclose()
