@@ -24,13 +24,15 @@ from tencentcloud.gme.v20180711 import gme_client, models
 from opengme.apikeys import ApiKey, ApiKeyStore
 from opengme.cluster.keys import Keys, split_url
 from opengme.config import Settings
+from opengme.core.rooms import Member, Room
 from opengme.core.signalling import KICKED, REMOVED
 from opengme.errors import ErrorCode, GmeError
+from opengme.events import RoomType
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
 from opengme.server import bus, cluster, console, shared_records
 from opengme.server.console_auth import COOKIE, CSRF_HEADER
-from opengme.server.shared_records import MemberView, RoomView, merge_rooms, parse_snapshot
+from opengme.server.shared_records import MemberView, merge_rooms, parse_snapshot, room_json, view_of
 from opengme.store import AppStore
 from support.cluster import postgres_database
 from support.processes import ServeProcess, opengme_cmd, start_server
@@ -40,17 +42,23 @@ from support.signal_harness import Running, SignalClient, admin, is_error, start
 # --- pure parts ----------------------------------------------------------------------------------
 
 
-def _view(room_id: str, *open_ids: str, node: str = "a", app_id: str = "1400000001") -> RoomView:
-    members = tuple(MemberView(o, 100 + i, 1000.0 + i, i == 0, {"team": 1} if i else {}) for i, o in enumerate(open_ids))
-    return RoomView(app_id, room_id, 1, 999.0, members, node)
+def _room(room_id: str, *open_ids: str, app_id: str = "1400000001") -> Room:
+    members = {o: Member(app_id, room_id, o, 100 + i, 1, 1000.0 + i) for i, o in enumerate(open_ids)}
+    return Room(app_id, room_id, RoomType.FLUENCY, 999.0, members, muted={open_ids[0]})
+
+
+def _game(member: Member) -> dict[str, Any]:
+    return {"team": 1} if member.tinyid > 100 else {}
 
 
 def test_room_snapshots_round_trip_and_merge_with_this_nodes_view_first() -> None:
-    mine, theirs = _view("r1", "10001", "10002"), _view("r1", "10002", "10003", node="b")
-    other = _view("r0", "20001", node="b")
-    text = json.dumps({"node": "b", "rooms": [theirs.to_json(), other.to_json()]})
-    assert parse_snapshot(text) == [theirs, other]
-    merged = merge_rooms([mine, *parse_snapshot(text)])
+    mine = view_of(_room("r1", "10001", "10002"), _game, "a")
+    text = json.dumps({"node": "b", "rooms": [room_json(_room("r1", "10002", "10003"), _game, "b"),
+                                              room_json(_room("r0", "20001"), _game, "b")]})
+    theirs, other = parse_snapshot(text)
+    assert theirs == view_of(_room("r1", "10002", "10003"), _game, "b") and other.room_id == "r0"
+    assert theirs.members[0] == MemberView("10002", 100, 1000.0, True, {})
+    merged = merge_rooms([mine, theirs, other])
     assert [v.room_id for v in merged] == ["r0", "r1"]
     assert merged[1].node == "a" and [m.open_id for m in merged[1].members] == ["10001", "10002", "10003"]
     assert merged[1].members[1] == mine.members[1]  # this node's facts win for a member both list

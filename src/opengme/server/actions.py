@@ -212,7 +212,11 @@ class AdminActions:
                    reason: str) -> list[tuple[str, ErrorCode]]:
         self.room(app_id, room_id)
         set_muted = partial(self.signalling.set_muted, app_id, room_id, reason=reason)
-        return [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
+        outcomes = [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
+        records = shared_records.get(self.server)
+        if records is not None:
+            records.changed()  # the other nodes' listings show the mute within a second
+        return outcomes
 
     # --- the bus: other nodes' requests for this node's rooms (never sent on: the room is here or not)
 

@@ -42,8 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("opengme.cluster")
 
 Json = dict[str, Any]
-PUBLISH_GAP = 0.2
+PUBLISH_GAP = 0.5
 """At least this long between two snapshots of a node's rooms: a burst of entries costs one write."""
+FULL_EVERY = 10
+"""Heartbeats between full snapshots when no member entered or left (in between, only the expiry is
+renewed): what else changes (room type, game-voice positions) shows within that many seconds."""
 CHECK_TIMEOUT = 1.0
 """How long a resume waits for the cluster's removal record before deciding on this node's alone."""
 
@@ -71,16 +74,20 @@ class RoomView:
     members: tuple[MemberView, ...]
     node: str = ""
 
-    def to_json(self) -> Json:
-        return {"app_id": self.app_id, "room_id": self.room_id, "room_type": self.room_type,
-                "created_at": self.created_at, "node": self.node,
-                "members": [[m.open_id, m.tinyid, m.entered_at, m.muted, m.game] for m in self.members]}
-
     @staticmethod
     def from_json(data: Json) -> RoomView:
         members = tuple(MemberView(str(o), int(t), float(e), bool(mu), dict(g)) for o, t, e, mu, g in data["members"])
         return RoomView(str(data["app_id"]), str(data["room_id"]), int(data["room_type"]), float(data["created_at"]),
                         members, str(data.get("node", "")))
+
+
+def room_json(room: Room, describe: Callable[[Member], Json], node: str) -> Json:
+    """A room as a node's snapshot holds it (``RoomView.from_json`` reads it): members as
+    ``[openid, tinyid, entered_at, muted, game]`` rows, compact at ten thousand members."""
+    return {"app_id": room.app_id, "room_id": room.room_id, "room_type": int(room.room_type),
+            "created_at": room.created_at, "node": node,
+            "members": [[m.open_id, m.tinyid, m.entered_at, room.is_muted(m.open_id), describe(m)]
+                        for m in room.members.values()]}
 
 
 def view_of(room: Room, describe: Callable[[Member], Json], node: str = "") -> RoomView:
@@ -91,10 +98,14 @@ def view_of(room: Room, describe: Callable[[Member], Json], node: str = "") -> R
 
 def rooms_here(sig: Signalling, node: str = "", app_id: str | None = None) -> list[RoomView]:
     """This node's rooms (of one app, or all), as listings show them."""
-    registry, describe = sig.registry, sig.core.game_voice.describe
-    rooms = registry.rooms(app_id) if app_id is not None else [
-        registry.room(a, r) for a, r in sorted({(m.app_id, m.room_id) for m in registry.members()})]
-    return [view_of(room, describe, node) for room in rooms]
+    return [view_of(room, sig.core.game_voice.describe, node) for room in _rooms(sig, app_id)]
+
+
+def _rooms(sig: Signalling, app_id: str | None = None) -> list[Room]:
+    registry = sig.registry
+    if app_id is not None:
+        return registry.rooms(app_id)
+    return [registry.room(a, r) for a, r in sorted({(m.app_id, m.room_id) for m in registry.members()})]
 
 
 def parse_snapshot(text: str | bytes | None) -> list[RoomView]:
@@ -141,6 +152,7 @@ class SharedRecords:
         self._changed = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._failing = False  # publishing failed last time: log once per outage, not once a second
+        self._read: dict[str, tuple[bytes, list[RoomView]]] = {}  # node -> its last snapshot, parsed
         self.signalling.core.removal_listeners.append(self.on_removed)
         self.signalling.proof_checks.append(self.check_resume)
         self.signalling.room_listeners.append(self.on_room_event)
@@ -205,18 +217,33 @@ class SharedRecords:
     # --- who is where -----------------------------------------------------------------------------
 
     def on_room_event(self, event: RoomEvent) -> None:
+        self.changed()
+
+    def changed(self) -> None:
+        """This node's rooms changed (an entry, a departure, a server mute): publish them soon."""
         self._changed.set()
 
     async def publish(self) -> None:
-        text = json.dumps({"node": self.cluster.node_id, "at": time.time(),
-                           "rooms": [v.to_json() for v in rooms_here(self.signalling, self.cluster.node_id)]})
-        await self.cluster.redis.set(self.keys.noderooms(self.cluster.node_id), text, px=int(NODE_TTL * 1000))
+        """Write this node's snapshot: the rows are read on the loop, encoded on a worker thread."""
+        node = self.cluster.node_id
+        describe = self.signalling.core.game_voice.describe
+        snapshot = {"node": node, "at": time.time(), "rooms": [room_json(r, describe, node) for r in _rooms(self.signalling)]}
+        text = await self.server.run_blocking(json.dumps, snapshot)
+        await self.cluster.redis.set(self.keys.noderooms(node), text, px=int(NODE_TTL * 1000))
+
+    async def _refresh(self, full: bool) -> None:
+        """A full snapshot, or (nothing changed) the same one kept alive for another ``NODE_TTL``."""
+        if full or not await self.cluster.redis.pexpire(self.keys.noderooms(self.cluster.node_id), int(NODE_TTL * 1000)):
+            await self.publish()
 
     async def _publish_forever(self) -> None:
+        beats = 0
         while True:
+            full = self._changed.is_set() or beats % FULL_EVERY == 0
             self._changed.clear()
+            beats += 1
             try:
-                await self.publish()
+                await self._refresh(full)
                 if self._failing:
                     log.info("room snapshot published again")
                 self._failing = False
@@ -237,7 +264,17 @@ class SharedRecords:
             texts = await redis.mget([self.keys.noderooms(i) for i in ids]) if ids else []
         except Exception as exc:
             raise _unreachable(exc) from None
-        return [view for text in texts for view in parse_snapshot(text)]
+        read: dict[str, tuple[bytes, list[RoomView]]] = {}
+        for node, text in zip(ids, texts, strict=True):
+            if text is not None:
+                # A snapshot seen before is not parsed again (the console asks twice a second); a new
+                # one is parsed on a worker thread (10,000 members: tens of ms).
+                known = self._read.get(node)
+                if known is None or known[0] != text:
+                    known = (text, await self.server.run_blocking(parse_snapshot, text))
+                read[node] = known
+        self._read = read
+        return [view for _, views in read.values() for view in views]
 
     async def owner(self, app_id: str, room_id: str) -> str | None:
         """The live node other than this one that ``keys.room`` places the room on, else None."""
