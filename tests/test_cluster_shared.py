@@ -5,6 +5,7 @@ the pure parts (snapshots, bus messages) are tested directly."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,10 +23,11 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.gme.v20180711 import gme_client, models
 
 from opengme.apikeys import ApiKey, ApiKeyStore
+from opengme.authbuffer import gen_auth_buffer
 from opengme.cluster.keys import Keys, split_url
 from opengme.config import Settings
 from opengme.core.rooms import Member, Room
-from opengme.core.signalling import KICKED, REMOVED
+from opengme.core.signalling import KICKED, REMOVED, Instant, Send, SignallingCore, prove
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import RoomType
 from opengme.protocol import admin as signing
@@ -33,7 +35,7 @@ from opengme.protocol import signalling as p
 from opengme.server import bus, cluster, console, shared_records
 from opengme.server.console_auth import COOKIE, CSRF_HEADER
 from opengme.server.shared_records import MemberView, merge_rooms, parse_snapshot, room_json, view_of
-from opengme.store import AppStore
+from opengme.store import App, AppStore, new_key
 from support.cluster import postgres_database
 from support.processes import ServeProcess, opengme_cmd, start_server
 from support.redis_server import redis_prefix
@@ -77,6 +79,35 @@ def test_bus_messages_carry_results_and_the_owners_error_codes() -> None:
     with pytest.raises(GmeError) as caught:
         bus.parse_answer('{"code": 999999, "detail": "from a newer node"}')
     assert caught.value.code is ErrorCode.AV_ERR_SERVER_FAILED
+
+
+def test_the_core_tells_removals_and_refuses_a_resume_another_node_recorded() -> None:
+    """The core's hooks, without sockets: a removal listener (node A) and a proof completed with the
+    cluster's record (node B, which never saw the kick)."""
+    now = Instant(1_700_000_000.0, 100.0)
+    app = App("1400000001", new_key(), "test", created_at=now.wall, updated_at=now.wall, voice=True, ptt=True, stt=True,
+              arrears=False, string_openid=False)
+    node_a, node_b = SignallingCore(Settings()), SignallingCore(Settings())
+    removed: list[tuple[str, float]] = []
+    node_a.removal_listeners.append(lambda member, at: removed.append((member.open_id, at)))
+
+    def enter(core: SignallingCore, conn: int, token: str | None, removed_at: float | None = None) -> dict[str, Any]:
+        core.connected(conn, now)
+        hello = p.hello(1, app.app_id, "10001", "0.1.0")
+        core.receive(conn, hello, now, prove(core.begin(conn, hello, now), lambda _: app))  # type: ignore[arg-type]
+        auth = b"" if token else gen_auth_buffer(app.app_id, "r1", "10001", app.key, now=now.wall)
+        message = p.enter(2, "r1", 1, auth, token)
+        proof = prove(core.begin(conn, message, now), lambda _: app)  # type: ignore[arg-type]
+        output = core.receive(conn, message, now, dataclasses.replace(proof, removed_at=removed_at))
+        [answer] = [a.message for a in output.actions if isinstance(a, Send) and a.message.get("id") == 2]
+        return answer
+
+    token = enter(node_a, 1, None)["resume_token"]
+    node_a.kick(app.app_id, "r1", "10001", KICKED, now)
+    assert removed == [("10001", now.wall)]
+    refused = enter(node_b, 1, token, removed_at=now.wall)
+    assert (refused["type"], refused["code"], refused["message"]) == ("error", ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
+    assert enter(node_b, 2, token, removed_at=now.wall - 3600)["type"] == "entered"  # removed before the token
 
 
 # --- two nodes -----------------------------------------------------------------------------------
