@@ -102,15 +102,21 @@ class Bus:
             await self._pubsub.aclose()
 
     async def _read_forever(self) -> None:
+        failing = False  # one line per Redis outage, not one a second
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: redis-py resubscribes on the next read
-                log.warning("cluster bus read failed; retrying", extra=fields(error=str(exc)))
+                if not failing:
+                    log.warning("cluster bus read failed; retrying every second", extra=fields(error=str(exc)))
+                failing = True
                 await asyncio.sleep(1.0)
                 continue
+            if failing:
+                log.info("cluster bus reading again")
+                failing = False
             if message is None or message.get("type") != "message":
                 continue
             task = asyncio.create_task(self._answer(message["data"]))

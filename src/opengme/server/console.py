@@ -305,8 +305,13 @@ class Console:
         records = shared_records.get(self.server)
         if records is None:
             return here
+        try:
+            listed = await records.other_rooms()
+        except GmeError as exc:  # the live view goes on with this node's rooms while Redis is away
+            log.warning("the other nodes' rooms are not shown", extra=fields(error=exc.detail))
+            return here
         mine = {(r["app_id"], r["room_id"]) for r in here["rooms"]}
-        others = [v for v in merge_rooms(await records.other_rooms()) if (v.app_id, v.room_id) not in mine]
+        others = [v for v in merge_rooms(listed) if (v.app_id, v.room_id) not in mine]
         rooms = here["rooms"] + [
             {"app_id": v.app_id, "room_id": v.room_id, "room_type": v.room_type, "node": v.node,
              "members": [{"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "speaking": False,
