@@ -159,9 +159,9 @@ class AdminActions:
             return None
         try:
             self.signalling.registry.room(app_id, room_id)
-            return None
         except GmeError:
             return await records.owner(app_id, room_id)
+        return None
 
     async def _settled(self) -> None:
         """The removals just made are recorded for the whole cluster (before the action answers)."""
@@ -181,21 +181,21 @@ class AdminActions:
                    reason: str = KICKED) -> list[tuple[str, ErrorCode]]:
         """Remove members (GME DeleteRoomMember, type 2): 10009 for an unknown room, else a code per openid."""
         remote = await self._remote(app_id, room_id, "kick", {"open_ids": open_ids, "reason": reason})
-        if remote is not None:
-            return _outcomes(remote)
-        outcomes = self._kick_here(app_id, room_id, open_ids, reason)
+        return _outcomes(remote) if remote is not None else await self._kick_here(app_id, room_id, open_ids, reason)
+
+    async def _kick_here(self, app_id: str, room_id: str, open_ids: list[str],
+                         reason: str) -> list[tuple[str, ErrorCode]]:
+        self.room(app_id, room_id)
+        outcomes = [(o, _outcome(partial(self.signalling.kick, app_id, room_id, o, reason))) for o in open_ids]
         await self._settled()
         return outcomes
-
-    def _kick_here(self, app_id: str, room_id: str, open_ids: list[str], reason: str) -> list[tuple[str, ErrorCode]]:
-        self.room(app_id, room_id)
-        return [(o, _outcome(partial(self.signalling.kick, app_id, room_id, o, reason))) for o in open_ids]
 
     async def dissolve(self, app_id: str, room_id: str, reason: str = DISSOLVED) -> int:
         """Remove everyone (GME DeleteRoomMember, type 1); how many were removed, 10009 for an unknown room."""
         remote = await self._remote(app_id, room_id, "dissolve", {"reason": reason})
-        if remote is not None:
-            return int(remote["removed"])
+        return int(remote["removed"]) if remote is not None else await self._dissolve_here(app_id, room_id, reason)
+
+    async def _dissolve_here(self, app_id: str, room_id: str, reason: str) -> int:
         removed = self.signalling.dissolve(app_id, check_room_id(room_id), reason)
         await self._settled()
         return removed
@@ -204,9 +204,7 @@ class AdminActions:
                         reason: str = "") -> list[tuple[str, ErrorCode]]:
         """Server mute/unmute (GME ModifyUserMicStatus): 10009 for an unknown room, else a code per openid."""
         remote = await self._remote(app_id, room_id, "mute", {"changes": changes, "reason": reason})
-        if remote is not None:
-            return _outcomes(remote)
-        return self._mute_here(app_id, room_id, changes, reason)
+        return _outcomes(remote) if remote is not None else self._mute_here(app_id, room_id, changes, reason)
 
     def _mute_here(self, app_id: str, room_id: str, changes: list[tuple[str, bool]],
                    reason: str) -> list[tuple[str, ErrorCode]]:
@@ -221,8 +219,7 @@ class AdminActions:
     # --- the bus: other nodes' requests for this node's rooms (never sent on: the room is here or not)
 
     async def _bus_kick(self, args: Json) -> Json:
-        outcomes = self._kick_here(args["app_id"], args["room_id"], list(args["open_ids"]), args["reason"])
-        await self._settled()
+        outcomes = await self._kick_here(args["app_id"], args["room_id"], list(args["open_ids"]), args["reason"])
         return {"results": [[o, int(c)] for o, c in outcomes]}
 
     async def _bus_mute(self, args: Json) -> Json:
@@ -231,9 +228,7 @@ class AdminActions:
         return {"results": [[o, int(c)] for o, c in outcomes]}
 
     async def _bus_dissolve(self, args: Json) -> Json:
-        removed = self.signalling.dissolve(args["app_id"], check_room_id(args["room_id"]), args["reason"])
-        await self._settled()
-        return {"removed": removed}
+        return {"removed": await self._dissolve_here(args["app_id"], args["room_id"], args["reason"])}
 
     async def in_out(self, app_id: str, room_id: str, open_id: str) -> tuple[list[tuple[float, float | None]], float]:
         """A member's stays in a room (the current one, on any node, has no end) and their total seconds."""

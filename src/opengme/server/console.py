@@ -5,11 +5,13 @@ Access rules live in ``opengme.server.console_auth``; here every handler is wrap
 Origin check for changes and the WebSocket, then the session cookie, then the CSRF header for
 changes. Refusals are JSON ``{"code": <GME code>, "message": …}``: 10003 (HTTP 401/403) for a missing
 session, wrong token, CSRF or Origin; 10002 (400) for a malformed body; 10009/10010 from the room
-actions. Room actions call the same ``Signalling`` entry points as the signed admin API.
+actions. Room actions go through the action layer the signed admin API uses (``opengme.server.actions``),
+so in a cluster they reach rooms on any node.
 
 Live rooms: ``/console/api/live`` (WebSocket) pushes a snapshot of every room with its members, who
 is speaking (the relay's voice-activity bit of the last 0.5 s, read from packet headers, no decoding)
-and each member's level, every ``LIVE_INTERVAL`` seconds. Charts: a sampler records rooms, members
+and each member's level, every ``LIVE_INTERVAL`` seconds; in a cluster also the other nodes' rooms
+(with their ``node``, without voice activity). Charts: a sampler records rooms, members
 and relayed packets per second every ``HISTORY_INTERVAL`` seconds into a ring of one hour.
 """
 from __future__ import annotations
