@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ from opengme.errors import ErrorCode, GmeError
 from opengme.events import RoomType
 from opengme.protocol import admin as signing
 from opengme.protocol import signalling as p
+from opengme.protocol import tc3
 from opengme.server import bus, cluster, console, shared_records
+from opengme.server.actions import ACTIONS
 from opengme.server.console_auth import COOKIE, CSRF_HEADER
 from opengme.server.shared_records import MemberView, merge_rooms, parse_snapshot, room_json, view_of
 from opengme.store import App, AppStore, new_key
@@ -329,6 +332,33 @@ async def test_an_admin_nonce_used_on_one_node_is_refused_on_the_other(pair: Pai
     ttl = await pair.redis.ttl(pair.keys.nonce(a.app.app_id, nonce))
     assert 0 < ttl <= 2 * a.server.settings.admin_max_skew
     assert (await admin(b, "GET", path))[0] == 200  # a fresh nonce passes
+
+
+async def test_an_api3_request_replayed_to_another_node_gets_the_first_answer_and_is_not_carried_out(
+        pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    await a.member("10001", room_id="r2")
+    await pair.place("r2", a)
+    key = _api_key(a)
+    body = json.dumps({"BizId": int(a.app.app_id), "RoomId": "r2", "DeleteType": 2, "StrUids": ["10001"]}).encode()
+    host = a.url.removeprefix("http://")  # behind one public address every node sees the same Host
+    ts = int(time.time())
+    headers = {"Content-Type": "application/json", "Host": host, "X-TC-Action": "DeleteRoomMember",
+               "X-TC-Version": "2018-07-11", "X-TC-Timestamp": str(ts), "X-TC-Region": "ap-guangzhou",
+               "Authorization": tc3.authorization(key.secret_id, key.secret_key, ts, host, body)}
+
+    async def send(srv: Running) -> dict[str, Any]:
+        async with srv.session.post(srv.url + "/", data=body, headers=headers) as reply:
+            answer: dict[str, Any] = (await reply.json())["Response"]
+            return answer
+
+    first = await send(a)
+    assert first["DeleteResult"] == {"Code": 0, "ErrorMsg": ""}, first
+    back = await a.member("10001", room_id="r2")  # back in the room: carrying the replay out would remove it
+    replayed = await send(b)
+    assert replayed["DeleteResult"] == first["DeleteResult"] and replayed["RequestId"] != first["RequestId"]
+    assert await back.silent(0.3)
+    assert [m.open_id for m in a.server.web_app[ACTIONS].room(a.app.app_id, "r2").members.values()] == ["10001"]
 
 
 async def test_an_action_for_a_node_that_does_not_listen_is_one_clear_error(pair: Pair) -> None:

@@ -5,7 +5,9 @@
   member back through *any* node, nor through this one after a restart. A resume's proof is completed
   with that time on the loop (``Signalling.proof_checks``), before the core decides the entry.
 - **Admin nonces.** A signed admin request's nonce is claimed with ``SET NX`` under ``keys.nonce``, so a
-  request replayed to another node is refused as it is on the node that saw it first.
+  request replayed to another node is refused as it is on the node that saw it first. An API 3.0
+  request that changes state (it has no nonce: its signature serves) keeps its first answer there, so a
+  replay to any node gets that answer and is not carried out twice.
 - **Who is where.** Every node publishes its rooms and their members to ``keys.noderooms`` every
   ``HEARTBEAT`` s (and soon after each entry or departure), expiring after ``NODE_TTL``; the admin API,
   the API 3.0 and the console list the whole cluster by merging the live nodes' snapshots with their own.
@@ -21,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,9 @@ FULL_EVERY = 10
 renewed): what else changes (room type, game-voice positions) shows within that many seconds."""
 CHECK_TIMEOUT = 1.0
 """How long a resume waits for the cluster's removal record before deciding on this node's alone."""
+ANSWER_WAIT = 2.0
+"""How long a replayed API 3.0 request waits for the first one's answer from another node."""
+_PENDING = b"pending"
 
 
 # --- the rooms as every node sees them (pure) ------------------------------------------------------
@@ -213,6 +218,44 @@ class SharedRecords:
         """Claim a signed request's nonce for the whole cluster; False when a node already saw it."""
         claimed = await self.cluster.redis.set(self.keys.nonce(key_id, nonce), b"1", nx=True, ex=max(1, math.ceil(keep)))
         return bool(claimed)
+
+    async def first_answer(self, key_id: str, nonce: str, keep: float) -> Json | None:
+        """API 3.0 (no nonce: its signature is one): None when this node is the first to see the
+        request (carry it out, then ``keep_answer`` or ``forget_answer``), else the first answer,
+        waiting up to ``ANSWER_WAIT`` s for one another node is still making (TimeoutError after);
+        GmeError 10001 when Redis does not answer (the request is refused: it might run twice)."""
+        redis, key = self.cluster.redis, self.keys.nonce(key_id, nonce)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ANSWER_WAIT
+        while True:
+            try:
+                if await redis.set(key, _PENDING, nx=True, ex=max(1, math.ceil(keep))):
+                    return None
+                raw = await redis.get(key)
+            except Exception as exc:
+                raise _unreachable(exc) from None
+            if raw is not None and raw != _PENDING:
+                answer: Json = json.loads(raw)
+                return answer
+            if loop.time() > deadline:
+                raise TimeoutError
+            await asyncio.sleep(0.05)
+
+    async def keep_answer(self, key_id: str, nonce: str, answer: Json) -> None:
+        await self._answer_record(self.cluster.redis.set(self.keys.nonce(key_id, nonce), json.dumps(answer),
+                                                         xx=True, keepttl=True))
+
+    async def forget_answer(self, key_id: str, nonce: str) -> None:
+        """The first attempt failed: the same request may be made again (as on a single node)."""
+        await self._answer_record(self.cluster.redis.delete(self.keys.nonce(key_id, nonce)))
+
+    @staticmethod
+    async def _answer_record(write: Awaitable[object]) -> None:
+        """The request was carried out (or failed) already: a lost record only weakens replay refusal."""
+        try:
+            await write
+        except Exception as exc:
+            log.warning("could not record an API 3.0 answer for the cluster", extra=fields(error=str(exc)))
 
     # --- who is where -----------------------------------------------------------------------------
 
