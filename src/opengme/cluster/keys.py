@@ -6,8 +6,8 @@
 - ``room:<app_id>:<room_id>`` → the node id that serves the room.
 - ``removed:<app_id>:<open_id>:<room_id>`` → when the server removed that member (kick, dissolve):
   its older resume tokens must not bring it back through any node. Expires with the tokens.
-- ``nonce:<key_id>:<nonce>``: an admin request's nonce, set once (``SET NX``), expiring after the
-  allowed clock skew.
+- ``nonce:<key_id>:<nonce>``: an admin request's nonce, set once (``SET NX``), expiring after twice the
+  allowed clock skew; for a state-changing API 3.0 request (SecretId, signature), its first answer.
 - channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node; the answer to
   an action goes to the list ``reply:<token>`` the caller named (``LPUSH``, short expiry; it ``BLPOP``s).
 - ``noderooms:<node_id>`` (JSON, expires ``NODE_TTL`` s after the node's last refresh): the node's rooms
