@@ -206,11 +206,11 @@ class SharedRecords:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 raw = await self.cluster.redis.get(self.keys.removed(proof.app.app_id, c.open_id, c.room_id))
-        except Exception as exc:
+            return proof if raw is None else replace(proof, removed_at=float(raw))
+        except Exception as exc:  # Redis away or slow (or a record no node wrote): this node's own record decides
             log.warning("could not read the cluster's removal record; deciding on this node's",
-                        extra=fields(app_id=c.app_id, room_id=c.room_id, open_id=c.open_id, error=str(exc)))
+                        extra=fields(app_id=c.app_id, room_id=c.room_id, open_id=c.open_id, error=repr(exc)))
             return proof
-        return proof if raw is None else replace(proof, removed_at=float(raw))
 
     # --- admin nonces -----------------------------------------------------------------------------
 
