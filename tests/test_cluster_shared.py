@@ -37,7 +37,7 @@ from opengme.protocol import tc3
 from opengme.server import bus, cluster, console, shared_records
 from opengme.server.actions import ACTIONS
 from opengme.server.console_auth import COOKIE, CSRF_HEADER
-from opengme.server.shared_records import MemberView, merge_rooms, parse_snapshot, room_json, view_of
+from opengme.server.shared_records import MemberView, merge_rooms, parse_rooms, room_field, room_json, view_of
 from opengme.store import App, AppStore, new_key
 from support.cluster import postgres_database
 from support.processes import ServeProcess, opengme_cmd, start_server
@@ -58,16 +58,18 @@ def _game(member: Member) -> dict[str, Any]:
 
 def test_room_snapshots_round_trip_and_merge_with_this_nodes_view_first() -> None:
     mine = view_of(_room("r1", "10001", "10002"), _game, "a")
-    text = json.dumps({"node": "b", "rooms": [room_json(_room("r1", "10002", "10003"), _game, "b"),
-                                              room_json(_room("r0", "20001"), _game, "b")]})
-    theirs, other = parse_snapshot(text)
+    fields = [json.dumps(room_json(_room("r1", "10002", "10003"), _game, "b")).encode(),
+              json.dumps(room_json(_room("r0", "20001"), _game, "b")).encode(), b"{not json", b'{"room_id": 1}']
+    parsed = parse_rooms(fields)
+    assert list(parsed) == fields[:2]  # the unreadable fields are left out
+    theirs, other = parsed.values()
     assert theirs == view_of(_room("r1", "10002", "10003"), _game, "b") and other.room_id == "r0"
     assert theirs.members[0] == MemberView("10002", 100, 1000.0, True, {})
     merged = merge_rooms([mine, theirs, other])
     assert [v.room_id for v in merged] == ["r0", "r1"]
     assert merged[1].node == "a" and [m.open_id for m in merged[1].members] == ["10001", "10002", "10003"]
     assert merged[1].members[1] == mine.members[1]  # this node's facts win for a member both list
-    assert parse_snapshot(None) == [] and parse_snapshot("{not json") == [] and parse_snapshot('{"rooms": [1]}') == []
+    assert room_field("1400000001", "a/b c") == "1400000001/a/b c"
 
 
 def test_bus_messages_carry_results_and_the_owners_error_codes() -> None:

@@ -213,7 +213,7 @@ class AdminActions:
         outcomes = [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
         records = shared_records.get(self.server)
         if records is not None:
-            records.changed()  # the other nodes' listings show the mute within a second
+            records.changed(app_id, room_id)  # the other nodes' listings show the mute within a second
         return outcomes
 
     # --- the bus: other nodes' requests for this node's rooms (never sent on: the room is here or not)

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -47,8 +46,9 @@ Json = dict[str, Any]
 PUBLISH_GAP = 0.5
 """At least this long between two snapshots of a node's rooms: a burst of entries costs one write."""
 FULL_EVERY = 10
-"""Heartbeats between full snapshots when no member entered or left (in between, only the expiry is
-renewed): what else changes (room type, game-voice positions) shows within that many seconds."""
+"""Heartbeats between full snapshots; in between only the rooms a member entered or left (or a server
+mute changed) are rewritten: what else changes (room type, game-voice positions) shows within that
+many seconds."""
 CHECK_TIMEOUT = 1.0
 """How long a resume waits for the cluster's removal record before deciding on this node's alone."""
 ANSWER_WAIT = 2.0
@@ -113,16 +113,20 @@ def _rooms(sig: Signalling, app_id: str | None = None) -> list[Room]:
     return [registry.room(a, r) for a, r in sorted({(m.app_id, m.room_id) for m in registry.members()})]
 
 
-def parse_snapshot(text: str | bytes | None) -> list[RoomView]:
-    """The rooms of one node's snapshot; a missing or unreadable one (another version, say) is empty."""
-    if not text:
-        return []
-    try:
-        data = json.loads(text)
-        return [RoomView.from_json(room) for room in data["rooms"]]
-    except (ValueError, KeyError, TypeError):
-        log.warning("unreadable room snapshot in Redis; skipped")
-        return []
+def room_field(app_id: str, room_id: str) -> str:
+    """A room's field in its node's snapshot hash (AppIDs are digits: the first ``/`` splits)."""
+    return f"{app_id}/{room_id}"
+
+
+def parse_rooms(values: Iterable[bytes]) -> dict[bytes, RoomView]:
+    """Snapshot fields (JSON) and the rooms they hold; an unreadable one (another version, say) is left out."""
+    views = {}
+    for value in values:
+        try:
+            views[value] = RoomView.from_json(json.loads(value))
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable room in a node's snapshot in Redis; skipped")
+    return views
 
 
 def merge_rooms(views: Iterable[RoomView]) -> list[RoomView]:
@@ -157,7 +161,8 @@ class SharedRecords:
         self._changed = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._failing = False  # publishing failed last time: log once per outage, not once a second
-        self._read: dict[str, tuple[bytes, list[RoomView]]] = {}  # node -> its last snapshot, parsed
+        self._dirty: set[tuple[str, str]] = set()  # rooms to rewrite in the snapshot (app, room)
+        self._read: dict[bytes, RoomView] = {}  # other nodes' snapshot fields as last read, parsed
         self.signalling.core.removal_listeners.append(self.on_removed)
         self.signalling.proof_checks.append(self.check_resume)
         self.signalling.room_listeners.append(self.on_room_event)
@@ -260,33 +265,46 @@ class SharedRecords:
     # --- who is where -----------------------------------------------------------------------------
 
     def on_room_event(self, event: RoomEvent) -> None:
-        self.changed()
+        self.changed(event.member.app_id, event.member.room_id)
 
-    def changed(self) -> None:
-        """This node's rooms changed (an entry, a departure, a server mute): publish them soon."""
+    def changed(self, app_id: str, room_id: str) -> None:
+        """A room of this node changed (an entry, a departure, a server mute): publish it soon."""
+        self._dirty.add((app_id, room_id))
         self._changed.set()
 
-    async def publish(self) -> None:
-        """Write this node's snapshot: the rows are read on the loop, encoded on a worker thread."""
-        node = self.cluster.node_id
+    async def publish(self, full: bool) -> None:
+        """Bring this node's snapshot (a hash: one JSON field per room) up to date: every room (then
+        encoded on a worker thread), or the rooms that changed since the last time; renew its expiry."""
+        node, redis = self.cluster.node_id, self.cluster.redis
+        key, ttl = self.keys.noderooms(node), int(NODE_TTL * 1000)
         describe = self.signalling.core.game_voice.describe
-        snapshot = {"node": node, "at": time.time(), "rooms": [room_json(r, describe, node) for r in _rooms(self.signalling)]}
-        text = await self.server.run_blocking(json.dumps, snapshot)
-        await self.cluster.redis.set(self.keys.noderooms(node), text, px=int(NODE_TTL * 1000))
-
-    async def _refresh(self, full: bool) -> None:
-        """A full snapshot, or (nothing changed) the same one kept alive for another ``NODE_TTL``."""
-        if full or not await self.cluster.redis.pexpire(self.keys.noderooms(self.cluster.node_id), int(NODE_TTL * 1000)):
-            await self.publish()
+        dirty, self._dirty = self._dirty, set()
+        async with redis.pipeline(transaction=True) as pipe:
+            if full:
+                rows = {room_field(r.app_id, r.room_id): room_json(r, describe, node) for r in _rooms(self.signalling)}
+                fields_ = await self.server.run_blocking(lambda: {f: json.dumps(row) for f, row in rows.items()})
+                pipe.delete(key)
+                if fields_:
+                    pipe.hset(key, mapping=fields_)
+            for app_id, room_id in [] if full else sorted(dirty):
+                try:
+                    room = self.signalling.registry.room(app_id, room_id)
+                except GmeError:  # emptied: gone
+                    pipe.hdel(key, room_field(app_id, room_id))
+                else:
+                    pipe.hset(key, room_field(app_id, room_id), json.dumps(room_json(room, describe, node)))
+            pipe.pexpire(key, ttl)
+            kept = (await pipe.execute())[-1]
+        if not kept and not full and _rooms(self.signalling):  # the snapshot expired (Redis restarted): anew
+            await self.publish(True)
 
     async def _publish_forever(self) -> None:
         beats = 0
         while True:
-            full = self._changed.is_set() or beats % FULL_EVERY == 0
             self._changed.clear()
-            beats += 1
+            full, beats = beats % FULL_EVERY == 0, beats + 1
             try:
-                await self._refresh(full)
+                await self.publish(full)
                 if self._failing:
                     log.info("room snapshot published again")
                 self._failing = False
@@ -295,29 +313,28 @@ class SharedRecords:
                     log.warning("could not publish this node's rooms; other nodes will not list them",
                                 extra=fields(error=str(exc)))
                 self._failing = True
+                beats = 0  # what changed meanwhile is lost: the next snapshot is a full one
             await asyncio.sleep(PUBLISH_GAP)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), HEARTBEAT - PUBLISH_GAP)
 
     async def other_rooms(self) -> list[RoomView]:
-        """The rooms the other live nodes published (a node's snapshot expires with its heartbeats)."""
+        """The rooms the other live nodes published (a node's snapshot expires with its heartbeats).
+        Only the rooms that changed since the last call are parsed (the console asks twice a second)."""
         redis = self.cluster.redis
         try:
             ids = sorted(i.decode() for i in await redis.smembers(self.keys.nodes) if i.decode() != self.cluster.node_id)
-            texts = await redis.mget([self.keys.noderooms(i) for i in ids]) if ids else []
+            async with redis.pipeline(transaction=False) as pipe:
+                for node in ids:
+                    pipe.hvals(self.keys.noderooms(node))
+                values = [v for node_values in await pipe.execute() for v in node_values]
         except Exception as exc:
             raise _unreachable(exc) from None
-        read: dict[str, tuple[bytes, list[RoomView]]] = {}
-        for node, text in zip(ids, texts, strict=True):
-            if text is not None:
-                # A snapshot seen before is not parsed again (the console asks twice a second); a new
-                # one is parsed on a worker thread (10,000 members: tens of ms).
-                known = self._read.get(node)
-                if known is None or known[0] != text:
-                    known = (text, await self.server.run_blocking(parse_snapshot, text))
-                read[node] = known
-        self._read = read
-        return [view for _, views in read.values() for view in views]
+        fresh = [v for v in values if v not in self._read]
+        # Many new rooms (a node's first full snapshot) are parsed on a worker thread, a few on the loop.
+        parsed = await self.server.run_blocking(parse_rooms, fresh) if len(fresh) > 50 else parse_rooms(fresh)
+        self._read = {v: self._read[v] for v in values if v in self._read} | parsed
+        return list(self._read.values())
 
     async def owner(self, app_id: str, room_id: str) -> str | None:
         """The live node other than this one that ``keys.room`` places the room on, else None."""
