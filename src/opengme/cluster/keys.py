@@ -10,8 +10,9 @@
   allowed clock skew; for a state-changing API 3.0 request (SecretId, signature), its first answer.
 - channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node; the answer to
   an action goes to the list ``reply:<token>`` the caller named (``LPUSH``, short expiry; it ``BLPOP``s).
-- ``noderooms:<node_id>`` (JSON, expires ``NODE_TTL`` s after the node's last refresh): the node's rooms
-  and their members, which the cluster-wide room listings and "who is online" merge.
+- ``noderooms:<node_id>`` (hash, expires ``NODE_TTL`` s after the node's last refresh): the node's rooms,
+  one JSON field ``<app_id>/<room_id>`` each with its members, which the cluster-wide room listings and
+  "who is online" merge.
 """
 from __future__ import annotations
 

@@ -8,9 +8,11 @@
   request replayed to another node is refused as it is on the node that saw it first. An API 3.0
   request that changes state (it has no nonce: its signature serves) keeps its first answer there, so a
   replay to any node gets that answer and is not carried out twice.
-- **Who is where.** Every node publishes its rooms and their members to ``keys.noderooms`` every
-  ``HEARTBEAT`` s (and soon after each entry or departure), expiring after ``NODE_TTL``; the admin API,
-  the API 3.0 and the console list the whole cluster by merging the live nodes' snapshots with their own.
+- **Who is where.** Every node publishes its rooms and their members to the hash ``keys.noderooms``
+  (one JSON field per room), expiring after ``NODE_TTL`` and renewed every ``HEARTBEAT`` s: the rooms a
+  member entered or left are rewritten within ``PUBLISH_GAP`` s, all of them every ``FULL_EVERY`` beats.
+  The admin API, the API 3.0 and the console list the whole cluster by merging the live nodes'
+  snapshots with their own rooms.
   ``owner`` finds the live node a room is placed on (``keys.room``), where the actions are sent (``bus``).
 
 Without ``redis_url`` none of this is set up: ``get`` returns None and everything stays in memory.
