@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -102,6 +102,8 @@ class Signalling:
         self.connections = Connections()
         self.delivery: Delivery = self.connections  # where the core's messages go (several nodes: elsewhere too)
         self.room_listeners: list[RoomListener] = []
+        # Run on the loop after ``prove``, before the core decides: a cluster adds what other nodes know.
+        self.proof_checks: list[Callable[[Credentials, Proof], Awaitable[Proof]]] = []
         self._media: MediaPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -219,7 +221,10 @@ class Signalling:
     async def _prove(self, credentials: Credentials) -> Proof | None:
         """``prove`` on a worker thread; None when the server dropped the job because it is stopping."""
         try:
-            return await self.server.run_blocking(prove, credentials, self.server.store.get)
+            proof = await self.server.run_blocking(prove, credentials, self.server.store.get)
+            for check in self.proof_checks:
+                proof = await check(credentials, proof)
+            return proof
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
