@@ -1,0 +1,182 @@
+"""``opengme serve --workers 2``: the media relay in two worker processes beside the signalling
+process (issue 18). Real processes throughout: the server subprocess, its workers, SDK clients with
+real Opus over real UDP (or the WebSocket fallback)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opengme.authbuffer import gen_auth_buffer
+from opengme.devices import MemorySpeaker
+from opengme.errors import ErrorCode
+from opengme.events import EventType, RoomType
+from opengme.store import App
+from support.audio import OUT_RATE, band, tone, write_wav
+from support.processes import ServeProcess, start_server
+from support.sdk_harness import ClientMaker, SdkClient, listen, talk, wait_for
+
+pytestmark = pytest.mark.slow
+_STARTED = re.compile(r"relay worker started worker=(\d+) pid=(\d+) udp_port=(\d+)")
+
+
+class Workers:
+    """A ``serve --workers 2`` process and what its log says about its workers."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.log_path = tmp_path / "serve.log"
+        self.log = self.log_path.open("w")
+        self.served = start_server(tmp_path / "data", "--workers", "2", "--log-format", "text",
+                                   stderr=self.log.fileno())
+        self.app = self.served.dev_app()
+
+    def started(self) -> list[tuple[int, int, int]]:
+        """(slot, pid, udp port) of every worker start logged so far, in order."""
+        return [(int(s), int(p), int(u)) for s, p, u in _STARTED.findall(self.log_path.read_text())]
+
+    def pid_of_port(self, port: int) -> int:
+        return next(pid for _, pid, udp in reversed(self.started()) if udp == port)
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(self.served.url + "/metrics", timeout=5) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        return 0.0  # a counter appears with its first count
+
+    def close(self) -> None:
+        self.served.stop()
+        self.log.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    running = Workers(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def join(served: ServeProcess, app: App, clients: ClientMaker, room: str, *open_ids: str,
+         **options: Any) -> list[SdkClient]:
+    made = [clients(served.url, app, o, portaudio=False, **options) for o in open_ids]
+    for c in made:
+        assert c.ctx.enter_room(room, RoomType.STANDARD, gen_auth_buffer(app.app_id, room, c.open_id, app.key)) \
+            == ErrorCode.AV_OK
+    wait_for(made, lambda: all(sorted(c.ctx.get_room().get_members()) == sorted(open_ids) for c in made), timeout=10)
+    return made
+
+
+def media_port(client: SdkClient) -> int:
+    """The UDP port the server named in this client's last ``entered`` (its room's worker)."""
+    session = client.ctx._core.session
+    assert session is not None and session.room is not None and session.room.media is not None
+    return int(session.room.media["udp_port"])
+
+
+def hears(speaker: MemorySpeaker, freq: float) -> bool:
+    return band(speaker.peek(25), freq) > 1000  # the last half second carries ``freq``
+
+
+def speak(clients: list[SdkClient], tmp_path: Path, *freqs: float) -> list[MemorySpeaker]:
+    """Each client says its own tone (10 s) and listens; returns their speakers."""
+    speakers = [listen(c) for c in clients]
+    for c, freq in zip(clients, freqs, strict=True):
+        talk(c, write_wav(tmp_path / f"{c.open_id}.wav", tone(freq, 10), OUT_RATE))
+    return speakers
+
+
+def test_rooms_spread_over_the_workers_and_members_hear_each_other(
+        workers: Workers, clients: ClientMaker, tmp_path: Path) -> None:
+    assert workers.metric("opengme_relay_workers") == 2
+    ports = {udp for _, _, udp in workers.started()}
+    a, b = join(workers.served, workers.app, clients, "r1", "10001", "10002")
+    c, d = join(workers.served, workers.app, clients, "r2", "10003", "10004")
+    assert media_port(a) == media_port(b) and media_port(c) == media_port(d)  # a room lives on one worker
+    assert {media_port(a), media_port(c)} == ports  # two rooms, one on each worker
+    heard_a, heard_b, heard_c, heard_d = speak([a, b, c, d], tmp_path, 440, 1000, 660, 880)
+    wait_for([a, b, c, d], lambda: hears(heard_b, 440) and hears(heard_a, 1000)
+             and hears(heard_d, 660) and hears(heard_c, 880), timeout=10)
+    assert not hears(heard_d, 440) and not hears(heard_b, 660)  # rooms stay apart
+    # the workers' counters reach /metrics with their next report
+    wait_for([], lambda: workers.metric("opengme_media_packets_forwarded_total") > 100, timeout=5)
+
+
+def test_a_websocket_fallback_member_talks_through_its_rooms_worker(
+        workers: Workers, clients: ClientMaker, tmp_path: Path) -> None:
+    ws, = join(workers.served, workers.app, clients, "mixed", "10001", media_transport="ws")
+    udp = clients(workers.served.url, workers.app, "10002", portaudio=False)
+    udp.ctx.enter_room("mixed", RoomType.STANDARD,
+                       gen_auth_buffer(workers.app.app_id, "mixed", "10002", workers.app.key))
+    wait_for([ws, udp], lambda: ws.ctx.get_room().get_members() == ["10001", "10002"], timeout=10)
+    heard_ws, heard_udp = speak([ws, udp], tmp_path, 440, 1000)
+    wait_for([ws, udp], lambda: hears(heard_udp, 440) and hears(heard_ws, 1000), timeout=10)
+    assert "media_route: ws" in ws.ctx.get_room().get_quality_tips()
+
+
+def test_a_killed_worker_is_restarted_and_its_members_resume_onto_a_live_one(
+        workers: Workers, clients: ClientMaker, tmp_path: Path) -> None:
+    a, b = join(workers.served, workers.app, clients, "r1", "10001", "10002")
+    c, d = join(workers.served, workers.app, clients, "r2", "10003", "10004")
+    heard_a, heard_b, heard_c, heard_d = speak([a, b, c, d], tmp_path, 440, 1000, 660, 880)
+    everyone = [a, b, c, d]
+    wait_for(everyone, lambda: hears(heard_b, 440) and hears(heard_a, 1000) and hears(heard_d, 660), timeout=10)
+    victim = workers.pid_of_port(media_port(a))
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(everyone, lambda: bool(a.events.of(EventType.RECONNECT_START) and b.events.of(EventType.RECONNECT_START)))
+    wait_for(everyone, lambda: bool(a.events.of(EventType.RECONNECT_SUCCESS) and b.events.of(EventType.RECONNECT_SUCCESS)),
+             timeout=15)
+    heard_b.take_all()
+    heard_c.take_all()
+    wait_for(everyone, lambda: hears(heard_b, 440), timeout=10)  # speech flows again
+    wait_for(everyone, lambda: hears(heard_c, 880), timeout=5)  # and went on in the other worker's room
+    gap = time.monotonic() - killed
+    print(f"kill -9 of a relay worker to speech heard again: {gap:.2f} s")
+    assert media_port(a) == media_port(b) != 0
+    assert not c.events.of(EventType.RECONNECT_START)  # the other worker's room never noticed
+    assert a.events.results(EventType.RECONNECT_SUCCESS)[0] == ErrorCode.AV_OK
+    assert not a.events.of(EventType.ROOM_DISCONNECT) and a.ctx.is_room_entered()
+    wait_for([], lambda: len(workers.started()) == 3, timeout=10)  # the slot got a new process
+    assert not alive(victim)
+    assert workers.metric("opengme_relay_workers") == 2
+    assert workers.metric("opengme_relay_worker_deaths_total") == 1
+    assert workers.metric("opengme_relay_worker_restarts_total") == 1
+    text = workers.log_path.read_text()
+    assert "relay worker died" in text and f"pid={victim}" in text
+
+
+def test_no_worker_outlives_its_server(workers: Workers) -> None:
+    pids = [pid for _, pid, _ in workers.started()]
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    assert workers.served.stop(signal.SIGTERM) == 0
+    wait_for([], lambda: not any(alive(pid) for pid in pids), timeout=5)
+
+
+def test_workers_exit_when_their_server_is_killed(tmp_path: Path) -> None:
+    served = start_server(tmp_path / "data", "--workers", "2", "--log-format", "text", stderr=subprocess.PIPE)
+    try:
+        children = Path(f"/proc/{served.proc.pid}/task/{served.proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        served.stop(signal.SIGKILL)
+        wait_for([], lambda: not any(alive(int(pid)) for pid in children), timeout=5)
+    finally:
+        served.stop()
