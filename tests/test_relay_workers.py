@@ -3,13 +3,14 @@ process (issue 18). Real processes throughout: the server subprocess, its worker
 real Opus over real UDP (or the WebSocket fallback)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ from opengme.authbuffer import gen_auth_buffer
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
+from opengme.server import media as media_part
 from opengme.store import App
 from support.audio import OUT_RATE, band, tone, write_wav
 from support.processes import ServeProcess, start_server
 from support.sdk_harness import ClientMaker, SdkClient, listen, talk, wait_for
+from support.signal_harness import Running, running_server
+from test_server_media import Peer, UdpPath, WsPath, eventually, next_of
 
 pytestmark = pytest.mark.slow
 _STARTED = re.compile(r"relay worker started worker=(\d+) pid=(\d+) udp_port=(\d+)")
@@ -180,3 +184,118 @@ def test_workers_exit_when_their_server_is_killed(tmp_path: Path) -> None:
         wait_for([], lambda: not any(alive(int(pid)) for pid in children), timeout=5)
     finally:
         served.stop()
+
+
+
+# --- the pool's control plane: an in-process server with two real worker processes ---------------
+
+
+class PoolRig:
+    """A ``workers = 2`` server in the test's loop and members speaking raw datagrams over UDP."""
+
+    def __init__(self, srv: Running) -> None:
+        self.srv = srv
+        self.media = media_part.get(srv.server)
+        self.paths: list[UdpPath] = []
+
+    async def peer(self, open_id: str, room_id: str = "r1") -> Peer:
+        client = await self.srv.client(open_id)
+        entered = await client.enter(room_id)
+        assert entered["type"] == "entered", entered
+        self.paths.append(await UdpPath.open(entered["media"]["udp_port"]))
+        peer = Peer(client, entered, self.paths[-1])
+        await peer.bind()
+        return peer
+
+    async def settled(self) -> None:
+        assert self.media.pool is not None
+        await self.media.pool.settled()
+
+    def room(self, room_id: str = "r1") -> str:
+        return f"{self.srv.app.app_id}\0{room_id}"
+
+
+@pytest.fixture
+async def pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PoolRig]:
+    monkeypatch.setattr(media_part, "QUALITY_INTERVAL", 0.3)  # 2 s in production
+    async with running_server(tmp_path / "data", workers=2) as srv:
+        rig = PoolRig(srv)
+        try:
+            yield rig
+        finally:
+            for path in rig.paths:
+                path.close()
+
+
+async def test_hearing_rules_kept_in_the_server_reach_the_worker(pool: PoolRig) -> None:
+    """A room's RoutePolicy (game voice's teams and range) is a callable in the server process: the
+    worker gets the routes it makes, and each later change (update_routes, set_routes)."""
+    blocked = {(1, 3)}  # speaker 1 is not heard by 3
+
+    def hears(speaker: int, listener: int) -> bool:
+        return (speaker, listener) not in blocked
+
+    relay, settled = pool.media.relay, pool.settled
+    relay.set_route_policy(pool.room(), hears)
+    a, b, c = [await pool.peer(o) for o in ("10001", "10002", "10003")]
+    assert (a.tinyid, c.tinyid) == (1, 3) and relay.listeners(1) == [2]
+    await settled()
+    await a.say(b"one")
+    assert (await b.hear())[1] == b"one"
+    assert await c.hears_nothing()
+    blocked.clear()
+    relay.update_routes(1)
+    await settled()
+    await a.say(b"two")
+    assert (await c.hear())[1] == b"two"
+    assert (await b.hear())[1] == b"two"
+    relay.set_routes([(1, 2, False)])
+    await settled()
+    await a.say(b"three")
+    assert (await c.hear())[1] == b"three"
+    assert await b.hears_nothing()
+    relay.set_route_policy(pool.room(), None)  # everyone hears everyone again
+    await settled()
+    await c.say(b"four")
+    assert (await a.hear())[1] == b"four" and (await b.hear())[1] == b"four"
+
+
+async def test_taps_quality_and_activity_come_back_from_the_worker(pool: PoolRig) -> None:
+    relay = pool.media.relay
+    room_packets: list[tuple[int, bytes]] = []
+    voice_payloads: list[bytes] = []
+    relay.set_room_tap(pool.room(), lambda tinyid, header, payload, now: room_packets.append((tinyid, payload)))
+    a, b = await pool.peer("10001"), await pool.peer("10002")
+    relay.set_voice_tap(a.tinyid, lambda payload, voice: voice_payloads.append(payload))
+    await pool.settled()
+    await a.say(b"hello")
+    assert (await b.hear())[1] == b"hello"
+    await eventually(lambda: room_packets == [(a.tinyid, b"hello")] and voice_payloads == [b"hello"])
+    quality = await next_of(a.client, "quality")  # the worker's uplink report, pushed from here
+    assert quality["received"] >= 2  # the BIND and the voice
+    relay.set_room_tap(pool.room(), None)
+    await pool.settled()
+    await a.say(b"again")
+    assert (await b.hear())[1] == b"again"
+    await eventually(lambda: len(voice_payloads) == 2)
+    assert len(room_packets) == 1  # the room tap is off, the voice tap on
+    for _ in range(100):  # a's voice goes on until the console's view (the worker's reports) says so
+        await a.say(b"talking")
+        if relay.activity(a.tinyid).addr is not None and relay.speakers(pool.room(), time.monotonic()) == [a.tinyid]:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("a is never seen speaking")
+    assert relay.activity(a.tinyid).addr == a.path.transport.get_extra_info("sockname")
+
+
+async def test_websocket_fallback_datagrams_go_to_the_rooms_worker(pool: PoolRig) -> None:
+    a = await pool.peer("10001")
+    client = await pool.srv.client("10002")
+    entered = await client.enter("r1")
+    ws = Peer(client, entered, WsPath(client))
+    await ws.bind()
+    await ws.say(b"over ws")
+    assert (await a.hear())[1] == b"over ws"
+    await a.say(b"over udp")
+    assert (await ws.hear())[1] == b"over udp"

@@ -46,7 +46,7 @@ from opengme.core.relay import (
 )
 from opengme.logs import fields
 from opengme.protocol.media import HEADER_SIZE
-from opengme.server.relay_worker import WS, FrameLink, Message
+from opengme.server.relay_worker import REPORT_INTERVAL, WS, FrameLink, Message
 
 log = logging.getLogger("opengme.media")
 
@@ -117,7 +117,8 @@ class RelayPool:
         self._retired = RelayCounters()  # dead workers' last counters, plus the pool's own drops
         self._retired_drops = 0
         self._retired_send_errors = 0
-        self._restarting: set[asyncio.Task[None]] = set()
+        self._pings = 0
+        self._pongs: dict[int, asyncio.Future[None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -129,8 +130,6 @@ class RelayPool:
     async def stop(self) -> None:
         """Close every control pipe (the workers exit on that) and wait for the processes."""
         self._stopping = True
-        for task in self._restarting:
-            task.cancel()
         workers = list(self._workers.values())
         for worker in workers:
             worker.link.close()
@@ -138,6 +137,18 @@ class RelayPool:
         for worker in workers:
             if worker.watcher is not None:
                 worker.watcher.cancel()
+
+    async def settled(self) -> None:
+        """Wait until every live worker has applied every control message sent so far (control and
+        media travel apart: a test that changes routes then speaks waits for this in between)."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for worker in self._workers.values():
+            self._pings += 1
+            self._pongs[self._pings] = loop.create_future()
+            waits.append(self._pongs[self._pings])
+            worker.link.send(("ping", self._pings))
+        await asyncio.gather(*waits)
 
     @property
     def ports(self) -> list[int]:
@@ -244,6 +255,10 @@ class RelayPool:
                 room_tap(message[2], message[3], message[4], message[5])
         elif kind == "report":
             self._on_report(worker, message)
+        elif kind == "pong":
+            pong = self._pongs.pop(message[1], None)
+            if pong is not None and not pong.done():
+                pong.set_result(None)
 
     def _on_report(self, worker: _Worker, message: Message) -> None:
         _, counters, worker.socket_drops, worker.send_errors, activity, quality = message
@@ -400,6 +415,9 @@ class RelayPool:
         return MemberActivity(tinyid, mirrored.room_id, addr, mirrored.muted, level, last_voice, last_packet)
 
     def speakers(self, room_id: str, now: float, hold: float = 0.5) -> list[int]:
+        """As ``Relay.speakers``, with the hold stretched by the report interval (the voice times are
+        up to one report old)."""
+        hold += REPORT_INTERVAL
         speaking = []
         for tinyid in self.mirror.members(room_id):
             reported = self._activity.get(tinyid)

@@ -243,6 +243,8 @@ class Worker:
             relay.set_voice_tap(args[0], self._voice_tap(args[0]) if args[1] else None)
         elif op == "rtap":
             relay.set_room_tap(args[0], self._room_tap(args[0]) if args[1] else None)
+        elif op == "ping":  # everything sent before it has been applied
+            self.link.send(("pong", args[0]))
         else:
             log.warning("unknown relay control message", extra=fields(op=op))
 
