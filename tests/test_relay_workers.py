@@ -4,6 +4,7 @@ real Opus over real UDP (or the WebSocket fallback)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -214,17 +215,16 @@ class PoolRig:
     def room(self, room_id: str = "r1") -> str:
         return f"{self.srv.app.app_id}\0{room_id}"
 
+    async def aclose(self) -> None:
+        for path in self.paths:
+            path.close()
+
 
 @pytest.fixture
 async def pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PoolRig]:
     monkeypatch.setattr(media_part, "QUALITY_INTERVAL", 0.3)  # 2 s in production
-    async with running_server(tmp_path / "data", workers=2) as srv:
-        rig = PoolRig(srv)
-        try:
-            yield rig
-        finally:
-            for path in rig.paths:
-                path.close()
+    async with running_server(tmp_path / "data", workers=2) as srv, contextlib.aclosing(PoolRig(srv)) as rig:
+        yield rig
 
 
 async def test_hearing_rules_kept_in_the_server_reach_the_worker(pool: PoolRig) -> None:
