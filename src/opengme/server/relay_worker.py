@@ -307,7 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops the workers
-    asyncio.run(_main(args.fd, args.host))
+    try:
+        import uvloop  # as the server's own loop (opengme.server.app.run)
+
+        runner: Callable[..., None] = uvloop.run
+    except ImportError:  # pragma: no cover - Windows has no uvloop
+        runner = asyncio.run
+    runner(_main(args.fd, args.host))
 
 
 if __name__ == "__main__":
