@@ -30,7 +30,7 @@ from support.signal_harness import Running, running_server
 from test_server_media import Peer, UdpPath, WsPath, eventually, next_of
 
 pytestmark = pytest.mark.slow
-_STARTED = re.compile(r"relay worker started worker=(\d+) pid=(\d+) udp_port=(\d+)")
+_STARTED = re.compile(r"relay worker (?:re)?started worker=(\d+) pid=(\d+) udp_port=(\d+)")
 
 
 class Workers:
@@ -123,6 +123,7 @@ def test_rooms_spread_over_the_workers_and_members_hear_each_other(
     assert not hears(heard_d, 440) and not hears(heard_b, 660)  # rooms stay apart
     # the workers' counters reach /metrics with their next report
     wait_for([], lambda: workers.metric("opengme_media_packets_forwarded_total") > 100, timeout=5)
+    assert workers.metric("opengme_relay_workers_cpu_seconds_total") > 0
 
 
 def test_a_websocket_fallback_member_talks_through_its_rooms_worker(
@@ -150,12 +151,12 @@ def test_a_killed_worker_is_restarted_and_its_members_resume_onto_a_live_one(
     wait_for(everyone, lambda: bool(a.events.of(EventType.RECONNECT_START) and b.events.of(EventType.RECONNECT_START)))
     wait_for(everyone, lambda: bool(a.events.of(EventType.RECONNECT_SUCCESS) and b.events.of(EventType.RECONNECT_SUCCESS)),
              timeout=15)
+    resumed = time.monotonic() - killed
     heard_b.take_all()
     heard_c.take_all()
     wait_for(everyone, lambda: hears(heard_b, 440), timeout=10)  # speech flows again
+    print(f"kill -9 of a relay worker: resumed after {resumed:.2f} s, heard again after {time.monotonic() - killed:.2f} s")
     wait_for(everyone, lambda: hears(heard_c, 880), timeout=5)  # and went on in the other worker's room
-    gap = time.monotonic() - killed
-    print(f"kill -9 of a relay worker to speech heard again: {gap:.2f} s")
     assert media_port(a) == media_port(b) != 0
     assert not c.events.of(EventType.RECONNECT_START)  # the other worker's room never noticed
     assert a.events.results(EventType.RECONNECT_SUCCESS)[0] == ErrorCode.AV_OK
@@ -167,6 +168,22 @@ def test_a_killed_worker_is_restarted_and_its_members_resume_onto_a_live_one(
     assert workers.metric("opengme_relay_worker_restarts_total") == 1
     text = workers.log_path.read_text()
     assert "relay worker died" in text and f"pid={victim}" in text
+
+
+def test_members_resume_when_every_worker_died_at_once(workers: Workers, clients: ClientMaker,
+                                                       tmp_path: Path) -> None:
+    """No live worker to move to: the members resume once a replacement is up."""
+    a, b = join(workers.served, workers.app, clients, "r1", "10001", "10002")
+    _, heard_b = speak([a, b], tmp_path, 440, 1000)
+    wait_for([a, b], lambda: hears(heard_b, 440), timeout=10)
+    for _, pid, _ in workers.started():
+        os.kill(pid, signal.SIGKILL)
+    wait_for([a, b], lambda: bool(a.events.of(EventType.RECONNECT_SUCCESS) and b.events.of(EventType.RECONNECT_SUCCESS)),
+             timeout=15)
+    heard_b.take_all()
+    wait_for([a, b], lambda: hears(heard_b, 440), timeout=10)
+    assert len(workers.started()) == 4 and media_port(a) in {udp for _, _, udp in workers.started()[2:]}
+    assert not a.events.of(EventType.ROOM_DISCONNECT)
 
 
 def test_no_worker_outlives_its_server(workers: Workers) -> None:

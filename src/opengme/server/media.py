@@ -86,6 +86,7 @@ RELAY_SAMPLE = 64  # one UDP datagram in this many is timed for RELAY_SECONDS
 RELAY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 WORKER_DEATHS = "opengme_relay_worker_deaths_total"
 WORKER_RESTARTS = "opengme_relay_worker_restarts_total"
+WORKER_CPU = "opengme_relay_workers_cpu_seconds_total"
 
 MEDIA: web.AppKey[Media] = web.AppKey("opengme.media")
 
@@ -112,6 +113,8 @@ def setup(server: Server) -> None:
         m.gauge("opengme_relay_workers", "Relay worker processes running now (--workers).", lambda: pool.live)
         m.describe(WORKER_DEATHS, "counter", "Relay worker processes that died (each is restarted).")
         m.describe(WORKER_RESTARTS, "counter", "Relay worker processes restarted after a death.")
+        m.describe(WORKER_CPU, "counter", "CPU seconds the relay worker processes used (process_cpu_seconds_total "
+                   "counts the signalling process only).")
 
 
 def get(server: Server) -> Media:
@@ -184,6 +187,7 @@ class Media:
         self._socket_drops = 0  # the kernel's drops on the relay sockets as last copied into the metrics
         self._send_errors = 0  # the workers' ICMP send errors as last copied into the metrics
         self._deaths = self._restarts = 0  # the pool's, as last copied into the metrics
+        self._cpu = 0.0  # the workers' CPU seconds, likewise
         self._ticker: asyncio.Task[None] | None = None
         self.signalling.media = self
         self.signalling.room_listeners.append(self._on_room_event)
@@ -340,7 +344,9 @@ class Media:
             metrics.inc(DROPPED, send_errors - self._send_errors, reason="send_error")
             metrics.inc(WORKER_DEATHS, pool.deaths - self._deaths)
             metrics.inc(WORKER_RESTARTS, pool.restarts - self._restarts)
-            self._send_errors, self._deaths, self._restarts = send_errors, pool.deaths, pool.restarts
+            cpu = pool.cpu_seconds()
+            metrics.inc(WORKER_CPU, max(0.0, cpu - self._cpu))
+            self._send_errors, self._deaths, self._restarts, self._cpu = send_errors, pool.deaths, pool.restarts, cpu
 
     def ws_fallback_members(self) -> float:
         return sum(1 for tinyid in self._sessions if (self.relay.activity(tinyid).addr or ("",))[0] == WS)

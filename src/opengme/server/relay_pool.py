@@ -80,6 +80,7 @@ class _Worker:
     counters: RelayCounters = field(default_factory=RelayCounters)  # as last reported
     socket_drops: int = 0
     send_errors: int = 0
+    cpu_seconds: float = 0.0
     explicit: set[str] = field(default_factory=set)  # rooms told to take their routes from us
     tapped: set[str] = field(default_factory=set)  # rooms whose voice it sends back (recording)
     watcher: asyncio.Task[None] | None = None
@@ -117,6 +118,7 @@ class RelayPool:
         self._retired = RelayCounters()  # dead workers' last counters, plus the pool's own drops
         self._retired_drops = 0
         self._retired_send_errors = 0
+        self._retired_cpu = 0.0
         self._pings = 0
         self._pongs: dict[int, asyncio.Future[None]] = {}
 
@@ -183,11 +185,11 @@ class RelayPool:
             raise RuntimeError(f"relay worker {slot} did not start") from exc
         return _Worker(slot, name, proc, link, ready[1])
 
-    def _adopt(self, worker: _Worker) -> None:
+    def _adopt(self, worker: _Worker, event: str = "relay worker started") -> None:
         self._workers[worker.name] = worker
         self.table.add_target(worker.name)
         worker.watcher = asyncio.create_task(self._watch(worker))
-        log.info("relay worker started", extra=fields(worker=worker.slot, pid=worker.proc.pid, udp_port=worker.port))
+        log.info(event, extra=fields(worker=worker.slot, pid=worker.proc.pid, udp_port=worker.port))
 
     async def _reap(self, worker: _Worker) -> int:
         try:
@@ -212,25 +214,35 @@ class RelayPool:
         await self._died(worker)
 
     async def _died(self, worker: _Worker) -> None:
+        """Give up the worker's rooms, have its members resume (on a live worker: at once when one
+        is left, else once the replacement is up), log it, and start a replacement."""
         worker.link.close()
-        code = await self._reap(worker)
         self.deaths += 1
         del self._workers[worker.name]
         rooms = self.table.lose(worker.name)
         _add(self._retired, worker.counters)
         self._retired_drops += worker.socket_drops
         self._retired_send_errors += worker.send_errors
+        self._retired_cpu += worker.cpu_seconds
         lost = [tinyid for tinyid, w in self._where.items() if w is worker]
         for tinyid in lost:
             del self._where[tinyid]
+        survivors = bool(self._workers)
+        if survivors:
+            self.host.worker_lost(lost)
+        code = await self._reap(worker)
         log.warning("relay worker died", extra=fields(worker=worker.slot, pid=worker.proc.pid, exit_code=code,
                                                       rooms=len(rooms), members=len(lost)))
-        self.host.worker_lost(lost)
+        await self._restart(worker.slot)
+        if not survivors:
+            self.host.worker_lost(lost)
+
+    async def _restart(self, slot: int) -> None:
         while not self._stopping:
             try:
-                replacement = await self._spawn(worker.slot)
+                replacement = await self._spawn(slot)
             except (OSError, RuntimeError) as exc:
-                log.error("relay worker restart failed", extra=fields(worker=worker.slot, error=str(exc)))
+                log.error("relay worker restart failed", extra=fields(worker=slot, error=str(exc)))
                 await asyncio.sleep(RESTART_BACKOFF)
                 continue
             if self._stopping:
@@ -238,7 +250,7 @@ class RelayPool:
                 await self._reap(replacement)
                 return
             self.restarts += 1
-            self._adopt(replacement)
+            self._adopt(replacement, "relay worker restarted")
             return
 
     def _on_message(self, worker: _Worker, message: Message) -> None:
@@ -261,7 +273,7 @@ class RelayPool:
                 pong.set_result(None)
 
     def _on_report(self, worker: _Worker, message: Message) -> None:
-        _, counters, worker.socket_drops, worker.send_errors, activity, quality = message
+        _, counters, worker.socket_drops, worker.send_errors, worker.cpu_seconds, activity, quality = message
         worker.counters = RelayCounters(*counters)
         where = self._where
         for tinyid, addr, level, last_voice, last_packet in activity:
@@ -405,6 +417,10 @@ class RelayPool:
 
     def send_errors(self) -> int:
         return self._retired_send_errors + sum(w.send_errors for w in self._workers.values())
+
+    def cpu_seconds(self) -> float:
+        """CPU time the workers used (as of their last reports), dead ones included."""
+        return self._retired_cpu + sum(w.cpu_seconds for w in self._workers.values())
 
     def activity(self, tinyid: int) -> MemberActivity:
         mirrored = self.mirror.activity(tinyid)  # KeyError for no session, as the relay

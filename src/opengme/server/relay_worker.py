@@ -264,7 +264,8 @@ class Worker:
             a = relay.activity(tinyid)
             activity.append((tinyid, a.addr, a.level, a.last_voice, a.last_packet))
         quality = [(q.tinyid, q.received, q.expected) for q in relay.take_uplink_quality()]
-        return ("report", astuple(relay.counters), self.udp.socket_drops(), self.send_errors, activity, quality)
+        return ("report", astuple(relay.counters), self.udp.socket_drops(), self.send_errors, time.process_time(),
+                activity, quality)
 
     async def run(self, host: str) -> None:
         await self.udp.open(host, 0)
