@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -25,7 +26,7 @@ from opengme.server import media as media_part
 from opengme.store import App
 from support.audio import OUT_RATE, band, tone, write_wav
 from support.processes import ServeProcess, start_server
-from support.sdk_harness import ClientMaker, SdkClient, listen, talk, wait_for
+from support.sdk_harness import ClientMaker, SdkClient, engine, listen, talk, wait_for
 from support.signal_harness import Running, running_server
 from test_server_media import Peer, UdpPath, WsPath, eventually, next_of
 
@@ -154,7 +155,9 @@ def test_a_killed_worker_is_restarted_and_its_members_resume_onto_a_live_one(
     resumed = time.monotonic() - killed
     heard_b.take_all()
     heard_c.take_all()
-    wait_for(everyone, lambda: hears(heard_b, 440), timeout=10)  # speech flows again
+    received = engine(b).counters.received
+    # speech flows again: half a second of a's packets through the new worker, and the tone in b's ear
+    wait_for(everyone, lambda: engine(b).counters.received > received + 25 and hears(heard_b, 440), timeout=10)
     print(f"kill -9 of a relay worker: resumed after {resumed:.2f} s, heard again after {time.monotonic() - killed:.2f} s")
     wait_for(everyone, lambda: hears(heard_c, 880), timeout=5)  # and went on in the other worker's room
     assert media_port(a) == media_port(b) != 0
@@ -316,3 +319,30 @@ async def test_websocket_fallback_datagrams_go_to_the_rooms_worker(pool: PoolRig
     assert (await a.hear())[1] == b"over ws"
     await a.say(b"over udp")
     assert (await ws.hear())[1] == b"over udp"
+
+
+def two_free_udp_ports() -> int:
+    """A port P with P and P + 1 both free for UDP on 127.0.0.1 (now)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two adjacent free UDP ports")
+
+
+async def test_worker_i_listens_on_udp_port_plus_i(tmp_path: Path) -> None:
+    port = two_free_udp_ports()
+    async with running_server(tmp_path / "data", workers=2, udp_port=port) as srv:
+        pool = media_part.get(srv.server).pool
+        assert pool is not None and sorted(pool.ports) == [port, port + 1]
+        client = await srv.client("10001")
+        entered = await client.enter("r1")
+        assert entered["media"]["udp_port"] == port  # the first room goes to worker 0

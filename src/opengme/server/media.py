@@ -22,7 +22,9 @@
   uplink loss (through signalling's ``delivery``, like every push); the relay's counters are copied
   into the ``/metrics`` counters at every scrape.
 - Workers (``settings.workers``): 1 runs the relay here, on the signalling event loop; 0 (one per core)
-  or N >= 2 runs it in N worker processes (``opengme.server.relay_pool``), each room on one of them.
+  or N >= 2 runs it in N worker processes (``opengme.server.relay_pool``), each room on one of them;
+  worker i listens on ``udp_port + i`` when ``udp_port`` is set (else on any free port), and each
+  member's ``entered`` names its room's worker's port.
   Either way ``Media.relay`` is a :class:`RelayPlane`: the calls captions, recording, game voice and
   the console make, whichever process forwards the packets.
 """
@@ -176,7 +178,8 @@ class Media:
         self._local: Relay | None = None  # the in-process relay (workers = 1)
         self.relay: RelayPlane
         if count > 1:
-            self.relay = self.pool = RelayPool(self, count, settings.host, settings.log_level, settings.log_format)
+            self.relay = self.pool = RelayPool(self, count, settings.host, settings.udp_port, settings.log_level,
+                                               settings.log_format)
         else:
             self.relay = self._local = Relay()
         self.quality_interval = QUALITY_INTERVAL

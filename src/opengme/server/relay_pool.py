@@ -94,11 +94,12 @@ def _add(total: RelayCounters, more: RelayCounters) -> None:
 class RelayPool:
     """N relay worker processes behind the calls of one ``Relay`` (see the module docstring)."""
 
-    def __init__(self, host: PoolHost, count: int, bind: str, log_level: str = "info",
+    def __init__(self, host: PoolHost, count: int, bind: str, first_port: int = 0, log_level: str = "info",
                  log_format: str = "json") -> None:
         self.host = host
         self.count = count
         self.bind = bind
+        self.first_port = first_port  # worker i tries first_port + i (0: any free port)
         self.log_args = ("--log-level", log_level, "--log-format", log_format)
         self.mirror = Relay()  # the control plane's state; never sees a packet
         self.table = PlacementTable()
@@ -171,7 +172,8 @@ class RelayPool:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "opengme.server.relay_worker", "--fd", str(theirs.fileno()),
-                "--host", self.bind, *self.log_args, pass_fds=(theirs.fileno(),))
+                "--host", self.bind, "--port", str(self.first_port + slot if self.first_port else 0), *self.log_args,
+                pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         link = await FrameLink.over(ours)

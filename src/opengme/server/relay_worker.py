@@ -12,8 +12,8 @@
 - :class:`FrameLink`: the control pipe between the server process and a worker, one Unix socket with
   length-prefixed ``marshal`` frames, each a list of messages (tuples). Sends are batched: a message
   waits in a list until the event loop's next turn, so a burst of taps costs one write.
-- The worker process (``python -m opengme.server.relay_worker --fd N --host H``): binds a UDP socket on
-  a free port, says ``("ready", port)``, then applies the control messages the server sends
+- The worker process (``python -m opengme.server.relay_worker --fd N --host H [--port P]``): binds a UDP
+  socket (port P when free, else any free port), says ``("ready", port)``, then applies the control messages the server sends
   (:func:`apply`) and reports its counters, activity and uplink quality every REPORT_INTERVAL. It exits
   when the control pipe closes, so no worker outlives its server, even one killed with SIGKILL.
 """
@@ -267,8 +267,8 @@ class Worker:
         return ("report", astuple(relay.counters), self.udp.socket_drops(), self.send_errors, time.process_time(),
                 activity, quality)
 
-    async def run(self, host: str) -> None:
-        await self.udp.open(host, 0)
+    async def run(self, host: str, port: int) -> None:
+        await self.udp.open(host, port)
         self.link.send(("ready", self.udp.port, os.getpid()))
         reporter = asyncio.create_task(self._report_forever())
         try:
@@ -294,15 +294,16 @@ class Worker:
             self.link.send(self.report())
 
 
-async def _main(fd: int, host: str) -> None:
+async def _main(fd: int, host: str, port: int) -> None:
     link = await FrameLink.over(socket.socket(fileno=fd))
-    await Worker(link).run(host)
+    await Worker(link).run(host, port)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="opengme.server.relay_worker")
     parser.add_argument("--fd", type=int, required=True, help="the control socket inherited from the server")
     parser.add_argument("--host", required=True, help="the address to bind the UDP socket on")
+    parser.add_argument("--port", type=int, default=0, help="the UDP port to try first (0: any free one)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="json")
     args = parser.parse_args(argv)
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - Windows has no uvloop
         runner = asyncio.run
-    runner(_main(args.fd, args.host))
+    runner(_main(args.fd, args.host, args.port))
 
 
 if __name__ == "__main__":
