@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from opengme.authbuffer import gen_auth_buffer
+from opengme.core.signalling import CLOSE_GOING_AWAY
 from opengme.devices import MemorySpeaker
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
 from opengme.server import media as media_part
+from opengme.server import relay_pool
 from opengme.store import App
 from support.audio import OUT_RATE, band, tone, write_wav
 from support.processes import ServeProcess, start_server
@@ -346,3 +348,22 @@ async def test_worker_i_listens_on_udp_port_plus_i(tmp_path: Path) -> None:
         client = await srv.client("10001")
         entered = await client.enter("r1")
         assert entered["media"]["udp_port"] == port  # the first room goes to worker 0
+
+
+async def test_a_worker_that_stops_answering_is_killed_and_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay_pool, "HANG_TIMEOUT", 1.0)  # 10 s in production
+    async with running_server(tmp_path / "data", workers=2) as srv:
+        pool = media_part.get(srv.server).pool
+        assert pool is not None
+        client = await srv.client("10001")
+        entered = await client.enter("r1")
+        stuck = pool.pids[pool.ports.index(entered["media"]["udp_port"])]
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            await client.expect_closed(CLOSE_GOING_AWAY)  # told to resume, without a `disconnect`
+            await eventually(lambda: pool.restarts == 1 and pool.live == 2, timeout=5)
+            assert stuck not in pool.pids and not alive(stuck)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGKILL)

@@ -25,9 +25,11 @@ so signalling, game voice, captions, recording and the console do not know which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -53,6 +55,7 @@ log = logging.getLogger("opengme.media")
 START_TIMEOUT = 15.0  # seconds for a worker to bind its socket and say "ready"
 STOP_TIMEOUT = 5.0  # seconds for a worker to exit once its pipe closed, before it is killed
 RESTART_BACKOFF = 1.0  # seconds between two failed starts of a worker
+HANG_TIMEOUT = 10.0  # seconds without a word (it reports every REPORT_INTERVAL) before a worker is killed
 _COUNTER_NAMES = tuple(f.name for f in dataclass_fields(RelayCounters))
 
 
@@ -84,6 +87,7 @@ class _Worker:
     explicit: set[str] = field(default_factory=set)  # rooms told to take their routes from us
     tapped: set[str] = field(default_factory=set)  # rooms whose voice it sends back (recording)
     watcher: asyncio.Task[None] | None = None
+    heard: float = field(default_factory=time.monotonic)  # when its last frame arrived
 
 
 def _add(total: RelayCounters, more: RelayCounters) -> None:
@@ -122,6 +126,7 @@ class RelayPool:
         self._retired_cpu = 0.0
         self._pings = 0
         self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._watchdog: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -129,10 +134,13 @@ class RelayPool:
         workers = await asyncio.gather(*(self._spawn(slot) for slot in range(self.count)))
         for worker in workers:
             self._adopt(worker)
+        self._watchdog = asyncio.create_task(self._watch_for_hangs())
 
     async def stop(self) -> None:
         """Close every control pipe (the workers exit on that) and wait for the processes."""
         self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         workers = list(self._workers.values())
         for worker in workers:
             worker.link.close()
@@ -173,7 +181,7 @@ class RelayPool:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "opengme.server.relay_worker", "--fd", str(theirs.fileno()),
                 "--host", self.bind, "--port", str(self.first_port + slot if self.first_port else 0), *self.log_args,
-                pass_fds=(theirs.fileno(),))
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         link = await FrameLink.over(ours)
@@ -204,7 +212,9 @@ class RelayPool:
         """Read the worker's messages until its pipe closes; then, unless stopping, it died."""
         try:
             while True:
-                for message in await worker.link.receive():
+                messages = await worker.link.receive()
+                worker.heard = time.monotonic()
+                for message in messages:
                     try:
                         self._on_message(worker, message)
                     except Exception:  # one bad message must not cost the worker's whole link
@@ -214,6 +224,20 @@ class RelayPool:
         if self._stopping:
             return
         await self._died(worker)
+
+    async def _watch_for_hangs(self) -> None:
+        """A worker that stopped answering (stopped, stuck in a loop) is killed: it then dies as any
+        other, and is replaced."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            now = time.monotonic()
+            for worker in list(self._workers.values()):
+                if now - worker.heard > HANG_TIMEOUT and worker.proc.returncode is None:
+                    log.warning("relay worker not answering, killing it",
+                                extra=fields(worker=worker.slot, pid=worker.proc.pid, silent_s=round(now - worker.heard, 1)))
+                    worker.heard = now  # once
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.proc.kill()
 
     async def _died(self, worker: _Worker) -> None:
         """Give up the worker's rooms, have its members resume (on a live worker: at once when one
