@@ -44,7 +44,6 @@ from aiohttp import web
 from opengme.core.relay import (
     Addr,
     MemberActivity,
-    Outgoing,
     Relay,
     RelayCounters,
     RoomTap,
@@ -278,11 +277,6 @@ class Media:
             self.relay.remove_member(event.member.tinyid)
 
     # --- datagrams out --------------------------------------------------------------------------
-
-    def dispatch(self, out: Outgoing) -> None:
-        """Send the in-process relay's output: UDP addresses by the socket, fallback ones as binary frames."""
-        if self._udp is not None:
-            self._udp.dispatch(out)
 
     def send_ws(self, datagram: bytes, addr: Addr) -> None:
         """A datagram for a WebSocket-fallback address ``("ws", connection id)``: a binary frame."""
