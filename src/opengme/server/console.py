@@ -29,7 +29,6 @@ from aiohttp import WSMsgType, web
 
 from opengme.core.levels import level_from_audio_level
 from opengme.core.ratelimit import BucketTable
-from opengme.core.relay import Relay
 from opengme.core.rooms import Member
 from opengme.errors import ErrorCode, GmeError, all_errors, describe, info, search
 from opengme.ids import IdError, validate_app_id
@@ -459,7 +458,7 @@ def _check(code: ErrorCode, open_id: str, room_id: str) -> None:
         raise GmeError(code, describe(code))
 
 
-def _level(relay: Relay, tinyid: int, now: float) -> int:
+def _level(relay: media.RelayPlane, tinyid: int, now: float) -> int:
     """A member's 0–100 level from its last voice packet's header (0 after 0.5 s without voice)."""
     try:
         activity = relay.activity(tinyid)
