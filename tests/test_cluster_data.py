@@ -77,6 +77,20 @@ def test_migrations_are_recorded_and_applied_once_on_both_engines(tmp_path: Path
         second.close()
 
 
+def test_nodes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path, database_url: str) -> None:
+    """Several nodes started together on an empty database: one creates the schema, the rest wait for
+    it (found by examples/cluster/run-local.sh: two nodes raced on ``CREATE TABLE schema_version``)."""
+    with ThreadPoolExecutor(4) as pool:
+        opened = list(pool.map(lambda i: open_database(tmp_path / f"n{i}", database_url) if database_url
+                               else open_database(tmp_path, ""), range(4)))
+    try:
+        rows = opened[0].execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert [r["version"] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    finally:
+        for db in opened:
+            db.close()
+
+
 def test_the_app_registry_is_shared_by_two_stores_and_keeps_its_rules(tmp_path: Path, database_url: str) -> None:
     node_a = AppStore(tmp_path / "a", database_url=database_url) if database_url else AppStore(tmp_path)
     node_b = AppStore(tmp_path / "b", database_url=database_url) if database_url else AppStore(tmp_path)

@@ -217,11 +217,11 @@ class Database:
 
     def migrate(self) -> int:
         """Apply the steps of :data:`MIGRATIONS` this database has not recorded; the version reached."""
-        self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                     "applied_at DOUBLE PRECISION NOT NULL)")
-        if self._version() >= len(MIGRATIONS):  # the usual case: no write lock taken
+        if self.columns("schema_version") and self._version() >= len(MIGRATIONS):  # usual: no write lock
             return len(MIGRATIONS)
-        with self.transaction():
+        with self.transaction():  # nodes starting together on a new database: one creates, the rest wait
+            self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                         "applied_at DOUBLE PRECISION NOT NULL)")
             for version in range(self._version() + 1, len(MIGRATIONS) + 1):
                 for step in MIGRATIONS[version - 1]:
                     self._apply(step)

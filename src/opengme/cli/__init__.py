@@ -31,7 +31,7 @@ from opengme.config import (
 if TYPE_CHECKING:
     from opengme.store import App, AppStore
 
-SETTING_FLAGS = ("host", "port", "data_dir", "log_level", "log_format")
+SETTING_FLAGS = ("host", "port", "data_dir", "log_level", "log_format", "workers")
 """Settings a command line may override (``serve`` and ``config`` take all, the others ``--data-dir``)."""
 
 
@@ -70,6 +70,8 @@ def settings_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], c
     p = sub.add_parser(name, parents=[common], help=summary, description=description)
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", help="TCP port (default 8090; 0 picks a free port)")
+    p.add_argument("--workers", metavar="N", help="media relay processes: 1 = in the server's process (default), "
+                   "N >= 2 = N worker processes, 0 = one per core")
     p.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
     p.add_argument("--log-format", help=f"{' or '.join(LOG_FORMATS)}: JSON lines for machines (default), "
                    "text for people")

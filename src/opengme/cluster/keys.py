@@ -6,9 +6,13 @@
 - ``room:<app_id>:<room_id>`` → the node id that serves the room.
 - ``removed:<app_id>:<open_id>:<room_id>`` → when the server removed that member (kick, dissolve):
   its older resume tokens must not bring it back through any node. Expires with the tokens.
-- ``nonce:<key_id>:<nonce>``: an admin request's nonce, set once (``SET NX``), expiring after the
-  allowed clock skew.
-- channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node.
+- ``nonce:<key_id>:<nonce>``: an admin request's nonce, set once (``SET NX``), expiring after twice the
+  allowed clock skew; for a state-changing API 3.0 request (SecretId, signature), its first answer.
+- channel ``bus:<node_id>``: actions and pushes for the rooms and members of one node; the answer to
+  an action goes to the list ``reply:<token>`` the caller named (``LPUSH``, short expiry; it ``BLPOP``s).
+- ``noderooms:<node_id>`` (hash, expires ``NODE_TTL`` s after the node's last refresh): the node's rooms,
+  one JSON field ``<app_id>/<room_id>`` each with its members, which the cluster-wide room listings and
+  "who is online" merge.
 """
 from __future__ import annotations
 
@@ -53,3 +57,9 @@ class Keys:
 
     def bus(self, node_id: str) -> str:
         return f"{self.prefix}:bus:{node_id}"
+
+    def reply(self, token: str) -> str:
+        return f"{self.prefix}:reply:{token}"
+
+    def noderooms(self, node_id: str) -> str:
+        return f"{self.prefix}:noderooms:{node_id}"

@@ -365,6 +365,10 @@ class Relay:
                 speaker.listeners = _table(speaker, self._policies.get(speaker.room.room_id, _everyone)) + \
                     self._shared(speaker)
 
+    def member_ids(self) -> list[int]:
+        """Every member with a media session (a relay worker reports their activity)."""
+        return list(self._members)
+
     def members(self, room_id: str) -> list[int]:
         room = self._rooms.get(room_id)
         return [m.tinyid for m in room.members] if room else []

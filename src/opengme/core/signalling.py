@@ -156,6 +156,7 @@ class Proof:
     auth_checked: bool = False
     auth_error: GmeError | None = None
     auth_bits: int | None = None  # the AuthBuffer's privilege map, when one was checked and holds
+    removed_at: float | None = None  # a resume: when the cluster recorded the member's removal (any node)
 
 
 def prove(credentials: Credentials, app_of: Callable[[str], App | None]) -> Proof:
@@ -242,6 +243,8 @@ class SignallingCore:
         # (app, openid, room) -> when the server removed it (kick, dissolve): older resume tokens
         # must not bring a removed member straight back (in memory: a restart forgets it).
         self._evicted: dict[tuple[str, str, str], float] = {}
+        # Told of each removal (member, wall time): a cluster records it where every node can see it.
+        self.removal_listeners: list[Callable[[Member, float], None]] = []
         self._out: list[Action] = []
         entries = settings.max_ip_entry_rate / 60
         self._address_entries = BucketTable(entries, max(1.0, 10 * entries))
@@ -683,7 +686,7 @@ class SignallingCore:
         assert proof is not None
         _, open_id = self._identity(peer)
         token_holds = (resume_token is not None and proof.token_problem is None
-                       and not self._evicted_after(app.app_id, open_id, room_id, resume_token))
+                       and not self._evicted_after(app.app_id, open_id, room_id, resume_token, proof.removed_at))
         if not token_holds:
             if not proof.auth_checked:  # a resume with no AuthBuffer to fall back on
                 if proof.token_problem is not None:
@@ -701,14 +704,18 @@ class SignallingCore:
         horizon = now - self.settings.reconnect_give_up
         self._evicted = {k: t for k, t in self._evicted.items() if t > horizon}
         self._evicted[(member.app_id, member.open_id, member.room_id)] = now
+        for listener in self.removal_listeners:
+            listener(member, now)
 
-    def _evicted_after(self, app_id: str, open_id: str, room_id: str, resume_token: str) -> bool:
-        """Whether the server removed this member after ``resume_token`` (already verified) was issued."""
-        removed_at = self._evicted.get((app_id, open_id, room_id))
+    def _evicted_after(self, app_id: str, open_id: str, room_id: str, resume_token: str,
+                       shared: float | None = None) -> bool:
+        """Whether the server (this node, or ``shared``: any node of the cluster) removed this member
+        after ``resume_token`` (already verified) was issued."""
+        times = [t for t in (self._evicted.get((app_id, open_id, room_id)), shared) if t is not None]
         expiry = resume_token_expiry(resume_token)
-        if removed_at is None or expiry is None:
+        if not times or expiry is None:
             return False
-        return removed_at >= expiry - self.settings.reconnect_give_up
+        return max(times) >= expiry - self.settings.reconnect_give_up
 
     def _room_reply(self, build: Callable[..., Json], id: int, app: App, member: Member, now: Instant) -> Json:
         room = self.registry.room(member.app_id, member.room_id)

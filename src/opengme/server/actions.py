@@ -2,6 +2,9 @@
 admin API (``/v1/admin``, and the CLI through it), the Tencent Cloud API 3.0 endpoint (``POST /``)
 and the web console call. Callers authenticate and translate names; the logic lives here.
 
+In a cluster (``redis_url``) listings show every live node's rooms and an action on a room another
+node serves is carried out there, over the bus (``opengme.server.bus``), with the same results.
+
 It also owns the records the actions read: the members' finished stays (``inout`` table, for GME's
 DescribeUserInAndOutTime) and usage per day (``usage`` table, DescribeAppStatistics). Both are
 written on their own worker thread, so a slow disk never stalls the event loop that carries the relay.
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,7 +28,8 @@ from opengme.db import open_database
 from opengme.errors import ErrorCode, GmeError
 from opengme.ids import room_id_problem
 from opengme.logs import fields
-from opengme.server import signalling
+from opengme.server import bus, shared_records, signalling
+from opengme.server.shared_records import RoomView, merge_rooms, rooms_here
 from opengme.server.usage import USAGE, Usage, UsageLog
 from opengme.store import App, AppStoreError
 
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from opengme.server.app import Server
 
 log = logging.getLogger("opengme.admin")
+
+Json = dict[str, Any]
 
 APP_NORMAL, APP_CLOSED, APP_ARREARS = 0, 1, 2
 """GME's AppStatus values (DescribeApplicationList): normal, closed, stopped for arrears."""
@@ -119,37 +125,121 @@ class AdminActions:
         self.usage.close()
 
     # --- rooms ----------------------------------------------------------------------------------
+    # A cluster (redis_url): listings merge every live node's rooms (shared_records), and an action on
+    # a room another node serves is carried out there (bus), with the same results and error codes.
 
-    def rooms(self, app_id: str) -> list[Room]:
-        return self.signalling.registry.rooms(app_id)
+    async def all_live_rooms(self) -> list[RoomView]:
+        """Every room of every app, on this node and (cluster) on the other live nodes."""
+        records = shared_records.get(self.server)
+        others = await records.other_rooms() if records is not None else []
+        return merge_rooms(rooms_here(self.signalling) + others)
+
+    async def live_rooms(self, app_id: str) -> list[RoomView]:
+        """The app's rooms, on this node and (cluster) on the other live nodes."""
+        records = shared_records.get(self.server)
+        others = await records.other_rooms() if records is not None else []
+        return merge_rooms(rooms_here(self.signalling, app_id=app_id) + [v for v in others if v.app_id == app_id])
 
     def room(self, app_id: str, room_id: str) -> Room:
-        """The room, or 10009 when it does not exist (now)."""
+        """The room on this node, or 10009 when it does not exist (now)."""
         return self.signalling.registry.room(app_id, check_room_id(room_id))
 
-    def kick(self, app_id: str, room_id: str, open_ids: list[str], reason: str = KICKED) -> list[tuple[str, ErrorCode]]:
+    async def live_room(self, app_id: str, room_id: str) -> RoomView:
+        """The room, or 10009 when it does not exist (now) on any node."""
+        check_room_id(room_id)
+        found = [v for v in await self.live_rooms(app_id) if v.room_id == room_id]
+        if found:
+            return found[0]
+        raise GmeError(ErrorCode.AV_ERR_SERVER_ROOM_NOT_EXIST, f"no room {room_id!r} in app {app_id}")
+
+    async def _elsewhere(self, app_id: str, room_id: str) -> str | None:
+        """The other live node that serves the room, when it is not here (cluster only)."""
+        records = shared_records.get(self.server)
+        if records is None:
+            return None
+        try:
+            self.signalling.registry.room(app_id, room_id)
+        except GmeError:
+            return await records.owner(app_id, room_id)
+        return None
+
+    async def _settled(self) -> None:
+        """The removals just made are recorded for the whole cluster (before the action answers)."""
+        records = shared_records.get(self.server)
+        if records is not None:
+            await records.flush()
+
+    async def _remote(self, app_id: str, room_id: str, op: str, args: Json) -> Json | None:
+        """``op`` carried out by the node that serves the room, when that is another one; else None."""
+        owner = await self._elsewhere(app_id, check_room_id(room_id))
+        link = bus.get(self.server)
+        if owner is None or link is None:
+            return None
+        return await link.call(owner, op, {"app_id": app_id, "room_id": room_id, **args})
+
+    async def kick(self, app_id: str, room_id: str, open_ids: list[str],
+                   reason: str = KICKED) -> list[tuple[str, ErrorCode]]:
         """Remove members (GME DeleteRoomMember, type 2): 10009 for an unknown room, else a code per openid."""
+        remote = await self._remote(app_id, room_id, "kick", {"open_ids": open_ids, "reason": reason})
+        return _outcomes(remote) if remote is not None else await self._kick_here(app_id, room_id, open_ids, reason)
+
+    async def _kick_here(self, app_id: str, room_id: str, open_ids: list[str],
+                         reason: str) -> list[tuple[str, ErrorCode]]:
         self.room(app_id, room_id)
-        return [(o, _outcome(partial(self.signalling.kick, app_id, room_id, o, reason))) for o in open_ids]
+        outcomes = [(o, _outcome(partial(self.signalling.kick, app_id, room_id, o, reason))) for o in open_ids]
+        await self._settled()
+        return outcomes
 
-    def dissolve(self, app_id: str, room_id: str, reason: str = DISSOLVED) -> int:
+    async def dissolve(self, app_id: str, room_id: str, reason: str = DISSOLVED) -> int:
         """Remove everyone (GME DeleteRoomMember, type 1); how many were removed, 10009 for an unknown room."""
-        return self.signalling.dissolve(app_id, check_room_id(room_id), reason)
+        remote = await self._remote(app_id, room_id, "dissolve", {"reason": reason})
+        return int(remote["removed"]) if remote is not None else await self._dissolve_here(app_id, room_id, reason)
 
-    def set_muted(self, app_id: str, room_id: str, changes: list[tuple[str, bool]],
-                  reason: str = "") -> list[tuple[str, ErrorCode]]:
+    async def _dissolve_here(self, app_id: str, room_id: str, reason: str) -> int:
+        removed = self.signalling.dissolve(app_id, check_room_id(room_id), reason)
+        await self._settled()
+        return removed
+
+    async def set_muted(self, app_id: str, room_id: str, changes: list[tuple[str, bool]],
+                        reason: str = "") -> list[tuple[str, ErrorCode]]:
         """Server mute/unmute (GME ModifyUserMicStatus): 10009 for an unknown room, else a code per openid."""
+        remote = await self._remote(app_id, room_id, "mute", {"changes": changes, "reason": reason})
+        return _outcomes(remote) if remote is not None else self._mute_here(app_id, room_id, changes, reason)
+
+    def _mute_here(self, app_id: str, room_id: str, changes: list[tuple[str, bool]],
+                   reason: str) -> list[tuple[str, ErrorCode]]:
         self.room(app_id, room_id)
         set_muted = partial(self.signalling.set_muted, app_id, room_id, reason=reason)
-        return [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
+        outcomes = [(o, _outcome(partial(set_muted, o, muted=m))) for o, m in changes]
+        records = shared_records.get(self.server)
+        if records is not None:
+            records.changed(app_id, room_id)  # the other nodes' listings show the mute within a second
+        return outcomes
+
+    # --- the bus: other nodes' requests for this node's rooms (never sent on: the room is here or not)
+
+    async def _bus_kick(self, args: Json) -> Json:
+        outcomes = await self._kick_here(args["app_id"], args["room_id"], list(args["open_ids"]), args["reason"])
+        return {"results": [[o, int(c)] for o, c in outcomes]}
+
+    async def _bus_mute(self, args: Json) -> Json:
+        changes = [(str(o), bool(m)) for o, m in args["changes"]]
+        outcomes = self._mute_here(args["app_id"], args["room_id"], changes, args["reason"])
+        return {"results": [[o, int(c)] for o, c in outcomes]}
+
+    async def _bus_dissolve(self, args: Json) -> Json:
+        return {"removed": await self._dissolve_here(args["app_id"], args["room_id"], args["reason"])}
 
     async def in_out(self, app_id: str, room_id: str, open_id: str) -> tuple[list[tuple[float, float | None]], float]:
-        """A member's stays in a room (the current one has no end) and their total seconds."""
+        """A member's stays in a room (the current one, on any node, has no end) and their total seconds."""
         stays: list[tuple[float, float | None]] = list(await self.inout.stays(app_id, room_id, open_id))
         now = time.time()
         current = self.signalling.registry.find(app_id, open_id)
         if current is not None and current.room_id == room_id:
             stays.append((current.entered_at, None))
+        elif shared_records.get(self.server) is not None:
+            here = [m for v in await self.live_rooms(app_id) if v.room_id == room_id for m in v.members if m.open_id == open_id]
+            stays += [(m.entered_at, None) for m in here[:1]]
         return stays, sum((now if end is None else end) - start for start, end in stays)
 
     # --- apps -----------------------------------------------------------------------------------
@@ -181,6 +271,18 @@ class AdminActions:
         return await self.usage.days(app_id, first, last)
 
 
+def _outcomes(remote: Json) -> list[tuple[str, ErrorCode]]:
+    """The per-openid codes of another node's answer."""
+    return [(str(o), _code(c)) for o, c in remote["results"]]
+
+
+def _code(value: object) -> ErrorCode:
+    try:
+        return ErrorCode(int(str(value)))
+    except ValueError:
+        return ErrorCode.AV_ERR_SERVER_FAILED
+
+
 def _outcome(action: Callable[[], object]) -> ErrorCode:
     """One openid's result in a batch: 0, or the GmeError's code (10010 not in the room)."""
     try:
@@ -198,6 +300,9 @@ def setup(server: Server) -> None:
     actions = AdminActions(server)
     server.web_app[ACTIONS] = actions
     server.web_app[USAGE] = actions.usage
+    link = bus.get(server)
+    if link is not None:  # a cluster: other nodes send the actions on this node's rooms here
+        link.handlers.update(kick=actions._bus_kick, mute=actions._bus_mute, dissolve=actions._bus_dissolve)
 
     async def stop() -> None:
         actions.close()

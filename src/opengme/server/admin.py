@@ -22,7 +22,7 @@ from opengme.ids import MAX_ID_CHARS
 from opengme.logs import fields
 from opengme.protocol import admin as signing
 from opengme.protocol.signalling import MAX_TEXT_CHARS
-from opengme.server import actions, recording, signalling
+from opengme.server import actions, recording, shared_records
 
 if TYPE_CHECKING:
     from opengme.server.app import Server
@@ -89,6 +89,9 @@ class Admin:
             except signing.AdminAuthError as exc:
                 log.info("admin request refused", extra=fields(path=request.path, reason=str(exc)))
                 return self._reply(ErrorCode.AV_ERR_AUTH_FIALD, str(exc), status=401)
+            refused = await self._claim_nonce(app_id, request.headers[signing.HEADER_NONCE])
+            if refused is not None:
+                return refused
             try:
                 return await handler(request, app_id)
             except GmeError as exc:
@@ -96,6 +99,23 @@ class Admin:
                 return self._reply(exc.code, exc.detail, status=status)
 
         return wrapper
+
+    async def _claim_nonce(self, app_id: str, nonce: str) -> web.Response | None:
+        """A cluster: the nonce must be new to every node, not only to this one (which checked it
+        already); the refusal, else None. Kept twice the allowed skew, as a timestamp either side is."""
+        records = shared_records.get(self.server)
+        if records is None:
+            return None
+        try:
+            if await records.claim_nonce(app_id, nonce, 2 * self.server.settings.admin_max_skew):
+                return None
+        except Exception as exc:
+            log.warning("admin request refused: the cluster's Redis did not answer", extra=fields(error=str(exc)))
+            return self._reply(ErrorCode.AV_ERR_SERVER_FAILED,
+                               "the cluster's Redis did not answer; cannot check the nonce", status=503)
+        reason = f"{signing.HEADER_NONCE} was already used (replayed request)"
+        log.info("admin request refused", extra=fields(app_id=app_id, reason=reason))
+        return self._reply(ErrorCode.AV_ERR_AUTH_FIALD, reason, status=401)
 
     def _reply(self, code: ErrorCode, message: str, status: int) -> web.Response:
         self.server.metrics.inc("opengme_admin_requests_total", code=int(code))
@@ -108,36 +128,34 @@ class Admin:
     # --- handlers -------------------------------------------------------------------------------
 
     async def rooms(self, request: web.Request, app_id: str) -> web.Response:
-        rooms = self.actions.rooms(app_id)
-        return self._ok(
-            rooms=[{"room_id": r.room_id, "room_type": int(r.room_type), "members": len(r.members)} for r in rooms]
-        )
+        rooms = await self.actions.live_rooms(app_id)
+        return self._ok(rooms=[{"room_id": r.room_id, "room_type": r.room_type, "members": len(r.members)} for r in rooms])
 
     async def room_info(self, request: web.Request, app_id: str) -> web.Response:
-        room = self.actions.room(app_id, request.match_info["room_id"])
-        game_voice = signalling.get(self.server).core.game_voice
+        room = await self.actions.live_room(app_id, request.match_info["room_id"])
         members = [
-            {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": room.is_muted(m.open_id),
-             **game_voice.describe(m)}  # team, mode, range, position (game voice)
-            for m in room.members.values()
+            {"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "muted": m.muted,
+             **m.game}  # team, mode, range, position (game voice)
+            for m in room.members
         ]
-        return self._ok(room_id=room.room_id, room_type=int(room.room_type), members=members)
+        return self._ok(room_id=room.room_id, room_type=room.room_type, members=members)
 
     async def kick(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required={"open_ids"}, optional={"reason"})
-        outcomes = self.actions.kick(app_id, request.match_info["room_id"], _open_ids(body), _reason(body, KICKED))
+        outcomes = await self.actions.kick(app_id, request.match_info["room_id"], _open_ids(body), _reason(body, KICKED))
         return self._ok(results=[{"open_id": o, "code": int(code)} for o, code in outcomes])
 
     async def dissolve(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required=set(), optional={"reason"})
-        return self._ok(removed=self.actions.dissolve(app_id, request.match_info["room_id"], _reason(body, DISSOLVED)))
+        removed = await self.actions.dissolve(app_id, request.match_info["room_id"], _reason(body, DISSOLVED))
+        return self._ok(removed=removed)
 
     async def mute(self, request: web.Request, app_id: str) -> web.Response:
         body = await _body(request, required={"open_ids", "muted"}, optional={"reason"})
         if not isinstance(body["muted"], bool):
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "muted must be true or false")
         changes = [(o, body["muted"]) for o in _open_ids(body)]
-        outcomes = self.actions.set_muted(app_id, request.match_info["room_id"], changes, _reason(body, ""))
+        outcomes = await self.actions.set_muted(app_id, request.match_info["room_id"], changes, _reason(body, ""))
         return self._ok(results=[{"open_id": o, "code": int(code)} for o, code in outcomes])
 
     async def inout(self, request: web.Request, app_id: str) -> web.Response:

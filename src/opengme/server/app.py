@@ -90,6 +90,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     from opengme.server import (
         actions,
         admin,
+        bus,
         captions,
         cluster,
         console,
@@ -97,6 +98,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
         nodes,
         ptt,
         recording,
+        shared_records,
         signalling,
         stt,
         tc3,
@@ -104,7 +106,8 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     )
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir, database_url=settings.database_url))
-    for part in (cluster, nodes, signalling, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
+    for part in (cluster, nodes, signalling, shared_records, bus, actions, admin, tc3, media, ptt, stt, captions,
+                 recording, console, web):
         part.setup(server)
     return server
 

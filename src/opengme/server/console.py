@@ -5,11 +5,13 @@ Access rules live in ``opengme.server.console_auth``; here every handler is wrap
 Origin check for changes and the WebSocket, then the session cookie, then the CSRF header for
 changes. Refusals are JSON ``{"code": <GME code>, "message": …}``: 10003 (HTTP 401/403) for a missing
 session, wrong token, CSRF or Origin; 10002 (400) for a malformed body; 10009/10010 from the room
-actions. Room actions call the same ``Signalling`` entry points as the signed admin API.
+actions. Room actions go through the action layer the signed admin API uses (``opengme.server.actions``),
+so in a cluster they reach rooms on any node.
 
 Live rooms: ``/console/api/live`` (WebSocket) pushes a snapshot of every room with its members, who
 is speaking (the relay's voice-activity bit of the last 0.5 s, read from packet headers, no decoding)
-and each member's level, every ``LIVE_INTERVAL`` seconds. Charts: a sampler records rooms, members
+and each member's level, every ``LIVE_INTERVAL`` seconds; in a cluster also the other nodes' rooms
+(with their ``node``, without voice activity). Charts: a sampler records rooms, members
 and relayed packets per second every ``HISTORY_INTERVAL`` seconds into a ring of one hour.
 """
 from __future__ import annotations
@@ -27,13 +29,12 @@ from aiohttp import WSMsgType, web
 
 from opengme.core.levels import level_from_audio_level
 from opengme.core.ratelimit import BucketTable
-from opengme.core.relay import Relay
 from opengme.core.rooms import Member
-from opengme.errors import ErrorCode, GmeError, all_errors, info, search
+from opengme.errors import ErrorCode, GmeError, all_errors, describe, info, search
 from opengme.ids import IdError, validate_app_id
 from opengme.logs import fields
 from opengme.protocol.signalling import MAX_TEXT_CHARS
-from opengme.server import actions, media, ptt, signalling, stt
+from opengme.server import actions, media, ptt, shared_records, signalling, stt
 from opengme.server.console_auth import (
     COOKIE,
     CSRF_HEADER,
@@ -43,6 +44,7 @@ from opengme.server.console_auth import (
     csrf_ok,
     same_origin,
 )
+from opengme.server.shared_records import merge_rooms
 from opengme.store import SWITCHES, AppStoreError
 from opengme.stt.base import DEFAULT_LANGUAGE
 
@@ -242,10 +244,10 @@ class Console:
         store = self.server.store
         apps = await self.server.run_blocking(store.list)
         minutes = await actions.get(self.server).inout.minutes(time.time() - USAGE_DAYS * 86400)
-        registry = signalling.get(self.server).registry
+        everywhere = await actions.get(self.server).all_live_rooms()  # a cluster: every live node's rooms
         out = []
         for app in apps:
-            rooms = registry.rooms(app.app_id)
+            rooms = [r for r in everywhere if r.app_id == app.app_id]
             usage = {"rooms": len(rooms), "members": sum(len(r.members) for r in rooms),
                      f"voice_minutes_{USAGE_DAYS}d": round(minutes.get(app.app_id, 0.0), 1)}
             out.append({**app.public_dict(), "usage": usage})
@@ -297,8 +299,30 @@ class Console:
             out.append({"app_id": app_id, "room_id": room_id, "room_type": int(room.room_type), "members": members})
         return {"rooms": out, "rooms_total": len(grouped), "members_total": registry.member_count}
 
+    async def cluster_snapshot(self, limit: int = MAX_LIVE_ROOMS) -> dict[str, Any]:
+        """``snapshot`` plus the rooms the cluster's other live nodes serve (without who speaks: their
+        relays see that), each with its ``node``; the same as ``snapshot`` on a single node."""
+        here = self.snapshot(limit)
+        records = shared_records.get(self.server)
+        if records is None:
+            return here
+        try:
+            listed = await records.other_rooms()
+        except GmeError as exc:  # the live view goes on with this node's rooms while Redis is away
+            log.warning("the other nodes' rooms are not shown", extra=fields(error=exc.detail))
+            return here
+        mine = {(r["app_id"], r["room_id"]) for r in here["rooms"]}
+        others = [v for v in merge_rooms(listed) if (v.app_id, v.room_id) not in mine]
+        rooms = here["rooms"] + [
+            {"app_id": v.app_id, "room_id": v.room_id, "room_type": v.room_type, "node": v.node,
+             "members": [{"open_id": m.open_id, "tinyid": m.tinyid, "entered_at": m.entered_at, "speaking": False,
+                          "level": 0, "muted": m.muted} for m in v.members]} for v in others]
+        rooms.sort(key=lambda r: (r["app_id"], r["room_id"]))
+        return {"rooms": rooms[:limit], "rooms_total": here["rooms_total"] + len(others),
+                "members_total": here["members_total"] + sum(len(v.members) for v in others)}
+
     async def rooms(self, request: web.Request, session: Session) -> web.Response:
-        return web.json_response({"code": 0, **self.snapshot()})
+        return web.json_response({"code": 0, **await self.cluster_snapshot()})
 
     async def live(self, request: web.Request, session: Session) -> web.StreamResponse:
         if len(self._views) >= MAX_LIVE_SOCKETS:
@@ -320,7 +344,7 @@ class Console:
     async def _broadcast(self) -> None:
         """One snapshot per interval for every open view (its cost does not grow with the views)."""
         while self._views:
-            text = json.dumps(self.snapshot())
+            text = json.dumps(await self.cluster_snapshot())
             for ws in list(self._views):
                 if not ws.closed:
                     await ws.send_str(text)
@@ -328,7 +352,8 @@ class Console:
 
     async def kick(self, request: web.Request, session: Session) -> web.Response:
         app_id, room_id, open_id = _member_of(await read_json_body(request))
-        signalling.get(self.server).kick(app_id, room_id, open_id, "removed from the room by an operator")
+        [(_, code)] = await actions.get(self.server).kick(app_id, room_id, [open_id], "removed from the room by an operator")
+        _check(code, open_id, room_id)
         log.info("console kicked", extra=fields(app_id=app_id, room_id=room_id, open_id=open_id))
         return web.json_response({"code": 0})
 
@@ -338,13 +363,14 @@ class Console:
         muted = body.get("muted")
         if not isinstance(muted, bool):
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "muted must be true or false")
-        signalling.get(self.server).set_muted(app_id, room_id, open_id, muted, "by an operator")
+        [(_, code)] = await actions.get(self.server).set_muted(app_id, room_id, [(open_id, muted)], "by an operator")
+        _check(code, open_id, room_id)
         return web.json_response({"code": 0})
 
     async def dissolve(self, request: web.Request, session: Session) -> web.Response:
         body = await read_json_body(request)
         app_id, room_id = _app_id(body), _text(body, "room_id", MAX_TEXT_CHARS)
-        removed = signalling.get(self.server).dissolve(app_id, room_id)
+        removed = await actions.get(self.server).dissolve(app_id, room_id)
         return web.json_response({"code": 0, "removed": removed})
 
     # --- voice messages, errors, charts -------------------------------------------------------------
@@ -424,7 +450,15 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _level(relay: Relay, tinyid: int, now: float) -> int:
+def _check(code: ErrorCode, open_id: str, room_id: str) -> None:
+    """One member's outcome of a room action: 10010 (not in the room) or another failure raised."""
+    if code is ErrorCode.AV_ERR_SERVER_ENDPOINT_NOT_EXIST:
+        raise GmeError(code, f"openid {open_id!r} is not in room {room_id!r}")
+    if code is not ErrorCode.AV_OK:
+        raise GmeError(code, describe(code))
+
+
+def _level(relay: media.RelayPlane, tinyid: int, now: float) -> int:
     """A member's 0–100 level from its last voice packet's header (0 after 0.5 s without voice)."""
     try:
         activity = relay.activity(tinyid)

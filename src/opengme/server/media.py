@@ -21,28 +21,47 @@
 - Every ``quality_interval`` seconds, each member that sent media gets a ``quality`` push with its
   uplink loss (through signalling's ``delivery``, like every push); the relay's counters are copied
   into the ``/metrics`` counters at every scrape.
+- Workers (``settings.workers``): 1 runs the relay here, on the signalling event loop; 0 (one per core)
+  or N >= 2 runs it in N worker processes (``opengme.server.relay_pool``), each room on one of them;
+  worker i listens on ``udp_port + i`` when ``udp_port`` is set (else on any free port), and each
+  member's ``entered`` names its room's worker's port.
+  Either way ``Media.relay`` is a :class:`RelayPlane`: the calls captions, recording, game voice and
+  the console make, whichever process forwards the packets.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from opengme.core.relay import Outgoing, Relay, RelayCounters, RoutePolicy, SessionIdTaken
+from opengme.core.relay import (
+    Addr,
+    MemberActivity,
+    Relay,
+    RelayCounters,
+    RoomTap,
+    RoutePolicy,
+    SessionIdTaken,
+    UplinkQuality,
+    VoiceTap,
+)
 from opengme.core.rooms import Member, RoomEvent
+from opengme.core.signalling import CLOSE_GOING_AWAY
 from opengme.logs import fields
 from opengme.protocol import signalling as proto
 from opengme.protocol.media import KEY_SIZE, MAX_DATAGRAM
 from opengme.server import signalling
 from opengme.server.connection import Connection
+from opengme.server.relay_pool import RelayPool
+from opengme.server.relay_worker import SOCKET_BUFFER as SOCKET_BUFFER  # the relay's kernel buffers (loadtest)
+from opengme.server.relay_worker import WS, UdpRelay
 from opengme.server.signalling import Json
 
 if TYPE_CHECKING:
@@ -50,9 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opengme.media")
 
-WS = "ws"  # the host part of a WebSocket-fallback address: ("ws", connection id)
 QUALITY_INTERVAL = 2.0
-SOCKET_BUFFER = 4 << 20  # bytes; bursts from many members at once fit in the kernel queue
 DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay", "muted", "challenge", "custom")
 """The relay's own drop counters (``RelayCounters.dropped_<reason>``); the shell adds ``oversized``
 (a binary frame above MAX_DATAGRAM), ``ws_lagging`` (a fallback client's media outbox overflowed),
@@ -60,9 +77,6 @@ DROP_REASONS = ("malformed", "unknown_member", "unknown_addr", "auth", "replay",
 send) and ``socket_buffer`` (the kernel's drops on the relay's socket, read at scrape time)."""
 ADDRESS_EVENTS = ("challenges", "rebinds", "unreachable")
 """``RelayCounters`` fields copied into ``opengme_media_address_events_total`` by ``event``."""
-IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux's value; Python does not name it
-IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
-MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 
 RECEIVED = "opengme_media_packets_received_total"
 FORWARDED = "opengme_media_packets_forwarded_total"
@@ -71,6 +85,9 @@ ADDRESS = "opengme_media_address_events_total"
 RELAY_SECONDS = "opengme_relay_datagram_seconds"
 RELAY_SAMPLE = 64  # one UDP datagram in this many is timed for RELAY_SECONDS
 RELAY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+WORKER_DEATHS = "opengme_relay_worker_deaths_total"
+WORKER_RESTARTS = "opengme_relay_worker_restarts_total"
+WORKER_CPU = "opengme_relay_workers_cpu_seconds_total"
 
 MEDIA: web.AppKey[Media] = web.AppKey("opengme.media")
 
@@ -92,32 +109,60 @@ def setup(server: Server) -> None:
     m.gauge("opengme_media_ws_fallback_members", "Members whose media goes over the WebSocket fallback.",
             media.ws_fallback_members)
     m.on_collect(media.sync_metrics)
+    if media.pool is not None:
+        pool = media.pool
+        m.gauge("opengme_relay_workers", "Relay worker processes running now (--workers).", lambda: pool.live)
+        m.describe(WORKER_DEATHS, "counter", "Relay worker processes that died (each is restarted).")
+        m.describe(WORKER_RESTARTS, "counter", "Relay worker processes restarted after a death.")
+        m.describe(WORKER_CPU, "counter", "CPU seconds the relay worker processes used (process_cpu_seconds_total "
+                   "counts the signalling process only).")
 
 
 def get(server: Server) -> Media:
     return server.web_app[MEDIA]
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    """Datagram in, datagrams out: the whole per-packet path of the UDP side."""
+class RelayPlane(Protocol):
+    """The relay as signalling, game voice, captions, recording and the console use it: the pure
+    ``Relay`` itself (``workers = 1``) or the ``RelayPool`` of worker processes."""
 
-    def __init__(self, media: Media) -> None:
-        self.media = media
-        self._count = 0
+    @property
+    def counters(self) -> RelayCounters: ...
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._count += 1
-        if self._count % RELAY_SAMPLE:
-            self.media.dispatch(self.media.relay.handle_datagram(data, addr, time.monotonic()))
-            return
-        started = time.perf_counter()  # one datagram in RELAY_SAMPLE is timed: the hot path stays lean
-        self.media.dispatch(self.media.relay.handle_datagram(data, addr, time.monotonic()))
-        self.media.server.metrics.observe(RELAY_SECONDS, time.perf_counter() - started)
+    def add_member(self, room_id: str, tinyid: int, key: bytes) -> int: ...
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors of earlier sends (a client that went away): the error queue says where to.
-        self.media.count_drop("send_error")
-        self.media.drain_errors()
+    def remove_member(self, tinyid: int) -> bool: ...
+
+    def set_muted(self, tinyid: int, muted: bool) -> None: ...
+
+    def link(self, a: int, b: int) -> None: ...
+
+    def unlink(self, tinyid: int) -> int | None: ...
+
+    def set_route_policy(self, room_id: str, policy: RoutePolicy | None) -> None: ...
+
+    def update_routes(self, tinyid: int) -> None: ...
+
+    def set_routes(self, pairs: Iterable[tuple[int, int, bool]]) -> None: ...
+
+    def listeners(self, tinyid: int) -> list[int]: ...
+
+    def members(self, room_id: str) -> list[int]: ...
+
+    def set_voice_tap(self, tinyid: int, tap: VoiceTap | None) -> None: ...
+
+    def set_room_tap(self, room_id: str, tap: RoomTap | None) -> None: ...
+
+    def activity(self, tinyid: int) -> MemberActivity: ...
+
+    def speakers(self, room_id: str, now: float, hold: float = 0.5) -> list[int]: ...
+
+    def take_uplink_quality(self) -> list[UplinkQuality]: ...
+
+
+def worker_count(workers: int) -> int:
+    """The number of relay processes ``settings.workers`` asks for (0: one per core)."""
+    return workers if workers > 0 else (os.cpu_count() or 1)
 
 
 class Media:
@@ -126,15 +171,25 @@ class Media:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.signalling = signalling.get(server)
-        self.relay = Relay()
+        settings = server.settings
+        count = worker_count(settings.workers)
+        self.pool: RelayPool | None = None
+        self._local: Relay | None = None  # the in-process relay (workers = 1)
+        self.relay: RelayPlane
+        if count > 1:
+            self.relay = self.pool = RelayPool(self, count, settings.host, settings.udp_port, settings.log_level,
+                                               settings.log_format)
+        else:
+            self.relay = self._local = Relay()
         self.quality_interval = QUALITY_INTERVAL
-        self.udp_port = 0  # known once started
-        self._transport: asyncio.DatagramTransport | None = None
+        self.udp_port = 0  # known once started (the in-process relay's)
+        self._udp: UdpRelay | None = None
         self._sessions: dict[int, Member] = {}  # by tinyid
         self._synced = RelayCounters()  # the relay counters as last copied into the metrics
-        self._socket_drops = 0  # the kernel's drops on our socket as last copied into the metrics
-        self._errors: socket.socket | None = None  # our UDP socket (a dup) for its error queue
-        self._inode = 0  # our UDP socket's, to find it in /proc/net/udp
+        self._socket_drops = 0  # the kernel's drops on the relay sockets as last copied into the metrics
+        self._send_errors = 0  # the workers' ICMP send errors as last copied into the metrics
+        self._deaths = self._restarts = 0  # the pool's, as last copied into the metrics
+        self._cpu = 0.0  # the workers' CPU seconds, likewise
         self._ticker: asyncio.Task[None] | None = None
         self.signalling.media = self
         self.signalling.room_listeners.append(self._on_room_event)
@@ -142,46 +197,28 @@ class Media:
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        settings = self.server.settings
-        loop = asyncio.get_running_loop()
-        preferred = settings.udp_port or (urlsplit(self.server.base_url).port or 0)
-        try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(settings.host, preferred))
-        except OSError as exc:
-            if not preferred:
-                raise
-            log.warning("UDP port taken, using a free one", extra=fields(port=preferred, error=str(exc)))
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(settings.host, 0))
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        try:
-            if sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-            self._errors = sock.dup()  # asyncio's wrapper has no recvmsg; a dup shares the queue
-            self._errors.setblocking(False)
-        except OSError:  # not Linux: ICMP errors stay anonymous (counted, not acted on)
-            self._errors = None
-        self._inode = os.fstat(sock.fileno()).st_ino
-        self.udp_port = sock.getsockname()[1]
+        if self.pool is not None:
+            await self.pool.start()
+            log.info("media relay workers listening", extra=fields(workers=self.pool.live, udp_ports=self.pool.ports))
+        else:
+            assert self._local is not None
+            preferred = self.server.settings.udp_port or (urlsplit(self.server.base_url).port or 0)
+            metrics = self.server.metrics
+            self._udp = UdpRelay(self._local, self.send_ws, self.count_drop,
+                                 lambda seconds: metrics.observe(RELAY_SECONDS, seconds), RELAY_SAMPLE)
+            await self._udp.open(self.server.settings.host, preferred)
+            self.udp_port = self._udp.port
+            log.info("media relay listening", extra=fields(udp_port=self.udp_port))
         self._ticker = asyncio.create_task(self._tick_forever())
-        log.info("media relay listening", extra=fields(udp_port=self.udp_port))
 
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
         self.sync_metrics()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        if self._errors is not None:
-            self._errors.close()
-            self._errors = None
+        if self._udp is not None:
+            self._udp.close()
+        if self.pool is not None:
+            await self.pool.stop()
 
     # --- sessions (signalling's MediaPlane) -----------------------------------------------------
 
@@ -195,7 +232,8 @@ class Media:
                 continue
         self.relay.set_muted(member.tinyid, muted)
         self._sessions[member.tinyid] = member
-        return proto.media_section(self.udp_port, key)
+        port = self.pool.port_of(member.tinyid) if self.pool is not None else self.udp_port
+        return proto.media_section(port, key)
 
     def set_muted(self, member: Member, muted: bool) -> None:
         if member.tinyid in self._sessions:
@@ -229,7 +267,10 @@ class Media:
         if len(data) > MAX_DATAGRAM:
             self.count_drop("oversized")
             return
-        self.dispatch(self.relay.handle_datagram(data, (WS, conn.id), time.monotonic()))
+        if self.pool is not None:
+            self.pool.ws_datagram(conn.id, data)
+        elif self._local is not None and self._udp is not None:
+            self._udp.dispatch(self._local.handle_datagram(data, (WS, conn.id), time.monotonic()))
 
     def _on_room_event(self, event: RoomEvent) -> None:
         if event.kind == "leave" and self._sessions.pop(event.member.tinyid, None) is not None:
@@ -237,47 +278,27 @@ class Media:
 
     # --- datagrams out --------------------------------------------------------------------------
 
-    def dispatch(self, out: Outgoing) -> None:
-        """Send the relay's output: UDP addresses by the socket, fallback ones as binary frames."""
-        transport, connections = self._transport, self.signalling.connections
-        for datagram, addr in out:
-            if addr[0] == WS:
-                conn = connections.get(addr[1])
-                if conn is None or conn.closing:
-                    self.count_drop("ws_closed")
-                elif not conn.send_media(datagram):
-                    self.count_drop("ws_lagging")
-            elif transport is not None:
-                transport.sendto(datagram, addr)
+    def send_ws(self, datagram: bytes, addr: Addr) -> None:
+        """A datagram for a WebSocket-fallback address ``("ws", connection id)``: a binary frame."""
+        conn = self.signalling.connections.get(int(addr[1]))
+        if conn is None or conn.closing:
+            self.count_drop("ws_closed")
+        elif not conn.send_media(datagram):
+            self.count_drop("ws_lagging")
 
-    def drain_errors(self) -> None:
-        """Read the socket's error queue: each entry names the destination of a send that failed."""
-        sock = self._errors
-        if sock is None:
-            return
-        for _ in range(64):  # bounded: the rest waits for the next error
-            try:
-                _, _, _, addr = sock.recvmsg(1, 256, MSG_ERRQUEUE)
-            except OSError:  # the queue is empty (BlockingIOError)
-                return
-            self.relay.address_unreachable((addr[0], addr[1]))
+    def worker_lost(self, tinyids: list[int]) -> None:
+        """The relay worker of these members died: close their connections as a server stop does
+        (1001, no ``disconnect``), so that their SDKs resume onto a live worker."""
+        for tinyid in tinyids:
+            member = self._sessions.get(tinyid)
+            if member is not None:
+                self.signalling.connections.close(member.conn, CLOSE_GOING_AWAY)
 
     def socket_drops(self) -> int:
-        """The kernel's count of datagrams it dropped for our UDP socket (``/proc/net/udp[6]``, the
-        ``drops`` column of the line with our socket's inode); 0 where that is not available."""
-        if self._transport is None:
-            return self._socket_drops
-        inode = str(self._inode)
-        try:
-            for table in ("/proc/net/udp", "/proc/net/udp6"):
-                with open(table, encoding="ascii") as lines:
-                    for line in lines:
-                        cols = line.split()
-                        if len(cols) > 12 and cols[9] == inode:
-                            return int(cols[12])
-        except (OSError, ValueError):
-            pass
-        return self._socket_drops
+        """The kernel's count of datagrams it dropped for the relay's UDP socket(s)."""
+        if self.pool is not None:
+            return self.pool.socket_drops()
+        return self._udp.socket_drops() if self._udp is not None else self._socket_drops
 
     def count_drop(self, reason: str) -> None:
         self.server.metrics.inc(DROPPED, reason=reason)
@@ -314,6 +335,15 @@ class Media:
         drops = self.socket_drops()
         metrics.inc(DROPPED, max(0, drops - self._socket_drops), reason="socket_buffer")
         self._socket_drops = drops
+        if self.pool is not None:
+            pool = self.pool
+            send_errors = pool.send_errors()
+            metrics.inc(DROPPED, send_errors - self._send_errors, reason="send_error")
+            metrics.inc(WORKER_DEATHS, pool.deaths - self._deaths)
+            metrics.inc(WORKER_RESTARTS, pool.restarts - self._restarts)
+            cpu = pool.cpu_seconds()
+            metrics.inc(WORKER_CPU, max(0.0, cpu - self._cpu))
+            self._send_errors, self._deaths, self._restarts, self._cpu = send_errors, pool.deaths, pool.restarts, cpu
 
     def ws_fallback_members(self) -> float:
         return sum(1 for tinyid in self._sessions if (self.relay.activity(tinyid).addr or ("",))[0] == WS)

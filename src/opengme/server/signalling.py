@@ -118,6 +118,8 @@ class Signalling:
         self.delivery: Delivery = self.connections  # where the core's messages go (several nodes: elsewhere too)
         self.room_listeners: list[RoomListener] = []
         self.router: Router | None = None  # several nodes: which one serves a room (opengme.server.nodes)
+        # Run on the loop after ``prove``, before the core decides: a cluster adds what other nodes know.
+        self.proof_checks: list[Callable[[Credentials, Proof], Awaitable[Proof]]] = []
         self._media: MediaPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -242,7 +244,10 @@ class Signalling:
     async def _prove(self, credentials: Credentials) -> Proof | None:
         """``prove`` on a worker thread; None when the server dropped the job because it is stopping."""
         try:
-            return await self.server.run_blocking(prove, credentials, self.server.store.get)
+            proof = await self.server.run_blocking(prove, credentials, self.server.store.get)
+            for check in self.proof_checks:
+                proof = await check(credentials, proof)
+            return proof
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():

@@ -7,7 +7,8 @@ Checks, in order: version and action headers, the ``Authorization`` header, the 
 ``opengme apikey create``), the timestamp window (five minutes either way), the body (at most
 ``MAX_BODY_BYTES`` within the HTTP body deadline), the signature (constant-time), the key's rate
 (``RATE`` requests a second) and its AppIDs. TC3 has no nonce: a state-changing request whose signed
-bytes come again within the window is answered with its first answer and not carried out twice. The actions are
+bytes come again within the window is answered with its first answer and not carried out twice (in a
+cluster on any node: the answers are kept in Redis, see ``opengme.server.shared_records``). The actions are
 ``opengme.server.actions``; this module only translates GME's parameter and result names.
 """
 from __future__ import annotations
@@ -32,9 +33,10 @@ from opengme.logs import fields
 from opengme.protocol import tc3 as signing
 from opengme.protocol.tc3 import Tc3Error
 from opengme.server import actions as actions_
-from opengme.server import recording
+from opengme.server import recording, shared_records
 from opengme.server.actions import AdminActions, app_status
 from opengme.server.admin import read_body
+from opengme.server.shared_records import SharedRecords
 from opengme.server.usage import Usage
 from opengme.store import App
 
@@ -92,6 +94,7 @@ class Tc3Api:
         self.keys = ApiKeyStore(server.settings.data_dir, server.settings.database_url)
         self.rates = BucketTable(RATE, RATE)
         self.answers: dict[str, tuple[float, Params]] = {}  # state-changing requests' answers, by signature
+        self.shared = shared_records.get(server)  # a cluster: the answers every node has given
 
     async def stop(self) -> None:
         self.keys.close()
@@ -151,16 +154,42 @@ class Tc3Api:
         if not self.rates.bucket(auth.secret_id, time.monotonic()).take(time.monotonic()):
             raise Tc3Error("RequestLimitExceeded", f"more than {RATE:g} requests a second with this SecretId")
         params = _params(body, found.params)
-        replayed = self._answered(auth.signature, now) if found.changes_state else None
+        if not found.changes_state:
+            return await self._carry_out(found, key, params)
+        replayed = self._answered(auth.signature, now)
+        if replayed is None and self.shared is not None:
+            replayed = await self._shared_answer(self.shared, auth.secret_id, auth.signature)
         if replayed is not None:
             return replayed
+        kept = False
         try:
-            result = await found.handler(self, key, params)
+            result = await self._carry_out(found, key, params)
+            self.answers[auth.signature] = (timestamp + signing.MAX_SKEW, result)
+            if self.shared is not None:
+                await self.shared.keep_answer(auth.secret_id, auth.signature, result)
+                kept = True
+        finally:
+            if self.shared is not None and not kept:  # failed: the same request may be made again
+                await self.shared.forget_answer(auth.secret_id, auth.signature)
+        return result
+
+    async def _carry_out(self, found: Action, key: ApiKey, params: Params) -> Params:
+        try:
+            return await found.handler(self, key, params)
         except GmeError as exc:
             raise Tc3Error(_tc3_code(exc.code), exc.detail) from None
-        if found.changes_state:
-            self.answers[auth.signature] = (timestamp + signing.MAX_SKEW, result)
-        return result
+
+    @staticmethod
+    async def _shared_answer(shared: SharedRecords, secret_id: str, signature: str) -> Params | None:
+        """A cluster: the first answer another node gave to the same signed request (None: this node
+        is the first, and records its answer for the others)."""
+        try:
+            return await shared.first_answer(secret_id, signature, 2 * signing.MAX_SKEW)
+        except TimeoutError:
+            raise Tc3Error("FailedOperation", "the same request is still being carried out by another node; "
+                           "retry with a new timestamp") from None
+        except GmeError as exc:
+            raise Tc3Error("FailedOperation", exc.detail) from None
 
     def _answered(self, signature: str, now: float) -> Params | None:
         """The first answer to a state-changing request whose signed bytes come again within the window
@@ -255,11 +284,11 @@ async def _describe_room_info(api: Tc3Api, key: ApiKey, params: Params) -> Param
     int_ids, str_ids = _ids(params, "RoomIds", MAX_ROOMS), _ids(params, "StrRoomIds", MAX_ROOMS)
     if (not int_ids and not str_ids) or len(int_ids) + len(str_ids) > MAX_ROOMS:
         raise Tc3Error("InvalidParameterValue", f"give 1-{MAX_ROOMS} rooms in RoomIds or StrRoomIds")
-    rooms = {r.room_id: r for r in api.actions.rooms(app.app_id)}
+    rooms = {r.room_id: r for r in await api.actions.live_rooms(app.app_id)}  # a cluster: every node's
     users = []
     for room_id, is_int in [(r, True) for r in int_ids] + [(r, False) for r in str_ids]:
         room = rooms.get(room_id)
-        uins, str_uins = _split_ids(list(room.members) if room is not None else [])
+        uins, str_uins = _split_ids([m.open_id for m in room.members] if room is not None else [])
         users.append({"RoomId": int(room_id) if is_int and room_id.isdigit() else 0,
                       "StrRoomId": room_id, "Uins": uins, "StrUins": str_uins})
     return {"Result": 0, "RoomUsers": users}
@@ -272,14 +301,14 @@ async def _delete_room_member(api: Tc3Api, key: ApiKey, params: Params) -> Param
     delete_type = _get(params, "DeleteType", int)
     try:
         if delete_type == 1:
-            api.actions.dissolve(app.app_id, room_id)
+            await api.actions.dissolve(app.app_id, room_id)
             return {"DeleteResult": {"Code": 0, "ErrorMsg": ""}}
         if delete_type != 2:
             raise Tc3Error("InvalidParameterValue", "DeleteType must be 1 (dissolve the room) or 2 (remove users)")
         open_ids = _ids(params, "Uids", MAX_USERS) + _ids(params, "StrUids", MAX_USERS)
         if not open_ids:
             raise Tc3Error("MissingParameter", "DeleteType 2 needs the users to remove in Uids or StrUids")
-        code, message = _batch_result(api.actions.kick(app.app_id, room_id, open_ids))
+        code, message = _batch_result(await api.actions.kick(app.app_id, room_id, open_ids))
     except GmeError as exc:
         code, message = int(exc.code), exc.detail
     return {"DeleteResult": {"Code": code, "ErrorMsg": message}}
@@ -299,7 +328,7 @@ async def _modify_user_mic_status(api: Tc3Api, key: ApiKey, params: Params) -> P
             raise Tc3Error("InvalidParameterValue", "EnableMic must be 1 (close: server mute) or 2 (open: unmute)")
         changes.append((_one_of(user, ("StrUid", "Uid")), enable == 1))
     try:
-        code, message = _batch_result(api.actions.set_muted(app.app_id, room_id, changes))
+        code, message = _batch_result(await api.actions.set_muted(app.app_id, room_id, changes))
     except GmeError as exc:
         code, message = int(exc.code), exc.detail
     return {"Result": code, "ErrMsg": message}

@@ -21,6 +21,7 @@ const SDK_VERSION = "opengme-js/1.0";
 const RATE = 48000; // the AudioContext's rate: capture and playback
 const FRAME = RATE * Media.FRAME_MS / 1000;
 const VOLUMES_INTERVAL_MS = 200;
+const MAX_REDIRECTS = 3; // a cluster sends an entry on to the room's node: at most this many hops (as the Python SDK)
 const SPEAKING_TIMEOUT_MS = 2000; // NO_AUDIO after this long without a loud packet (the native detector's)
 const WINDOW = 1024; // anti-replay window, packets
 const START_MS = 60; // jitter buffer: playout starts with this much queued
@@ -305,8 +306,8 @@ export class OpenGME {
 
   // --- signalling --------------------------------------------------------------------------------
 
-  async _enter(roomId, roomType, auth) {
-    const url = new URL(SIGNAL_PATH, this.server);
+  async _enter(roomId, roomType, auth, server = this.server, hops = 0) {
+    const url = new URL(SIGNAL_PATH, server);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     const ws = this.ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
@@ -319,6 +320,13 @@ export class OpenGME {
     const hello = await this._request({ type: "hello", protocol: PROTOCOL_VERSION, sdk_version: SDK_VERSION,
       app_id: this.appId, open_id: this.openId, abilities: ["audio"] });
     const entered = await this._request({ type: "enter", room_id: roomId, room_type: roomType, auth_buffer: auth });
+    if (entered.type === "redirect") { // a cluster: the room lives on another node (docs/protocol.md)
+      this._closeSocket();
+      if (hops >= MAX_REDIRECTS || typeof entered.url !== "string") {
+        throw Object.assign(new Error(`redirected more than ${MAX_REDIRECTS} times`), { code: ErrorCode.AV_ERR_NET_REQUEST_FALLED });
+      }
+      return this._enter(roomId, roomType, auth, entered.url, hops + 1);
+    }
     this.room = { roomId, roomType: entered.room_type, tinyid: entered.tinyid, muted: entered.muted };
     this.entering = false;
     this.members = new Map(entered.members.map((m) => [m.tinyid, m.open_id]));
