@@ -51,9 +51,12 @@ def test_a_new_room_goes_to_the_least_loaded_live_node_and_a_burst_spreads() -> 
     assert view.candidate() == "b"
 
 
-def test_this_node_is_a_candidate_before_its_heartbeat_is_read_back() -> None:
+def test_this_node_is_a_candidate_before_its_heartbeat_is_read_back_and_wins_ties() -> None:
     assert ClusterView("me").candidate() == "me"
     assert _view("me", other=3).candidate() == "me"
+    tie = _view("b", a=1, b=1, c=4)
+    assert tie.candidate() == "b"  # tied with the least loaded: no redirect needed
+    assert tie.candidate() == "a"  # b counts the placement now
 
 
 def test_the_claimed_owner_decides_admit_here_or_redirect() -> None:

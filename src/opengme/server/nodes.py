@@ -111,14 +111,18 @@ class ClusterView:
 
     def candidate(self) -> str:
         """Where a new room goes: the least-loaded live node (this node even before its first
-        heartbeat is read back). Each placement counts as a member until the next refresh, so a burst
-        of new rooms between two heartbeats spreads instead of all going to one node."""
+        heartbeat is read back), this node when it ties with the least loaded (no redirect needed;
+        the Redis claim makes racing nodes agree anyway). Each placement counts as a member until the
+        next refresh, so a burst of new rooms between two heartbeats spreads instead of all going to
+        one node."""
         loads = {node_id: float(info.members) for node_id, info in self.nodes.items()}
         loads.setdefault(self.me, 0.0)
         for node_id, extra in self.placed.items():
             if node_id in loads:
                 loads[node_id] += extra
         chosen = choose(loads)
+        if loads[self.me] <= loads[chosen]:
+            chosen = self.me
         self.placed[chosen] = self.placed.get(chosen, 0.0) + 1.0
         return chosen
 
