@@ -176,6 +176,10 @@ async def _eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def _released(pair: Pair, room_key: str) -> bool:
+    return await pair.redis.get(room_key) is None
+
+
 async def _tc3(srv: Running, key: ApiKey, action: str, params: dict[str, Any]) -> dict[str, Any]:
     """An API 3.0 call through Tencent Cloud's own SDK, pointed at ``srv`` (the SDK blocks: a thread)."""
     http = HttpProfile(protocol="http", endpoint=srv.url.removeprefix("http://"), reqTimeout=10)
@@ -305,6 +309,8 @@ async def test_a_kicked_members_resume_token_is_refused_on_every_node_and_after_
     assert is_error(await back.enter("r1", auth=b"", resume_token=token), ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
     # A member that was not removed resumes on B with its token alone (the check is the record, not the node).
     await kept.ws.close()
+    room_key = pair.keys.room(a.app.app_id, "r1")
+    assert await _eventually(lambda: _released(pair, room_key))  # r1 emptied on A: its placement is gone
     moved = await b.client("10002")
     assert (await moved.enter("r1", auth=b"", resume_token=kept_token))["type"] == "entered"
     # Node A restarts (a new node id, an empty memory): the record is still in Redis.
@@ -315,7 +321,8 @@ async def test_a_kicked_members_resume_token_is_refused_on_every_node_and_after_
     pair.a = await start(pair.settings(data_dir), a.session, app=a.app)
     again = await pair.a.client("10001")
     assert is_error(await again.enter("r1", auth=b"", resume_token=token), ErrorCode.AV_ERR_SERVER_NO_PERMISSION, REMOVED)
-    assert (await again.enter("r1"))["type"] == "entered"  # a fresh AuthBuffer still lets it in
+    # A fresh AuthBuffer still lets it in: on B, which serves r1 now (10002 is there), so A redirects it.
+    assert await again.enter("r1") == {"type": "redirect", "id": 3, "url": b.url, "node": pair.node_id(b)}
     ttl = await pair.redis.ttl(pair.keys.removed(a.app.app_id, "10001", "r1"))
     assert 0 < ttl <= a.server.settings.reconnect_give_up
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import re
 import socket
@@ -230,6 +231,8 @@ def test_no_server_is_one_line_with_the_hint(registry: Path) -> None:
     (["--members", "3", "--speakers", "1", "--duration", "1"], "the following arguments are required: --rooms"),
     (["--rooms", "1", "--members", "3", "--speakers", "1", "--duration", "1", "--server", "http://10.9.8.7:8090"],
      "10.9.8.7 is not this machine"),
+    (["--rooms", "1", "--members", "3", "--speakers", "1", "--duration", "1", "--server",
+      "http://127.0.0.1:8090,http://10.9.8.7:8090"], "10.9.8.7 is not this machine"),
     (["--rooms", "1", "--members", "3", "--speakers", "1", "--duration", "1", "--app", "1400000001"],
      "no app with AppID 1400000001"),
 ])
@@ -336,3 +339,19 @@ def test_members_keep_their_signalling_alive_through_a_run_longer_than_the_membe
     assert result.returncode == 0, result.stderr
     received, due, _ = forwarded(result.stdout, "relay")
     assert due == 2 * 50 * 4 and received >= 0.97 * due, result.stdout
+
+
+@pytest.mark.slow
+def test_a_run_spread_over_two_cluster_nodes_follows_redirects(tmp_path: Path) -> None:
+    from test_cluster_nodes import cluster
+
+    caps = {"OPENGME_MAX_IP_CONNECTIONS": "0", "OPENGME_MAX_IP_ENTRY_RATE": "0"}
+    with cluster(tmp_path, 2, **caps) as (nodes, _, env):
+        result = subprocess.run(opengme_cmd("loadtest", "--server", ",".join(n.url for n in nodes), "--data-dir",
+                                            str(tmp_path / "tester"), "--rooms", "4", "--members", "3",
+                                            "--speakers", "1", "--duration", "2"),
+                                capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^entries: 12 of 12 in .*; \d+ redirected$", result.stdout, re.M), result.stdout
+    received, due, loss = forwarded(result.stdout, "relay")
+    assert due == 4 * 50 * 2 * 2 and received > 0.95 * due and loss < 5.0  # every room on one node: everyone hears its speaker

@@ -45,7 +45,7 @@ def test_type_sets_cover_the_doc() -> None:
                             "room_sharing", "positions"} == p.PUSH_TYPES
     assert {"hello_ok", "error", "entered", "switched", "exited", "room_type_changed", "pong",
                              "invite_sent", "invite_reply_ok", "asr_started", "asr_stopped", "room_manage_ok",
-                             "room_share_ok", "game_state_ok", "audio_route_ok"} == p.REPLY_TYPES
+                             "room_share_ok", "game_state_ok", "audio_route_ok", "redirect"} == p.REPLY_TYPES
 
 
 def test_auth_buffer_is_base64_of_the_bytes_and_text_is_utf8() -> None:

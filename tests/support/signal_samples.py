@@ -36,6 +36,8 @@ REQUESTS: list[dict[str, Any]] = [
 SERVER_MESSAGES: list[dict[str, Any]] = [
     p.hello_ok(1, "0.1.0", 5.0, 90.0),
     p.hello_ok(1, "0.1.0", 5.0, 90.0, abilities=[]),
+    p.hello_ok(1, "0.1.0", 5.0, 90.0, nodes=["http://10.0.0.1:8080", "http://10.0.0.2:8080"]),
+    p.redirect(2, "http://10.0.0.2:8080", "a1b2c3d4e5f6"),
     p.error(2, ErrorCode.AV_ERR_AUTH_FIALD, "AuthBuffer expired"),
     p.error(None, ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "not JSON"),
     p.entered(3, "demo", 1, 7, [(8, "10002"), (9, "10003")], "1.ab", False),

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
             f"(at most {MAX_DURATION_S:g}), and report what the relay forwarded. Members sign AuthBuffers "
             "with the app's key from --data-dir. A server with the default per-address caps admits 64 "
             "members from one machine: start it with OPENGME_MAX_IP_CONNECTIONS=0 "
-            "OPENGME_MAX_IP_ENTRY_RATE=0 for more.", 79),
+            "OPENGME_MAX_IP_ENTRY_RATE=0 for more. A cluster: --server URL1,URL2,… spreads the entries "
+            "over its nodes (each follows the redirect to the node serving its room).", 79),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -103,16 +104,25 @@ def _run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+def _servers(args: argparse.Namespace) -> list[str]:
+    """``--server`` as one URL or several, comma-separated (a cluster's nodes: entries are spread over
+    them, and each follows ``redirect`` to the node serving its room)."""
+    if not args.server or "," not in args.server:
+        return [server_of(args)]
+    return [server_of(argparse.Namespace(server=part.strip())) for part in args.server.split(",") if part.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         plan = Plan(args.rooms, args.members, args.speakers, args.duration, args.room_type)
     except PlanError as exc:
         raise CliError(str(exc)) from None
-    server = server_of(args)
-    host = urlsplit(server).hostname or ""
-    if not is_loopback(host) and not args.allow_remote:
-        raise CliError(f"{host} is not this machine: a load test sends real load ({plan.expected_rate:,.0f} "
-                       "packets/s forwarded); pass --allow-remote if that is meant")
+    servers = _servers(args)
+    server = ",".join(servers)
+    for host in (urlsplit(url).hostname or "" for url in servers):
+        if not is_loopback(host) and not args.allow_remote:
+            raise CliError(f"{host} is not this machine: a load test sends real load ({plan.expected_rate:,.0f} "
+                           "packets/s forwarded); pass --allow-remote if that is meant")
     if args.plot is not None:
         from opengme.loadtest.plot import PlotError, check_available
 
@@ -123,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     app = app_or_only(args)
     from opengme.loadtest import runner, stats
 
-    target = runner.Target(server, app.app_id, app.key)
+    target = runner.Target(servers[0], app.app_id, app.key, tuple(servers))
     out, live = sys.stdout, LiveLine(sys.stderr)
     print(f"opengme loadtest: {_count(plan.rooms, 'room')} × {_count(plan.members, 'member')} "
           f"({plan.speakers} speaking), "

@@ -276,6 +276,7 @@ class SignallingCore:
         self.captions: CaptionSink | None = None  # the server's live captions (opengme.server.captions)
         self.room_management = RoomManagement()
         self.room_sharing = RoomSharing()
+        self.node_urls: Callable[[], list[str]] | None = None  # a cluster's live nodes, for ``hello_ok``
         assert set(self._handlers) == proto.REQUEST_TYPES
 
     # --- inputs from connections ------------------------------------------------------------------
@@ -335,6 +336,21 @@ class SignallingCore:
             log.exception("signalling handler failed", extra=fields(type=kind, app_id=peer.app_id))
             self._reply_error(peer.id, message["id"], ErrorCode.AV_ERR_SERVER_FAILED, "internal server error")
         return self._take()
+
+    def admissible(self, conn: ConnId, message: Json, proof: Proof | None) -> bool:
+        """Whether ``receive`` would let this ``enter`` or ``switch`` in as far as the client's identity
+        and the app go (its proof holds, no rate limit or order error), without deciding anything: a
+        cluster's shell asks before sending a proven client to the node that serves the room."""
+        peer = self._peers.get(conn)
+        kind = message["type"]
+        if peer is None or peer.closing or peer.refusal is not None or proof is None or kind not in _ENTRIES:
+            return False
+        try:
+            self._precheck(peer, kind)
+            self._authorise(peer, message["room_id"], message.get("resume_token") if kind == "enter" else None, proof)
+        except GmeError:
+            return False
+        return True
 
     def refuse(self, conn: ConnId, error: proto.ProtocolError, now: Instant) -> Output:
         """A frame that is not a valid request: the error reply, and a close when the error asks for one."""
@@ -456,7 +472,8 @@ class SignallingCore:
         app = self._proven_app(proof)
         peer.app_id, peer.open_id = app.app_id, msg["open_id"]
         self._send(peer.id, proto.hello_ok(msg["id"], __version__, self.settings.heartbeat_interval,
-                                           self.settings.member_timeout, proto.grant(msg["abilities"])))
+                                           self.settings.member_timeout, proto.grant(msg["abilities"]),
+                                           self.node_urls() if self.node_urls is not None else None))
 
     def _enter(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         app = self._authorise(peer, msg["room_id"], msg.get("resume_token"), proof)

@@ -76,15 +76,26 @@ class BaselineError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where and as whom the members enter."""
+    """Where and as whom the members enter: ``url``, or spread over ``urls`` (a cluster's nodes;
+    each entry may be redirected to the node serving its room)."""
 
     url: str  # http(s) base URL
     app_id: str
     key: str  # the app's permission key: members sign their own AuthBuffers
+    urls: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return self.urls or (self.url,)
+
+    def entry_url(self, index: int) -> str:
+        """Where member ``index`` starts its entry: the servers in turn."""
+        servers = self.servers
+        return servers[index % len(servers)]
 
 
 def frame_shape(room_type: int) -> tuple[int, int]:
@@ -268,21 +279,29 @@ def _refusal(reply: dict[str, object]) -> str:
 
 async def _enter(member: Member, target: Target, session: aiohttp.ClientSession, run: str,
                  entries: Entries) -> None:
-    """hello → enter → UDP BIND; records the entry latency (connect to ``entered``) or why it failed."""
+    """hello → enter (following up to MAX_REDIRECTS ``redirect``s, as the SDK does) → UDP BIND;
+    records the entry latency (connect to ``entered``, redirects included) or why it failed."""
     room_id, open_id = f"lt{run}r{member.room}", str(int(run) * 10000 + member.index + 10001)
     started = time.monotonic()
+    url = target.entry_url(member.index)
     stage = "connect"
     try:
-        ws = member.ws = await session.ws_connect(target.url.replace("http", "ws", 1) + "/v1/signal")
-        stage = "hello"
-        hello = await _request(ws, proto.hello(1, target.app_id, open_id, __version__))
-        if hello.get("type") != "hello_ok":
-            entries.fail(f"hello refused: {_refusal(hello)}")
-            return
-        member.heartbeat = float(cast(float, hello["heartbeat_interval"]))
-        auth = gen_auth_buffer(target.app_id, room_id, open_id, target.key)
-        stage = "enter"
-        entered = await _request(ws, proto.enter(2, room_id, member.room_type, auth))
+        for _ in range(proto.MAX_REDIRECTS + 1):
+            ws = member.ws = await session.ws_connect(url.replace("http", "ws", 1) + "/v1/signal")
+            stage = "hello"
+            hello = await _request(ws, proto.hello(1, target.app_id, open_id, __version__))
+            if hello.get("type") != "hello_ok":
+                entries.fail(f"hello refused: {_refusal(hello)}")
+                return
+            member.heartbeat = float(cast(float, hello["heartbeat_interval"]))
+            auth = gen_auth_buffer(target.app_id, room_id, open_id, target.key)
+            stage = "enter"
+            entered = await _request(ws, proto.enter(2, room_id, member.room_type, auth))
+            if entered.get("type") != "redirect":
+                break
+            entries.redirected += 1
+            await ws.close()
+            url, stage = str(entered["url"]), "connect"
         if entered.get("type") != "entered":
             entries.fail(f"enter refused: {_refusal(entered)}")
             return
@@ -294,15 +313,16 @@ async def _enter(member: Member, target: Target, session: aiohttp.ClientSession,
         return
     member.crypto, member.sid = MediaCrypto.for_client(key), session_id(key)
     loop = asyncio.get_running_loop()
+    host = urlsplit(url).hostname or "127.0.0.1"  # the relay of the node that admitted the member
     try:
-        await loop.create_datagram_endpoint(lambda: member, remote_addr=(target.host, int(cast(int, media["udp_port"]))))
+        await loop.create_datagram_endpoint(lambda: member, remote_addr=(host, int(cast(int, media["udp_port"]))))
     except OSError as exc:
-        entries.fail(f"UDP to {target.host}:{media['udp_port']}: {exc.strerror or exc}")
+        entries.fail(f"UDP to {host}:{media['udp_port']}: {exc.strerror or exc}")
         return
     if await member.bind(member.own.seal_bind(member.sid, room_type=member.room_type)):
         entries.entered += 1
     else:
-        entries.fail(f"no acknowledgement of BIND from the relay at {target.host}:{media['udp_port']}")
+        entries.fail(f"no acknowledgement of BIND from the relay at {host}:{media['udp_port']}")
 
 
 async def _keep_signalling(members: list[Member], interval: float) -> None:
@@ -334,21 +354,23 @@ async def _keep_signalling(members: list[Member], interval: float) -> None:
 SERVER_FIGURES: Final = ("process_cpu_seconds_total", "opengme_media_packets_forwarded_total")
 
 
-async def _server_figures(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """The server's CPU seconds and forwarded-packet count from its ``/metrics`` (those it has)."""
-    try:
-        async with session.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response:
-            text = await response.text() if response.status == 200 else ""
-    except (aiohttp.ClientError, TimeoutError):
-        return {}
-    found = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in SERVER_FIGURES:
-            try:
-                found[name] = float(value)
-            except ValueError:
-                continue
+async def _server_figures(session: aiohttp.ClientSession, urls: Iterable[str]) -> dict[str, float]:
+    """The servers' CPU seconds and forwarded-packet counts from their ``/metrics`` (those they have),
+    added up over the servers (a cluster's nodes)."""
+    found: dict[str, float] = {}
+    for url in urls:
+        try:
+            async with session.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response:
+                text = await response.text() if response.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in SERVER_FIGURES:
+                try:
+                    found[name] = found.get(name, 0.0) + float(value)
+                except ValueError:
+                    continue
     return found
 
 
@@ -436,11 +458,12 @@ async def run_relay(plan: Plan, target: Target, progress: Progress) -> RelayResu
     run = str(random.randrange(10_000, 100_000))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        try:
-            async with session.get(target.url + "/healthz", timeout=aiohttp.ClientTimeout(total=10)):
-                pass
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise NoServer(str(exc)) from None
+        for url in target.servers:
+            try:
+                async with session.get(url + "/healthz", timeout=aiohttp.ClientTimeout(total=10)):
+                    pass
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                raise NoServer(str(exc)) from None
         members = [Member(i, plan, meter) for i in range(plan.total)]
         gate = asyncio.Semaphore(JOIN_CONCURRENCY)
 
@@ -459,9 +482,9 @@ async def run_relay(plan: Plan, target: Target, progress: Progress) -> RelayResu
         keeper = asyncio.create_task(_keep_signalling(connected, min((m.heartbeat for m in connected), default=5.0)))
         try:
             if inside:
-                before = await _server_figures(session, target.url)
+                before = await _server_figures(session, target.servers)
                 traffic = await _traffic(inside, plan, meter, progress, "relay")
-                after = await _server_figures(session, target.url)
+                after = await _server_figures(session, target.servers)
                 cpu, forwarded = SERVER_FIGURES
                 if cpu in before and cpu in after:
                     traffic.cpu_s = after[cpu] - before[cpu]

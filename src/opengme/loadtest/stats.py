@@ -164,6 +164,7 @@ class Entries:
     seconds: float = 0.0
     latency: list[float] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)  # first words of the reason → count
+    redirected: int = 0  # entries a cluster node sent on to the node serving the room
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -171,7 +172,8 @@ class Entries:
     def lines(self) -> list[str]:
         rate = self.entered / self.seconds if self.seconds > 0 else 0.0
         out = [f"entries: {self.entered} of {self.wanted} in {self.seconds:.2f} s ({rate:,.1f}/s); "
-               f"entry latency {ms([percentile(sorted(self.latency), p) for p in PERCENTILES])}"]
+               f"entry latency {ms([percentile(sorted(self.latency), p) for p in PERCENTILES])}"
+               + (f"; {self.redirected} redirected" if self.redirected else "")]
         out += [f"entries: {count} failed: {reason}" for reason, count in sorted(self.failures.items())]
         return out
 

@@ -341,6 +341,8 @@ MEDIA = Record("media", "Where to send media and the member's session key (docs/
           "derived from it (protocol.media.session_id) names the member in its uplink headers"),
 ))
 ABILITY_LIST = ListOf(Text(0, 64), "strings")
+NODE_URL = Text(1, 2048)
+NODE_URLS = ListOf(NODE_URL, "URLs")
 
 
 def _id(doc: str = "chosen by the client, unique per connection; the reply echoes it") -> Field:
@@ -407,6 +409,8 @@ MESSAGES: tuple[Message, ...] = (
         Field("member_timeout", Number(), "seconds of silence after which a member is dropped"),
         Field("abilities", ABILITY_LIST, "the granted abilities; absent from older servers, meaning [\"audio\"]",
               required=False),
+        Field("nodes", NODE_URLS, "a cluster's live nodes (their URLs), where to reconnect when this one is "
+              "gone; absent from a single server", required=False),
     )),
     Message("error", "reply", "A request was refused (or a frame could not be read: id null).", (
         Field("id", Nullable(REQUEST_ID), "the request's id, null when it could not be read"),
@@ -414,6 +418,12 @@ MESSAGES: tuple[Message, ...] = (
         Field("message", FREE_TEXT, "what to fix"),
     )),
     Message("entered", "reply", "The client is in the room.", _room_fields()),
+    Message("redirect", "reply", "A cluster: another node serves the room; open a connection there and send "
+            "the same hello and enter (not admitted here).", (
+        _id("the enter's id"),
+        Field("url", NODE_URL, "the node's base URL, as node_url"),
+        Field("node", Text(1, 64), "the node's id"),
+    )),
     Message("switched", "reply", "The client is in the new room.", _room_fields()),
     Message("exited", "reply", "The client left the room.", (_id(),)),
     Message("room_type_changed", "reply", "The room's type was changed.", (_id(), Field("room_type", ROOM_TYPE))),

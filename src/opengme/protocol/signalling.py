@@ -25,7 +25,7 @@ Both the server and the SDK import this module; every message is defined once, i
 - Builders, one per message type, returning the dict to ``encode``. Requests: ``hello``, ``enter``,
   ``exit_``, ``switch``, ``change_room_type``, ``ping``, ``invite``, ``invite_reply``. Replies:
   ``hello_ok``, ``error``, ``entered``, ``exited``, ``switched``, ``room_type_changed``, ``pong``,
-  ``invite_sent``, ``invite_reply_ok``. Pushes: ``members_push``, ``room_type_push``, ``disconnect``,
+  ``invite_sent``, ``invite_reply_ok``, ``redirect`` (a cluster). Pushes: ``members_push``, ``room_type_push``, ``disconnect``,
   ``mute``, ``invitation``, ``invitation_result``, ``quality``. Member lists are given as (tinyid,
   open_id) pairs; ``entered``/``switched`` take the ``media`` section built by ``media_section``.
 - ``media_key(section) -> bytes``: the 32-byte session key of a validated ``media`` section.
@@ -60,6 +60,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 65536
 ACCEPTED_PROTOCOLS = (PROTOCOL_VERSION,)
 CLOSE_TOO_BIG = 1009  # WebSocket "message too big"
 CLOSE_NORMAL = 1000
+MAX_REDIRECTS = 3
+"""A cluster's ``redirect``s a client follows in a row for one entry (nodes that disagree would loop)."""
 ABILITIES = ("audio",)
 """What OpenGME grants ("video" never: it is audio-only); an older server's ``hello_ok`` without
 ``abilities`` means exactly this."""
@@ -292,10 +294,17 @@ def invite_reply(id: int, invite_id: str, accept: bool) -> Json:
 
 
 def hello_ok(id: int, server_version: str, heartbeat_interval: float, member_timeout: float,
-             abilities: Iterable[str] = ABILITIES) -> Json:
-    """``abilities``: the granted set (``grant`` of what the hello asked for)."""
+             abilities: Iterable[str] = ABILITIES, nodes: Iterable[str] | None = None) -> Json:
+    """``abilities``: the granted set (``grant`` of what the hello asked for); ``nodes``: a cluster's
+    live node URLs (None on a single server: the field is left out)."""
     return _build("hello_ok", id=id, protocol=PROTOCOL_VERSION, server_version=server_version,
-                  heartbeat_interval=heartbeat_interval, member_timeout=member_timeout, abilities=list(abilities))
+                  heartbeat_interval=heartbeat_interval, member_timeout=member_timeout, abilities=list(abilities),
+                  nodes=None if nodes is None else list(nodes))
+
+
+def redirect(id: int, url: str, node: str) -> Json:
+    """The answer to an ``enter`` for a room another live node serves: go to ``url`` (not admitted here)."""
+    return _build("redirect", id=id, url=url, node=node)
 
 
 def _clip(text: str) -> str:

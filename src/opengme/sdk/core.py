@@ -26,13 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from opengme.core.impair import Impairment
 from opengme.devices import DeviceList, DeviceRegistry, MicDevice, SpeakerDevice
 from opengme.errors import ErrorCode, GmeError
 from opengme.events import AudioRole, EventType
-from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.sdk.audio_settings import AudioSettings
 from opengme.sdk.game_voice import GameVoice
 from opengme.sdk.media import MediaEngine, impairment_from_env
@@ -40,6 +38,7 @@ from opengme.sdk.media_session import MediaTransport
 from opengme.sdk.room_audio import RoomAudio
 from opengme.sdk.session import Event, Pending, RoomState, Session
 from opengme.sdk.transport import Transport
+from opengme.sdk.transport import signal_url as signal_url
 
 D = TypeVar("D", MicDevice, SpeakerDevice)
 P = ParamSpec("P")
@@ -47,18 +46,6 @@ R = TypeVar("R")
 _CODE: Any = object()  # guarded's default: a refusal answers the code itself
 
 log = logging.getLogger("opengme.sdk")
-
-
-def signal_url(server_url: str) -> str:
-    """The WebSocket URL for a base URL as ``opengme serve`` prints it (http→ws, https→wss)."""
-    parts = urlsplit(server_url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"server_url must look like http://HOST:PORT, got {server_url!r}")
-    path = parts.path.rstrip("/")
-    if not path.endswith(SIGNAL_PATH):
-        path += SIGNAL_PATH
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 @dataclass(frozen=True)
@@ -159,6 +146,8 @@ class SdkCore:
         self.owner = threading.get_ident()
         self.paused = False
         session.push_handlers, session.refusal_handlers = self.push_handlers, self.refusal_handlers
+        if not session.entry_url:  # entries start at the context's server (a cluster may redirect them)
+            session.entry_url = session.url = self.server_url
         self.session = session  # set last: other threads see either no session (1101) or a complete one
 
     def attach(self, part: Part) -> None:

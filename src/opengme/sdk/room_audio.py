@@ -66,7 +66,7 @@ class RoomAudio:
         key = media_key(room.media) if room.media is not None else None  # validated on arrival
         if key is not None and key != engine.key:
             assert room.media is not None
-            host = urlsplit(core.server_url).hostname or "127.0.0.1"
+            host = urlsplit(room.server_url or core.server_url).hostname or "127.0.0.1"  # the admitting node's
             ended = engine.start_room(key, room.tinyid, RoomType(room.room_type), host, room.media["udp_port"], now)
             before, self._media_room = self._media_room, room
             if before is not None:  # the old session's last events, named as it knew them, for members

@@ -25,6 +25,7 @@ from opengme.events import ChangeRoomTypeSubEvent, EventType, InvitationSubEvent
 from opengme.ids import open_id_problem, room_id_problem
 from opengme.protocol import signalling
 from opengme.protocol import stt as stt_proto
+from opengme.protocol.signalling import MAX_REDIRECTS as MAX_REDIRECTS
 
 BACKOFF_FIRST = 0.2  # docs/protocol.md: reconnect backoff 0.2 s doubling to 5 s, jittered
 BACKOFF_MAX = 5.0
@@ -75,10 +76,12 @@ Notice = Opened | Failed | Received | Closed
 
 @dataclass(frozen=True)
 class Connect:
-    """Open connection ``conn`` and send ``messages`` at once (hello is pipelined with the request)."""
+    """Open connection ``conn`` to the server at ``url`` (its base URL; "" = the context's) and send
+    ``messages`` at once (hello is pipelined with the request)."""
 
     conn: int
     messages: tuple[dict[str, Any], ...]
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class RoomState:
     resume_token: str
     muted: bool = False
     media: dict[str, Any] | None = None  # `entered.media`: {udp_port, key}; None from a server without media
+    server_url: str = ""  # the base URL of the node that admitted us (its host carries the media); "" = the context's
     quality: dict[str, Any] | None = None  # the latest `quality` push (the server's view of our uplink)
     tinyids: dict[str, int] = field(default_factory=dict)  # openid -> tinyid
     open_ids: dict[int, str] = field(default_factory=dict)  # tinyid -> openid
@@ -233,6 +237,7 @@ class Session:
         reconnect_give_up: float = 3600.0,
         heartbeat_interval: float | None = None,
         rng: random.Random | None = None,
+        url: str = "",
     ) -> None:
         self.app_id = app_id
         self.open_id = open_id
@@ -257,6 +262,14 @@ class Session:
         self._give_up_at = 0.0
         self._attempt = 0
         self._retry_at: float | None = None
+        # A cluster (docs/protocol.md "Cluster: redirect"): where entries start, the node this session
+        # talks to now, the live nodes the last hello_ok named, and the URLs a reconnect goes through.
+        self.entry_url = url
+        self.url = url
+        self.node_urls: list[str] = []
+        self._redirects = 0  # in a row, for the entry or reconnect attempt in progress
+        self._rotation: list[str] = []
+        self._rotation_next = 0
         # Parts of the SDK with messages of their own (room management, room sharing, game voice):
         # their replies and pushes by type, refusals of their requests by the request's kind
         # (SdkCore.start hands them over).
@@ -458,7 +471,7 @@ class Session:
         enter_msg = self._message(
             enter, signalling.enter, enter.room_id, enter.room_type, enter.auth, resume_token
         )
-        self._commands.append(Connect(self._conn, (hello, *extra, enter_msg)))
+        self._commands.append(Connect(self._conn, (hello, *extra, enter_msg), self.url))
 
     def _drop_connection(self) -> None:
         if self._conn:
@@ -469,12 +482,15 @@ class Session:
 
     def _start_entry(self, target: Pending, extra: tuple[dict[str, Any], ...], now: float) -> None:
         self.phase = Phase.ENTERING
+        self.url = self.entry_url
+        self._redirects = 0
         self._target = target
         self._deadline = now + self.entry_timeout
         self._open(extra, target, None)
 
     def _start_switch(self, room_id: str, auth: bytes, now: float) -> None:
         self.phase = Phase.SWITCHING
+        self._redirects = 0
         self._deadline = now + self.entry_timeout
         self._target = Pending("switch", room_id=room_id, auth=auth)
         self._request(self._target, signalling.switch, room_id, auth)
@@ -517,6 +533,7 @@ class Session:
                 self._attempt = 0
                 self._give_up_at = now + self.reconnect_give_up
                 self._retry_at = now + self._backoff()
+                self._rotation, self._rotation_next = _unique([self.url, self.entry_url, *self.node_urls]), 0
                 self._emit(EventType.RECONNECT_START, outcome(ErrorCode.AV_OK, reason))
             case Phase.RECONNECTING:
                 self._drop_connection()
@@ -561,6 +578,10 @@ class Session:
         elif not self._conn and self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             self._deadline = now + self.entry_timeout
+            self._redirects = 0
+            if self._rotation:  # the node we were on, then the entry URL, then the others the cluster named
+                self.url = self._rotation[self._rotation_next % len(self._rotation)]
+                self._rotation_next += 1
             target = Pending("enter", room_id=self.room.room_id, room_type=self.room.room_type)
             self._open((), target, self.room.resume_token)
 
@@ -590,6 +611,8 @@ class Session:
                 self._on_hello(message)
             case "entered" | "switched" if self.phase in (Phase.ENTERING, Phase.SWITCHING, Phase.RECONNECTING):
                 self._on_entered(message)
+            case "redirect" if pending is not None and pending.kind in ("enter", "switch"):
+                self._on_redirect(pending, message, now)
             case "exited" if self.phase is Phase.EXITING:
                 self._finish_exit()
             case "pong":
@@ -639,13 +662,17 @@ class Session:
             self._on_error(Pending("hello"), ErrorCode.AV_ERR_SERVER_INVALID_ABILITY,
                            f"the server did not grant the {REQUIRED_ABILITY!r} ability (granted: {granted})")
             return
+        if "nodes" in message:
+            self.node_urls = list(message["nodes"])
         self._heartbeat = self.heartbeat_override or float(message["heartbeat_interval"])
         if self._heartbeat:
             self._commands.append(Heartbeat(self._conn, self._heartbeat))
 
     def _on_error(self, pending: Pending | None, code: int, detail: str) -> None:
         kind = pending.kind if pending else ""
-        if kind in ("hello", "enter"):
+        if kind in ("hello", "enter") and self.phase is Phase.SWITCHING:  # a switch redirected to another node
+            self._switch_lost(code, detail)
+        elif kind in ("hello", "enter"):
             if self.phase is Phase.ENTERING:
                 self._fail_entry(code, detail)
             elif self.phase is Phase.RECONNECTING:  # refused for good (token expired, kicked, app off)
@@ -672,6 +699,37 @@ class Session:
             self.refusal_handlers[kind](pending, code, detail)
         # an error with no request of ours to blame (a bug on either side) changes nothing
 
+    def _on_redirect(self, request: Pending, message: dict[str, Any], now: float) -> None:
+        """Another node serves the room: the same hello and enter there (the same AuthBuffer, or the
+        resume token; a ``switch`` becomes an ``enter`` there, leaving the old room with this
+        connection). More than MAX_REDIRECTS in a row fail the entry (a reconnect attempt: it counts
+        as a failed attempt and the rotation goes on)."""
+        self._redirects += 1
+        if self._redirects > MAX_REDIRECTS:
+            detail = (f"more than {MAX_REDIRECTS} redirects in a row (last to {message['url']}): the cluster's "
+                      f"nodes disagree on where room {request.room_id} is")
+            if self.phase is Phase.RECONNECTING:
+                self._connection_lost(detail, now)
+            elif self.phase is Phase.SWITCHING:
+                self._switch_lost(ErrorCode.AV_ERR_SERVER_FAILED, detail)
+            else:
+                self._fail_entry(ErrorCode.AV_ERR_SERVER_FAILED, detail)
+            return
+        enter = request
+        if request.kind == "switch":
+            assert self.room is not None
+            enter = self._target = Pending("enter", room_id=request.room_id, auth=request.auth,
+                                           room_type=self.room.room_type)
+        self._drop_connection()
+        self.url = message["url"]
+        self._open((), enter, self.room.resume_token if self.phase is Phase.RECONNECTING and self.room else None)
+
+    def _switch_lost(self, code: int, detail: str) -> None:
+        """A switch that left the old room (its connection) and was refused in the new one: GME's 2002."""
+        self._emit(EventType.SWITCH_ROOM, outcome(ErrorCode.QAV_ERR_TRY_NEW_ROOM_FAILED,
+                                                  error_info(code, detail)))
+        self._to_idle()
+
     def _on_entered(self, message: dict[str, Any]) -> None:
         before, target = self.room, self._target
         room = RoomState(
@@ -681,6 +739,7 @@ class Session:
             resume_token=str(message["resume_token"]),
             muted=bool(message.get("muted", False)),
             media=message.get("media"),
+            server_url=self.url,
         )
         room.add(self.open_id, room.tinyid)
         for member in message.get("members", ()):
@@ -751,6 +810,11 @@ class Session:
                 self._finish_exit()
             case _:
                 self._room_gone(code, reason)
+
+
+def _unique(urls: list[str]) -> list[str]:
+    """The non-empty URLs, first occurrence kept, in order."""
+    return list(dict.fromkeys(u for u in urls if u))
 
 
 def result_room_type(value: int) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -48,6 +49,18 @@ Outgoing = dict[str, Any] | bytes
 BinarySink = Callable[[bytes, float], None]
 
 log = logging.getLogger("opengme.sdk")
+
+
+def signal_url(server_url: str) -> str:
+    """The WebSocket URL for a base URL as ``opengme serve`` prints it (http→ws, https→wss)."""
+    parts = urlsplit(server_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"server_url must look like http://HOST:PORT, got {server_url!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith(signalling.SIGNAL_PATH):
+        path += signalling.SIGNAL_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 @dataclass
@@ -125,8 +138,8 @@ class Transport:
     def _apply(self, commands: list[Command]) -> None:
         for command in commands:
             match command:
-                case Connect(conn=conn, messages=messages):
-                    connection = _Connection(asyncio.create_task(self._connection(conn)))
+                case Connect(conn=conn, messages=messages, url=url):
+                    connection = _Connection(asyncio.create_task(self._connection(conn, url)))
                     for message in messages:
                         connection.outbox.put_nowait(message)
                     self._connections[conn] = connection
@@ -152,12 +165,13 @@ class Transport:
         if connection is not None:
             connection.task.cancel()
 
-    async def _connection(self, conn: int) -> None:
-        """Open, write the outbox, read until the socket ends; report what happened."""
+    async def _connection(self, conn: int, url: str = "") -> None:
+        """Open (to ``url``, a node's base URL, else the context's), write the outbox, read until the
+        socket ends; report what happened."""
         try:
             try:
-                ws = await self._session.ws_connect(self.url, autoping=True)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                ws = await self._session.ws_connect(signal_url(url) if url else self.url, autoping=True)
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 self._report(Failed(conn, _reason(exc), time.monotonic()))
                 return
             self._report(Opened(conn, time.monotonic()))

@@ -95,6 +95,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
         cluster,
         console,
         media,
+        nodes,
         ptt,
         recording,
         shared_records,
@@ -105,7 +106,8 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     )
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir, database_url=settings.database_url))
-    for part in (cluster, signalling, shared_records, bus, actions, admin, tc3, media, ptt, stt, captions, recording, console, web):
+    for part in (cluster, nodes, signalling, shared_records, bus, actions, admin, tc3, media, ptt, stt, captions,
+                 recording, console, web):
         part.setup(server)
     return server
 

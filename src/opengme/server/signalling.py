@@ -52,6 +52,20 @@ RoomListener = Callable[[RoomEvent], None]
 Json = dict[str, Any]
 
 
+class Redirect(Protocol):
+    """Where a cluster sends an entry (``opengme.server.nodes.Redirect``)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+Router = Callable[[str, str], Awaitable[Redirect | None]]
+"""A cluster's room placement: (app_id, room_id) → None to admit here, else the node to send the client to."""
+
+
 class MediaPlane(MediaSessions, Protocol):
     """What signalling needs from the media relay (``opengme.server.media``): the core's sessions,
     and the binary frames of the WebSocket fallback."""
@@ -79,6 +93,7 @@ def setup(server: Server) -> None:
     m.describe("opengme_entries_total", "counter", "Successful room entries (enter and switch).")
     m.describe("opengme_errors_total", "counter", "Error replies and disconnects sent, by GME error code.")
     m.describe("opengme_signal_messages_total", "counter", "Signalling messages received, by type.")
+    m.describe("opengme_redirects_total", "counter", "Entries sent on to the cluster node serving the room.")
     m.describe(REQUEST_SECONDS, "histogram", "Signalling requests: frame read to reply queued (the server's "
                "share of the round trip, identity proof included), by type.", labels=("type",))
     m.describe(ENTRY_SECONDS, "histogram", "Successful entries (enter, switch): request read to entered/switched queued.")
@@ -102,6 +117,7 @@ class Signalling:
         self.connections = Connections()
         self.delivery: Delivery = self.connections  # where the core's messages go (several nodes: elsewhere too)
         self.room_listeners: list[RoomListener] = []
+        self.router: Router | None = None  # several nodes: which one serves a room (opengme.server.nodes)
         # Run on the loop after ``prove``, before the core decides: a cluster adds what other nodes know.
         self.proof_checks: list[Callable[[Credentials, Proof], Awaitable[Proof]]] = []
         self._media: MediaPlane | None = None
@@ -204,6 +220,13 @@ class Signalling:
             proof = await self._prove(credentials)
             if proof is None:
                 return  # the server is stopping
+            if self.router is not None and self.core.admissible(conn.id, message, proof):
+                target = await self.router(credentials.app_id, message["room_id"])
+                if target is not None:
+                    self.server.metrics.inc("opengme_redirects_total")
+                    self._apply(Output([Send(conn.id, proto.redirect(message["id"], target.url, target.node))]))
+                    self._observe(message["type"], time.monotonic() - received, Output())  # no entry here
+                    return
             now = _now()
         output = self.core.receive(conn.id, message, now, proof)
         self._apply(output)
