@@ -351,7 +351,10 @@ async def _keep_signalling(members: list[Member], interval: float) -> None:
                          return_exceptions=True)
 
 
-SERVER_FIGURES: Final = ("process_cpu_seconds_total", "opengme_media_packets_forwarded_total")
+CPU_FIGURES: Final = ("process_cpu_seconds_total", "opengme_relay_workers_cpu_seconds_total")
+"""The server process's CPU and, with ``--workers N``, its relay worker processes' (added up)."""
+FORWARDED: Final = "opengme_media_packets_forwarded_total"
+SERVER_FIGURES: Final = (*CPU_FIGURES, FORWARDED)
 
 
 async def _server_figures(session: aiohttp.ClientSession, urls: Iterable[str]) -> dict[str, float]:
@@ -485,11 +488,10 @@ async def run_relay(plan: Plan, target: Target, progress: Progress) -> RelayResu
                 before = await _server_figures(session, target.servers)
                 traffic = await _traffic(inside, plan, meter, progress, "relay")
                 after = await _server_figures(session, target.servers)
-                cpu, forwarded = SERVER_FIGURES
-                if cpu in before and cpu in after:
-                    traffic.cpu_s = after[cpu] - before[cpu]
-                if before and forwarded in after:  # a counter appears at its first increment
-                    traffic.server_forwarded = round(after[forwarded] - before.get(forwarded, 0.0))
+                if CPU_FIGURES[0] in before and CPU_FIGURES[0] in after:
+                    traffic.cpu_s = sum(after.get(name, 0.0) - before.get(name, 0.0) for name in CPU_FIGURES)
+                if before and FORWARDED in after:  # a counter appears at its first increment
+                    traffic.server_forwarded = round(after[FORWARDED] - before.get(FORWARDED, 0.0))
             else:
                 traffic = meter.traffic
         finally:
