@@ -220,8 +220,11 @@ class JobQueue:
         return len(ids) - len(dead)
 
     async def run(self, job: Job) -> Result | None:
-        """Send ``job`` and wait for its result until its deadline (None: no worker answered in time)."""
-        await self.redis.xadd(k.stt_jobs(self.keys), job.encode(), maxlen=MAX_JOBS, approximate=True)
+        """Send ``job`` and wait for its result until its deadline. None when no worker answered: the
+        deadline passed, or every worker went away before taking or finishing it (the job is then
+        taken off the stream, so that the node can run it itself)."""
+        stream = k.stt_jobs(self.keys)
+        entry_id = await self.redis.xadd(stream, job.encode(), maxlen=MAX_JOBS, approximate=True)
         while (left := job.deadline - time.time()) > 0:
             # short waits: the shared client's socket timeout is 5 s, and a cancelled request stops waiting
             popped = await self.redis.blpop([job.reply], timeout=min(2.0, max(0.01, left)))
@@ -230,6 +233,9 @@ class JobQueue:
                     return Result.decode(popped[1])
                 except BadJob:
                     log.warning("malformed speech result dropped", extra=fields(job_id=job.job_id))
+            elif not await self.live_workers() and await self.redis.xdel(stream, entry_id):
+                log.warning("speech workers gone; the node runs the job", extra=fields(job_id=job.job_id))
+                return None
         return None
 
 

@@ -145,8 +145,9 @@ class Speech:
             self.server.metrics.inc(CACHED)
             return text, True
         async with self.file_slot(message.app_id) as slot:
-            if slot.remote:
-                text = (await self.on_worker(slot, JobKind.TRANSCRIBE, file_id=message.file_id, language=language)).text
+            done = await self.on_worker(slot, JobKind.TRANSCRIBE, file_id=message.file_id, language=language)
+            if done is not None:
+                text = done.text
             else:
                 data = await asyncio.to_thread(self.ptt.storage.read, message)
                 text = await self.pool.transcribe_voice(data, language)
@@ -161,11 +162,10 @@ class Speech:
             caller = await self.authorise(request)
             ask = sproto.SpeechRequest.parse(await self._read_body(request))
             async with self.file_slot(caller.app.app_id) as slot:
-                if slot.remote:
-                    data = (await self.on_worker(slot, JobKind.SPEAK, text=ask.text, language=ask.language,
-                                                 speaking_rate=float(ask.speaking_rate))).data
-                else:
-                    data = await self.pool.speak_voice(ask.text, ask.language, float(ask.speaking_rate))
+                done = await self.on_worker(slot, JobKind.SPEAK, text=ask.text, language=ask.language,
+                                            speaking_rate=float(ask.speaking_rate))
+                data = done.data if done is not None else await self.pool.speak_voice(
+                    ask.text, ask.language, float(ask.speaking_rate))
             reply = await self.ptt.store(request, caller, data)
         except (Refused, GmeError, OSError) as exc:
             return self._refuse(request, exc)
@@ -218,15 +218,20 @@ class Speech:
             with contextlib.suppress(Refused), _redis_errors():  # else the entry leaves at its deadline
                 await self.jobs.release(app_id, slot.job_id)
 
-    async def on_worker(self, slot: Slot, kind: JobKind, **what: str | float) -> Result:
-        """Run a file job on a worker: its result, or the code the same failure has here (32769 to try again)."""
-        assert self.jobs is not None
+    async def on_worker(self, slot: Slot, kind: JobKind, **what: str | float) -> Result | None:
+        """The file job's result from a worker (its failure as the code the same failure has here;
+        32769 when none answered in time); None when it must run here: no worker lives, or the
+        workers went away before it ran."""
+        if self.jobs is None or not slot.remote:
+            return None
         reply = cluster_keys.stt_reply(self.jobs.keys, slot.job_id)
         job = Job(slot.job_id, kind, slot.app_id, slot.deadline, reply, **what)  # type: ignore[arg-type]
         self.server.metrics.inc(QUEUED, kind=kind.value)
         with _redis_errors():
             result = await self.jobs.run(job)
         if result is None:
+            if time.time() < slot.deadline:
+                return None
             raise Refused(sproto.BUSY, 503, f"no speech worker answered within {JOB_TIMEOUT:.0f} s; try again later")
         log.info("speech job done by a worker", extra=fields(worker_id=result.worker, job_id=job.job_id,
                                                              kind=kind.value, app_id=job.app_id, code=result.code))
