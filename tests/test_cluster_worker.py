@@ -381,3 +381,23 @@ def test_a_stopping_worker_finishes_its_job_and_when_the_last_dies_the_node_runs
         assert cluster.worker_jobs() == 2
     finally:
         last.kill()
+
+
+@pytest.mark.slow
+def test_the_apps_file_job_limit_holds_across_nodes(cluster: Cluster, john: bytes, tmp_path: Path) -> None:
+    env = {**cluster.env, "OPENGME_STT_MAX_FILE_JOBS": "1"}
+    first, second = cluster, Cluster(env, start_server(tmp_path / "second", env=env), cluster.app)
+    worker = WorkerProcess.start(cluster.env, "--data-dir", str(tmp_path / "w"), "--stt-workers", "1")
+    try:
+        busy, other = first.upload(john), second.upload(john)
+        with ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(first.text, busy)
+            worker.wait_for("speech job started")
+            status, refused = second.text(other)  # the app's one job (its limit here) runs through the first node
+            assert (status, refused["code"]) == (429, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), refused
+            assert asked.result(timeout=90)[0] == 200
+        status, reply = second.text(other)  # the slot is free again, on any node
+        assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
+    finally:
+        worker.kill()
+        second.node.stop()
