@@ -204,15 +204,17 @@ class WorkerProcess:
         for line in self.proc.stderr:
             self.log.append(json.loads(line))
 
-    def lines(self, msg: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.log if entry.get("msg") == msg]
+    def lines(self, msg: str, **match: object) -> list[dict[str, Any]]:
+        return [entry for entry in self.log
+                if entry.get("msg") == msg and all(entry.get(key) == value for key, value in match.items())]
 
-    def wait_for(self, msg: str, timeout: float = 60.0) -> dict[str, Any]:
+    def wait_for(self, msg: str, timeout: float = 60.0, **match: object) -> dict[str, Any]:
+        """The last log line ``msg`` with these fields, once there is one."""
         deadline = time.monotonic() + timeout
-        while not self.lines(msg):
-            assert time.monotonic() < deadline, f"no {msg!r} in {self.log}"
+        while not self.lines(msg, **match):
+            assert time.monotonic() < deadline, f"no {msg!r} {match} in {self.log}"
             time.sleep(0.02)
-        return self.lines(msg)[-1]
+        return self.lines(msg, **match)[-1]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -225,6 +227,8 @@ class Cluster:
     env: dict[str, str]
     node: ServeProcess
     app: App
+    s3: S3Server | None = None
+    bucket: str = ""
 
     def headers(self, open_id: str = "10001") -> dict[str, str]:
         return proto.auth_headers(self.app.app_id, open_id, gen_auth_buffer(self.app.app_id, "", open_id, self.app.key))
@@ -263,14 +267,15 @@ def s3() -> Iterator[S3Server]:
 def cluster(tmp_path: Path, s3: S3Server, redis_url: str) -> Iterator[Cluster]:
     """A node with the cluster's Redis, PostgreSQL and S3; its stt_workers are the local path's."""
     with postgres_database() as pg_url:
-        env = {**S3_ENV, "OPENGME_DATABASE_URL": pg_url, "OPENGME_STORAGE_URL": s3.url(s3.bucket()),
+        bucket = s3.bucket()
+        env = {**S3_ENV, "OPENGME_DATABASE_URL": pg_url, "OPENGME_STORAGE_URL": s3.url(bucket),
                "OPENGME_REDIS_URL": redis_url}
         node = start_server(tmp_path / "node", env=env)
         try:
             store = AppStore(tmp_path / "node", database_url=pg_url)
             app = store.list()[0]
             store.close()
-            yield Cluster(env, node, app)
+            yield Cluster(env, node, app, s3, bucket)
         finally:
             node.stop()
 
@@ -296,15 +301,21 @@ def test_a_worker_transcribes_and_without_one_the_node_does(cluster: Cluster, jo
         status, reply = cluster.text(file_id)
         assert status == 200 and words(reply["text"]) >= JOHN_WORDS and reply["cached"] is False, reply
         assert cluster.worker_jobs() == 1  # the node sent it ...
-        done = worker.wait_for("speech job done")  # ... and the worker recognised it
-        assert (done["file_id"], done["code"], done["kind"]) == (file_id, 0, "transcribe")
+        done = worker.wait_for("speech job done", file_id=file_id)  # ... and the worker recognised it
+        assert (done["code"], done["kind"]) == (0, "transcribe")
         assert cluster.text(file_id)[1]["cached"] is True  # the node stored the text: a repeat answers at once
         assert cluster.worker_jobs() == 1
 
         status, spoken = cluster.post(sproto.SPEECH_PATH, json.dumps({"text": "hello world"}).encode())
         assert status == 201 and spoken["text"] == "hello world", spoken
-        assert worker.wait_for("speech job done")["kind"] == "speak"  # synthesised there, stored by the node
-        assert worker.proc.stderr is not None
+        assert worker.wait_for("speech job done", kind="speak")["code"] == 0  # synthesised there, stored by the node
+
+        damaged = cluster.upload(john)
+        assert cluster.s3 is not None
+        cluster.s3.client.put_object(Bucket=cluster.bucket, Key=f"voice/messages/{damaged}.ogg", Body=b"torn")
+        status, reply = cluster.text(damaged)  # the worker cannot read it: the storage's failure, as on a node
+        assert (status, reply["code"]) == (503, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), reply
+        assert worker.wait_for("speech job done", file_id=damaged)["code"] == ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(timeout=30) == 0
         worker.wait_for("speech worker stopped")
@@ -312,7 +323,9 @@ def test_a_worker_transcribes_and_without_one_the_node_does(cluster: Cluster, jo
         worker.kill()
     status, reply = cluster.text(cluster.upload(john))  # the worker left: the node does it again
     assert status == 200 and words(reply["text"]) >= JOHN_WORDS
-    assert cluster.worker_jobs() == 1
+    assert cluster.worker_jobs() == 2
+    status, reply = cluster.text(damaged)  # and answers a damaged message alike
+    assert (status, reply["code"]) == (503, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), reply
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +356,7 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another(cluster: Cluster, l
         assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
         taken = rescuer.wait_for("speech job started")
         assert (taken["file_id"], taken["claimed"]) == (file_id, True)
-        assert rescuer.wait_for("speech job done")["file_id"] == file_id
+        assert rescuer.wait_for("speech job done", file_id=file_id)["code"] == 0
         assert not doomed.lines("speech job done")
         assert cluster.worker_jobs() == 1
     finally:

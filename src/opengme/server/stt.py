@@ -36,7 +36,7 @@ from opengme.server import ptt as ptt_part
 from opengme.server.ptt import Caller, Refused
 from opengme.server.stt_stream import StreamSession
 from opengme.server.usage import Usage, count_usage
-from opengme.storage import Message
+from opengme.storage import Message, MessageGone
 from opengme.store import App
 from opengme.stt.pool import RecognitionPool
 from opengme.stt.quota import Kind, Quota, QuotaExceeded
@@ -145,11 +145,11 @@ class Speech:
             self.server.metrics.inc(CACHED)
             return text, True
         async with self.file_slot(message.app_id) as slot:
-            done = await self.on_worker(slot, JobKind.TRANSCRIBE, file_id=message.file_id, language=language)
+            done = await self.on_worker(slot, JobKind.TRANSCRIBE, language, file_id=message.file_id)
             if done is not None:
                 text = done.text
             else:
-                data = await asyncio.to_thread(self.ptt.storage.read, message)
+                data = await asyncio.to_thread(self._read_message, message)
                 text = await self.pool.transcribe_voice(data, language)
         await asyncio.to_thread(self.transcripts.put, message.file_id, language, text, time.time())
         self.server.metrics.inc(RECOGNITIONS)
@@ -162,7 +162,7 @@ class Speech:
             caller = await self.authorise(request)
             ask = sproto.SpeechRequest.parse(await self._read_body(request))
             async with self.file_slot(caller.app.app_id) as slot:
-                done = await self.on_worker(slot, JobKind.SPEAK, text=ask.text, language=ask.language,
+                done = await self.on_worker(slot, JobKind.SPEAK, ask.language, text=ask.text,
                                             speaking_rate=float(ask.speaking_rate))
                 data = done.data if done is not None else await self.pool.speak_voice(
                     ask.text, ask.language, float(ask.speaking_rate))
@@ -215,28 +215,29 @@ class Speech:
                 slot.remote = await self.jobs.live_workers() > 0
             yield slot
         finally:
-            with contextlib.suppress(Refused), _redis_errors():  # else the entry leaves at its deadline
+            with contextlib.suppress(GmeError), _redis_errors():  # else the entry leaves at its deadline
                 await self.jobs.release(app_id, slot.job_id)
 
-    async def on_worker(self, slot: Slot, kind: JobKind, **what: str | float) -> Result | None:
-        """The file job's result from a worker (its failure as the code the same failure has here;
-        32769 when none answered in time); None when it must run here: no worker lives, or the
-        workers went away before it ran."""
+    async def on_worker(self, slot: Slot, kind: JobKind, language: str, *, file_id: str = "", text: str = "",
+                        speaking_rate: float = 1.0) -> Result | None:
+        """The file job's result from a worker, its failure raised as the same failure is here (the
+        storage's as OSError; 32769 when no worker answered in time); None when it must run here:
+        no worker lives, or the workers went away before it ran."""
         if self.jobs is None or not slot.remote:
             return None
         reply = cluster_keys.stt_reply(self.jobs.keys, slot.job_id)
-        job = Job(slot.job_id, kind, slot.app_id, slot.deadline, reply, **what)  # type: ignore[arg-type]
+        job = Job(slot.job_id, kind, slot.app_id, slot.deadline, reply, file_id, language, text, speaking_rate)
         self.server.metrics.inc(QUEUED, kind=kind.value)
         with _redis_errors():
             result = await self.jobs.run(job)
         if result is None:
             if time.time() < slot.deadline:
                 return None
-            raise Refused(sproto.BUSY, 503, f"no speech worker answered within {JOB_TIMEOUT:.0f} s; try again later")
+            raise GmeError(sproto.BUSY, f"no speech worker answered within {JOB_TIMEOUT:.0f} s; try again later")
         log.info("speech job done by a worker", extra=fields(worker_id=result.worker, job_id=job.job_id,
                                                              kind=kind.value, app_id=job.app_id, code=result.code))
         if result.code == sproto.S2T.storage:
-            raise Refused(sproto.S2T.storage, 503, "the server could not read the file; try again later")
+            raise OSError(result.detail)
         result.check()
         return result
 
@@ -247,6 +248,13 @@ class Speech:
         caller = await asyncio.to_thread(self.ptt.authorise, request, sproto.S2T, time.time())
         check_stt(caller.app)
         return caller
+
+    def _read_message(self, message: Message) -> bytes:
+        """The message's bytes; missing or damaged ones are the storage's failure (OSError), as on a worker."""
+        try:
+            return self.ptt.storage.read(message)
+        except MessageGone as exc:
+            raise OSError(str(exc)) from None
 
     def _message(self, app: App, file_id: str) -> Message:
         try:
@@ -297,14 +305,14 @@ class Slot:
 
 @contextlib.contextmanager
 def _redis_errors() -> Iterator[None]:
-    """A Redis failure is the service's "try again later" (32769), one line in the log."""
+    """A Redis failure is the service's "try again later" (32769, as when busy), one line in the log."""
     import redis
 
     try:
         yield
     except redis.RedisError as exc:
         log.error("speech job failed on Redis", extra=fields(error=str(exc)))
-        raise Refused(sproto.BUSY, 503, "the cluster's Redis did not answer; try again later") from None
+        raise GmeError(sproto.BUSY, "the cluster's Redis did not answer; try again later") from None
 
 
 def check_stt(app: App) -> None:
