@@ -202,7 +202,10 @@ class WorkerProcess:
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            self.log.append(json.loads(line))
+            try:
+                self.log.append(json.loads(line))
+            except ValueError:  # not a log line: a traceback, say
+                self.log.append({"msg": "(not JSON)", "line": line})
 
     def lines(self, msg: str, **match: object) -> list[dict[str, Any]]:
         return [entry for entry in self.log
@@ -316,9 +319,10 @@ def test_a_worker_transcribes_and_without_one_the_node_does(cluster: Cluster, jo
         status, reply = cluster.text(damaged)  # the worker cannot read it: the storage's failure, as on a node
         assert (status, reply["code"]) == (503, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), reply
         assert worker.wait_for("speech job done", file_id=damaged)["code"] == ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR
-        worker.proc.send_signal(signal.SIGTERM)
+        os.killpg(worker.proc.pid, signal.SIGINT)  # Ctrl-C in its terminal: every process of the group gets it
         assert worker.proc.wait(timeout=30) == 0
         worker.wait_for("speech worker stopped")
+        assert not worker.lines("(not JSON)")  # one clean stop, no traceback from a recognition process
     finally:
         worker.kill()
     status, reply = cluster.text(cluster.upload(john))  # the worker left: the node does it again
