@@ -175,6 +175,10 @@ def test_a_worker_without_redis_url_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("opengme worker: no redis_url: a worker takes its jobs from the nodes' Redis")
     assert "OPENGME_REDIS_URL or --redis-url" in done.stderr
+    env["OPENGME_REDIS_URL"] = "redis://127.0.0.1:6379/0"  # no database_url, storage_url or node data directory
+    done = subprocess.run(opengme_cmd("worker"), capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("opengme worker: no database_url and storage_url, and no node's voice messages in")
 
 
 # --- real nodes and workers -------------------------------------------------------------------------

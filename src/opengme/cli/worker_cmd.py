@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 def run(args: argparse.Namespace) -> int:
     from opengme.cluster import ClusterError
     from opengme.datadir import DB_NAME, DataDirError
+    from opengme.storage import FOLDER
 
     overrides = {name: getattr(args, name, None) for name in (*SETTING_FLAGS, *_FLAGS)}
     try:
@@ -63,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise CliError("no redis_url: a worker takes its jobs from the nodes' Redis; set redis_url in "
                        f"{CONFIG_FILE}, {ENV_PREFIX}REDIS_URL or --redis-url (the nodes' own)")
-    if not settings.database_url and not (settings.data_dir / DB_NAME).is_file():
-        raise CliError(f"no database_url and no node data directory at {settings.data_dir}: a worker reads the "
-                       "voice messages from the cluster's database_url and storage_url (or runs beside a node "
-                       "with --data-dir)")
+    rows = settings.database_url or (settings.data_dir / DB_NAME).is_file()
+    files = settings.storage_url or (settings.data_dir / FOLDER).is_dir()
+    if not (rows and files):
+        missing = " and ".join(name for name, found in (("database_url", rows), ("storage_url", files)) if not found)
+        raise CliError(f"no {missing}, and no node's voice messages in {settings.data_dir}: a worker reads them "
+                       "from the cluster's database_url and storage_url, or from a node's --data-dir on its machine")
     setup_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_main(settings))
