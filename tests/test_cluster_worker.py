@@ -223,6 +223,20 @@ class WorkerProcess:
             time.sleep(0.02)
         return self.lines(msg, **match)[-1]
 
+    def recognition_processes(self) -> list[int]:
+        """The worker's pool processes (spawned children; not multiprocessing's resource tracker)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+        assert found, "the worker has no recognition process"
+        return found
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -323,6 +337,17 @@ def test_a_worker_transcribes_and_without_one_the_node_does(cluster: Cluster, jo
         status, reply = cluster.text(damaged)  # the worker cannot read it: the storage's failure, as on a node
         assert (status, reply["code"]) == (503, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), reply
         assert worker.wait_for("speech job done", file_id=damaged)["code"] == ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR
+        crashing = cluster.upload(john)
+        with ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(cluster.text, crashing)
+            worker.wait_for("speech job started", file_id=crashing)
+            for pid in worker.recognition_processes():
+                os.kill(pid, signal.SIGKILL)  # the recogniser dies under the job: it fails as on a node
+            status, reply = asked.result(timeout=60)
+        assert (status, reply["code"]) == (422, ErrorCode.QAVPTTERROR_S2T_AUTO_SPEECH_REC_ERROR), reply
+        status, reply = cluster.text(crashing)  # new recognition processes take the next job
+        assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
+
         os.killpg(worker.proc.pid, signal.SIGINT)  # Ctrl-C in its terminal: every process of the group gets it
         assert worker.proc.wait(timeout=30) == 0
         worker.wait_for("speech worker stopped")
@@ -331,46 +356,34 @@ def test_a_worker_transcribes_and_without_one_the_node_does(cluster: Cluster, jo
         worker.kill()
     status, reply = cluster.text(cluster.upload(john))  # the worker left: the node does it again
     assert status == 200 and words(reply["text"]) >= JOHN_WORDS
-    assert cluster.worker_jobs() == 2
+    assert cluster.worker_jobs() == 4  # the worker's four: john, the damaged one, the crash and its repeat
     status, reply = cluster.text(damaged)  # and answers a damaged message alike
     assert (status, reply["code"]) == (503, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), reply
 
 
-@pytest.fixture(scope="module")
-def long_john() -> bytes:
-    """50 s of speech: about 7 s of recognition, long enough to start a second worker meanwhile."""
-    import tempfile
-
-    import numpy as np
-
-    with tempfile.TemporaryDirectory() as folder:
-        return vf.encode_voice_file(Path(folder) / "long.ogg", np.tile(read_wav(JOHN), 7)).read_bytes()
-
-
 @pytest.mark.slow
-def test_a_job_whose_worker_is_killed_is_finished_by_another(cluster: Cluster, long_john: bytes,
-                                                             tmp_path: Path) -> None:
-    doomed = WorkerProcess.start(cluster.env, "--data-dir", str(tmp_path / "a"), "--stt-workers", "1")
-    rescuer: WorkerProcess | None = None
+def test_a_job_whose_worker_is_killed_is_finished_by_another(cluster: Cluster, john: bytes, tmp_path: Path) -> None:
+    workers = [WorkerProcess.start(cluster.env, "--data-dir", str(tmp_path / name), "--stt-workers", "1")
+               for name in ("a", "b")]
     try:
-        file_id = cluster.upload(long_john)
+        file_id = cluster.upload(john)
         with ThreadPoolExecutor(1) as pool:
             asked = pool.submit(cluster.text, file_id)
-            assert doomed.wait_for("speech job started")["file_id"] == file_id
-            rescuer = WorkerProcess.start(cluster.env, "--data-dir", str(tmp_path / "b"), "--stt-workers", "1")
-            assert not rescuer.lines("speech job started")  # the job is the first worker's while it lives
-            doomed.kill()  # the machine goes away mid-recognition, recognition processes and all
+            deadline = time.monotonic() + 30
+            while not (doomed := [w for w in workers if w.lines("speech job started", file_id=file_id)]):
+                assert time.monotonic() < deadline, "no worker took the job"
+                time.sleep(0.01)
+            doomed[0].kill()  # the machine goes away mid-recognition, recognition processes and all
+            rescuer = workers[1 - workers.index(doomed[0])]
             status, reply = asked.result(timeout=90)
         assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
-        taken = rescuer.wait_for("speech job started")
-        assert (taken["file_id"], taken["claimed"]) == (file_id, True)
+        assert rescuer.wait_for("speech job started", file_id=file_id)["claimed"] is True
         assert rescuer.wait_for("speech job done", file_id=file_id)["code"] == 0
-        assert not doomed.lines("speech job done")
+        assert not doomed[0].lines("speech job done")
         assert cluster.worker_jobs() == 1
     finally:
-        doomed.kill()
-        if rescuer is not None:
-            rescuer.kill()
+        for worker in workers:
+            worker.kill()
 
 
 @pytest.mark.slow

@@ -220,16 +220,16 @@ class Worker:
                                                     app_id=job.app_id, file_id=job.file_id, claimed=claimed))
         started = time.monotonic()
         result = await self._perform(job)
-        if result is None:  # the recognition processes died under it: another worker tries
-            await self.consumer.release(entry_id, job)
-            return
         await self.consumer.answer(entry_id, job, result)
         self.done += 1
         log.info("speech job done", extra=fields(worker_id=self.worker_id, job_id=job.job_id, kind=job.kind.value,
                                                  app_id=job.app_id, file_id=job.file_id, code=result.code,
                                                  seconds=round(time.monotonic() - started, 3)))
 
-    async def _perform(self, job: Job) -> Result | None:
+    async def _perform(self, job: Job) -> Result:
+        """The job's result, or its failure's code; recognition processes that died under it are
+        replaced, and the job fails as it would on a node (32785), so that a message that kills the
+        recogniser does not go round every worker."""
         from opengme.cluster.jobs import JobKind, Result
         from opengme.errors import GmeError
 
@@ -241,13 +241,11 @@ class Worker:
             return Result(job.job_id, self.worker_id,
                           data=await pool.speak_voice(job.text, job.language, job.speaking_rate))
         except GmeError as exc:
-            if not isinstance(exc.__cause__, BrokenProcessPool):
-                return Result(job.job_id, self.worker_id, code=int(exc.code), detail=exc.detail)
-        log.error("speech processes died; starting new ones", extra=fields(worker_id=self.worker_id))
-        if self.pool is pool:
-            self.pool = self.new_pool()
-            await asyncio.to_thread(pool.close)
-        return None
+            if isinstance(exc.__cause__, BrokenProcessPool) and self.pool is pool:
+                log.error("speech processes died; starting new ones", extra=fields(worker_id=self.worker_id))
+                self.pool = self.new_pool()
+                await asyncio.to_thread(pool.close)
+            return Result(job.job_id, self.worker_id, code=int(exc.code), detail=exc.detail)
 
     def _read(self, job: Job) -> bytes:
         """The message's bytes from the shared storage; a failure is the storage's code (32769), as on a node."""
