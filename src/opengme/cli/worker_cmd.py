@@ -25,6 +25,8 @@ from opengme.config import CONFIG_FILE, ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, Con
 from opengme.logs import fields, setup_logging
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opengme.cluster.jobs import Job, JobConsumer, Result
     from opengme.storage import MessageStorage
     from opengme.stt.pool import RecognitionPool
@@ -118,7 +120,7 @@ class Worker:
     """The job loop: take as many jobs as there are free recognition processes, run each, answer it."""
 
     def __init__(self, consumer: JobConsumer, storage: MessageStorage,
-                 new_pool: Any, slots: int) -> None:
+                 new_pool: Callable[[], RecognitionPool], slots: int) -> None:
         self.consumer = consumer
         self.storage = storage
         self.new_pool = new_pool
@@ -135,7 +137,12 @@ class Worker:
 
     def signal(self) -> None:
         """The first signal stops taking jobs; the second gives back the running ones at once."""
-        (self.hurry if self.stop.is_set() else self.stop).set()
+        if self.stop.is_set():
+            self.hurry.set()
+            return
+        self.stop.set()
+        log.info("speech worker stopping", extra=fields(worker_id=self.worker_id, running=len(self.running),
+                                                        hint="a second SIGINT/SIGTERM gives the running jobs back"))
 
     async def run(self) -> None:
         import numpy as np
@@ -167,7 +174,10 @@ class Worker:
             stopping.cancel()
             await self._finish()
             beat.cancel()
-            await self.consumer.leave()
+            try:
+                await self.consumer.leave()
+            except (redis.RedisError, OSError) as exc:  # its jobs go to another worker after CLAIM_IDLE
+                log.warning("speech worker could not leave the queue", extra=fields(error=str(exc)))
             log.info("speech worker stopped", extra=fields(worker_id=self.worker_id, jobs=self.done))
 
     async def _finish(self) -> None:
@@ -180,21 +190,22 @@ class Worker:
                 await asyncio.wait([hurry, *tasks], timeout=deadline - time.monotonic(),
                                    return_when=asyncio.FIRST_COMPLETED)
             hurry.cancel()
-        for entry_id, (job, task) in list(self.running.items()):
+        for job, task in list(self.running.values()):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            if task.cancelled():
-                await self.consumer.release(entry_id, job)
+            if task.cancelled():  # still pending in the group: leave() gives it back
                 log.info("speech job given back", extra=fields(worker_id=self.worker_id, job_id=job.job_id))
 
     async def _beat(self) -> None:
+        import redis
+
         from opengme.cluster.keys import HEARTBEAT
 
         while True:
             await asyncio.sleep(HEARTBEAT)
             try:
                 await self._heartbeat()
-            except Exception as exc:  # a Redis hiccup must not end the worker; the next beat retries
+            except (redis.RedisError, OSError) as exc:  # a Redis hiccup must not end the worker; the next beat retries
                 log.warning("speech worker heartbeat failed", extra=fields(error=str(exc)))
 
     async def _heartbeat(self) -> None:

@@ -40,6 +40,8 @@ from opengme.storage import FILE_ID
 log = logging.getLogger("opengme.jobs")
 
 GROUP: Final = "stt"
+GIVEN_BACK: Final = "given-back"
+"""The consumer that holds the jobs a stopping worker gave back, until another worker takes them."""
 JOB_TIMEOUT: Final = 60.0
 """Seconds a node waits for a worker's result (queueing included): the longest message (58 s) takes
 about 12 s to recognise on one core."""
@@ -269,8 +271,11 @@ class JobConsumer:
             await pipe.execute()
 
     async def leave(self) -> None:
+        """Gone from the live workers, and from the group; jobs it still holds are given back first."""
         await self.redis.delete(k.stt_worker(self.keys, self.worker_id))
         await self.redis.srem(k.stt_workers(self.keys), self.worker_id)
+        held = await self.redis.xpending_range(self.stream, GROUP, "-", "+", MAX_JOBS, consumername=self.worker_id)
+        await self.release([entry["message_id"] for entry in held])
         await self.redis.xgroup_delconsumer(self.stream, GROUP, self.worker_id)
 
     async def take(self, count: int, block: float) -> list[tuple[str, Job, bool]]:
@@ -311,10 +316,8 @@ class JobConsumer:
             pipe.xdel(self.stream, entry_id)
             await pipe.execute()
 
-    async def release(self, entry_id: str, job: Job) -> None:
-        """Give a job back (this worker stops before finishing it): a copy for the next worker at once."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream, job.encode(), maxlen=MAX_JOBS, approximate=True)
-            pipe.xack(self.stream, GROUP, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            await pipe.execute()
+    async def release(self, entry_ids: list[Any]) -> None:
+        """Give jobs back (this worker stops before finishing them): handed to ``GIVEN_BACK`` as if idle
+        for ages, so the next worker's XAUTOCLAIM takes them at once; the entries keep their ids."""
+        if entry_ids:
+            await self.redis.xclaim(self.stream, GROUP, GIVEN_BACK, 0, entry_ids, idle=10**9, justid=True)
