@@ -361,28 +361,6 @@ def test_a_worker_transcribes_and_without_one_the_node_does(cluster: Cluster, jo
     assert (status, reply["code"]) == (503, ErrorCode.QAVPTTERROR_S2T_INTERNAL_ERROR), reply
 
 
-@pytest.mark.slow
-def test_a_job_whose_worker_is_killed_is_finished_by_another(cluster: Cluster, john: bytes, tmp_path: Path) -> None:
-    workers = [WorkerProcess.start(cluster.env, "--data-dir", str(tmp_path / name), "--stt-workers", "1")
-               for name in ("a", "b")]
-    try:
-        file_id = cluster.upload(john)
-        with ThreadPoolExecutor(1) as pool:
-            asked = pool.submit(cluster.text, file_id)
-            doomed = _taker(workers, file_id)
-            doomed.kill()  # the machine goes away mid-recognition, recognition processes and all
-            rescuer = workers[1 - workers.index(doomed)]
-            status, reply = asked.result(timeout=90)
-        assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
-        assert rescuer.wait_for("speech job started", file_id=file_id)["claimed"] is True
-        assert rescuer.wait_for("speech job done", file_id=file_id)["code"] == 0
-        assert not doomed.lines("speech job done")
-        assert cluster.worker_jobs() == 1
-    finally:
-        for worker in workers:
-            worker.kill()
-
-
 def _at(line: dict[str, Any]) -> float:
     """When a log line was written (its ``ts``, UTC to the millisecond)."""
     from datetime import datetime
@@ -390,36 +368,41 @@ def _at(line: dict[str, Any]) -> float:
     return datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 
 
-def _taker(workers: list[WorkerProcess], file_id: str) -> WorkerProcess:
-    """The worker that took the job of ``file_id``, once one has."""
-    deadline = time.monotonic() + 30
-    while not (took := [w for w in workers if w.lines("speech job started", file_id=file_id)]):
-        assert time.monotonic() < deadline, "no worker took the job"
-        time.sleep(0.01)
-    return took[0]
-
-
 @pytest.mark.slow
-def test_a_worker_stopped_twice_gives_its_job_back_at_once(cluster: Cluster, john: bytes, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gone", ["killed", "stopped twice"])
+def test_a_job_whose_worker_goes_is_finished_by_another(cluster: Cluster, john: bytes, tmp_path: Path,
+                                                        gone: str) -> None:
+    """Killed: its job is taken over once idle for CLAIM_IDLE. Stopped twice (SIGTERM, then SIGTERM
+    again to hurry): it gives the job back, and the other worker takes it at once."""
     workers = [WorkerProcess.start(cluster.env, "--data-dir", str(tmp_path / name), "--stt-workers", "1")
                for name in ("a", "b")]
     try:
         file_id = cluster.upload(john)
         with ThreadPoolExecutor(1) as pool:
             asked = pool.submit(cluster.text, file_id)
-            leaving = _taker(workers, file_id)
-            leaving.proc.send_signal(signal.SIGTERM)  # stop taking jobs ...
-            assert leaving.wait_for("speech worker stopping")["running"] == 1
-            leaving.proc.send_signal(signal.SIGTERM)  # ... and hurry: give the running one back
-            assert leaving.proc.wait(timeout=30) == 0
-            status, reply = asked.result(timeout=60)
+            deadline = time.monotonic() + 30
+            while not (took := [w for w in workers if w.lines("speech job started", file_id=file_id)]):
+                assert time.monotonic() < deadline, "no worker took the job"
+                time.sleep(0.01)
+            leaving, other = took[0], workers[1 - workers.index(took[0])]
+            if gone == "killed":
+                leaving.kill()  # the machine goes away mid-recognition, recognition processes and all
+            else:
+                leaving.proc.send_signal(signal.SIGTERM)  # stop taking jobs ...
+                assert leaving.wait_for("speech worker stopping")["running"] == 1
+                leaving.proc.send_signal(signal.SIGTERM)  # ... and hurry: give the running one back
+                assert leaving.proc.wait(timeout=30) == 0
+            status, reply = asked.result(timeout=90)
         assert status == 200 and words(reply["text"]) >= JOHN_WORDS, reply
-        assert leaving.lines("speech job given back") and not leaving.lines("speech job done")
-        other = workers[1 - workers.index(leaving)]
         taken = other.wait_for("speech job started", file_id=file_id)
         assert taken["claimed"] is True
-        waited = _at(taken) - _at(leaving.wait_for("speech worker stopped"))
-        assert waited < CLAIM_IDLE - 2, waited  # at once, not after a dead worker's timeout
+        assert other.wait_for("speech job done", file_id=file_id)["code"] == 0
+        assert not leaving.lines("speech job done")
+        assert cluster.worker_jobs() == 1
+        if gone == "stopped twice":
+            assert leaving.lines("speech job given back")
+            waited = _at(taken) - _at(leaving.wait_for("speech worker stopped"))
+            assert waited < CLAIM_IDLE - 2, waited  # at once, not after a dead worker's timeout
     finally:
         for worker in workers:
             worker.kill()
