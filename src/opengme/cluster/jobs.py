@@ -7,8 +7,13 @@ Redis stream instead of running it in its own recognition processes, and waits f
   that is not a job is acknowledged, dropped and logged, never retried.
 - Workers read the stream in one consumer group, so each job runs once. A worker refreshes the idle
   time of the jobs it runs every second; a job idle for ``CLAIM_IDLE`` s belongs to a worker that died,
-  and the next worker to look takes it over (XAUTOCLAIM). A job past its deadline is dropped: its
-  node has answered with a timeout already.
+  and the next worker to look takes it over (XAUTOCLAIM). A worker that stops gives its unfinished
+  jobs back (``GIVEN_BACK``, taken at once). A job past its deadline is dropped: its node has
+  answered with a timeout already. When no worker lives any more, the node takes its job off the
+  stream and runs it itself.
+- The app's file jobs in flight are counted across nodes (:meth:`JobQueue.admit`), so
+  ``stt_max_file_jobs`` and its 32769 hold for the cluster. Deadlines are the nodes' clocks and
+  workers compare them with theirs: keep the machines' clocks in sync (NTP).
 - The result (:class:`Result`) is pushed to the reply list, which expires: a node that gave up leaves
   nothing behind.
 
