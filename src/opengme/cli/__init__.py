@@ -172,6 +172,7 @@ def build_parser() -> Parser:
         say_cmd,
         serve_cmd,
         transcribe_cmd,
+        worker_cmd,
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -184,7 +185,8 @@ def build_parser() -> Parser:
     _add_global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (serve_cmd, config_cmd, app_cmd, apikey_cmd, authbuffer_cmd, errors_cmd, rooms_cmd, join_cmd,
-                   messages_cmd, message_cmd, transcribe_cmd, say_cmd, console_cmd, recordings_cmd, loadtest_cmd):
+                   messages_cmd, message_cmd, transcribe_cmd, say_cmd, console_cmd, recordings_cmd, loadtest_cmd,
+                   worker_cmd):
         module.register(sub, common)
     return parser
 

@@ -63,3 +63,35 @@ class Keys:
 
     def noderooms(self, node_id: str) -> str:
         return f"{self.prefix}:noderooms:{node_id}"
+
+
+# --- speech jobs (``opengme worker``, :mod:`opengme.cluster.jobs`) ----------------------------------
+# - ``stt:jobs`` (stream, consumer group ``stt``): file jobs (recognise a stored message, speak a text).
+# - ``stt:reply:<job_id>`` (list, expiring): the result a worker pushes for the node that waits on it.
+# - ``stt:worker:<worker_id>`` (hash, expires ``STT_WORKER_TTL`` s after the last heartbeat): a live
+#   worker; ``stt:workers`` (set) lists the ids ever announced, as ``nodes`` does for nodes.
+# - ``stt:running:<app_id>`` (sorted set of job ids by deadline): an app's file jobs in flight on every
+#   node, so its ``stt_max_file_jobs`` holds cluster-wide; a job of a node that died leaves at its deadline.
+
+STT_WORKER_TTL = 3.0
+"""Seconds a speech worker counts as alive after its last heartbeat (sent every ``HEARTBEAT``)."""
+
+
+def stt_jobs(keys: Keys) -> str:
+    return f"{keys.prefix}:stt:jobs"
+
+
+def stt_reply(keys: Keys, job_id: str) -> str:
+    return f"{keys.prefix}:stt:reply:{job_id}"
+
+
+def stt_worker(keys: Keys, worker_id: str) -> str:
+    return f"{keys.prefix}:stt:worker:{worker_id}"
+
+
+def stt_workers(keys: Keys) -> str:
+    return f"{keys.prefix}:stt:workers"
+
+
+def stt_running(keys: Keys, app_id: str) -> str:
+    return f"{keys.prefix}:stt:running:{app_id}"

@@ -7,6 +7,11 @@ AuthBuffer checks and SQLite run in threads. Each app has its own concurrency li
 (:mod:`opengme.stt.quota`); a request beyond one is refused at once with 32769 (HTTP 429).
 A recognised text is stored with its message (:mod:`opengme.stt.transcripts`), so a repeat
 answers from there.
+
+In a cluster (``redis_url``) the file-job limit is counted in Redis, so it holds across nodes, and while
+an ``opengme worker`` lives the file jobs run there (:mod:`opengme.cluster.jobs`): this node sends the
+job and waits for its result, then stores and answers as before. With no live worker they run here.
+Streaming recognition and live captions always run here, beside the audio they follow.
 """
 from __future__ import annotations
 
@@ -14,22 +19,27 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from opengme.cluster import keys as cluster_keys
+from opengme.cluster.jobs import JOB_TIMEOUT, Job, JobKind, JobQueue, Result, new_job_id
 from opengme.errors import ErrorCode, GmeError
 from opengme.logs import fields
 from opengme.protocol import ptt as proto
 from opengme.protocol import stt as sproto
+from opengme.server import cluster as cluster_part
 from opengme.server import ptt as ptt_part
 from opengme.server.ptt import Caller, Refused
 from opengme.server.stt_stream import StreamSession
 from opengme.server.usage import Usage, count_usage
-from opengme.storage import Message
+from opengme.storage import Message, MessageGone
 from opengme.store import App
 from opengme.stt.pool import RecognitionPool
-from opengme.stt.quota import Kind, Quota
+from opengme.stt.quota import Kind, Quota, QuotaExceeded
 from opengme.stt.streaming import MAX_PACKET, StreamWorkers
 from opengme.stt.transcripts import Transcripts
 
@@ -42,6 +52,7 @@ RECOGNITIONS = "opengme_stt_recognitions_total"
 SYNTHESES = "opengme_stt_syntheses_total"
 CACHED = "opengme_stt_cached_total"
 REFUSALS = "opengme_stt_refusals_total"
+QUEUED = "opengme_stt_worker_jobs_total"
 _STATUS = {ErrorCode.AV_ERR_INVALID_ARGUMENT: 400, sproto.BUSY: 429, sproto.FAILED: 422}
 
 STT: web.AppKey[Speech] = web.AppKey("opengme.stt")
@@ -61,6 +72,7 @@ def setup(server: Server) -> None:
     m.describe(SYNTHESES, "counter", "Voice messages synthesised from text.")
     m.describe(CACHED, "counter", "Speech-to-text requests answered from the stored text.")
     m.describe(REFUSALS, "counter", "Speech requests refused, by GME error code.")
+    m.describe(QUEUED, "counter", "Speech file jobs sent to `opengme worker` processes, by kind.")
 
 
 def get(server: Server) -> Speech:
@@ -80,6 +92,8 @@ class Speech:
         self.ptt.after_retention.append(self.transcripts.forget_orphans)
         self._pool: RecognitionPool | None = None
         self._streams: StreamWorkers | None = None
+        link = cluster_part.get(server)
+        self.jobs = JobQueue(link.redis, link.keys) if link is not None else None
 
     @property
     def pool(self) -> RecognitionPool:
@@ -130,9 +144,13 @@ class Speech:
         if text is not None:
             self.server.metrics.inc(CACHED)
             return text, True
-        with self.quota.slot(message.app_id, Kind.FILE):
-            data = await asyncio.to_thread(self.ptt.storage.read, message)
-            text = await self.pool.transcribe_voice(data, language)
+        async with self.file_slot(message.app_id) as slot:
+            done = await self.on_worker(slot, JobKind.TRANSCRIBE, language, file_id=message.file_id)
+            if done is not None:
+                text = done.text
+            else:
+                data = await asyncio.to_thread(self._read_message, message)
+                text = await self.pool.transcribe_voice(data, language)
         await asyncio.to_thread(self.transcripts.put, message.file_id, language, text, time.time())
         self.server.metrics.inc(RECOGNITIONS)
         count_usage(self.server, message.app_id, Usage.STT_SECONDS, message.duration_ms / 1000)
@@ -143,8 +161,11 @@ class Speech:
         try:
             caller = await self.authorise(request)
             ask = sproto.SpeechRequest.parse(await self._read_body(request))
-            with self.quota.slot(caller.app.app_id, Kind.FILE):
-                data = await self.pool.speak_voice(ask.text, ask.language, float(ask.speaking_rate))
+            async with self.file_slot(caller.app.app_id) as slot:
+                done = await self.on_worker(slot, JobKind.SPEAK, ask.language, text=ask.text,
+                                            speaking_rate=float(ask.speaking_rate))
+                data = done.data if done is not None else await self.pool.speak_voice(
+                    ask.text, ask.language, float(ask.speaking_rate))
             reply = await self.ptt.store(request, caller, data)
         except (Refused, GmeError, OSError) as exc:
             return self._refuse(request, exc)
@@ -174,6 +195,52 @@ class Speech:
                 await opening
             await live.close()
 
+    # --- file jobs: here, or on an `opengme worker` ------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def file_slot(self, app_id: str) -> AsyncIterator[Slot]:
+        """The app's file-job slot (32769 beyond ``stt_max_file_jobs``): counted in this process on a
+        single node, in Redis in a cluster; there the job goes to a worker when one lives."""
+        if self.jobs is None:
+            with self.quota.slot(app_id, Kind.FILE):
+                yield Slot(app_id, "", 0.0, remote=False)
+            return
+        limit = self.server.settings.stt_max_file_jobs
+        slot = Slot(app_id, new_job_id(), time.time() + JOB_TIMEOUT, remote=False)
+        with _redis_errors():
+            if not await self.jobs.admit(app_id, slot.job_id, limit, slot.deadline):
+                raise QuotaExceeded(app_id, Kind.FILE, limit)
+        try:
+            with _redis_errors():
+                slot.remote = await self.jobs.live_workers() > 0
+            yield slot
+        finally:
+            with contextlib.suppress(GmeError), _redis_errors():  # else the entry leaves at its deadline
+                await self.jobs.release(app_id, slot.job_id)
+
+    async def on_worker(self, slot: Slot, kind: JobKind, language: str, *, file_id: str = "", text: str = "",
+                        speaking_rate: float = 1.0) -> Result | None:
+        """The file job's result from a worker, its failure raised as the same failure is here (the
+        storage's as OSError; 32769 when no worker answered in time); None when it must run here:
+        no worker lives, or the workers went away before it ran."""
+        if self.jobs is None or not slot.remote:
+            return None
+        reply = cluster_keys.stt_reply(self.jobs.keys, slot.job_id)
+        job = Job(slot.job_id, kind, slot.app_id, slot.deadline, reply, file_id, language, text, speaking_rate)
+        self.server.metrics.inc(QUEUED, kind=kind.value)
+        with _redis_errors():
+            result = await self.jobs.run(job)
+        if result is None:
+            if time.time() < slot.deadline:
+                return None
+            raise GmeError(sproto.BUSY, f"no speech worker answered within {JOB_TIMEOUT:.0f} s; try again later")
+        log.info("speech job done by a worker", extra=fields(worker_id=result.worker, job_id=job.job_id,
+                                                             kind=kind.value, app_id=job.app_id, code=result.code))
+        if result.code == sproto.S2T.storage:
+            raise OSError(result.detail)
+        result.check()
+        return result
+
     # --- steps ----------------------------------------------------------------------------------
 
     async def authorise(self, request: web.Request) -> Caller:
@@ -181,6 +248,13 @@ class Speech:
         caller = await asyncio.to_thread(self.ptt.authorise, request, sproto.S2T, time.time())
         check_stt(caller.app)
         return caller
+
+    def _read_message(self, message: Message) -> bytes:
+        """The message's bytes; missing or damaged ones are the storage's failure (OSError), as on a worker."""
+        try:
+            return self.ptt.storage.read(message)
+        except MessageGone as exc:
+            raise OSError(str(exc)) from None
 
     def _message(self, app: App, file_id: str) -> Message:
         try:
@@ -217,6 +291,28 @@ class Speech:
         self.server.metrics.inc(REFUSALS, code=int(code))
         log.info("speech request refused", extra=fields(path=request.path, code=int(code), reason=message))
         return web.json_response(proto.error_body(code, message), status=status)
+
+
+@dataclass
+class Slot:
+    """A file job admitted for an app: its id and deadline in the cluster, and whether a worker runs it."""
+
+    app_id: str
+    job_id: str
+    deadline: float
+    remote: bool
+
+
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    """A Redis failure is the service's "try again later" (32769, as when busy), one line in the log."""
+    import redis
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        log.error("speech job failed on Redis", extra=fields(error=str(exc)))
+        raise GmeError(sproto.BUSY, "the cluster's Redis did not answer; try again later") from None
 
 
 def check_stt(app: App) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import multiprocessing
+import signal
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -46,7 +47,10 @@ class PoolBusy(GmeError):
 
 
 def _init_worker(entries: tuple[EngineEntry, ...]) -> None:
+    """Also ignores SIGINT: a Ctrl-C in the terminal reaches the whole process group, and it is the
+    parent (``serve``, ``worker``) that decides how to stop, not a traceback from each worker."""
     global _registry
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _registry = build_registry(entries)
 
 
