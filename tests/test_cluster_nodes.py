@@ -314,3 +314,26 @@ def test_an_entry_refused_after_placement_leaves_no_room_key(tmp_path: Path) -> 
                 await ws2.close()
 
         asyncio.run(scenario())
+
+
+def test_a_redis_that_lost_its_data_gets_the_nodes_and_their_rooms_back(tmp_path: Path) -> None:
+    """Redis keeps nothing on disk by default: after a restart (here: every key of the prefix
+    deleted) each node registers again at its next heartbeat and names itself for its rooms again,
+    so an entry through another node is still sent to the room's node instead of splitting it."""
+    with cluster(tmp_path, 2) as (nodes, app, env):
+        r, keys = _redis(env["OPENGME_REDIS_URL"])
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as session:
+                url, _, ws = await _enter_following(session, nodes[0].url, app, "10001", "kept")
+                owner = r.get(keys.room(app.app_id, "kept"))
+                r.delete(*r.keys(f"{keys.prefix}:*"))
+                await _until(lambda: r.get(keys.room(app.app_id, "kept")) == owner, timeout=5)
+                assert r.exists(keys.node(owner))
+                other = next(node.url for node in nodes if node.url != url)
+                _, answer, ws2 = await _ask(session, other, app, "10002", "kept")
+                assert answer["type"] == "redirect" and answer["url"] == url, answer
+                await ws.close()
+                await ws2.close()
+
+        asyncio.run(scenario())

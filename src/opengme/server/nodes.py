@@ -216,11 +216,15 @@ class Nodes:
         """Write this node's hash (expiring after NODE_TTL), then read every live node's back."""
         r, keys, me = self.cluster.redis, self.keys, self.view.me
         async with r.pipeline(transaction=True) as pipe:
+            pipe.exists(keys.node(me))
             pipe.hset(keys.node(me), mapping=self.info().as_hash())
             pipe.pexpire(keys.node(me), int(NODE_TTL * 1000))
             pipe.sadd(keys.nodes, me)
             pipe.smembers(keys.nodes)
-            ids = sorted(_text(i) for i in (await pipe.execute())[-1])
+            known, *_, members = await pipe.execute()
+            ids = sorted(_text(i) for i in members)
+        if not known and self.owned:
+            await self._reclaim()
         async with r.pipeline(transaction=False) as pipe:
             for node_id in ids:
                 pipe.hgetall(keys.node(node_id))
@@ -234,6 +238,16 @@ class Nodes:
         if dead:
             await r.srem(keys.nodes, *dead)
         self.view.update(live)
+
+    async def _reclaim(self) -> None:
+        """Our hash was gone (Redis restarted or lost its data, or this node stalled past NODE_TTL):
+        name this node again for the rooms it serves, unless another node took one meanwhile."""
+        async with self.cluster.redis.pipeline(transaction=False) as pipe:
+            for app_id, room_id in sorted(self.owned):
+                pipe.set(self.keys.room(app_id, room_id), self.view.me, nx=True)
+            taken = [room for room, done in zip(sorted(self.owned), await pipe.execute(), strict=True) if not done]
+        log.warning("cluster registration was lost; rooms claimed again",
+                    extra=fields(rooms=len(self.owned), taken_by_others=len(taken)))
 
     # --- placement ----------------------------------------------------------------------------------
 
