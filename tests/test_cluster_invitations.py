@@ -15,16 +15,20 @@ import test_cluster_shared
 from opengme.authbuffer import gen_auth_buffer
 from opengme.cluster.keys import invitation
 from opengme.core.rooms import Invitation
-from opengme.errors import ErrorCode
+from opengme.core.signalling import Output
+from opengme.errors import ErrorCode, GmeError
 from opengme.events import EventType, InvitationSubEvent, RoomType
 from opengme.protocol import signalling as p
 from opengme.server import shared_records, signalling
 from opengme.server.invitations import parse_record, record_text
 from opengme.store import App
-from support.sdk_harness import ClientMaker, SdkClient, wait_for
+from support.audio import OUT_RATE, tone, write_wav
+from support.sdk_harness import ClientMaker, SdkClient, listen, talk, wait_for, wait_played
 from support.signal_harness import Running, SignalClient, is_error, start
+from test_cluster_nodes import Ear
 from test_cluster_nodes import cluster as serve_cluster
 from test_cluster_shared import Pair
+from test_signalling_core import APP_ID, Rig, reply, sent
 
 pair = test_cluster_shared.pair  # the fixture: two nodes in this loop, a real Redis and PostgreSQL
 
@@ -36,6 +40,28 @@ def test_an_invitation_record_round_trips_and_junk_is_unknown() -> None:
     assert parse_record(record_text(record)) == record
     for junk in (None, b"{nope", b"[]", b'{"invite_id": "x"}'):
         assert parse_record(junk) is None
+
+
+def test_the_cores_hooks_for_a_cluster_screen_answer_and_push() -> None:
+    rig = Rig()
+    bare = rig.connect()
+    refused = rig.core.screen(bare, p.invite(1, "10002"), rig.now)
+    assert isinstance(refused, Output) and is_error(reply(refused, bare), ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, "hello")
+    host, guest, lurker = rig.member("10001", "party"), rig.member("10002", "lobby"), rig.hello("10003")
+    screened = rig.core.screen(host, p.invite(7, "10002"), rig.now)
+    assert not isinstance(screened, Output) and screened[2] is not None
+    assert (screened[0], screened[1], screened[2].room_id) == (APP_ID, "10001", "party")
+    assert rig.core.online(APP_ID, "10002") and not rig.core.online(APP_ID, "10003")  # a bare hello proves nothing
+    push = p.invitation("ab", "10001", "party")
+    delivered, out = rig.core.push(APP_ID, "10002", push)
+    assert delivered and sent(out, guest) == [push] and sent(out, lurker) == []
+    result = p.invitation_result("ab", "10002", True)
+    assert rig.core.push(APP_ID, "10001", result, "lobby") == (False, Output())  # not in that room: nobody
+    delivered, out = rig.core.push(APP_ID, "10001", result, "party")
+    assert delivered and sent(out, host) == [result]
+    answered = rig.core.answer(host, 7, GmeError(ErrorCode.AV_ERR_INVITET_FAILED, "not connected"))
+    assert is_error(reply(answered, host), ErrorCode.AV_ERR_INVITET_FAILED, "not connected")
+    assert sent(rig.core.answer(host, 7, p.invite_sent(7, "ab")), host) == [p.invite_sent(7, "ab")]
 
 
 # --- two nodes in this loop -------------------------------------------------------------------------------
@@ -227,6 +253,10 @@ def test_sdk_players_on_two_nodes_invite_accept_and_refuse(tmp_path: Path, clien
             InvitationSubEvent.ACCEPTED, "10002")
         assert _where(guest) == ("R1", r1_node)  # the switch was redirected to R1's node
         assert guest.events.results(EventType.SWITCH_ROOM) == [ErrorCode.AV_OK]
+        heard = listen(guest)  # and they hear each other, on R1's node
+        talk(host, write_wav(tmp_path / "a.wav", tone(440, 3), OUT_RATE))
+        wait_played([host, guest], 1.5, heard)
+        assert Ear(heard).hears(440)
         # Refused: the inviter on node 1 hears so from node 2.
         host.events.events.clear()
         assert host.ctx.invite("10003") == ErrorCode.AV_OK
