@@ -17,15 +17,14 @@ from opengme.cluster.keys import invitation
 from opengme.core.rooms import Invitation
 from opengme.core.signalling import Output
 from opengme.errors import ErrorCode, GmeError
-from opengme.events import EventType, InvitationSubEvent, RoomType
+from opengme.events import EventType, InvitationSubEvent
 from opengme.protocol import signalling as p
 from opengme.server import shared_records, signalling
 from opengme.server.invitations import parse_record, record_text
-from opengme.store import App
 from support.audio import OUT_RATE, tone, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, listen, talk, wait_for, wait_played
 from support.signal_harness import Running, SignalClient, is_error, start
-from test_cluster_nodes import Ear
+from test_cluster_nodes import Ear, _sdk_enter
 from test_cluster_nodes import cluster as serve_cluster
 from test_cluster_shared import Pair
 from test_signalling_core import APP_ID, Rig, reply, sent
@@ -204,13 +203,6 @@ async def test_an_invitation_outlives_a_restart_of_the_node_that_issued_it(pair:
 # --- real SDK clients on ``opengme serve`` nodes ---------------------------------------------------------
 
 
-def _enter(client: SdkClient, app: App, room_id: str) -> None:
-    auth = gen_auth_buffer(app.app_id, room_id, client.open_id, app.key)
-    assert client.ctx.enter_room(room_id, RoomType.FLUENCY, auth) == ErrorCode.AV_OK
-    wait_for([client], lambda: bool(client.events.of(EventType.ENTER_ROOM)), timeout=15)
-    assert client.events.of(EventType.ENTER_ROOM)[-1]["result"] == ErrorCode.AV_OK, client.events.events
-
-
 def _where(client: SdkClient) -> tuple[str, str]:
     """(room, node URL) of the client's session."""
     session = client.ctx._core.session
@@ -232,9 +224,9 @@ def test_sdk_players_on_two_nodes_invite_accept_and_refuse(tmp_path: Path, clien
         host = clients(nodes[0].url, app, "10001")
         guest = clients(nodes[1].url, app, "10002")
         shy = clients(nodes[1].url, app, "10003")
-        _enter(host, app, "R1")
-        _enter(guest, app, "R2")
-        _enter(shy, app, "R2")
+        _sdk_enter(host, app, "R1")
+        _sdk_enter(guest, app, "R2")
+        _sdk_enter(shy, app, "R2")
         r1_node, r2_node = _where(host)[1], _where(guest)[1]
         assert r1_node != r2_node  # the least loaded node took R2: the two rooms are on different nodes
 

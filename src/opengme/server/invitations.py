@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from opengme.cluster.keys import invitation as invitation_key
-from opengme.core.rooms import Invitation, invitation_gone, pending_invitation
+from opengme.core.rooms import Invitation, Member, invitation_gone, pending_invitation
 from opengme.core.signalling import Instant, Output
 from opengme.errors import ErrorCode, GmeError
 from opengme.logs import fields
@@ -100,7 +100,7 @@ class ClusterInvitations:
             return core.answer(conn, message["id"], GmeError(
                 ErrorCode.AV_ERR_SERVER_FAILED, f"the cluster's Redis did not answer: {str(exc).rstrip('.')}"))
 
-    async def _invite(self, conn: int, message: Json, inviter: Any, now: Instant) -> Output:
+    async def _invite(self, conn: int, message: Json, inviter: Member | None, now: Instant) -> Output:
         core = self.signalling.core
         if inviter is None:
             raise GmeError(ErrorCode.AV_ERR_SERVER_ID_NOT_IN_ROOM, "not in a room")
