@@ -95,3 +95,12 @@ def stt_workers(keys: Keys) -> str:
 
 def stt_running(keys: Keys, app_id: str) -> str:
     return f"{keys.prefix}:stt:running:{app_id}"
+
+
+# --- invitations (:mod:`opengme.server.invitations`) ------------------------------------------------
+# - ``invitation:<app_id>:<invite_id>`` (JSON, expiring with the invitation): a pending invitation, so
+#   that the invitee's answer is taken by whichever node it reaches, and a node's restart forgets none.
+
+
+def invitation(keys: Keys, app_id: str, invite_id: str) -> str:
+    return f"{keys.prefix}:invitation:{app_id}:{invite_id}"

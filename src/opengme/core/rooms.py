@@ -96,6 +96,21 @@ class Invitation:
     expires_at: float
 
 
+def pending_invitation(
+    invitation: Invitation | None, app_id: str, open_id: str, invite_id: str, accept: bool, now: float
+) -> Invitation:
+    """The invitation an answer of ``open_id`` may consume: an unknown (None), expired or cancelled one,
+    or one addressed to someone else, gives 1802 on acceptance and 1803 on refusal."""
+    if invitation is None or invitation.app_id != app_id or invitation.to_open_id != open_id or invitation.expires_at <= now:
+        raise invitation_gone(invite_id, open_id, accept)
+    return invitation
+
+
+def invitation_gone(invite_id: str, open_id: str, accept: bool) -> GmeError:
+    code = ErrorCode.AV_ERR_ACCEPTT_FAILED if accept else ErrorCode.AV_ERR_REFUSE_FAILED
+    return GmeError(code, f"no pending invitation {invite_id!r} for openid {open_id!r} (unknown, expired or cancelled)")
+
+
 class RoomRegistry:
     """Every room of every app on this server."""
 
@@ -284,14 +299,7 @@ class RoomRegistry:
     def invite(self, inviter: Member, open_id: str, invitee_online: bool, now: float) -> Invitation:
         """Invite ``open_id`` into the inviter's room: 10006 when the inviter is not in a room,
         1801 when the invitee is not connected or already in that room."""
-        room = self._current_room(inviter)
-        if not invitee_online:
-            raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {open_id!r} is not connected")
-        if open_id in room.members:
-            raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {open_id!r} is already in room {room.room_id!r}")
-        invitation = Invitation(
-            secrets.token_hex(8), inviter.app_id, inviter.room_id, inviter.open_id, open_id, now + self.invite_ttl
-        )
+        invitation = self.new_invitation(inviter, open_id, invitee_online, now)
         self._invitations[invitation.invite_id] = invitation
         self._sent.setdefault((inviter.app_id, inviter.open_id), set()).add(invitation.invite_id)
         return invitation
@@ -299,17 +307,20 @@ class RoomRegistry:
     def reply_invitation(self, app_id: str, open_id: str, invite_id: str, accept: bool, now: float) -> Invitation:
         """Answer an invitation addressed to ``open_id``; an unknown, expired or cancelled one gives
         1802 on acceptance and 1803 on refusal. Either answer consumes it."""
-        invitation = self._invitations.get(invite_id)
-        if (
-            invitation is None
-            or invitation.app_id != app_id
-            or invitation.to_open_id != open_id
-            or invitation.expires_at <= now
-        ):
-            code = ErrorCode.AV_ERR_ACCEPTT_FAILED if accept else ErrorCode.AV_ERR_REFUSE_FAILED
-            raise GmeError(code, f"no pending invitation {invite_id!r} for openid {open_id!r} (unknown, expired or cancelled)")
+        invitation = pending_invitation(self._invitations.get(invite_id), app_id, open_id, invite_id, accept, now)
         self._drop_invitation(invitation)
         return invitation
+
+    def new_invitation(self, inviter: Member, open_id: str, invitee_online: bool, now: float) -> Invitation:
+        """``invite``'s checks and a fresh invitation, not kept here (a cluster keeps it in Redis)."""
+        room = self._current_room(inviter)
+        if not invitee_online:
+            raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {open_id!r} is not connected")
+        if open_id in room.members:
+            raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {open_id!r} is already in room {room.room_id!r}")
+        return Invitation(
+            secrets.token_hex(8), inviter.app_id, inviter.room_id, inviter.open_id, open_id, now + self.invite_ttl
+        )
 
     def expire_invitations(self, now: float) -> int:
         """Forget invitations whose time is over (the server calls it now and then); returns how many."""

@@ -557,6 +557,53 @@ class SignallingCore:
             self.captions.stop(member)
         self._send(peer.id, stt_proto.asr_stopped(msg["id"]))
 
+    # --- invitations decided by a cluster's shell (opengme.server.invitations) ----------------------
+    # With ``redis_url`` the records live in Redis and the two members may be on different nodes, so the
+    # shell decides ``invite``/``invite_reply`` itself (it awaits Redis and the bus) through these hooks.
+
+    def screen(self, conn: ConnId, message: Json, now: Instant) -> tuple[str, str, Member | None] | Output:
+        """``receive``'s checks before a handler (rate limit, hello first) for a request the shell
+        decides: the requester's (app, openid, current member), else the refusal to carry out."""
+        peer = self._peers.get(conn)
+        if peer is None or peer.closing:
+            return Output()
+        peer.last_seen = now.mono
+        if peer.refusal is not None:
+            refusal, peer.refusal = peer.refusal, None
+            self._refuse_limited(peer, message["id"], refusal, now)
+            return self._take()
+        try:
+            self._precheck(peer, message["type"])
+        except GmeError as exc:
+            self._reply_error(peer.id, message["id"], exc.code, exc.detail or describe(exc.code))
+            return self._take()
+        app_id, open_id = self._identity(peer)
+        return app_id, open_id, self._current(peer)
+
+    def answer(self, conn: ConnId, id: int, reply: Json | GmeError) -> Output:
+        """The shell's answer to a request it decided: its reply, or its error."""
+        if isinstance(reply, GmeError):
+            self._reply_error(conn, id, reply.code, reply.detail or describe(reply.code))
+        else:
+            self._send(conn, reply)
+        return self._take()
+
+    def online(self, app_id: str, open_id: str) -> bool:
+        """Whether a connection here proved that openid (where its invitations go)."""
+        return bool(self._clients.get((app_id, open_id)))
+
+    def push(self, app_id: str, open_id: str, message: Json, room_id: str | None = None) -> tuple[bool, Output]:
+        """Hand a push to the openid's proven connections here (``room_id``: only to its member in that
+        room); whether anyone took it."""
+        if room_id is None:
+            conns = list(self._clients.get((app_id, open_id), ()))
+        else:
+            member = self.registry.find(app_id, open_id)
+            conns = [member.conn] if member is not None and member.room_id == room_id else []
+        for conn in conns:
+            self._send(conn, message)
+        return bool(conns), self._take()
+
     # --- room management (issue 16; the rules are core/room_manager.py's) ---------------------------
 
     def _room_manage(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:

@@ -94,6 +94,7 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
         captions,
         cluster,
         console,
+        invitations,
         media,
         nodes,
         ptt,
@@ -106,8 +107,8 @@ def build_server(settings: Settings, store: AppStore | None = None) -> Server:
     )
 
     server = Server(settings=settings, store=store or AppStore(settings.data_dir, database_url=settings.database_url))
-    for part in (cluster, nodes, signalling, shared_records, bus, actions, admin, tc3, media, ptt, stt, captions,
-                 recording, console, web):
+    for part in (cluster, nodes, signalling, shared_records, bus, invitations, actions, admin, tc3, media, ptt, stt,
+                 captions, recording, console, web):
         part.setup(server)
     return server
 

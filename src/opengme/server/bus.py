@@ -75,6 +75,17 @@ def parse_answer(text: str | bytes) -> Json:
     raise GmeError(code, str(data.get("detail", "")))
 
 
+# --- member-to-member pushes (invitations: opengme.server.invitations) -----------------------------
+# Ops a node serves for pushes to a member another node holds; each answers ``{"delivered": bool}``.
+
+PUSH_TO_OPENID = "push_to_openid"
+"""args ``{"app_id", "open_id", "message"}``: the push to every connection of that openid on the node
+(an ``invitation``: the invitee may be in any room, or none)."""
+PUSH_TO_MEMBER = "push_to_member"
+"""args ``{"app_id", "room_id", "open_id", "message"}``: the push to that openid's member if it is in
+that room on the node (an ``invitation_result``: the inviter, unless it left the room)."""
+
+
 # --- the node's end of it --------------------------------------------------------------------------
 
 

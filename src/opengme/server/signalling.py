@@ -64,6 +64,9 @@ class Redirect(Protocol):
 
 Router = Callable[[str, str], Awaitable[Redirect | None]]
 """A cluster's room placement: (app_id, room_id) → None to admit here, else the node to send the client to."""
+InvitationHandler = Callable[[int, Json, Instant], Awaitable[Output]]
+"""A cluster's ``invite``/``invite_reply`` (opengme.server.invitations): (connection, request, now) → output."""
+INVITATION_REQUESTS = frozenset({"invite", "invite_reply"})
 
 
 class MediaPlane(MediaSessions, Protocol):
@@ -118,6 +121,7 @@ class Signalling:
         self.delivery: Delivery = self.connections  # where the core's messages go (several nodes: elsewhere too)
         self.room_listeners: list[RoomListener] = []
         self.router: Router | None = None  # several nodes: which one serves a room (opengme.server.nodes)
+        self.invitations: InvitationHandler | None = None  # several nodes: invitations kept in Redis
         # Run on the loop after ``prove``, before the core decides: a cluster adds what other nodes know.
         self.proof_checks: list[Callable[[Credentials, Proof], Awaitable[Proof]]] = []
         self._media: MediaPlane | None = None
@@ -228,7 +232,10 @@ class Signalling:
                     self._observe(message["type"], time.monotonic() - received, Output())  # no entry here
                     return
             now = _now()
-        output = self.core.receive(conn.id, message, now, proof)
+        if self.invitations is not None and message["type"] in INVITATION_REQUESTS:
+            output = await self.invitations(conn.id, message, now)
+        else:
+            output = self.core.receive(conn.id, message, now, proof)
         self._apply(output)
         self._observe(message["type"], time.monotonic() - received, output)
 
