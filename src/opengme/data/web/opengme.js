@@ -375,7 +375,7 @@ export class OpenGME {
     ws.binaryType = "arraybuffer";
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
-      ws.onerror = () => reject(failure(`cannot reach ${url}`, ErrorCode.AV_ERR_NET_REQUEST_FALLED));
+      ws.onerror = ws.onclose = () => reject(failure(`cannot reach ${url}`, ErrorCode.AV_ERR_NET_REQUEST_FALLED));
     });
     ws.onmessage = (event) => {
       if (ws === this.ws) this.lastRx = performance.now();
