@@ -11,7 +11,7 @@ import base64
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.errors import ErrorCode
-from opengme.events import EventType, RoomType
+from opengme.events import EventType
 from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.store import App
 from support.audio import OUT_RATE
@@ -143,6 +143,10 @@ class Links:
             return
         self.routes.append((ws, ws.connect_to_server()))
 
+    def deafen(self) -> None:
+        """The newest socket stays open but nothing the server sends reaches the page any more."""
+        self.routes[-1][1].on_message(lambda message: None)
+
     def cut(self) -> None:
         page_side, server_side = self.routes[-1]
         server_side.on_message(lambda message: None)
@@ -212,6 +216,18 @@ def test_reconnecting_gives_up_and_exit_room_ends_it_cleanly(server: ThreadServe
     page.wait_for_timeout(2000)
     assert kinds(page)[-2:] == [EventType.RECONNECT_START, EventType.EXIT_ROOM]
     assert links.refused == refused and not page.evaluate("() => window.demo.gme.isRoomEntered()")
+
+
+def test_a_socket_that_falls_silent_counts_as_lost(make_server: Callable[..., ThreadServer], browser: Any) -> None:
+    server = make_server(heartbeat_interval=0.5)
+    page, links = routed_page(browser, server, "30006", "arena")
+    links.deafen()  # no pong, no push: a path that died without closing (the page's own side stays open)
+    deafened = time.monotonic()
+    pump([], page, lambda: EventType.RECONNECT_SUCCESS in kinds(page))
+    assert time.monotonic() - deafened >= 1.5  # three heartbeat intervals of silence first
+    lost = events_of(page, EventType.RECONNECT_START)[-1][1]
+    assert "nothing heard" in lost["error_info"]
+    assert len(links.routes) == 2
 
 
 def test_the_backoff_and_the_rotation_of_a_reconnect(server: ThreadServer, browser: Any) -> None:
