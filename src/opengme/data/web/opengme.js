@@ -475,21 +475,21 @@ export class OpenGME {
         return;
       }
       const timer = setTimeout(() => this._closeSocket(), ATTEMPT_TIMEOUT_MS);
+      let joined;
       try {
-        const joined = await this._join(room.roomId, room.roomType,
-          { auth_buffer: "", resume_token: room.resumeToken }, plan.url());
-        await this._admitted(joined, room.roomId, true);
-        return;
+        joined = await this._join(room.roomId, room.roomType, { auth_buffer: "", resume_token: room.resumeToken },
+          plan.url());
       } catch (err) {
         if (generation !== this.generation) return;
         this._closeSocket();
-        if (err.fromServer) { // refused for good: token expired, removed (10003), app switched off …
-          this._disconnected(err.code, err.message);
-          return;
-        } // else unreachable, closed, unanswered, too many redirects: the next attempt
+        if (!err.fromServer) continue; // unreachable, closed, unanswered, too many redirects: the next attempt
+        this._disconnected(err.code, err.message); // refused for good: token expired, removed (10003), app off …
+        return;
       } finally {
-        clearTimeout(timer);
+        clearTimeout(timer); // before the admission: the timer must never close the room's new socket
       }
+      await this._admitted(joined, room.roomId, true);
+      return;
     }
   }
 
