@@ -20,16 +20,20 @@ import pytest
 
 from opengme.authbuffer import gen_auth_buffer
 from opengme.errors import ErrorCode
-from opengme.events import EventType
+from opengme.events import EventType, UserUpdateEvent
 from opengme.protocol.signalling import SIGNAL_PATH
 from opengme.store import App
 from support.audio import OUT_RATE
 from support.browser import chromium, recording
 from support.paths import SPEECH_WAV
 from support.processes import start_server
-from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, listen
+from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, enter, listen
 from test_browser import events_of, pump
 from test_cluster_nodes import _node_of, _redis, _sdk_enter, cluster
+
+MAX_FAILOVER_S = 18.0
+"""SIGKILL of the page's node to RECONNECT_SUCCESS through the other node (see the test for the sum).
+Measured here, nine runs: 2.7, 2.9, 3.0, 3.4, 4.2, 9.4, 9.5, 11.0, 11.1 s."""
 
 # The SDK on any page of the server's origin, its delegate's events kept in window.demo as the demo
 # page keeps them (support.browser.recording reads them there).
@@ -193,6 +197,29 @@ def test_a_kick_that_arrives_while_resuming_ends_the_room_at_once(server: Thread
     assert events_of(page, EventType.ROOM_DISCONNECT)[-1][1]["result"] == ErrorCode.AV_ERR_SERVER_NO_PERMISSION
 
 
+def test_members_that_left_or_came_while_away_are_told_after_the_resume(
+        server: ThreadServer, clients: ClientMaker, browser: Any) -> None:
+    stays, leaves = clients(server.url, server.app, "20002"), clients(server.url, server.app, "20003")
+    for member in (stays, leaves):
+        enter(server, member, "arena")
+    page, links = routed_page(browser, server, "30007", "arena")
+    assert sorted(page.evaluate("() => window.demo.gme.getRoomMembers()")) == ["20002", "20003", "30007"]
+    links.hold = True
+    links.cut()
+    pump([stays, leaves], page, lambda: EventType.RECONNECT_START in kinds(page))
+    assert leaves.ctx.exit_room() == ErrorCode.AV_OK
+    comes = clients(server.url, server.app, "20004")
+    enter(server, comes, "arena")
+    links.hold = False
+    pump([stays, leaves, comes], page, lambda: EventType.RECONNECT_SUCCESS in kinds(page))
+    events = page.evaluate("() => window.demo.events")
+    start = [t for t, _ in events].index(EventType.RECONNECT_SUCCESS)
+    updates = [d for t, d in events[start:] if t == EventType.USER_UPDATE]
+    assert updates[:2] == [{"event_id": UserUpdateEvent.EXIT, "user_list": ["20003"]},
+                           {"event_id": UserUpdateEvent.ENTER, "user_list": ["20004"]}], updates
+    assert sorted(page.evaluate("() => window.demo.gme.getRoomMembers()")) == ["20002", "20004", "30007"]
+
+
 def test_reconnecting_gives_up_and_exit_room_ends_it_cleanly(server: ThreadServer, browser: Any) -> None:
     page, links = routed_page(browser, server, "30004", "arena")
     page.evaluate("() => { window.demo.gme.reconnectGiveUp = 1.5; }")
@@ -265,7 +292,11 @@ def test_a_killed_node_the_browser_resumes_through_the_other_node_it_learned_fro
         pump([client], page, lambda: EventType.RECONNECT_SUCCESS in kinds(page), timeout=20)
         gap = time.monotonic() - killed
         print(f"browser resumed {gap:.2f} s after its node was killed")
-        assert gap < 15.0
+        # The Python SDK's rules: attempts alternate between the dead node (the room's and the entry)
+        # and the live one, which redirects to the dead owner until its hash expired (<= 3 s) and it
+        # read that (<= 1 s more). Back at the 4th attempt (0.2+0.4+0.8+1.6 s, each jittered +-50 %)
+        # or else the 6th (+3.2+5 s): 11.2 s on average, 16.8 s at worst.
+        assert gap < MAX_FAILOVER_S
         assert page.evaluate("() => String(window.demo.gme.nodeUrl)").rstrip("/") == second.url
         pump([client], page, lambda: bool(client.events.of(EventType.RECONNECT_SUCCESS)), timeout=20)
         assert_voice_both_ways(client, heard, page)
