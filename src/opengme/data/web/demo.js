@@ -52,6 +52,11 @@ gme.setTMGDelegate((type, data) => {
       status(`Could not enter: ${data.result} ${data.error_info}`);
       $("enter").disabled = false;
     }
+  } else if (type === EventType.RECONNECT_START) {
+    status(`Connection lost (${data.error_info}); reconnecting…`);
+    speaking.clear();
+  } else if (type === EventType.RECONNECT_SUCCESS) {
+    status(`In room ${$("room").value} (reconnected).`);
   } else if (type === EventType.EXIT_ROOM || type === EventType.ROOM_DISCONNECT) {
     status(type === EventType.EXIT_ROOM ? "Left the room." : `Removed from the room (${data.result}): ${data.error_info}`);
     $("enter").disabled = false;

@@ -9,8 +9,14 @@
 //   gme.enterRoom(roomId, RoomType.FLUENCY, authBuffer);  // then enableMic(true) / enableSpeaker(true)
 //
 // Events reach the delegate as (EventType number, data) with GME's keys: ENTER_ROOM / EXIT_ROOM /
-// ROOM_DISCONNECT {result, error_info}, USER_UPDATE {event_id, user_list}, USER_VOLUMES {openid: level}.
+// ROOM_DISCONNECT {result, error_info}, USER_UPDATE {event_id, user_list}, USER_VOLUMES {openid: level},
+// RECONNECT_START / RECONNECT_SUCCESS {result, error_info}.
 // Calls return GME error codes. Every number comes from /sdk/gme-constants.js (the server's registries).
+//
+// A dropped socket is not the end of the room (docs/protocol.md "Reconnect", as the Python SDK and GME):
+// RECONNECT_START, then attempts with the room's resume token and backoff, over the node it was on, the
+// entry URL and the cluster's live nodes in turn, until RECONNECT_SUCCESS (mic and speaker as they were)
+// or ROOM_DISCONNECT (a `disconnect`, a refused resume, or `reconnectGiveUp` seconds without success).
 
 import { ErrorCode, EventType, Media, PROFILES, PROTOCOL_VERSION, RoomType, SIGNAL_PATH, UserUpdateEvent }
   from "./gme-constants.js";
@@ -22,6 +28,11 @@ const RATE = 48000; // the AudioContext's rate: capture and playback
 const FRAME = RATE * Media.FRAME_MS / 1000;
 const VOLUMES_INTERVAL_MS = 200;
 const MAX_REDIRECTS = 3; // a cluster sends an entry on to the room's node: at most this many hops (as the Python SDK)
+const BACKOFF_FIRST_MS = 200; // reconnect backoff: 0.2 s doubling to 5 s, ±50 % jitter (docs/protocol.md)
+const BACKOFF_MAX_MS = 5000;
+const RECONNECT_GIVE_UP_S = 3600; // GME gives up reconnecting after 60 min
+const ATTEMPT_TIMEOUT_MS = 30000; // one reconnect attempt (hello + enter) unanswered this long has failed
+const LIVENESS_FACTOR = 3; // a socket silent for this many heartbeat intervals is dead (as the Python SDK)
 const SPEAKING_TIMEOUT_MS = 2000; // NO_AUDIO after this long without a loud packet (the native detector's)
 const WINDOW = 1024; // anti-replay window, packets
 const START_MS = 60; // jitter buffer: playout starts with this much queued
@@ -38,6 +49,46 @@ function b64encode(bytes) {
 
 function b64decode(text) {
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function failure(message, code, fromServer = false) {
+  return Object.assign(new Error(message), { code, fromServer });
+}
+
+/** When and where a reconnect tries next, and when it gives up: pure (the caller passes the times),
+ * the same rules as the Python SDK's session. */
+export class ReconnectPlan {
+  /** `urls`: the node the room was on, the entry URL, then the cluster's live nodes (duplicates and
+   * non-URLs dropped, the order kept); `giveUpMs` from `now` (ms) on, no more attempts. */
+  constructor(urls, now, giveUpMs, random = Math.random) {
+    const unique = new Set();
+    for (const url of urls) {
+      try { unique.add(String(new URL(url))); } catch { /* not a URL: a server's field we cannot use */ }
+    }
+    this.urls = [...unique];
+    this.next = 0;
+    this.attempt = 0;
+    this.giveUpAt = now + giveUpMs;
+    this.random = random;
+  }
+
+  /** The wait before the next attempt (ms): 0.2 s doubling to 5 s, jittered ±50 % so that the
+   * members of a room that lost its node do not all come back in step. */
+  delay() {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt++);
+    return base * (0.5 + this.random());
+  }
+
+  /** The server of the next attempt, in turn. */
+  url() {
+    return this.urls[this.next++ % this.urls.length];
+  }
+
+  expired(now) {
+    return now >= this.giveUpAt;
+  }
 }
 
 /** RFC 6464 level (0 loudest … 127 silence, in -dBov) of float samples in -1…1. */
@@ -136,9 +187,15 @@ export class OpenGME {
     this.server = null;
     this.ws = null;
     this.nextId = 1;
-    this.pending = new Map(); // request id -> {resolve, reject}
+    this.pending = new Map(); // request id -> {resolve, reject, ws}
     this.entering = false;
-    this.room = null; // {roomId, roomType, tinyid, muted}
+    this.room = null; // {roomId, roomType, tinyid, muted, resumeToken}
+    this.reconnecting = false;
+    this.reconnectGiveUp = RECONNECT_GIVE_UP_S; // seconds: then ROOM_DISCONNECT (GME: 60 min)
+    this.generation = 0; // counts rooms left: a reconnect of an older one stops
+    this.nodeUrl = null; // the server that admitted this member (a cluster's node)
+    this.nodeUrls = []; // a cluster's live nodes (hello_ok.nodes)
+    this.lastRx = 0; // when the room's socket last brought anything (ms, performance.now)
     this.members = new Map(); // tinyid -> openid
     this.blacklist = new Set(); // openids
     this.memberVolumes = new Map(); // openid -> percent
@@ -189,19 +246,23 @@ export class OpenGME {
     this.entering = true;
     this._audioContext(); // created inside the caller's click, so the browser lets it play
     const auth = typeof authBuffer === "string" ? authBuffer : b64encode(authBuffer);
-    this._enter(roomId, roomType, auth).catch((err) => {
-      this.entering = false;
-      this._closeSocket();
-      const code = err.code ?? ErrorCode.AV_ERR_NET_REQUEST_FALLED;
-      this._emit(EventType.ENTER_ROOM, { result: code, error_info: err.message || String(err) });
-    });
+    this._join(roomId, roomType, { auth_buffer: auth }, this.server)
+      .then((joined) => this._admitted(joined, roomId, false))
+      .catch((err) => {
+        this.entering = false;
+        this._closeSocket();
+        const code = err.code ?? ErrorCode.AV_ERR_NET_REQUEST_FALLED;
+        this._emit(EventType.ENTER_ROOM, { result: code, error_info: err.message || String(err) });
+      });
     return ErrorCode.AV_OK;
   }
 
+  /** ExitRoom; during a reconnect it stops the attempts (nothing to tell a server it is not on). */
   exitRoom() {
     if (!this.room) return ErrorCode.AV_ERR_ROOM_NOT_EXIST;
     const ws = this.ws;
-    this._request({ type: "exit" }).catch(() => {}).finally(() => ws && ws.close());
+    if (this.reconnecting) this._closeSocket();
+    else this._request({ type: "exit" }).catch(() => {}).finally(() => ws && ws.close());
     this._leave();
     this._emit(EventType.EXIT_ROOM, { result: ErrorCode.AV_OK, error_info: "" });
     return ErrorCode.AV_OK;
@@ -306,48 +367,140 @@ export class OpenGME {
 
   // --- signalling --------------------------------------------------------------------------------
 
-  async _enter(roomId, roomType, auth, server = this.server, hops = 0) {
+  /** A signalling socket to `server`, hello said: resolves with `hello_ok` (its `nodes` kept). */
+  async _connect(server) {
     const url = new URL(SIGNAL_PATH, server);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     const ws = this.ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
-      ws.onerror = () => reject(Object.assign(new Error(`cannot reach ${url}`), { code: ErrorCode.AV_ERR_NET_REQUEST_FALLED }));
+      ws.onerror = ws.onclose = () => reject(failure(`cannot reach ${url}`, ErrorCode.AV_ERR_NET_REQUEST_FALLED));
     });
-    ws.onmessage = (event) => this._onFrame(event.data);
-    ws.onclose = () => this._onClose();
+    ws.onmessage = (event) => {
+      if (ws === this.ws) this.lastRx = performance.now();
+      this._onFrame(event.data);
+    };
+    ws.onclose = () => this._onClose(ws);
     const hello = await this._request({ type: "hello", protocol: PROTOCOL_VERSION, sdk_version: SDK_VERSION,
       app_id: this.appId, open_id: this.openId, abilities: ["audio"] });
-    const entered = await this._request({ type: "enter", room_id: roomId, room_type: roomType, auth_buffer: auth });
+    if (Array.isArray(hello.nodes)) this.nodeUrls = hello.nodes.filter((u) => typeof u === "string");
+    return hello;
+  }
+
+  /** hello + enter at `server` with `credentials` (an AuthBuffer, or a resume token), following a
+   * cluster's `redirect` to the room's node: resolves with {hello, entered, server}. */
+  async _join(roomId, roomType, credentials, server, hops = 0) {
+    const hello = await this._connect(server);
+    const entered = await this._request({ type: "enter", room_id: roomId, room_type: roomType, ...credentials });
     if (entered.type === "redirect") { // a cluster: the room lives on another node (docs/protocol.md)
       this._closeSocket();
       if (hops >= MAX_REDIRECTS || typeof entered.url !== "string") {
-        throw Object.assign(new Error(`redirected more than ${MAX_REDIRECTS} times`), { code: ErrorCode.AV_ERR_NET_REQUEST_FALLED });
+        throw failure(`more than ${MAX_REDIRECTS} redirects in a row: the cluster's nodes disagree on where room `
+          + `${roomId} is`, ErrorCode.AV_ERR_SERVER_FAILED);
       }
-      return this._enter(roomId, roomType, auth, entered.url, hops + 1);
+      return this._join(roomId, roomType, credentials, entered.url, hops + 1);
     }
-    this.room = { roomId, roomType: entered.room_type, tinyid: entered.tinyid, muted: entered.muted };
-    this.entering = false;
+    return { hello, entered, server };
+  }
+
+  /** In the room (`resumed`: by a reconnect): members, heartbeats, ENTER_ROOM or RECONNECT_SUCCESS
+   * and the members that came or went meanwhile, then media with the new key. */
+  async _admitted({ hello, entered, server }, roomId, resumed) {
+    const ws = this.ws, generation = this.generation;
+    this.nodeUrl = server;
+    this.room = { roomId, roomType: entered.room_type, tinyid: entered.tinyid, muted: entered.muted,
+      resumeToken: entered.resume_token };
+    this.entering = this.reconnecting = false;
+    const old = this.members;
     this.members = new Map(entered.members.map((m) => [m.tinyid, m.open_id]));
-    this.crypto = await MediaCrypto.create(b64decode(entered.media.key));
-    this.uplink = { seq: 0, timestamp: 0, levels: [], talking: false, chain: Promise.resolve() };
+    for (const [tinyid, openId] of old) if (this.members.get(tinyid) !== openId) this._forget(tinyid);
+    if (this.room.muted && this.micOn) { this.micOn = false; this._stopCapture(); } // muted meanwhile
+    if (resumed && this.uplink) this.uplink.talking = false; // the capture goes on: the next packet starts a talkspurt
+    else this.uplink = { seq: 0, timestamp: 0, levels: [], talking: false, chain: Promise.resolve() };
+    this._heartbeats(ws, hello.heartbeat_interval * 1000);
+    if (resumed) {
+      this._emit(EventType.RECONNECT_SUCCESS, { result: ErrorCode.AV_OK, error_info: "" });
+      const was = new Set(old.values()), now = new Set(this.members.values());
+      const gone = [...was].filter((o) => !now.has(o)), came = [...now].filter((o) => !was.has(o));
+      if (gone.length) this._emit(EventType.USER_UPDATE, { event_id: UserUpdateEvent.EXIT, user_list: gone });
+      if (came.length) this._emit(EventType.USER_UPDATE, { event_id: UserUpdateEvent.ENTER, user_list: came });
+    } else {
+      this.volumesTimer = setInterval(() => this._tickVolumes(), VOLUMES_INTERVAL_MS);
+      this._emit(EventType.ENTER_ROOM, { result: ErrorCode.AV_OK, error_info: "" });
+      if (this.members.size) this._emit(EventType.USER_UPDATE, { event_id: UserUpdateEvent.ENTER, user_list: [...this.members.values()] });
+    }
+    const crypto = await MediaCrypto.create(b64decode(entered.media.key));
+    // Left, or lost again, while the key was imported: the next admission sets the media up.
+    if (generation !== this.generation || ws !== this.ws || this.reconnecting) return;
+    this.crypto = crypto;
     this._sendMedia({ type: Media.BIND }, latin1(Media.BIND_MAGIC));
-    this.heartbeat = setInterval(() => this._request({ type: "ping", t: Date.now() / 1000 }).catch(() => {}),
-      hello.heartbeat_interval * 1000);
-    this.volumesTimer = setInterval(() => this._tickVolumes(), VOLUMES_INTERVAL_MS);
-    this._emit(EventType.ENTER_ROOM, { result: ErrorCode.AV_OK, error_info: "" });
-    if (this.members.size) this._emit(EventType.USER_UPDATE, { event_id: UserUpdateEvent.ENTER, user_list: [...this.members.values()] });
+  }
+
+  /** `ping` every interval on `ws`; a socket that brought nothing for LIVENESS_FACTOR intervals is
+   * lost (a dead node or path may never close it). */
+  _heartbeats(ws, intervalMs) {
+    clearInterval(this.heartbeat);
+    this.lastRx = performance.now();
+    if (!(intervalMs > 0)) return;
+    this.heartbeat = setInterval(() => {
+      const silent = performance.now() - this.lastRx;
+      if (ws !== this.ws) clearInterval(this.heartbeat);
+      else if (silent > LIVENESS_FACTOR * intervalMs) this._lost(`nothing heard for ${(silent / 1000).toFixed(1)} s`);
+      else this._request({ type: "ping", t: Date.now() / 1000 }).catch(() => {});
+    }, intervalMs);
+  }
+
+  /** The room's socket is gone without a `disconnect`: RECONNECT_START and the attempts begin. */
+  _lost(reason) {
+    clearInterval(this.heartbeat);
+    this._closeSocket();
+    this.crypto = null;
+    this.reconnecting = true;
+    this._emit(EventType.RECONNECT_START, { result: ErrorCode.AV_OK, error_info: reason });
+    this._reconnect(this.generation).catch((err) => console.error("OpenGME reconnect:", err));
+  }
+
+  /** Resume the room with its token until admitted, refused (ROOM_DISCONNECT with the server's code),
+   * given up (ROOM_DISCONNECT 1005) or left (a newer generation). */
+  async _reconnect(generation) {
+    const room = this.room;
+    const plan = new ReconnectPlan([this.nodeUrl, this.server, ...this.nodeUrls], performance.now(),
+      this.reconnectGiveUp * 1000);
+    for (;;) {
+      await sleep(plan.delay());
+      if (generation !== this.generation) return;
+      if (plan.expired(performance.now())) {
+        this._disconnected(ErrorCode.AV_ERR_TIMEOUT, `reconnecting gave up after ${this.reconnectGiveUp} s`);
+        return;
+      }
+      const timer = setTimeout(() => this._closeSocket(), ATTEMPT_TIMEOUT_MS);
+      let joined;
+      try {
+        joined = await this._join(room.roomId, room.roomType, { auth_buffer: "", resume_token: room.resumeToken },
+          plan.url());
+      } catch (err) {
+        if (generation !== this.generation) return;
+        this._closeSocket();
+        if (!err.fromServer) continue; // unreachable, closed, unanswered, too many redirects: the next attempt
+        this._disconnected(err.code, err.message); // refused for good: token expired, removed (10003), app off …
+        return;
+      } finally {
+        clearTimeout(timer); // before the admission: the timer must never close the room's new socket
+      }
+      await this._admitted(joined, room.roomId, true);
+      return;
+    }
   }
 
   _request(message) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-        reject(Object.assign(new Error("not connected"), { code: ErrorCode.AV_ERR_NET_REQUEST_FALLED }));
+        reject(failure("not connected", ErrorCode.AV_ERR_NET_REQUEST_FALLED));
         return;
       }
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, ws: this.ws });
       this.ws.send(JSON.stringify({ ...message, id }));
     });
   }
@@ -363,7 +516,7 @@ export class OpenGME {
     const waiting = typeof m.id === "number" ? this.pending.get(m.id) : undefined;
     if (waiting) {
       this.pending.delete(m.id);
-      if (m.type === "error") waiting.reject(Object.assign(new Error(m.message), { code: m.code }));
+      if (m.type === "error") waiting.reject(failure(m.message, m.code, true));
       else waiting.resolve(m);
       return;
     }
@@ -389,18 +542,24 @@ export class OpenGME {
   _disconnected(code, reason) {
     if (!this.room) return;
     this._leave();
+    this._closeSocket();
     this._emit(EventType.ROOM_DISCONNECT, { result: code, error_info: reason || "" });
   }
 
-  _onClose() {
-    for (const waiting of this.pending.values()) {
-      waiting.reject(Object.assign(new Error("connection closed"), { code: ErrorCode.AV_ERR_NET_REQUEST_FALLED }));
+  /** A socket closed: its unanswered requests fail; the room's own socket starts a reconnect. */
+  _onClose(ws) {
+    for (const [id, waiting] of this.pending) {
+      if (waiting.ws !== ws) continue;
+      this.pending.delete(id);
+      waiting.reject(failure("connection closed", ErrorCode.AV_ERR_NET_REQUEST_FALLED));
     }
-    this.pending.clear();
-    if (this.room) this._disconnected(ErrorCode.AV_ERR_NET_REQUEST_FALLED, "connection to the server lost");
+    if (ws === this.ws && this.room && !this.reconnecting) this._lost("connection to the server lost");
   }
 
   _leave() {
+    this.generation++;
+    this.reconnecting = false;
+    this.crypto = null;
     clearInterval(this.heartbeat);
     clearInterval(this.volumesTimer);
     for (const tinyid of this.members.keys()) this._forget(tinyid);
@@ -412,8 +571,12 @@ export class OpenGME {
   }
 
   _closeSocket() {
-    if (this.ws) this.ws.close();
+    const ws = this.ws;
     this.ws = null;
+    if (!ws) return;
+    ws.onmessage = null; // nothing more from it counts (a lost socket may still deliver while it closes)
+    ws.close();
+    this._onClose(ws); // its requests fail now, not when the close handshake ends
   }
 
   _emit(type, data) {
@@ -522,6 +685,7 @@ export class OpenGME {
 
   _sendMedia(header, payload) {
     const crypto = this.crypto;
+    if (!crypto) return; // between sockets (a reconnect): nothing to send on
     const roomType = this.room.roomType;
     // Sealing is asynchronous: chained, so datagrams leave in packet-index order.
     this.uplink.chain = this.uplink.chain.then(async () => {
