@@ -265,11 +265,15 @@ def test_the_backoff_and_the_rotation_of_a_reconnect(server: ThreadServer, brows
         const mid = new ReconnectPlan(["http://a:1", "http://b:2/", "http://a:1/", null, "http://c:3"], 0, 60000,
                                       () => 0.5);
         const low = new ReconnectPlan(["http://a:1"], 0, 1000, () => 0);
-        return { delays: Array.from({ length: 8 }, () => mid.delay()), urls: Array.from({ length: 4 }, () => mid.url()),
-                 low: [low.delay(), low.delay()], expired: [low.expired(999), low.expired(1000)] };
+        const delays = Array.from({ length: 8 }, () => mid.delay());
+        const urls = Array.from({ length: 4 }, () => mid.url());
+        const round = new ReconnectPlan(["http://a:1", "http://b:2", "http://c:3"], 0, 60000, () => 0.5);
+        const rounds = Array.from({ length: 7 }, () => { const wait = round.delay(); round.url(); return wait; });
+        return { delays, urls, rounds, low: [low.delay(), low.delay()], expired: [low.expired(999), low.expired(1000)] };
     }""")
     assert plan["delays"] == [200, 400, 800, 1600, 3200, 5000, 5000, 5000]  # 0.2 s doubling to 5 s
     assert plan["urls"] == ["http://a:1/", "http://b:2/", "http://c:3/", "http://a:1/"]  # in turn, each once
+    assert plan["rounds"] == [200, 0, 0, 400, 0, 0, 800]  # every node of a round at once, the backoff between
     assert plan["low"] == [100, 200]  # jitter: half to one and a half of the step
     assert plan["expired"] == [False, True]
 

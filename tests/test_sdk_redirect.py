@@ -127,6 +127,27 @@ def test_reconnect_rotates_through_current_entry_and_cluster_urls_with_the_resum
     assert c.s.node_urls == [ENTRY, C] and c.s.room is not None and c.s.room.server_url == C
 
 
+def test_a_reconnect_round_tries_every_known_node_at_once_and_backs_off_between_rounds(c: ClusterHarness) -> None:
+    """A dead node refuses in a moment: waiting a backoff before the next node would only add to the
+    failover; the backoff spaces whole rounds instead."""
+    c.enter(token="resume-1")
+    c.hello_ok(nodes=[ENTRY, B, C])  # the cluster as a later hello told it
+    c.events()
+    c.lose()  # the first attempt, after the first backoff: the node we were on
+    assert c.urls[-1] == ENTRY
+    started, opened = c.now, len(c.urls)
+    for expected in (B, C):
+        c.s.handle(Failed(c.conn, "refused", c.now))
+        c.tick(0)
+        assert c.urls[-1] == expected and c.now == started, "the next node of the round is tried at once"
+    c.s.handle(Failed(c.conn, "refused", c.now))  # the round is over: a backoff before the next
+    c.tick(0)
+    assert len(c.urls) == opened + 2
+    while len(c.urls) == opened + 2:
+        c.tick(0.05)
+    assert c.now - started >= 0.2 and c.urls[-1] == ENTRY
+
+
 def test_too_many_redirects_while_reconnecting_is_one_failed_attempt_not_the_end(c: ClusterHarness) -> None:
     c.enter(token="resume-1")
     c.events()

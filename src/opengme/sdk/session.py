@@ -537,7 +537,10 @@ class Session:
                 self._emit(EventType.RECONNECT_START, outcome(ErrorCode.AV_OK, reason))
             case Phase.RECONNECTING:
                 self._drop_connection()
-                self._retry_at = now + self._backoff()
+                # A round tries every known node at once (a dead node refuses in a moment, and the
+                # room may already be elsewhere); the backoff is between rounds.
+                mid_round = bool(self._rotation) and self._rotation_next % len(self._rotation) != 0
+                self._retry_at = now if mid_round else now + self._backoff()
 
     def _backoff(self) -> float:
         """0.2 s doubling to 5 s, with ±50 % jitter so many clients do not return in step."""

@@ -74,9 +74,11 @@ export class ReconnectPlan {
     this.random = random;
   }
 
-  /** The wait before the next attempt (ms): 0.2 s doubling to 5 s, jittered ±50 % so that the
-   * members of a room that lost its node do not all come back in step. */
+  /** The wait before the next attempt (ms): none within a round over the known nodes (a dead node
+   * refuses in a moment, and the room may already be elsewhere); between rounds 0.2 s doubling to
+   * 5 s, jittered ±50 % so that the members of a room that lost its node do not all come back in step. */
   delay() {
+    if (this.next % this.urls.length !== 0) return 0;
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt++);
     return base * (0.5 + this.random());
   }
