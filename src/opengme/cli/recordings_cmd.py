@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _db(args: argparse.Namespace) -> RecordingDB:
-    from opengme.server.recording import RecordingDB
+    from opengme.server.recording import RecordingDB, shared_url
 
     store = open_registry(args)
-    try:
-        return RecordingDB(store.data_dir)
+    try:  # a cluster's tables are in its shared database (with redis_url), as its nodes read them
+        return RecordingDB(store.data_dir, shared_url(resolved_settings(args).settings))
     finally:
         store.close()
 

@@ -685,7 +685,10 @@ class Recorder:
         if self._process is not None:
             await asyncio.to_thread(self._process.close)
         if self.shared:  # this node's tasks end with it; a live node sends what callbacks are left
-            await self.server.run_blocking(self.db.close_node, self.node_id, time.time())
+            try:
+                await self.server.run_blocking(self.db.close_node, self.node_id, time.time())
+            except self.db.errors as exc:  # then the first node to see this one gone closes them
+                log.warning("could not close this node's recording tasks", extra=fields(error=str(exc)))
         self.db.close()
 
     async def _reap_forever(self) -> None:
@@ -790,13 +793,7 @@ class Recorder:
     async def _owner(self, app_id: str, room_id: str) -> str | None:
         """The other live node that serves the room (cluster), else None: the room is here or unplaced."""
         records = shared_records.get(self.server)
-        if records is None:
-            return None
-        try:
-            self.signalling.registry.room(app_id, room_id)
-        except GmeError:
-            return await records.owner(app_id, room_id)
-        return None
+        return None if records is None else await records.owner(app_id, room_id)
         return await records.owner(app_id, room_id)
 
     async def _runner(self, task: Task) -> str | None:
