@@ -14,6 +14,10 @@
   until the app's URL answered 2xx, so a restart loses none.
 - Full recording (``opengme recordings config APPID --full MODE``) starts a task when a room's first
   member enters and stops it when the last one leaves.
+- In a cluster (``redis_url``) each action runs on the node concerned, over the bus (``record_*``
+  actions); with ``database_url`` too the tables are shared and every row names its node, so any node
+  describes any task, task ids are unique, a dead node's tasks are closed by a live one and each
+  callback has one sender (see :class:`Recorder`).
 """
 from __future__ import annotations
 
@@ -704,10 +708,19 @@ class Recorder:
         return node_id == self.cluster.node_id or bool(await self.cluster.redis.exists(self.cluster.keys.node(node_id)))
 
     async def reap(self) -> None:
-        """Close the recording tasks of every dead node and take its undelivered callbacks over."""
+        """Close the recording tasks of every dead node and take its undelivered callbacks over; stop
+        tapping for a task of this node's that another node closed (this node was taken for dead
+        while its loop stalled past NODE_TTL) or took over."""
         for node_id in sorted(await self.server.run_blocking(self.db.busy_nodes)):
             if not await self._alive(node_id):
                 await self._close_node(node_id)
+        for task in list(self.active.values()):
+            now = await self.server.run_blocking(self.db.task, task.app_id, task.task_id)
+            if (now is None or now.stopped_at is not None or now.node != self.node_id) and \
+                    self.active.get((task.app_id, task.room_id)) is task:
+                log.warning("recording task ended elsewhere; stopped here too",
+                            extra=fields(app_id=task.app_id, room_id=task.room_id, task_id=task.task_id))
+                self._end(task)
 
     async def _close_node(self, node_id: str) -> None:
         tasks, callbacks = await self.server.run_blocking(self.db.close_node, node_id, time.time())
