@@ -19,12 +19,12 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.gme.v20180711 import models
 
 from opengme.cli import main
-from opengme.cluster.keys import HEARTBEAT, Keys, split_url
+from opengme.cluster.keys import HEARTBEAT, NODE_TTL, Keys, split_url
 from opengme.core import recording as rec
 from opengme.errors import ErrorCode
 from opengme.events import RoomType
 from opengme.protocol.admin import signed_headers
-from opengme.server import cluster
+from opengme.server import cluster, recording
 from opengme.server.recording import REAP_INTERVAL, RecordingDB
 from opengme.store import App
 from support.audio import clip, write_wav
@@ -187,3 +187,26 @@ class ThreadServerView:
     def __init__(self, url: str, peer: ThreadServer) -> None:
         self.url = url
         self.settings = peer.settings
+
+
+@pytest.mark.slow
+def test_a_node_taken_for_dead_while_frozen_stops_the_task_the_others_closed(make_server: Any,
+                                                                             tmp_path: Path) -> None:
+    with redis_prefix() as redis_url, postgres_database() as database_url:
+        a: ThreadServer = make_server(redis_url=redis_url, database_url=database_url)
+        b: ThreadServer = make_server(redis_url=redis_url, database_url=database_url)
+        app, biz = a.app, int(a.app.app_id)
+        task_id = call(gme_for(a), "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="stall",
+                       RecordMode=1).TaskId
+        recorder = recording.get(a.server)
+        assert [t.task_id for t in recorder.active.values()] == [task_id]
+        db = RecordingDB(tmp_path, database_url)
+        with a.frozen():  # no heartbeat: its hash expires and B closes its task
+            _until(lambda: db.task(app.app_id, task_id).stopped_at is not None,  # type: ignore[union-attr]
+                   timeout=NODE_TTL + 2 * REAP_INTERVAL + 2)
+        _until(lambda: not recorder.active, timeout=2 * REAP_INTERVAL + 1)  # A, back, stops tapping the room
+        again = call(gme_for(b), "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="stall", RecordMode=1)
+        assert db.task(app.app_id, again.TaskId).node == _node(b)  # type: ignore[union-attr]
+        db.close()
+        a.close()
+        b.close()
