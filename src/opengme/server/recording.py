@@ -629,8 +629,8 @@ def setup(server: Server) -> None:
     server.on_stop.append(recorder.stop)
     link = bus.get(server)
     if link is not None:  # a cluster: the recording actions on this node's rooms and tasks come here
-        link.handlers.update(record_start=recorder._bus_start, record_stop=recorder._bus_stop,
-                             record_modify=recorder._bus_modify, record_handover=recorder._bus_handover)
+        link.handlers.update({bus.RECORD_START: recorder._bus_start, bus.RECORD_STOP: recorder._bus_stop,
+                              bus.RECORD_MODIFY: recorder._bus_modify, bus.RECORD_HANDOVER: recorder._bus_handover})
 
 
 def get(server: Server) -> Recorder:
@@ -788,7 +788,7 @@ class Recorder:
         if link is None:
             return True
         try:
-            await link.call(task.node, "record_handover", {"app_id": app_id, "task_id": task.task_id})
+            await link.call(task.node, bus.RECORD_HANDOVER, {"app_id": app_id, "task_id": task.task_id})
         except GmeError as exc:
             log.warning("recording task not taken over", extra=fields(app_id=app_id, room_id=room_id,
                                                                       task_id=task.task_id, reason=exc.detail))
@@ -829,7 +829,7 @@ class Recorder:
         owner = await self._owner(app_id, room_id)
         if owner is None:
             return await self._start_here(app_id, room_id, mode, subscription)
-        answer = await self._call(owner, "record_start", {"app_id": app_id, "room_id": room_id, "mode": mode,
+        answer = await self._call(owner, bus.RECORD_START, {"app_id": app_id, "room_id": room_id, "mode": mode,
                                                           "subscription": subscription.to_json()})
         return Task(int(answer["task_id"]), app_id, room_id, mode, subscription, False, float(answer["started_at"]),
                     None, owner)
@@ -864,7 +864,7 @@ class Recorder:
         task = await self._task(app_id, task_id)
         runner = await self._runner(task)
         if runner is not None:
-            await self._call(runner, "record_stop", {"app_id": app_id, "task_id": task_id})
+            await self._call(runner, bus.RECORD_STOP, {"app_id": app_id, "task_id": task_id})
             return
         self._end(self._active(task))
         await self.server.run_blocking(self.db.stop_task, task_id, time.time())
@@ -874,7 +874,7 @@ class Recorder:
         task = await self._task(app_id, task_id)
         runner = await self._runner(task)
         if runner is not None:
-            await self._call(runner, "record_modify", {"app_id": app_id, "task_id": task_id, "mode": mode,
+            await self._call(runner, bus.RECORD_MODIFY, {"app_id": app_id, "task_id": task_id, "mode": mode,
                                                        "subscription": subscription.to_json()})
             return
         self._active(task)
