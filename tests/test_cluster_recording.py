@@ -5,6 +5,7 @@ speech from an SDK member; both nodes describe it alike and its callbacks arrive
 while recording has its task closed and its undelivered callback sent by a live node."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 import urllib.parse
@@ -61,7 +62,8 @@ def _described(gme: Any, biz: int, task_id: int) -> Any:
 
 @pytest.mark.slow
 def test_a_recording_run_through_node_b_records_the_room_node_a_serves(
-        make_server: Any, clients: ClientMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_server: Any, clients: ClientMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     with redis_prefix() as redis_url, postgres_database() as database_url, s3_server() as s3, receiver() as got:
         shared = {"redis_url": redis_url, "database_url": database_url, "storage_url": s3.url(s3.bucket())}
         a: ThreadServer = make_server(**shared)
@@ -110,6 +112,11 @@ def test_a_recording_run_through_node_b_records_the_room_node_a_serves(
         events = got.events(app.key)
         assert [e["EventType"] for e in events] == [1, 2, 3], events  # started, completed, uploaded: once each
         assert all(e["TaskID"] == task_id and e["Detail"]["FileName"] == stored.FileName for e in events)
+        capsys.readouterr()
+        assert main(["--data-dir", str(tmp_path / "cli"), "recordings", "list", app.app_id, "--json"]) == 0
+        (listed,) = json.loads(capsys.readouterr().out)  # the CLI, on any machine, reads the cluster's tables
+        assert (listed["task_id"], listed["node"], [f["file_name"] for f in listed["files"]]) == \
+            (task_id, _node(a), [stored.FileName])
         sender_a = RecordingDB(tmp_path, database_url, node_id=_node(a))
         assert sender_a.pending_callbacks() == 0
         sender_a.close()

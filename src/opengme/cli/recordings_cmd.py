@@ -56,7 +56,7 @@ def _list(args: argparse.Namespace) -> int:
         db.close()
     if args.json:
         print(json.dumps([{"task_id": t.task_id, "app_id": t.app_id, "room_id": t.room_id, "mode": t.mode,
-                           "auto": t.auto, "started_at": t.started_at, "stopped_at": t.stopped_at,
+                           "auto": t.auto, "node": t.node, "started_at": t.started_at, "stopped_at": t.stopped_at,
                            "files": [{"user_id": f.user_id, "file_name": f.file_name, "begin": f.begin, "end": f.end,
                                       "status": f.status} for f in files]} for t, files in tasks], indent=2))
         return 0

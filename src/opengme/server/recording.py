@@ -674,10 +674,9 @@ class Recorder:
         return self._process
 
     async def start_cluster(self) -> None:
-        """Cluster with shared tables: close dead nodes' tasks now (a restarted node is a new node), then
+        """Cluster with shared tables: close dead nodes' tasks (a restarted node is a new node) now, then
         every REAP_INTERVAL."""
         if self.shared:
-            await self.reap()
             self._reaper = asyncio.create_task(self._reap_forever())
 
     async def stop(self) -> None:
@@ -697,11 +696,11 @@ class Recorder:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(REAP_INTERVAL)
             try:
                 await self.reap()
-            except Exception:  # the next pass tries again
-                log.exception("recording: looking for dead nodes failed")
+            except Exception as exc:  # Redis or the database away: the next pass tries again
+                log.warning("recording: looking for dead nodes failed", extra=fields(error=str(exc)))
+            await asyncio.sleep(REAP_INTERVAL)
 
     async def _alive(self, node_id: str) -> bool:
         assert self.cluster is not None
