@@ -217,3 +217,27 @@ def test_a_node_taken_for_dead_while_frozen_stops_the_task_the_others_closed(mak
         db.close()
         a.close()
         b.close()
+
+
+@pytest.mark.slow
+def test_a_task_another_node_started_for_a_room_served_here_comes_here(make_server: Any, clients: ClientMaker,
+                                                                       tmp_path: Path) -> None:
+    """StartRecord on B raced with the room's first entry on A (A looked for a task before B wrote it):
+    A's next pass finds B's task for a room A serves and takes it over."""
+    with redis_prefix() as redis_url, postgres_database() as database_url:
+        a: ThreadServer = make_server(redis_url=redis_url, database_url=database_url)
+        b: ThreadServer = make_server(redis_url=redis_url, database_url=database_url)
+        app = a.app
+        member = clients(a.url, app, "10001", portaudio=False)
+        assert member.ctx.enter_room("heal", RoomType.FLUENCY, a.auth("heal", "10001")) == ErrorCode.AV_OK
+        wait_for([member], member.ctx.is_room_entered)
+        racing = RecordingDB(tmp_path, database_url, node_id=_node(b))  # what B's start wrote, too late
+        task = racing.create_task(app.app_id, "heal", rec.RecordMode.SINGLE, rec.Subscription(), False, time.time())
+        recorder = recording.get(a.server)
+        wait_for([member], lambda: racing.task(app.app_id, task.task_id).node == _node(a),  # type: ignore[union-attr]
+                 timeout=REAP_INTERVAL + 2)
+        wait_for([member], lambda: [t.task_id for t in recorder.active.values()] == [task.task_id])
+        racing.close()
+        member.ctx.exit_room()
+        a.close()
+        b.close()

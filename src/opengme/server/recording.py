@@ -179,6 +179,11 @@ class RecordingDB:
                          "ORDER BY task_id LIMIT 1", (app_id, room_id))
         return _task(rows[0]) if rows else None
 
+    def running_elsewhere(self) -> list[Task]:
+        """The running tasks of the other nodes."""
+        return [_task(r) for r in self._run("SELECT * FROM record_tasks WHERE stopped_at IS NULL AND node_id <> ? "
+                                            "ORDER BY task_id", (self.node_id,))]
+
     def busy_nodes(self) -> set[str]:
         """The nodes with running tasks or undelivered callbacks (whose death must be cleaned up after)."""
         rows = self._run("SELECT node_id FROM record_tasks WHERE stopped_at IS NULL AND node_id <> '' UNION "
@@ -709,10 +714,14 @@ class Recorder:
     async def reap(self) -> None:
         """Close the recording tasks of every dead node and take its undelivered callbacks over; stop
         tapping for a task of this node's that another node closed (this node was taken for dead
-        while its loop stalled past NODE_TTL) or took over."""
+        while its loop stalled past NODE_TTL) or took over; take over another node's task for a room
+        served here (a StartRecord on that node raced with the room's first entry here)."""
         for node_id in sorted(await self.server.run_blocking(self.db.busy_nodes)):
             if not await self._alive(node_id):
                 await self._close_node(node_id)
+        for other in await self.server.run_blocking(self.db.running_elsewhere):
+            if (other.app_id, other.room_id) not in self.active and self._serves(other.app_id, other.room_id):
+                await self._take_over(other.app_id, other.room_id)
         for task in list(self.active.values()):
             now = await self.server.run_blocking(self.db.task, task.app_id, task.task_id)
             if (now is None or now.stopped_at is not None or now.node != self.node_id) and \
@@ -772,6 +781,9 @@ class Recorder:
         task = await self.server.run_blocking(self.db.create_task, app_id, room_id, mode, Subscription(), True,
                                               time.time())
         self._begin(task)
+
+    def _serves(self, app_id: str, room_id: str) -> bool:
+        return any(r.room_id == room_id for r in self.signalling.registry.rooms(app_id))
 
     async def _take_over(self, app_id: str, room_id: str) -> bool:
         """The room's running task, run by another node, is this node's now (that node finishes its files
