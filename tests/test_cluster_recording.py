@@ -60,6 +60,30 @@ def _described(gme: Any, biz: int, task_id: int) -> Any:
     return call(gme, "DescribeRecordInfo", models.DescribeRecordInfoRequest, BizId=biz, TaskId=task_id)
 
 
+def test_each_callback_has_one_sender_and_a_dead_nodes_go_to_one_live_node(tmp_path: Path) -> None:
+    """The shared tables' rules, on a real PostgreSQL: a node's sender sees only its node's callbacks;
+    when a node is gone its tasks stop and its undelivered callbacks move to the one node that asked first."""
+    with postgres_database() as database_url:
+        a, b, c = (RecordingDB(tmp_path, database_url, node_id=n) for n in ("node-a", "node-b", "node-c"))
+        b.configure("1400000001", callback_url="http://127.0.0.1:9/gme")
+        task = a.create_task("1400000001", "r1", rec.RecordMode.SINGLE, rec.Subscription(), False, 100.0)
+        a.enqueue("1400000001", b'{"n": 1}', 100.0)
+        delivered = a.next_callback()
+        assert delivered is not None and b.next_callback() is None and c.next_callback() is None
+        a.delivered(delivered[0], 101.0)
+        a.enqueue("1400000001", b'{"n": 2}', 102.0)
+        assert (b.running("1400000001", "r1"), b.busy_nodes()) == (task, {"node-a"})
+        assert b.close_node("node-a", 103.0) == (1, 1)  # one task stopped, one undelivered callback taken
+        assert c.close_node("node-a", 103.5) == (0, 0)  # the second node to notice finds nothing left
+        moved = b.next_callback()
+        assert moved is not None and moved[3] == b'{"n": 2}' and a.next_callback() is None
+        assert c.next_callback() is None and (b.pending_callbacks(), a.pending_callbacks()) == (1, 0)
+        assert b.task("1400000001", task.task_id).stopped_at == 103.0  # type: ignore[union-attr]
+        assert b.running("1400000001", "r1") is None and b.busy_nodes() == {"node-b"}
+        for db in (a, b, c):
+            db.close()
+
+
 @pytest.mark.slow
 def test_a_recording_run_through_node_b_records_the_room_node_a_serves(
         make_server: Any, clients: ClientMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -90,6 +114,9 @@ def test_a_recording_run_through_node_b_records_the_room_node_a_serves(
             assert (task.TaskId, task.RecordMode) == (task_id, 1)
         db = RecordingDB(tmp_path, database_url)
         assert db.task(app.app_id, task_id).node == _node(a)  # type: ignore[union-attr]
+        # a task for a room nobody is in yet runs on the node asked (B): B's callback sender runs too
+        later = call(gme_b, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="later", RecordMode=1).TaskId
+        assert db.task(app.app_id, later).node == _node(b)  # type: ignore[union-attr]
 
         talk(member, write_wav(tmp_path / "a.wav", clip(1.5), 16_000))
         time.sleep(2.5)
@@ -114,17 +141,15 @@ def test_a_recording_run_through_node_b_records_the_room_node_a_serves(
         assert all(e["TaskID"] == task_id and e["Detail"]["FileName"] == stored.FileName for e in events)
         capsys.readouterr()
         assert main(["--data-dir", str(tmp_path / "cli"), "recordings", "list", app.app_id, "--json"]) == 0
-        (listed,) = json.loads(capsys.readouterr().out)  # the CLI, on any machine, reads the cluster's tables
+        listed = json.loads(capsys.readouterr().out)[0]  # the CLI, on any machine, reads the cluster's tables
         assert (listed["task_id"], listed["node"], [f["file_name"] for f in listed["files"]]) == \
             (task_id, _node(a), [stored.FileName])
         sender_a = RecordingDB(tmp_path, database_url, node_id=_node(a))
         assert sender_a.pending_callbacks() == 0
         sender_a.close()
 
-        # A task started for a room nobody is in yet runs on the node asked (B), and moves to the node
-        # where the room then forms (A): same task, now tapping the room there.
-        later = call(gme_b, "StartRecord", models.StartRecordRequest, BizId=biz, RoomId="later", RecordMode=1).TaskId
-        assert db.task(app.app_id, later).node == _node(b)  # type: ignore[union-attr]
+        # The task started on B for a room nobody was in yet moves to the node where the room then
+        # forms (A): same task, now tapping the room there.
         assert member.ctx.exit_room() == ErrorCode.AV_OK
         time.sleep(2 * HEARTBEAT)  # both nodes' heartbeats say empty: a tie, and an entry stays on the node asked
         second = clients(a.url, app, "10002", portaudio=False)
