@@ -114,6 +114,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             app_id TEXT PRIMARY KEY, callback_url TEXT NOT NULL DEFAULT '', full_mode INTEGER NOT NULL DEFAULT 0
         )""",
     ),
+    # 5: recording in a cluster: the node that runs a task, and the node whose sender delivers a callback
+    # ('' on a single node).
+    (
+        "ALTER TABLE record_tasks ADD COLUMN IF NOT EXISTS node_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE record_callbacks ADD COLUMN IF NOT EXISTS node_id TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX IF NOT EXISTS record_tasks_running ON record_tasks (stopped_at, node_id)",
+    ),
 )
 """The schema, in order; append, never edit a released step (``schema_version`` records how far a
 database got). Steps are written in SQLite's SQL, with column names both engines accept (``"end"``

@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _db(args: argparse.Namespace) -> RecordingDB:
-    from opengme.server.recording import RecordingDB
+    from opengme.server.recording import RecordingDB, shared_url
 
     store = open_registry(args)
-    try:
-        return RecordingDB(store.data_dir)
+    try:  # a cluster's tables are in its shared database (with redis_url), as its nodes read them
+        return RecordingDB(store.data_dir, shared_url(resolved_settings(args).settings))
     finally:
         store.close()
 
@@ -56,7 +56,7 @@ def _list(args: argparse.Namespace) -> int:
         db.close()
     if args.json:
         print(json.dumps([{"task_id": t.task_id, "app_id": t.app_id, "room_id": t.room_id, "mode": t.mode,
-                           "auto": t.auto, "started_at": t.started_at, "stopped_at": t.stopped_at,
+                           "auto": t.auto, "node": t.node, "started_at": t.started_at, "stopped_at": t.stopped_at,
                            "files": [{"user_id": f.user_id, "file_name": f.file_name, "begin": f.begin, "end": f.end,
                                       "status": f.status} for f in files]} for t, files in tasks], indent=2))
         return 0

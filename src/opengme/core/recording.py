@@ -86,6 +86,11 @@ class Subscription:
     def to_json(self) -> dict[str, list[str]]:
         return {"SubscribeUserIds": list(self.subscribe), "UnSubscribeUserIds": list(self.unsubscribe)}
 
+    @classmethod
+    def from_json(cls, data: dict[str, list[str]]) -> Subscription:
+        """What :meth:`to_json` wrote (a stored task, a cluster bus request)."""
+        return cls(tuple(data["SubscribeUserIds"]), tuple(data["UnSubscribeUserIds"]))
+
 
 def single_file_name(biz_id: str, room_id: str, user_id: str, start: float, seq: int) -> str:
     """GME's name of a member's file: ``bizid_roomid_userid/<start>_<id>_audio.mp3``."""

@@ -37,6 +37,21 @@ REPLY_TTL = 10
 """Seconds an answer waits in Redis for a caller that gave up (then it expires)."""
 
 
+# --- server-side recording (opengme.server.recording) ----------------------------------------------
+# Ops a node serves for the recording actions on its rooms and tasks; they answer as the local action
+# does, its GmeError included.
+
+RECORD_START = "record_start"
+"""args ``{"app_id", "room_id", "mode", "subscription"}`` (to the room's node): ``{"task_id", "started_at"}``."""
+RECORD_STOP = "record_stop"
+"""args ``{"app_id", "task_id"}`` (to the task's node): ``{}``."""
+RECORD_MODIFY = "record_modify"
+"""args ``{"app_id", "task_id", "mode", "subscription"}`` (to the task's node): ``{}``."""
+RECORD_HANDOVER = "record_handover"
+"""args ``{"app_id", "task_id"}`` (to the task's node, from the node where its room formed): stop tapping
+the room, finishing its files; the asking node then takes the task over. ``{}``."""
+
+
 # --- the messages (pure) ---------------------------------------------------------------------------
 
 

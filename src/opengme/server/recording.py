@@ -14,6 +14,10 @@
   until the app's URL answered 2xx, so a restart loses none.
 - Full recording (``opengme recordings config APPID --full MODE``) starts a task when a room's first
   member enters and stops it when the last one leaves.
+- In a cluster (``redis_url``) each action runs on the node concerned, over the bus (``record_*``
+  actions); with ``database_url`` too the tables are shared and every row names its node, so any node
+  describes any task, task ids are unique, a dead node's tasks are closed by a live one and each
+  callback has one sender (see :class:`Recorder`).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from opengme.cluster.keys import NODE_TTL
 from opengme.config import Settings
 from opengme.core import recording as rec
 from opengme.core.recording import CallbackMode, EventType, RecordStatus, Subscription
@@ -43,9 +48,9 @@ from opengme.core.rooms import RoomEvent
 from opengme.db import open_database
 from opengme.errors import ErrorCode, GmeError
 from opengme.logs import fields
+from opengme.server import bus, cluster, shared_records, signalling
 from opengme.server import media as media_
 from opengme.server import ptt as ptt_
-from opengme.server import signalling
 
 if TYPE_CHECKING:
     from opengme.codec.opus import OpusDecoder
@@ -54,6 +59,8 @@ if TYPE_CHECKING:
     from opengme.store import AppStore
 
 log = logging.getLogger("opengme.recording")
+
+Json = dict[str, Any]
 
 TMP_FOLDER = "recordings-tmp"
 FLUSH_DELAY = 0.3  # seconds a frame may arrive late and still be written in its place
@@ -75,6 +82,7 @@ class Task:
     auto: bool
     started_at: float
     stopped_at: float | None
+    node: str = ""  # the cluster node that runs it ('' on a single node)
 
 
 @dataclass(frozen=True)
@@ -90,19 +98,26 @@ class RecordFile:
     file_id: str | None
 
 
+def shared_url(settings: Settings) -> str:
+    """Where the recording tables live: the shared database only in a cluster (``redis_url`` and
+    ``database_url``), else the node's own ``opengme.db`` ('')."""
+    return settings.database_url if settings.redis_url else ""
+
+
 class RecordingDB:
     """The recording tables (:mod:`opengme.db`); safe to share between threads (and with the CLI).
 
-    The server, its recorder process and the CLI open them in the node's own ``opengme.db`` even when
-    ``database_url`` is set: a task is the live state of a room on this node (a start stops the tasks
-    the previous run left, which on a shared database would stop other nodes' recordings, and every
-    node's sender would deliver the same callbacks). They move to the shared database with room
-    placement (issue 18's Redis part); the class works on both engines already."""
+    On a single node (``node_id`` '') they are the node's own: a start stops every task the previous
+    run left and the sender delivers every callback. In a cluster they are shared (:func:`shared_url`),
+    so each task and callback row names its node: a node closes only the tasks of dead nodes (and of
+    its own graceful stop), and its sender delivers only its own node's callbacks (a dead node's are
+    taken over by one live node, atomically), so none goes out twice."""
 
-    def __init__(self, data_dir: Path, database_url: str = "") -> None:
+    def __init__(self, data_dir: Path, database_url: str = "", node_id: str = "") -> None:
         self._lock = threading.Lock()
         self._db = open_database(Path(data_dir), database_url)
         self.errors = self._db.errors
+        self.node_id = node_id
 
     def close(self) -> None:
         with self._lock:
@@ -132,9 +147,10 @@ class RecordingDB:
     def create_task(self, app_id: str, room_id: str, mode: int, subscription: Subscription, auto: bool,
                     now: float) -> Task:
         ((task_id,),) = self._run(
-            "INSERT INTO record_tasks (app_id, room_id, mode, subscription, auto, started_at) VALUES (?, ?, ?, ?, ?, ?) "
-            "RETURNING task_id", (app_id, room_id, mode, json.dumps(subscription.to_json()), int(auto), now))
-        return Task(task_id, app_id, room_id, mode, subscription, auto, now, None)
+            "INSERT INTO record_tasks (app_id, room_id, mode, subscription, auto, started_at, node_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING task_id",
+            (app_id, room_id, mode, json.dumps(subscription.to_json()), int(auto), now, self.node_id))
+        return Task(task_id, app_id, room_id, mode, subscription, auto, now, None, self.node_id)
 
     def task(self, app_id: str, task_id: int) -> Task | None:
         rows = self._run("SELECT * FROM record_tasks WHERE app_id = ? AND task_id = ?", (app_id, task_id))
@@ -155,6 +171,41 @@ class RecordingDB:
     def stop_all(self, now: float) -> None:
         """At start: tasks a previous run left running stopped with it."""
         self._run("UPDATE record_tasks SET stopped_at = ? WHERE stopped_at IS NULL", (now,))
+
+    # tasks in a cluster
+    def running(self, app_id: str, room_id: str) -> Task | None:
+        """The task recording the room, on any node."""
+        rows = self._run("SELECT * FROM record_tasks WHERE app_id = ? AND room_id = ? AND stopped_at IS NULL "
+                         "ORDER BY task_id LIMIT 1", (app_id, room_id))
+        return _task(rows[0]) if rows else None
+
+    def running_elsewhere(self) -> list[Task]:
+        """The running tasks of the other nodes."""
+        return [_task(r) for r in self._run("SELECT * FROM record_tasks WHERE stopped_at IS NULL AND node_id <> ? "
+                                            "ORDER BY task_id", (self.node_id,))]
+
+    def busy_nodes(self) -> set[str]:
+        """The nodes with running tasks or undelivered callbacks (whose death must be cleaned up after)."""
+        rows = self._run("SELECT node_id FROM record_tasks WHERE stopped_at IS NULL AND node_id <> '' UNION "
+                         "SELECT node_id FROM record_callbacks WHERE delivered_at IS NULL AND node_id <> ''")
+        return {str(row[0]) for row in rows}
+
+    def close_node(self, node_id: str, now: float) -> tuple[int, int]:
+        """A node is gone: its running tasks stopped, its undelivered callbacks this node's to send
+        (each row moves once: a second node doing the same finds none left). (tasks, callbacks)."""
+        tasks = self._run("UPDATE record_tasks SET stopped_at = ? WHERE node_id = ? AND stopped_at IS NULL "
+                          "RETURNING task_id", (now, node_id))
+        callbacks: list[tuple[Any, ...]] = []
+        if node_id != self.node_id:
+            callbacks = self._run("UPDATE record_callbacks SET node_id = ? WHERE node_id = ? AND delivered_at IS NULL "
+                                  "RETURNING id", (self.node_id, node_id))
+        return len(tasks), len(callbacks)
+
+    def move_task(self, task: Task) -> Task | None:
+        """``task`` taken over from its node by this one; None when it stopped or moved meanwhile."""
+        rows = self._run("UPDATE record_tasks SET node_id = ? WHERE task_id = ? AND node_id = ? AND stopped_at IS NULL "
+                         "RETURNING task_id", (self.node_id, task.task_id, task.node))
+        return self.task(task.app_id, task.task_id) if rows else None
 
     # files
     def add_file(self, task: Task, user_id: str, mode: CallbackMode, seq: int, file_name: str, begin: float) -> None:
@@ -180,13 +231,13 @@ class RecordingDB:
     def enqueue(self, app_id: str, body: bytes, now: float) -> None:
         url, _ = self.settings(app_id)
         if url:
-            self._run("INSERT INTO record_callbacks (app_id, url, body, next_at) VALUES (?, ?, ?, ?)",
-                      (app_id, url, body, now))
+            self._run("INSERT INTO record_callbacks (app_id, url, body, next_at, node_id) VALUES (?, ?, ?, ?, ?)",
+                      (app_id, url, body, now, self.node_id))
 
     def next_callback(self) -> tuple[int, str, str, bytes, int, float] | None:
         """The oldest undelivered callback: (id, app, url, body, attempts, next try)."""
         rows = self._run("SELECT id, app_id, url, body, attempts, next_at FROM record_callbacks "
-                         "WHERE delivered_at IS NULL ORDER BY id LIMIT 1")
+                         "WHERE delivered_at IS NULL AND node_id = ? ORDER BY id LIMIT 1", (self.node_id,))
         return (int(rows[0][0]), rows[0][1], rows[0][2], bytes(rows[0][3]), int(rows[0][4]), float(rows[0][5])) \
             if rows else None
 
@@ -197,14 +248,12 @@ class RecordingDB:
         self._run("UPDATE record_callbacks SET attempts = ?, next_at = ? WHERE id = ?", (attempts, next_at, callback_id))
 
     def pending_callbacks(self) -> int:
-        return int(self._run("SELECT count(*) FROM record_callbacks WHERE delivered_at IS NULL")[0][0])
+        return int(self._run("SELECT count(*) FROM record_callbacks WHERE delivered_at IS NULL AND node_id = ?",
+                             (self.node_id,))[0][0])
 
 
 def _task(row: tuple[Any, ...]) -> Task:
-    sub = json.loads(row[4])
-    return Task(row[0], row[1], row[2], row[3],
-                Subscription(tuple(sub["SubscribeUserIds"]), tuple(sub["UnSubscribeUserIds"])),
-                bool(row[5]), row[6], row[7])
+    return Task(row[0], row[1], row[2], row[3], Subscription.from_json(json.loads(row[4])), bool(row[5]), row[6], row[7], row[8] if len(row) > 8 else "")
 
 
 # --- the worker: decoding, mixing, mp3 -----------------------------------------------------------
@@ -485,7 +534,7 @@ class CallbackSender:
 # --- the recorder process and its feeder ---------------------------------------------------------
 
 
-def _recorder_main(conn: Connection, settings: Settings) -> None:
+def _recorder_main(conn: Connection, settings: Settings, node_id: str) -> None:
     """The recorder process: decoding, mixing, mp3, storage and callbacks, away from the relay's GIL."""
     from opengme.logs import setup_logging
     from opengme.storage import open_storage
@@ -495,7 +544,7 @@ def _recorder_main(conn: Connection, settings: Settings) -> None:
     data_dir = settings.data_dir
     tmp = Path(data_dir) / TMP_FOLDER
     tmp.mkdir(mode=0o700, exist_ok=True)  # people's voices: the server user's only
-    db = RecordingDB(Path(data_dir))
+    db = RecordingDB(Path(data_dir), shared_url(settings), node_id)
     storage = open_storage(Path(data_dir), settings.ptt_retention_days, settings.storage_url, settings.database_url)
     store = AppStore(Path(data_dir), create=False, database_url=settings.database_url)
     sender = CallbackSender(db, store)
@@ -516,11 +565,11 @@ class RecorderProcess:
     pipe and never competes for the GIL with the decoding. Control items go through the same list,
     so the process sees them in order with the packets."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, node_id: str = "") -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a loop
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_recorder_main, args=(child, settings),
+            target=_recorder_main, args=(child, settings, node_id),
             name="opengme-recorder", daemon=True)
         self._process.start()
         child.close()
@@ -573,13 +622,20 @@ class RecorderProcess:
 
 
 RECORDER: web.AppKey[Recorder] = web.AppKey("opengme.recorder")
+REAP_INTERVAL = NODE_TTL
+"""Seconds between two looks for dead nodes whose recording tasks and callbacks need closing (cluster)."""
 
 
 def setup(server: Server) -> None:
     """Attach recording (after media and voice messages, whose relay and storage it uses)."""
     recorder = Recorder(server)
     server.web_app[RECORDER] = recorder
+    server.on_start.append(recorder.start_cluster)
     server.on_stop.append(recorder.stop)
+    link = bus.get(server)
+    if link is not None:  # a cluster: the recording actions on this node's rooms and tasks come here
+        link.handlers.update({bus.RECORD_START: recorder._bus_start, bus.RECORD_STOP: recorder._bus_stop,
+                              bus.RECORD_MODIFY: recorder._bus_modify, bus.RECORD_HANDOVER: recorder._bus_handover})
 
 
 def get(server: Server) -> Recorder:
@@ -587,10 +643,24 @@ def get(server: Server) -> Recorder:
 
 
 class Recorder:
+    """The recording actions and the taps of this node's recorded rooms.
+
+    In a cluster (``redis_url``) an action is carried out by the node concerned, over the bus: a start
+    by the node that serves the room (this one when the room is not placed yet), a stop or a change by
+    the node that runs the task. With ``database_url`` too the tables are shared (:func:`shared_url`):
+    a task follows its room (the node where a room's first member enters takes the room's task over
+    from the live node that ran it), and the tasks of a dead node are closed by the first node to see
+    it dead (at start, then every REAP_INTERVAL), which also takes over its undelivered callbacks."""
+
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.db = RecordingDB(server.settings.data_dir)
-        self.db.stop_all(time.time())
+        self.cluster = cluster.get(server)
+        settings = server.settings
+        self.shared = self.cluster is not None and bool(shared_url(settings))
+        self.node_id = self.cluster.node_id if self.cluster is not None and self.shared else ""
+        self.db = RecordingDB(settings.data_dir, shared_url(settings), self.node_id)
+        if not self.shared:
+            self.db.stop_all(time.time())
         self.relay = media_.get(server).relay
         self.signalling = signalling.get(server)
         self._process: RecorderProcess | None = None
@@ -598,22 +668,75 @@ class Recorder:
             self.process  # noqa: B018 - callbacks a previous run left undelivered go out now
         self.active: dict[tuple[str, str], Task] = {}
         self.stopped = False
+        self._reaper: asyncio.Task[None] | None = None
         self.signalling.room_listeners.append(self._on_room_event)
 
     @property
     def process(self) -> RecorderProcess:
         """The recorder process, started with the first recording (most servers never record)."""
         if self._process is None:
-            self._process = RecorderProcess(self.server.settings)
+            self._process = RecorderProcess(self.server.settings, self.node_id)
         return self._process
+
+    async def start_cluster(self) -> None:
+        """Cluster with shared tables: close dead nodes' tasks (a restarted node is a new node) now, then
+        every REAP_INTERVAL."""
+        if self.shared:
+            self._reaper = asyncio.create_task(self._reap_forever())
 
     async def stop(self) -> None:
         self.stopped = True
+        if self._reaper is not None:
+            self._reaper.cancel()
         for task in list(self.active.values()):
             self._end(task)
         if self._process is not None:
             await asyncio.to_thread(self._process.close)
+        if self.shared:  # this node's tasks end with it; a live node sends what callbacks are left
+            try:
+                await self.server.run_blocking(self.db.close_node, self.node_id, time.time())
+            except self.db.errors as exc:  # then the first node to see this one gone closes them
+                log.warning("could not close this node's recording tasks", extra=fields(error=str(exc)))
         self.db.close()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            try:
+                await self.reap()
+            except Exception as exc:  # Redis or the database away: the next pass tries again
+                log.warning("recording: looking for dead nodes failed", extra=fields(error=str(exc)))
+            await asyncio.sleep(REAP_INTERVAL)
+
+    async def _alive(self, node_id: str) -> bool:
+        assert self.cluster is not None
+        return node_id == self.cluster.node_id or bool(await self.cluster.redis.exists(self.cluster.keys.node(node_id)))
+
+    async def reap(self) -> None:
+        """Close the recording tasks of every dead node and take its undelivered callbacks over; stop
+        tapping for a task of this node's that another node closed (this node was taken for dead
+        while its loop stalled past NODE_TTL) or took over; take over another node's task for a room
+        served here (a StartRecord on that node raced with the room's first entry here)."""
+        for node_id in sorted(await self.server.run_blocking(self.db.busy_nodes)):
+            if not await self._alive(node_id):
+                await self._close_node(node_id)
+        for other in await self.server.run_blocking(self.db.running_elsewhere):
+            if (other.app_id, other.room_id) not in self.active and self._serves(other.app_id, other.room_id):
+                await self._take_over(other.app_id, other.room_id)
+        for task in list(self.active.values()):
+            now = await self.server.run_blocking(self.db.task, task.app_id, task.task_id)
+            if (now is None or now.stopped_at is not None or now.node != self.node_id) and \
+                    self.active.get((task.app_id, task.room_id)) is task:
+                log.warning("recording task ended elsewhere; stopped here too",
+                            extra=fields(app_id=task.app_id, room_id=task.room_id, task_id=task.task_id))
+                self._end(task)
+
+    async def _close_node(self, node_id: str) -> None:
+        tasks, callbacks = await self.server.run_blocking(self.db.close_node, node_id, time.time())
+        if tasks or callbacks:
+            log.info("recording tasks of a dead node closed", extra=fields(node_id=node_id, tasks=tasks,
+                                                                          callbacks=callbacks))
+        if callbacks and not self.stopped:
+            self.process  # noqa: B018 - its sender delivers them
 
     @staticmethod
     def _relay_room(app_id: str, room_id: str) -> str:
@@ -641,14 +764,17 @@ class Recorder:
             if task is not None:
                 self.process.send(("member", task.task_id, m.tinyid, m.open_id))
             elif not event.others:
-                asyncio.get_running_loop().create_task(self._full_recording(m.app_id, m.room_id))
+                asyncio.get_running_loop().create_task(self._first_member(m.app_id, m.room_id))
         elif task is not None:
             self.process.send(("leave", task.task_id, m.tinyid))
             if task.auto and not event.others:
                 self._end(task)
                 self.server.workers.submit(self.db.stop_task, task.task_id, time.time())
 
-    async def _full_recording(self, app_id: str, room_id: str) -> None:
+    async def _first_member(self, app_id: str, room_id: str) -> None:
+        """A room formed here: its task moves here from another node (cluster), or full recording starts one."""
+        if self.shared and await self._take_over(app_id, room_id):
+            return
         _, mode = await self.server.run_blocking(self.db.settings, app_id)
         if not mode or self.stopped or (app_id, room_id) in self.active:
             return
@@ -656,13 +782,78 @@ class Recorder:
                                               time.time())
         self._begin(task)
 
+    def _serves(self, app_id: str, room_id: str) -> bool:
+        return any(r.room_id == room_id for r in self.signalling.registry.rooms(app_id))
+
+    async def _take_over(self, app_id: str, room_id: str) -> bool:
+        """The room's running task, run by another node, is this node's now (that node finishes its files
+        first); a dead node's is closed instead. Whether the room has a task."""
+        task = await self.server.run_blocking(self.db.running, app_id, room_id)
+        if task is None or task.node == self.node_id:
+            return task is not None
+        if not await self._alive(task.node):
+            await self._close_node(task.node)
+            return False
+        assert self.cluster is not None
+        link = bus.get(self.server)
+        if link is None:
+            return True
+        try:
+            await link.call(task.node, bus.RECORD_HANDOVER, {"app_id": app_id, "task_id": task.task_id})
+        except GmeError as exc:
+            log.warning("recording task not taken over", extra=fields(app_id=app_id, room_id=room_id,
+                                                                      task_id=task.task_id, reason=exc.detail))
+            return True
+        moved = await self.server.run_blocking(self.db.move_task, task)
+        if moved is not None and not self.stopped and (app_id, room_id) not in self.active:
+            self._begin(moved)
+            log.info("recording task taken over", extra=fields(app_id=app_id, room_id=room_id, task_id=task.task_id,
+                                                               from_node=task.node))
+        return True
+
     # --- the actions (GME's StartRecord family), shared by the API 3.0 endpoint and the CLI ------
+    # In a cluster each is carried out by the node concerned (the room's or the task's), over the bus.
+
+    async def _owner(self, app_id: str, room_id: str) -> str | None:
+        """The other live node that serves the room (cluster), else None: the room is here or unplaced."""
+        records = shared_records.get(self.server)
+        return None if records is None else await records.owner(app_id, room_id)
+        return await records.owner(app_id, room_id)
+
+    async def _runner(self, task: Task) -> str | None:
+        """The other live node that runs ``task`` (cluster, shared tables), else None. A dead one's
+        tasks are closed first (so the action finds the task stopped, as after a restart)."""
+        if not task.node or task.node == self.node_id or task.stopped_at is not None:
+            return None
+        if await self._alive(task.node):
+            return task.node
+        await self._close_node(task.node)
+        return None
+
+    async def _call(self, node_id: str, op: str, args: Json) -> Json:
+        link = bus.get(self.server)
+        assert link is not None  # a node id comes from the cluster, which has a bus
+        return await link.call(node_id, op, args)
 
     async def start(self, app_id: str, room_id: str, mode: int, subscription: Subscription) -> Task:
         _check_mode(mode)
-        if (app_id, room_id) in self.active:
+        owner = await self._owner(app_id, room_id)
+        if owner is None:
+            return await self._start_here(app_id, room_id, mode, subscription)
+        answer = await self._call(owner, bus.RECORD_START, {"app_id": app_id, "room_id": room_id, "mode": mode,
+                                                          "subscription": subscription.to_json()})
+        return Task(int(answer["task_id"]), app_id, room_id, mode, subscription, False, float(answer["started_at"]),
+                    None, owner)
+
+    async def _start_here(self, app_id: str, room_id: str, mode: int, subscription: Subscription) -> Task:
+        running = self.active.get((app_id, room_id))
+        if running is None and self.shared:
+            running = await self.server.run_blocking(self.db.running, app_id, room_id)
+            if running is not None and await self._runner(running) is None and running.node != self.node_id:
+                running = None  # its node died: closed just now
+        if running is not None:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT,
-                           f"room {room_id} is being recorded already (task {self.active[(app_id, room_id)].task_id})")
+                           f"room {room_id} is being recorded already (task {running.task_id})")
         task = await self.server.run_blocking(self.db.create_task, app_id, room_id, mode, subscription, False,
                                               time.time())
         self._begin(task)
@@ -674,22 +865,33 @@ class Recorder:
             raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"no recording task {task_id} in app {app_id}")
         return task
 
+    def _active(self, task: Task) -> Task:
+        running = self.active.get((task.app_id, task.room_id))
+        if running is None or running.task_id != task.task_id:
+            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"recording task {task.task_id} is not running")
+        return running
+
     async def stop_task(self, app_id: str, task_id: int) -> None:
         task = await self._task(app_id, task_id)
-        running = self.active.get((task.app_id, task.room_id))
-        if running is None or running.task_id != task_id:
-            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"recording task {task_id} is not running")
-        self._end(running)
+        runner = await self._runner(task)
+        if runner is not None:
+            await self._call(runner, bus.RECORD_STOP, {"app_id": app_id, "task_id": task_id})
+            return
+        self._end(self._active(task))
         await self.server.run_blocking(self.db.stop_task, task_id, time.time())
 
     async def modify(self, app_id: str, task_id: int, mode: int, subscription: Subscription) -> None:
         _check_mode(mode)
         task = await self._task(app_id, task_id)
-        running = self.active.get((task.app_id, task.room_id))
-        if running is None or running.task_id != task_id:
-            raise GmeError(ErrorCode.AV_ERR_SERVER_INVALID_ARGUMENT, f"recording task {task_id} is not running")
+        runner = await self._runner(task)
+        if runner is not None:
+            await self._call(runner, bus.RECORD_MODIFY, {"app_id": app_id, "task_id": task_id, "mode": mode,
+                                                       "subscription": subscription.to_json()})
+            return
+        self._active(task)
         await self.server.run_blocking(self.db.modify_task, task_id, mode, subscription)
-        changed = Task(task.task_id, task.app_id, task.room_id, mode, subscription, task.auto, task.started_at, None)
+        changed = Task(task.task_id, task.app_id, task.room_id, mode, subscription, task.auto, task.started_at, None,
+                       task.node)
         self.active[(task.app_id, task.room_id)] = changed
         self.process.send(("modify", task_id, changed))
 
@@ -697,8 +899,35 @@ class Recorder:
         task = await self._task(app_id, task_id)
         return task, await self.server.run_blocking(self.db.files, task_id)
 
-    def running(self, app_id: str, room_id: str) -> Task | None:
-        return self.active.get((app_id, room_id))
+    async def running(self, app_id: str, room_id: str) -> Task | None:
+        """The task recording the room: this node's, or (shared tables) any node's."""
+        task = self.active.get((app_id, room_id))
+        if task is None and self.shared:
+            task = await self.server.run_blocking(self.db.running, app_id, room_id)
+        return task
+
+    # --- the bus: other nodes' requests for this node's rooms and tasks (never sent on) -------------
+
+    async def _bus_start(self, args: Json) -> Json:
+        task = await self._start_here(args["app_id"], args["room_id"], int(args["mode"]),
+                                      Subscription.from_json(args["subscription"]))
+        return {"task_id": task.task_id, "started_at": task.started_at}
+
+    async def _bus_stop(self, args: Json) -> Json:
+        await self.stop_task(args["app_id"], int(args["task_id"]))
+        return {}
+
+    async def _bus_modify(self, args: Json) -> Json:
+        await self.modify(args["app_id"], int(args["task_id"]), int(args["mode"]),
+                          Subscription.from_json(args["subscription"]))
+        return {}
+
+    async def _bus_handover(self, args: Json) -> Json:
+        """Another node serves the room now: stop tapping it here (finishing the files); the task goes on there."""
+        for task in list(self.active.values()):
+            if task.app_id == args["app_id"] and task.task_id == int(args["task_id"]):
+                self._end(task)
+        return {}
 
     async def download(self, app_id: str, file_name: str) -> bytes:
         found = await self.server.run_blocking(self.db.file, app_id, file_name)

@@ -492,7 +492,7 @@ async def _describe_record_info(api: Tc3Api, key: ApiKey, params: Params) -> Par
 @action("DescribeTaskInfo", {"BizId", "RoomId"}, changes_state=False)
 async def _describe_task_info(api: Tc3Api, key: ApiKey, params: Params) -> Params:
     app = await api.app(key, _get(params, "BizId", int))
-    task = recording.get(api.server).running(app.app_id, str(_get(params, "RoomId", str)))
+    task = await recording.get(api.server).running(app.app_id, str(_get(params, "RoomId", str)))
     if task is None:
         raise Tc3Error("ResourceNotFound", "no recording task runs in this room; start one with StartRecord")
     return {"TaskId": task.task_id, "RecordMode": task.mode, "SubscribeRecordUserIds": task.subscription.to_json()}
