@@ -290,6 +290,21 @@ def test_recording_tables_work_on_both_engines(tmp_path: Path, database_url: str
         db.close()
 
 
+def test_nodes_starting_together_issue_one_console_token_between_them(tmp_path: Path, database_url: str) -> None:
+    """Each node's first start offers a console token; on a shared database only one may be issued,
+    or the token one node printed would stop working when the next node replaced it."""
+    tokens = [OperatorTokens(tmp_path / f"n{i}" if database_url else tmp_path, database_url) for i in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            issued = [t for t in pool.map(lambda t: t.issue_if_none(time.time()), tokens) if t is not None]
+        assert len(issued) == 1
+        assert all(t.matches(issued[0]) is not None for t in tokens)
+        assert tokens[0].issue_if_none(time.time()) is None
+    finally:
+        for t in tokens:
+            t.close()
+
+
 def test_a_dropped_postgres_connection_fails_one_call_and_the_next_reconnects(tmp_path: Path, pg_url: str) -> None:
     import psycopg
 

@@ -17,6 +17,7 @@ case $nodes in ''|*[!0-9]*) echo "usage: $0 [NODES]  (a whole number of nodes, g
 [ "$nodes" -ge 1 ] || { echo "usage: $0 [NODES]  (at least 1)" >&2; exit 2; }
 opengme=${OPENGME:-$(command -v opengme || echo "$(dirname "$0")/../../.venv/bin/opengme")}
 [ -x "$opengme" ] || { echo "no opengme command: run 'make serve' once (it creates .venv) or put opengme on PATH" >&2; exit 1; }
+opengme=$(realpath "$opengme")
 export OPENGME_REDIS_URL=${OPENGME_REDIS_URL:-redis://127.0.0.1:6379/0}
 export OPENGME_DATABASE_URL=${OPENGME_DATABASE_URL:-postgresql://127.0.0.1:5432/opengme}
 base_port=${BASE_PORT:-8090}
@@ -38,4 +39,5 @@ for ((i = 0; i < nodes; i++)); do
   pids+=($!)  # the server's own pid (the prefixing sed ends with it)
 done
 echo "started $nodes nodes on ports $base_port-$((base_port + nodes - 1)); logs in $data_root/node*/server.log; Ctrl-C stops them"
+echo "the CLI reaches this cluster's apps with: export OPENGME_REDIS_URL='$OPENGME_REDIS_URL' OPENGME_DATABASE_URL='$OPENGME_DATABASE_URL'"
 wait

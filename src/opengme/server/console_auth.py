@@ -58,15 +58,25 @@ class OperatorTokens:
 
     def issue(self, now: float) -> str:
         """A new token replacing the old one (whose sessions then end); returned once, stored hashed."""
+        token = self._store(now, replace=True)
+        assert token is not None
+        return token
+
+    def _store(self, now: float, *, replace: bool) -> str | None:
+        """A new token, in one transaction under the write lock: nodes starting together on a shared
+        database issue one first token between them (the others get None), never one each."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._lock, self._db.transaction() as db:
-            db.execute("DELETE FROM console_tokens")
+            if replace:
+                db.execute("DELETE FROM console_tokens")
+            elif db.execute("SELECT 1 FROM console_tokens LIMIT 1").fetchone() is not None:
+                return None
             db.execute("INSERT INTO console_tokens VALUES (?, ?)", (token_hash(token), now))
         return token
 
     def issue_if_none(self, now: float) -> str | None:
         """A first token when there is none yet (``opengme serve``'s first start), else None."""
-        return self.issue(now) if self.current() is None else None
+        return self._store(now, replace=False)
 
     def matches(self, token: str) -> str | None:
         """The hash when ``token`` is the operator token (constant-time compare), else None."""
