@@ -11,6 +11,8 @@ import pytest
 from opengme import __version__
 from opengme.authbuffer import gen_auth_buffer
 from opengme.config import Settings
+from opengme.core.placement import PlacementTable
+from opengme.core.rooms import Member
 from opengme.core.signalling import (
     CLOSE_GOING_AWAY,
     CLOSE_HEARTBEAT_LOST,
@@ -266,6 +268,35 @@ def test_room_and_member_limits_are_10005() -> None:
     b = rig.hello("10002")
     assert is_error(reply(rig.enter(b), b), ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "full")
     assert is_error(reply(rig.enter(b, "r2"), b), ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "room limit")
+
+
+class PlacedRelays:
+    """The core's media sessions placed on relay processes by the real placement table (as
+    ``opengme serve --workers N`` places them), with no process behind: what the core sees."""
+
+    def __init__(self) -> None:
+        self.table = PlacementTable()
+
+    def open_session(self, member: Member, muted: bool) -> Json:
+        return {"udp_port": 40000 + int(self.table.place(f"{member.app_id}\0{member.room_id}")), "key": ""}
+
+    def set_muted(self, member: Member, muted: bool) -> None: ...
+
+    def share(self, member: Member, partner: Member | None) -> None: ...
+
+
+def test_an_entry_no_relay_can_take_is_10005_and_leaves_no_member_behind() -> None:
+    rig = Rig()
+    relays = PlacedRelays()
+    rig.core.media = relays
+    a = rig.hello("10001")
+    refused = reply(rig.enter(a), a)  # every relay process is restarting
+    assert is_error(refused, ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED, "enter again in a moment")
+    assert rig.core.registry.member_count == 0 and rig.core.registry.room_count == 0
+    relays.table.add_target("1")
+    entered = reply(rig.enter(a), a)
+    assert entered["type"] == "entered" and entered["media"]["udp_port"] == 40001
+    assert rig.core.registry.member_count == 1
 
 
 # --- what may change while a proof is being made --------------------------------------------------------

@@ -38,6 +38,7 @@ from opengme.authbuffer import verify_auth_buffer
 from opengme.config import Settings
 from opengme.core.captions import CaptionSink
 from opengme.core.game_voice import GameVoice, RouteSink
+from opengme.core.placement import NoTarget
 from opengme.core.ratelimit import BucketTable, TokenBucket
 from opengme.core.room_manager import RoomManagement
 from opengme.core.room_sharing import RoomSharing
@@ -484,9 +485,10 @@ class SignallingCore:
             self._drop(entered.displaced.conn, ErrorCode.AV_ERR_SERVER_NO_PERMISSION, TAKEN_OVER)
         peer.member = entered.member
         self.room_management.entered(self.registry, entered.member, self._auth_bits(msg, proof))
+        reply = self._admitted_reply(peer, proto.entered, msg["id"], app, entered.member, now)
         peer.has_entered = True
         self._clients[(app_id, open_id)].add(peer.id)  # the openid is proven: invitations reach it
-        self._send(peer.id, self._room_reply(proto.entered, msg["id"], app, entered.member, now))
+        self._send(peer.id, reply)
         log.info("entered", extra=fields(app_id=app_id, room_id=msg["room_id"], open_id=open_id, conn=peer.id,
                                          tinyid=entered.member.tinyid, resumed="resume_token" in msg))
 
@@ -512,7 +514,7 @@ class SignallingCore:
             raise result.error
         peer.member = result.entered.member
         self.room_management.entered(self.registry, result.entered.member, self._auth_bits(msg, proof))
-        self._send(peer.id, self._room_reply(proto.switched, msg["id"], app, result.entered.member, now))
+        self._send(peer.id, self._admitted_reply(peer, proto.switched, msg["id"], app, result.entered.member, now))
 
     def _change_room_type(self, peer: Peer, msg: Json, now: Instant, proof: Proof | None) -> None:
         member = self._member(peer)
@@ -763,6 +765,18 @@ class SignallingCore:
         if not times or expiry is None:
             return False
         return max(times) >= expiry - self.settings.reconnect_give_up
+
+    def _admitted_reply(self, peer: Peer, build: Callable[..., Json], id: int, app: App, member: Member,
+                        now: Instant) -> Json:
+        """The reply to an admission, with its media session; when no relay can take the room (every
+        relay process is restarting) the member leaves again and the entry is refused with 10005."""
+        try:
+            return self._room_reply(build, id, app, member, now)
+        except NoTarget as exc:
+            self._leave(member, now, "no media relay", voluntary=True)
+            peer.member = None
+            raise GmeError(ErrorCode.AV_ERR_SERVER_ALLOC_RESOURCE_FAILED,
+                           f"{exc} (its relay processes are restarting); enter again in a moment") from None
 
     def _room_reply(self, build: Callable[..., Json], id: int, app: App, member: Member, now: Instant) -> Json:
         room = self.registry.room(member.app_id, member.room_id)
