@@ -311,6 +311,34 @@ async def test_taps_quality_and_activity_come_back_from_the_worker(pool: PoolRig
     assert relay.activity(a.tinyid).addr == a.path.transport.get_extra_info("sockname")
 
 
+async def test_room_sharing_between_rooms_on_two_workers_goes_through_the_server(pool: PoolRig) -> None:
+    """Each linked member's voice reaches the other room although another worker serves it: its worker
+    hands the packet on, the other one seals it for its room; unlinking stops it."""
+    relay = pool.media.relay
+    a, c = await pool.peer("10001", "r1"), await pool.peer("10003", "r1")
+    b, d = await pool.peer("10002", "r2"), await pool.peer("10004", "r2")
+    assert relay.port_of(a.tinyid) != relay.port_of(b.tinyid)  # the two rooms are on two workers
+    relay.link(a.tinyid, b.tinyid)
+    await pool.settled()
+    await a.say(b"from r1")
+    assert (await c.hear())[1] == b"from r1"
+    for listener in (b, d):
+        header, payload = await listener.hear()
+        assert payload == b"from r1" and header.tinyid == a.tinyid
+    await b.say(b"from r2")
+    assert (await d.hear())[1] == b"from r2"
+    for listener in (a, c):
+        assert (await listener.hear())[1] == b"from r2"
+    await c.say(b"not linked")  # only the linked members cross
+    assert (await a.hear())[1] == b"not linked"
+    assert await d.hears_nothing()
+    assert relay.unlink(a.tinyid) == b.tinyid
+    await pool.settled()
+    await a.say(b"alone again")
+    assert (await c.hear())[1] == b"alone again"
+    assert await d.hears_nothing() and await b.hears_nothing()
+
+
 async def test_websocket_fallback_datagrams_go_to_the_rooms_worker(pool: PoolRig) -> None:
     a = await pool.peer("10001")
     client = await pool.srv.client("10002")

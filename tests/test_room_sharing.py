@@ -2,6 +2,7 @@
 SDK and a real server: two rooms hear each other's linked members, and stop when the link stops."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from opengme.core.relay import Relay
 from opengme.errors import ErrorCode
 from opengme.events import EventType, RoomType
+from opengme.server import media as media_part
 from support.audio import band, tone, write_wav
 from support.sdk_harness import ClientMaker, SdkClient, ThreadServer, listen, talk, wait_for, wait_played
 from test_relay_core import join
@@ -39,6 +41,34 @@ def test_linked_members_reach_the_other_room_including_late_comers() -> None:
 
 
 
+def test_a_linked_speaker_served_by_another_relay_reaches_the_room_through_inject() -> None:
+    """``--workers N``: the two rooms live on two relays. The speaker's relay hands each voice packet
+    on (``set_link_tap``); the other relay seals it for its room as if the speaker were linked there."""
+    here, there = Relay(), Relay()
+    a, c = join(here, "r1", 1, 7001), join(here, "r1", 3, 7003)
+    b, d = join(there, "r2", 2, 7002), join(there, "r2", 4, 7004)
+    handed: list[tuple[bytes, bytes]] = []
+    here.set_link_tap(1, lambda header, payload: handed.append((header, payload)))
+    out = here.handle_datagram(a.voice(b"hello"), a.addr, 1.0)
+    assert [to for _, to in out] == [c.addr]  # its own room as before
+    [(header, payload)] = handed
+    injected = there.inject(1, header, payload, "r2")
+    assert sorted(to for _, to in injected) == sorted([b.addr, d.addr])
+    heard_here = c.crypto.open(out[0][0])
+    for datagram, to in injected:
+        listener = b if to == b.addr else d
+        head, body = listener.crypto.open(datagram)
+        assert body == b"hello" and head.tinyid == 1  # the speaker's tinyid, as on one relay
+        assert (head.seq, head.timestamp, head.level) == (heard_here[0].seq, heard_here[0].timestamp,
+                                                          heard_here[0].level)
+    assert there.counters.forwarded == 2
+    assert there.inject(1, header, payload, "nowhere") == []  # the room went meanwhile
+    assert there.inject(1, header[:4], payload, "r2") == []
+    here.set_link_tap(1, None)
+    here.handle_datagram(a.voice(b"again"), a.addr, 2.0)
+    assert len(handed) == 1
+
+
 def member(server: ThreadServer, clients: ClientMaker, open_id: str, room: str) -> SdkClient:
     client = clients(server.url, server.app, open_id, portaudio=False)
     assert client.ctx.enter_room(room, RoomType.STANDARD, server.auth(room, open_id)) == E.AV_OK
@@ -52,10 +82,16 @@ def member(server: ThreadServer, clients: ClientMaker, open_id: str, room: str) 
 
 @pytest.mark.slow
 @pytest.mark.public_surface
+@pytest.mark.parametrize("workers", [1, 2], ids=["one relay", "two relay processes"])
 def test_two_linked_rooms_hear_each_others_linked_members_until_it_stops(
-        server: ThreadServer, clients: ClientMaker, tmp_path: Path) -> None:
+        make_server: Callable[..., ThreadServer], clients: ClientMaker, tmp_path: Path, workers: int) -> None:
+    server = make_server(workers=workers)
     a, c = member(server, clients, "10001", "r1"), member(server, clients, "10003", "r1")
     b, d = member(server, clients, "10002", "r2"), member(server, clients, "10004", "r2")
+    if workers > 1:  # the rooms are on two relay processes: the voices cross through the server
+        pool = media_part.get(server.server).pool
+        assert pool is not None
+        assert pool.table.owner(f"{server.app.app_id}\0r1") != pool.table.owner(f"{server.app.app_id}\0r2")
     everyone = [a, b, c, d]
     in_r1, in_r2 = listen(c), listen(d)
     talk(a, write_wav(tmp_path / "a.wav", tone(440, 30.0)))

@@ -62,6 +62,9 @@ from its own state, without calling back into the relay."""
 VoiceTap = Callable[[bytes, bool], None]
 """``(Opus payload, voice bit)`` of one speaker's forwarded voice: live captions listen through it.
 Like :data:`RoomTap` it must only keep the payload for later work."""
+LinkTap = Callable[[bytes, bytes], None]
+"""``(uplink header, Opus payload)`` of a speaker whose room-sharing partner's room is served by another
+relay (``opengme serve --workers N``): that relay's :meth:`Relay.inject` forwards it there."""
 
 _DATA = int(PacketType.DATA)
 _BIND = int(PacketType.BIND)
@@ -139,6 +142,7 @@ class _Member:
         "last_packet",
         "last_voice",
         "level",
+        "link_tap",
         "listeners",
         "lost",
         "muted",
@@ -169,6 +173,7 @@ class _Member:
         self.received = 0  # authenticated packets since the last quality report
         self.report_top = -1  # the packet index window's top at the last quality report
         self.tap: VoiceTap | None = None  # live captions: hears the speaker's Opus payloads (set_voice_tap)
+        self.link_tap: LinkTap | None = None  # room sharing into a room another relay serves (set_link_tap)
 
 
 class _Room:
@@ -273,6 +278,26 @@ class Relay:
         member = self._members.get(tinyid)
         if member is not None:
             member.tap = tap
+
+    def set_link_tap(self, tinyid: int, tap: LinkTap | None) -> None:
+        """Room sharing with a member another relay serves: hand ``tinyid``'s voice packets to ``tap``
+        (which carries them to that relay's :meth:`inject`), or stop."""
+        member = self._members.get(tinyid)
+        if member is not None:
+            member.link_tap = tap
+
+    def inject(self, tinyid: int, header: bytes, payload: bytes, room_id: str) -> Outgoing:
+        """The voice packet of speaker ``tinyid``, linked into ``room_id`` by room sharing but served by
+        another relay (which authenticated it): sealed for every member of the room, as a linked
+        speaker's voice reaches its partner's room here."""
+        room = self._rooms.get(room_id)
+        if room is None or len(header) < HEADER_SIZE or header[0] & TYPE_MASK != _DATA:
+            return []
+        head = b"".join((_DOWNLINK_FIRST[header[0]], header[1:8], tinyid.to_bytes(4), header[12:14]))
+        out = [(listener.crypto.seal_raw(head, tinyid, payload), listener.addr)
+               for listener in room.members if listener.addr is not None and listener.tinyid != tinyid]
+        self.counters.forwarded += len(out)
+        return out
 
     def set_route_policy(self, room_id: str, policy: RoutePolicy | None) -> None:
         """Give a room its hearing rules (None: everyone hears everyone) and rebuild its route tables.
@@ -468,6 +493,8 @@ class Relay:
                 member.last_voice = now
             if member.tap is not None:
                 member.tap(payload, level >= 0x80)
+            if member.link_tap is not None:
+                member.link_tap(data[:HEADER_SIZE], payload)
             head = b"".join((_DOWNLINK_FIRST[data[0]], data[1:8], member.wire_tinyid, data[12:14]))  # = _head
             tinyid = member.tinyid
             sent = len(out)

@@ -118,6 +118,7 @@ class RelayPool:
         self._explicit: set[str] = set()  # rooms with hearing rules (a RoutePolicy)
         self._voice_taps: dict[int, VoiceTap] = {}
         self._room_taps: dict[str, RoomTap] = {}
+        self._crossing: dict[int, int] = {}  # room sharing across workers: tinyid -> its linked partner
         self._activity: dict[int, tuple[Addr | None, int, float | None, float | None]] = {}
         self._quality: dict[int, list[int]] = {}  # tinyid -> [received, expected] since the last take
         self._retired = RelayCounters()  # dead workers' last counters, plus the pool's own drops
@@ -291,6 +292,12 @@ class RelayPool:
             room_tap = self._room_taps.get(message[1])
             if room_tap is not None:
                 room_tap(message[2], message[3], message[4], message[5])
+        elif kind == "xpkt":  # a linked speaker's voice, for its partner's room on another worker
+            partner = self._crossing.get(message[1], -1)
+            there = self._where.get(partner)
+            if there is not None:
+                room_id = self.mirror.activity(partner).room_id
+                there.link.send(("inject", message[1], room_id, message[2], message[3]))
         elif kind == "report":
             self._on_report(worker, message)
         elif kind == "pong":
@@ -333,6 +340,7 @@ class RelayPool:
         if tinyid not in self._session_of:
             return False
         room_id = self.mirror.activity(tinyid).room_id
+        self._uncross(tinyid)
         self.mirror.remove_member(tinyid)
         worker = self._where.pop(tinyid, None)
         if worker is not None:
@@ -354,22 +362,41 @@ class RelayPool:
         self._send(tinyid, ("mute", tinyid, muted))
 
     def link(self, a: int, b: int) -> None:
+        """Room sharing. On one worker its relay links the two; across workers each one's voice is
+        handed from its worker through this process to the worker of its partner's room (``inject``)."""
+        self._uncross(a)
+        self._uncross(b)
         self.mirror.link(a, b)
         first, second = self._where.get(a), self._where.get(b)
-        if first is None or first is not second:
-            log.info("room sharing across relay workers is not carried",
-                     extra=fields(tinyid=a, partner=b))
+        if first is None or second is None:
+            return
+        if first is not second:
+            self._crossing[a], self._crossing[b] = b, a
+            first.link.send(("xlink", a, True))
+            second.link.send(("xlink", b, True))
             return
         first.link.send(("link", a, b))
         self._send_routes(first, self._row_and_column(a) + self._row_and_column(b))
 
     def unlink(self, tinyid: int) -> int | None:
+        self._uncross(tinyid)
         other = self.mirror.unlink(tinyid)
         worker = self._where.get(tinyid)
         if other is not None and worker is not None and self._where.get(other) is worker:
             worker.link.send(("unlink", tinyid))
             self._send_routes(worker, self._row_and_column(tinyid) + self._row_and_column(other))
         return other
+
+    def _uncross(self, tinyid: int) -> None:
+        """End a room sharing across workers that ``tinyid`` is part of (both ends stop handing on)."""
+        partner = self._crossing.pop(tinyid, None)
+        if partner is None:
+            return
+        self._crossing.pop(partner, None)
+        for t in (tinyid, partner):
+            worker = self._where.get(t)
+            if worker is not None:
+                worker.link.send(("xlink", t, False))
 
     def linked(self, tinyid: int) -> int | None:
         return self.mirror.linked(tinyid)

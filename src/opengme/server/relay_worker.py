@@ -243,6 +243,10 @@ class Worker:
             relay.set_voice_tap(args[0], self._voice_tap(args[0]) if args[1] else None)
         elif op == "rtap":
             relay.set_room_tap(args[0], self._room_tap(args[0]) if args[1] else None)
+        elif op == "xlink":  # room sharing with a room another worker serves
+            relay.set_link_tap(args[0], self._link_tap(args[0]) if args[1] else None)
+        elif op == "inject":
+            self.udp.dispatch(relay.inject(args[0], args[2], args[3], args[1]))
         elif op == "ping":  # everything sent before it has been applied
             self.link.send(("pong", args[0]))
         else:
@@ -251,6 +255,10 @@ class Worker:
     def _voice_tap(self, tinyid: int) -> Callable[[bytes, bool], None]:
         send = self.link.send
         return lambda payload, voice: send(("vtap", tinyid, payload, voice))
+
+    def _link_tap(self, tinyid: int) -> Callable[[bytes, bytes], None]:
+        send = self.link.send
+        return lambda header, payload: send(("xpkt", tinyid, header, payload))
 
     def _room_tap(self, room: str) -> Callable[[int, bytes, bytes, float], None]:
         send = self.link.send
