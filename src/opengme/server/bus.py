@@ -93,12 +93,10 @@ def parse_answer(text: str | bytes) -> Json:
 # --- member-to-member pushes (invitations: opengme.server.invitations) -----------------------------
 # Ops a node serves for pushes to a member another node holds; each answers ``{"delivered": bool}``.
 
-PUSH_TO_OPENID = "push_to_openid"
-"""args ``{"app_id", "open_id", "message"}``: the push to every connection of that openid on the node
-(an ``invitation``: the invitee may be in any room, or none)."""
-PUSH_TO_MEMBER = "push_to_member"
-"""args ``{"app_id", "room_id", "open_id", "message"}``: the push to that openid's member if it is in
-that room on the node (an ``invitation_result``: the inviter, unless it left the room)."""
+PUSH = "push"
+"""args ``{"app_id", "open_id", "message"}`` and optionally ``"room_id"``: the push to every connection
+of that openid on the node (an ``invitation``: the invitee may be in any room, or none), or with
+``room_id`` only to its member in that room (an ``invitation_result``: the inviter, unless it left)."""
 
 
 # --- the node's end of it --------------------------------------------------------------------------

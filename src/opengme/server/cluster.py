@@ -40,6 +40,10 @@ class Cluster:
         """How clients reach this node: ``node_url``, else the address it listens on."""
         return self.server.settings.node_url.rstrip("/") or self.server.base_url
 
+    async def alive(self, node_id: str) -> bool:
+        """Whether ``node_id`` is this node or one whose registration has not expired."""
+        return node_id == self.node_id or bool(await self.redis.exists(self.keys.node(node_id)))
+
     async def start(self) -> None:
         import redis
 

@@ -6,11 +6,11 @@ inviter and the invitee may be connected to different nodes.
   of the node that issued it forgets nothing. An answer consumes it (``DEL``: of two answers racing, one wins).
 - **The invitee** is found on this node first (a connection that proved its openid, as on one node),
   else in the other live nodes' room snapshots (``shared_records``: openid → room → node), and its node
-  is asked over the bus (``bus.PUSH_TO_OPENID``) to hand it the ``invitation`` push. No per-member key
+  is asked over the bus (``bus.PUSH``) to hand it the ``invitation`` push. No per-member key
   is written on each entry for this: the snapshots are there already, at the cost of seeing a member
   who has just entered another node after at most ``PUBLISH_GAP`` + one heartbeat.
 - **The inviter** gets ``invitation_result`` from the node that serves its room now (``keys.room``;
-  ``bus.PUSH_TO_MEMBER``), if it is still in that room; if it left, the invitation counts as cancelled
+  ``bus.PUSH`` with the room), if it is still in that room; if it left, the invitation counts as cancelled
   (1802 on acceptance, 1803 on refusal), as on one node.
 
 The error codes are the single node's (``opengme.core.rooms``). An accepted invitation's room is on
@@ -80,8 +80,7 @@ class ClusterInvitations:
         self.signalling = sig
         self.records = records
         self.bus = node_bus
-        node_bus.handlers[bus.PUSH_TO_OPENID] = self._push_to_openid
-        node_bus.handlers[bus.PUSH_TO_MEMBER] = self._push_to_member
+        node_bus.handlers[bus.PUSH] = self._push
 
     async def handle(self, conn: int, message: Json, now: Instant) -> Output:
         core = self.signalling.core
@@ -112,11 +111,7 @@ class ClusterInvitations:
         ttl_ms = max(1, int(core.registry.invite_ttl * 1000))
         await self.cluster.redis.set(key, record_text(invitation), px=ttl_ms)
         push = proto.invitation(invitation.invite_id, inviter.open_id, inviter.room_id)
-        if node is None:
-            delivered, pushed = core.push(app_id, target, push)
-        else:
-            answer = await self.bus.call(node, bus.PUSH_TO_OPENID, {"app_id": app_id, "open_id": target, "message": push})
-            delivered, pushed = bool(answer.get("delivered")), Output()
+        delivered, pushed = await self._deliver(node, app_id, target, push)
         if not delivered:  # gone meanwhile
             await self.cluster.redis.delete(key)
             raise GmeError(ErrorCode.AV_ERR_INVITET_FAILED, f"openid {target!r} is not connected")
@@ -133,12 +128,7 @@ class ClusterInvitations:
             raise invitation_gone(invite_id, open_id, accept)
         result = proto.invitation_result(invite_id, open_id, accept)
         owner = await self.records.owner(app_id, invitation.room_id)  # None: served here (or nowhere)
-        if owner is None:
-            delivered, pushed = core.push(app_id, invitation.from_open_id, result, invitation.room_id)
-        else:
-            answer = await self.bus.call(owner, bus.PUSH_TO_MEMBER, {
-                "app_id": app_id, "room_id": invitation.room_id, "open_id": invitation.from_open_id, "message": result})
-            delivered, pushed = bool(answer.get("delivered")), Output()
+        delivered, pushed = await self._deliver(owner, app_id, invitation.from_open_id, result, invitation.room_id)
         if not delivered:  # the inviter left the room: cancelled, as on one node
             raise invitation_gone(invite_id, open_id, accept)
         reply = proto.invite_reply_ok(message["id"], invite_id, invitation.room_id if accept else None)
@@ -151,14 +141,22 @@ class ClusterInvitations:
                 return view.node
         return None
 
-    async def _push_to_openid(self, args: Json) -> Json:
-        delivered, output = self.signalling.core.push(str(args["app_id"]), str(args["open_id"]), dict(args["message"]))
-        self.signalling._apply(output)
-        return {"delivered": delivered}
+    async def _deliver(self, node: str | None, app_id: str, open_id: str, message: Json,
+                       room_id: str | None = None) -> tuple[bool, Output]:
+        """A push to the openid (``room_id``: its member in that room) here when ``node`` is None, else
+        through that node's bus; whether it was taken, and what is to be sent from here."""
+        if node is None:
+            return self.signalling.core.push(app_id, open_id, message, room_id)
+        args: Json = {"app_id": app_id, "open_id": open_id, "message": message}
+        if room_id is not None:
+            args["room_id"] = room_id
+        answer = await self.bus.call(node, bus.PUSH, args)
+        return bool(answer.get("delivered")), Output()
 
-    async def _push_to_member(self, args: Json) -> Json:
+    async def _push(self, args: Json) -> Json:
+        room_id = args.get("room_id")
         delivered, output = self.signalling.core.push(str(args["app_id"]), str(args["open_id"]), dict(args["message"]),
-                                                      str(args["room_id"]))
+                                                      None if room_id is None else str(room_id))
         self.signalling._apply(output)
         return {"delivered": delivered}
 

@@ -709,7 +709,7 @@ class Recorder:
 
     async def _alive(self, node_id: str) -> bool:
         assert self.cluster is not None
-        return node_id == self.cluster.node_id or bool(await self.cluster.redis.exists(self.cluster.keys.node(node_id)))
+        return await self.cluster.alive(node_id)
 
     async def reap(self) -> None:
         """Close the recording tasks of every dead node and take its undelivered callbacks over; stop
@@ -818,7 +818,6 @@ class Recorder:
         """The other live node that serves the room (cluster), else None: the room is here or unplaced."""
         records = shared_records.get(self.server)
         return None if records is None else await records.owner(app_id, room_id)
-        return await records.owner(app_id, room_id)
 
     async def _runner(self, task: Task) -> str | None:
         """The other live node that runs ``task`` (cluster, shared tables), else None. A dead one's

@@ -344,7 +344,7 @@ class SharedRecords:
         try:
             raw = await redis.get(self.keys.room(app_id, room_id))
             node: str | None = raw.decode() if raw is not None else None
-            if node is None or node == self.cluster.node_id or not await redis.exists(self.keys.node(node)):
+            if node is None or node == self.cluster.node_id or not await self.cluster.alive(node):
                 return None
         except Exception as exc:
             raise _unreachable(exc) from None
